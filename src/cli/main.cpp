@@ -1,0 +1,23 @@
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "common/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"quartet2: NVFP4 pre-training with the Quartet II recipe"};
+  app.require_subcommand(1);
+  q2::cli::add_quant_error(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const q2::Error& e) {
+    std::fprintf(stderr, "quartet2: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "quartet2: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

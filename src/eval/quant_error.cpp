@@ -1,0 +1,76 @@
+#include "eval/quant_error.h"
+
+#include <cmath>
+
+#include "common/error.h"
+#include "quant/hadamard.h"
+#include "quant/ms_eden.h"
+#include "quant/philox.h"
+#include "quant/rtn.h"
+#include "quant/sr.h"
+
+namespace q2::eval {
+
+const std::vector<std::string>& quant_error_quantizers() {
+  static const std::vector<std::string> names = {"rtn", "four_over_six", "sr", "sr_unscaled", "ms_eden", "ms_eden_h16"};
+  return names;
+}
+
+namespace {
+bool is_stochastic(const std::string& q) { return q != "rtn" && q != "four_over_six"; }
+}  // namespace
+
+Matrix quantize_dequantize(const std::string& q, const Matrix& x, uint64_t seed, uint64_t k) {
+  const MatrixRef xr(x, "x");
+  const uint64_t s1 = philox::derive_seed(seed, 2 * k), s2 = philox::derive_seed(seed, 2 * k + 1);
+  if (q == "rtn") return quant::quantize_rtn(xr).dequantize();
+  if (q == "four_over_six") return quant::quantize_four_over_six(xr).dequantize();
+  if (q == "sr") return quant::quantize_sr(xr, quant::kSrScaleOverride, s1).dequantize();
+  if (q == "sr_unscaled") return quant::quantize_sr(xr, 1.0f, s1).dequantize();
+  if (q == "ms_eden" || q == "ms_eden_h16") {
+    const quant::Rht rot(q == "ms_eden" ? 128 : 16, s1);
+    const Matrix y = quant::quantize_ms_eden(xr, rot, s2).dequantize();
+    return quant::rht_inverse(MatrixRef(y, "ms_eden output"), rot);
+  }
+  throw Error("unknown quantizer '" + q + "'");
+}
+
+double rel_sq_error(const float* estimate, const float* exact, int64_t n) {
+  double num = 0.0, den = 0.0;
+#pragma omp parallel for reduction(+ : num, den)
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(estimate[i]) - exact[i];
+    num += d * d;
+    den += static_cast<double>(exact[i]) * exact[i];
+  }
+  return den == 0.0 ? (num == 0.0 ? 0.0 : INFINITY) : num / den;
+}
+
+std::vector<QuantErrorRow> quant_error(const Matrix& x, int draws, uint64_t seed,
+                                       const std::function<void(const QuantErrorRow&)>& progress) {
+  if (draws < 1) throw Error("--draws must be at least 1 (got " + std::to_string(draws) + ")");
+  std::vector<QuantErrorRow> rows;
+  for (const std::string& q : quant_error_quantizers()) {
+    QuantErrorRow row{q, 0.0, 0.0, is_stochastic(q)};
+    const Matrix first = quantize_dequantize(q, x, seed, 0);
+    row.rel_mse = rel_sq_error(first.data.data(), x.data.data(), x.size());
+    if (!row.stochastic) {
+      row.rel_mse_mean = row.rel_mse;  // every draw is identical
+    } else {
+      std::vector<double> sum(first.data.begin(), first.data.end());
+      for (int k = 1; k < draws; ++k) {
+        const Matrix d = quantize_dequantize(q, x, seed, static_cast<uint64_t>(k));
+#pragma omp parallel for
+        for (int64_t i = 0; i < x.size(); ++i) sum[i] += d.data[i];
+      }
+      std::vector<float> mean(sum.size());
+      for (size_t i = 0; i < sum.size(); ++i) mean[i] = static_cast<float>(sum[i] / draws);
+      row.rel_mse_mean = rel_sq_error(mean.data(), x.data.data(), x.size());
+    }
+    if (progress) progress(row);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+}  // namespace q2::eval
