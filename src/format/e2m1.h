@@ -16,15 +16,10 @@ Q2_HD float decode(uint8_t code) {
 
 // Magnitude code (0..7) of |v| rounded to nearest, ties to the even code, saturating at 6.
 Q2_HD uint8_t encode_magnitude_rne(float a) {
-  // Each midpoint goes to whichever neighbour has an even code.
-  if (a <= 0.25f) return 0;
-  if (a < 0.75f) return 1;
-  if (a <= 1.25f) return 2;
-  if (a < 1.75f) return 3;
-  if (a <= 2.5f) return 4;
-  if (a < 3.5f) return 5;
-  if (a <= 5.0f) return 6;
-  return 7;
+  // Count the decision thresholds passed; each midpoint goes to the neighbour with the even
+  // code (<= keeps the lower one, >= takes the upper one). Branch-free, so it vectorizes.
+  return static_cast<uint8_t>((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
+                              (a > 5.0f));
 }
 
 Q2_HD uint8_t sign_bit(float v) { return (float_bits(v) >> 31) ? 8u : 0u; }

@@ -17,12 +17,12 @@ struct GroupSums {
   float vv = 0.0f, vq = 0.0f;
 };
 
-// Codes of one 16-group against first-stage scale m; returns the EDEN sums.
+// Codes of one 16-group against first-stage scale m (all +0 when m = 0); returns the EDEN sums.
 GroupSums round_group(const float* y, float m, uint8_t* packed) {
-  const float f = m == 0.0f ? 0.0f : 1.0f / m;
   GroupSums s;
-  uint8_t codes[kBlock];
-  for (int i = 0; i < kBlock; ++i) {
+  uint8_t codes[kBlock] = {};
+  const float f = m == 0.0f ? 0.0f : 1.0f / m;
+  for (int i = 0; i < kBlock && m != 0.0f; ++i) {
     const float v = y[i] * f;
     codes[i] = e2m1::encode_rne(v);
     s.vv += v * v;
