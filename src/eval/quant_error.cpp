@@ -46,27 +46,30 @@ double rel_sq_error(const float* estimate, const float* exact, int64_t n) {
   return den == 0.0 ? (num == 0.0 ? 0.0 : INFINITY) : num / den;
 }
 
+DrawErrors mean_of_draws(const Matrix& x, int n, const std::function<Matrix(uint64_t k)>& draw) {
+  std::vector<double> sum(x.data.size(), 0.0);
+  DrawErrors e{0.0, 0.0};
+  for (int k = 0; k < n; ++k) {
+    const Matrix d = draw(static_cast<uint64_t>(k));
+    if (k == 0) e.single = rel_sq_error(d.data.data(), x.data.data(), x.size());
+#pragma omp parallel for
+    for (int64_t i = 0; i < x.size(); ++i) sum[i] += d.data[i];
+  }
+  std::vector<float> mean(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) mean[i] = static_cast<float>(sum[i] / n);
+  e.mean = rel_sq_error(mean.data(), x.data.data(), x.size());
+  return e;
+}
+
 std::vector<QuantErrorRow> quant_error(const Matrix& x, int draws, uint64_t seed,
                                        const std::function<void(const QuantErrorRow&)>& progress) {
   if (draws < 1) throw Error("--draws must be at least 1 (got " + std::to_string(draws) + ")");
   std::vector<QuantErrorRow> rows;
   for (const std::string& q : quant_error_quantizers()) {
-    QuantErrorRow row{q, 0.0, 0.0, is_stochastic(q)};
-    const Matrix first = quantize_dequantize(q, x, seed, 0);
-    row.rel_mse = rel_sq_error(first.data.data(), x.data.data(), x.size());
-    if (!row.stochastic) {
-      row.rel_mse_mean = row.rel_mse;  // every draw is identical
-    } else {
-      std::vector<double> sum(first.data.begin(), first.data.end());
-      for (int k = 1; k < draws; ++k) {
-        const Matrix d = quantize_dequantize(q, x, seed, static_cast<uint64_t>(k));
-#pragma omp parallel for
-        for (int64_t i = 0; i < x.size(); ++i) sum[i] += d.data[i];
-      }
-      std::vector<float> mean(sum.size());
-      for (size_t i = 0; i < sum.size(); ++i) mean[i] = static_cast<float>(sum[i] / draws);
-      row.rel_mse_mean = rel_sq_error(mean.data(), x.data.data(), x.size());
-    }
+    const bool stochastic = is_stochastic(q);
+    // Deterministic quantizers give identical draws: one suffices.
+    const DrawErrors e = mean_of_draws(x, stochastic ? draws : 1, [&](uint64_t k) { return quantize_dequantize(q, x, seed, k); });
+    QuantErrorRow row{q, e.single, e.mean, stochastic};
     if (progress) progress(row);
     rows.push_back(row);
   }

@@ -39,19 +39,13 @@ TEST(MsEden, LargestCorrectedScaleMapsTo256) {
 
 // Mean over n draws, each with fresh rotation and rounding seeds, un-rotated.
 double bias_ratio(const Matrix& x, int n, const MsEdenConfig& cfg, double* single_out = nullptr) {
-  std::vector<double> sum(x.data.size(), 0.0);
-  double single = 0;
-  for (int k = 0; k < n; ++k) {
+  const eval::DrawErrors e = eval::mean_of_draws(x, n, [&](uint64_t k) {
     const Rht r(128, 500 + k);
     const Matrix y = quantize_ms_eden(MatrixRef(x, "x"), r, 900 + k, cfg).dequantize();
-    const Matrix d = rht_inverse(MatrixRef(y, "y"), r);
-    if (k == 0) single = eval::rel_sq_error(d.data.data(), x.data.data(), x.size());
-    for (size_t i = 0; i < sum.size(); ++i) sum[i] += d.data[i];
-  }
-  std::vector<float> mean(sum.size());
-  for (size_t i = 0; i < sum.size(); ++i) mean[i] = static_cast<float>(sum[i] / n);
-  if (single_out) *single_out = single;
-  return eval::rel_sq_error(mean.data(), x.data.data(), x.size()) * n / single;
+    return rht_inverse(MatrixRef(y, "y"), r);
+  });
+  if (single_out) *single_out = e.single;
+  return e.mean * n / e.single;
 }
 
 TEST(MsEden, IsUnbiasedOnGaussianDataAndBeatsSrByTwo) {

@@ -26,16 +26,9 @@ TEST(Sr, MatchesFloat64RederivationWithTheSameRandomStream) {
 
 // Mean of n draws versus one draw: for an unbiased quantizer E||mean - x||^2 = E||q - x||^2 / n.
 double bias_ratio(const Matrix& x, float scale_override, int n) {
-  std::vector<double> sum(x.data.size(), 0.0);
-  double single = 0;
-  for (int k = 0; k < n; ++k) {
-    const Matrix d = quantize_sr(MatrixRef(x, "x"), scale_override, 1000 + k).dequantize();
-    if (k == 0) single = eval::rel_sq_error(d.data.data(), x.data.data(), x.size());
-    for (size_t i = 0; i < sum.size(); ++i) sum[i] += d.data[i];
-  }
-  std::vector<float> mean(sum.size());
-  for (size_t i = 0; i < sum.size(); ++i) mean[i] = static_cast<float>(sum[i] / n);
-  return eval::rel_sq_error(mean.data(), x.data.data(), x.size()) * n / single;
+  const eval::DrawErrors e = eval::mean_of_draws(
+      x, n, [&](uint64_t k) { return quantize_sr(MatrixRef(x, "x"), scale_override, 1000 + k).dequantize(); });
+  return e.mean * n / e.single;
 }
 
 TEST(Sr, IsUnbiasedWithTheSixteenSeventeenthsOverride) {
