@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
   CLI::App app{"quartet2: NVFP4 pre-training with the Quartet II recipe"};
   app.require_subcommand(1);
   q2::cli::add_quant_error(app);
+  q2::cli::add_grad_error(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -34,4 +34,25 @@ Matrix NVFP4Tensor::dequantize() const {
   return out;
 }
 
+NVFP4Tensor transpose_square_blocks(const NVFP4Tensor& t, const std::string& name) {
+  if (t.rows % kBlock != 0)
+    throw Error("tensor '" + name + "': cannot transpose in NVFP4, " + std::to_string(t.rows) +
+                " rows is not a multiple of 16");
+  NVFP4Tensor out(t.cols, t.rows);
+  out.tensor_scale = t.tensor_scale;
+  for (int64_t r0 = 0; r0 < t.rows; r0 += kBlock)
+    for (int64_t b = 0; b < t.scale_cols(); ++b) {
+      const uint8_t s = t.scale(r0, b);
+      for (int64_t r = r0; r < r0 + kBlock; ++r) {
+        if (t.scale(r, b) != s)
+          throw Error("tensor '" + name + "' is not square-block quantized: rows " + std::to_string(r0) + " and " +
+                      std::to_string(r) + " of block column " + std::to_string(b) + " have different scales");
+        out.scale(b * kBlock + (r - r0), r0 / kBlock) = s;
+      }
+    }
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t c = 0; c < t.cols; ++c) out.set_code(c, r, t.code(r, c));
+  return out;
+}
+
 }  // namespace q2

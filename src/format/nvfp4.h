@@ -41,4 +41,8 @@ struct NVFP4Tensor {
   size_t bytes() const { return packed.size() + scales.size() + sizeof(float); }
 };
 
+// The transpose of a tensor whose scales are constant over 16x16 tiles (square-block
+// quantization): codes move, each tile keeps its scale. Throws if the scales differ in a tile.
+NVFP4Tensor transpose_square_blocks(const NVFP4Tensor& t, const std::string& name);
+
 }  // namespace q2

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "common/error.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
 #include "quant/checks.h"
@@ -77,6 +78,27 @@ NVFP4Tensor quantize_four_over_six(const MatrixRef& x) {
       const uint8_t s4 = quantize_block(g, g_max, 4.0f, t, c4);
       const bool four = block_sq_error(g, c4, s4, t) < block_sq_error(g, c6, s6, t);
       store_block(out, r, b, four ? c4 : c6, four ? s4 : s6);
+    }
+  }
+  return out;
+}
+
+NVFP4Tensor quantize_rtn_16x16(const MatrixRef& x, float scale_max) {
+  check_shape(x, kBlock, "NVFP4 blocks are 16 elements along a row");
+  if (x.rows % kBlock != 0)
+    throw Error("tensor '" + x.name + "': " + std::to_string(x.rows) +
+                " rows is not a multiple of 16 (16x16 square blocks)");
+  NVFP4Tensor out(x.rows, x.cols);
+  out.tensor_scale = tensor_scale(checked_amax(x), scale_max, 6.0f);
+  const float t = out.tensor_scale;
+#pragma omp parallel for
+  for (int64_t r0 = 0; r0 < x.rows; r0 += kBlock) {
+    uint8_t codes[kBlock];
+    for (int64_t b = 0; b < out.scale_cols(); ++b) {
+      float g_max = 0.0f;
+      for (int64_t r = r0; r < r0 + kBlock; ++r) g_max = std::max(g_max, group_amax(x.row(r) + b * kBlock));
+      for (int64_t r = r0; r < r0 + kBlock; ++r)
+        store_block(out, r, b, codes, quantize_block(x.row(r) + b * kBlock, g_max, 6.0f, t, codes));
     }
   }
   return out;

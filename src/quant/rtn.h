@@ -20,6 +20,12 @@ struct RtnConfig {
 NVFP4Tensor quantize_rtn(const MatrixRef& x, const RtnConfig& cfg = {});
 NVFP4Tensor quantize_four_over_six(const MatrixRef& x);
 
+// RTN with one scale per 16x16 tile (NVIDIA's weight recipe): g_max runs over the tile and its
+// 16 row blocks share the scale, so the transpose is again a valid 1x16 NVFP4 tensor.
+// Needs rows and cols to be multiples of 16. The spec's ceiling for it is 447.99.
+constexpr float kSquareBlockScaleMax = 447.99f;
+NVFP4Tensor quantize_rtn_16x16(const MatrixRef& x, float scale_max = kSquareBlockScaleMax);
+
 // The tensor decode scale: amax / (scale_max * val_max), or 1 for an all-zero tensor.
 float tensor_scale(float amax, float scale_max, float val_max);
 

@@ -1,0 +1,70 @@
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "eval/grad_error.h"
+#include "gemm/gemm.h"
+
+namespace q2::cli {
+
+namespace {
+
+struct GradErrorOptions {
+  std::string scheme = "quartet2";
+  int64_t m = 1024, k = 1024, n = 1024;
+  int draws = 64, hadamard = 0;
+  uint64_t seed = 0;
+  std::string load;
+  bool json = false;
+};
+
+void run(const GradErrorOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const eval::LayerOperands ops = o.load.empty() ? eval::default_operands(o.m, o.k, o.n, o.seed) : eval::load_operands(o.load);
+  const auto backend = gemm::make_cpu_backend();
+  const auto rows = eval::grad_error(ops, o.scheme, o.hadamard, o.draws, o.seed, *backend, [&](int done) {
+    if (done % 16 == 0 || done == o.draws)
+      std::fprintf(stderr, "[grad-error %6.1fs] %s: %d/%d backward draws\n",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), o.scheme.c_str(), done,
+                   o.draws);
+  });
+  if (o.json) {
+    nlohmann::json j;
+    j["config"] = {{"scheme", o.scheme}, {"m", ops.x.rows}, {"k", ops.x.cols}, {"n", ops.w.rows},
+                   {"draws", o.draws},   {"seed", o.seed},  {"load", o.load},  {"hadamard", o.hadamard}};
+    for (const auto& r : rows) j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("grad-error: scheme %s, M=%lld K=%lld N=%lld, %d draws\n", o.scheme.c_str(),
+              static_cast<long long>(ops.x.rows), static_cast<long long>(ops.x.cols), static_cast<long long>(ops.w.rows),
+              o.draws);
+  std::printf("%-8s %12s %10s %14s %18s\n", "product", "rel_err", "cosine", "rel_err_mean", "mean*draws/single");
+  for (const auto& r : rows)
+    std::printf("%-8s %12.6f %10.6f %14.8f %18.4f\n", r.product.c_str(), r.rel_err, r.cosine, r.rel_err_mean,
+                r.product == "fwd" ? 1.0 : r.rel_err_mean * o.draws / r.rel_err);
+}
+
+}  // namespace
+
+void add_grad_error(CLI::App& app) {
+  auto o = std::make_shared<GradErrorOptions>();
+  CLI::App* sub = app.add_subcommand("grad-error", "Forward and gradient error of a linear-layer scheme");
+  sub->add_option("--scheme", o->scheme, "Scheme (bf16, quartet2, nvidia, sr, tetrajet2, ..._fwd, ..._bwd)")
+      ->capture_default_str();
+  sub->add_option("--m", o->m, "Tokens")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--k", o->k, "Input features")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--n", o->n, "Output features")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--draws", o->draws, "Backward draws averaged for rel_err_mean")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--hadamard", o->hadamard, "Override the scheme's rotation size (16, 32, 64, 128)");
+  sub->add_option("--seed", o->seed, "Seed of the operands and the draws")->capture_default_str();
+  sub->add_option("--load", o->load, "Directory with x.npy [M,K], w.npy [N,K], dy.npy [M,N]");
+  sub->add_flag("--json", o->json, "Print one JSON object instead of a table");
+  sub->callback([o] { run(*o); });
+}
+
+}  // namespace q2::cli

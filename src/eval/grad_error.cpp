@@ -1,0 +1,103 @@
+#include "eval/grad_error.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/npy.h"
+#include "eval/distributions.h"
+#include "linear/linear.h"
+#include "quant/philox.h"
+
+namespace q2::eval {
+
+LayerOperands default_operands(int64_t m, int64_t k, int64_t n, uint64_t seed) {
+  return {random_matrix(m, k, Dist::kGaussian, philox::derive_seed(seed, 100)),
+          random_matrix(n, k, Dist::kGaussian, philox::derive_seed(seed, 101), 1.0 / std::sqrt(static_cast<double>(k))),
+          random_matrix(m, n, Dist::kStudent3, philox::derive_seed(seed, 102))};
+}
+
+LayerOperands load_operands(const std::string& dir) {
+  if (!std::filesystem::is_directory(dir)) throw Error("--load: '" + dir + "' is not a directory");
+  LayerOperands ops{load_npy(dir + "/x.npy"), load_npy(dir + "/w.npy"), load_npy(dir + "/dy.npy")};
+  if (ops.x.cols != ops.w.cols || ops.dy.rows != ops.x.rows || ops.dy.cols != ops.w.rows)
+    throw Error("--load '" + dir + "': shapes do not form a linear layer: x [" + std::to_string(ops.x.rows) + ", " +
+                std::to_string(ops.x.cols) + "], w [" + std::to_string(ops.w.rows) + ", " + std::to_string(ops.w.cols) +
+                "], dy [" + std::to_string(ops.dy.rows) + ", " + std::to_string(ops.dy.cols) +
+                "] (need x [M, K], w [N, K], dy [M, N])");
+  return ops;
+}
+
+std::vector<double> product_nt_f64(const Matrix& a, const Matrix& b) {
+  std::vector<double> ad(a.data.begin(), a.data.end()), bd(b.data.begin(), b.data.end()), out(a.rows * b.rows);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(a.rows), static_cast<int>(b.rows),
+              static_cast<int>(a.cols), 1.0, ad.data(), static_cast<int>(a.cols), bd.data(), static_cast<int>(b.cols),
+              0.0, out.data(), static_cast<int>(b.rows));
+  return out;
+}
+
+namespace {
+
+double rel_err(const std::vector<double>& est, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < est.size(); ++i) num += (est[i] - ref[i]) * (est[i] - ref[i]), den += ref[i] * ref[i];
+  return den == 0 ? 0 : num / den;
+}
+
+double cosine(const std::vector<double>& a, const std::vector<double>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) ab += a[i] * b[i], aa += a[i] * a[i], bb += b[i] * b[i];
+  return aa == 0 || bb == 0 ? 0 : ab / std::sqrt(aa * bb);
+}
+
+std::vector<double> as_f64(const Matrix& m) { return {m.data.begin(), m.data.end()}; }
+
+}  // namespace
+
+std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string& scheme_name, int hadamard,
+                                     int draws, uint64_t seed, const gemm::Backend& backend,
+                                     const std::function<void(int)>& progress) {
+  if (draws < 1) throw Error("--draws must be at least 1 (got " + std::to_string(draws) + ")");
+  const linear::Linear layer(linear::scheme_by_name(scheme_name, hadamard), backend, "grad-error");
+  const Matrix xt = transpose(ops.x), dyt = transpose(ops.dy), wt = transpose(ops.w);
+
+  // Exact products of the unquantized operands, and the products the backward estimates:
+  // dY times the operands as the forward used them.
+  const std::vector<double> y_exact = product_nt_f64(ops.x, ops.w);
+  const std::vector<double> dx_exact = product_nt_f64(ops.dy, wt), dw_exact = product_nt_f64(dyt, xt);
+  const Matrix x_used = layer.forward_x(ops.x).values(), w_used = layer.forward_w(ops.w).values();
+  const std::vector<double> dx_target = product_nt_f64(ops.dy, transpose(w_used));
+  const std::vector<double> dw_target = product_nt_f64(dyt, transpose(x_used));
+
+  linear::Saved saved;
+  const std::vector<double> y = as_f64(layer.forward(ops.x, ops.w, saved));
+  std::vector<ProductError> out;
+  out.push_back({"fwd", rel_err(y, y_exact), cosine(y, y_exact), rel_err(y, y_exact)});
+
+  std::vector<double> dx_sum(dx_exact.size(), 0.0), dw_sum(dw_exact.size(), 0.0);
+  ProductError dgrad{"dgrad", 0, 0, 0}, wgrad{"wgrad", 0, 0, 0};
+  for (int k = 0; k < draws; ++k) {
+    const linear::Grads g = layer.backward(ops.dy, saved, philox::derive_seed(seed, 1000 + k));
+    const std::vector<double> dx = as_f64(g.dx), dw = as_f64(g.dw);
+    if (k == 0) {
+      dgrad.rel_err = rel_err(dx, dx_exact);
+      dgrad.cosine = cosine(dx, dx_exact);
+      wgrad.rel_err = rel_err(dw, dw_exact);
+      wgrad.cosine = cosine(dw, dw_exact);
+    }
+    for (size_t i = 0; i < dx.size(); ++i) dx_sum[i] += dx[i];
+    for (size_t i = 0; i < dw.size(); ++i) dw_sum[i] += dw[i];
+    if (progress) progress(k + 1);
+  }
+  for (double& v : dx_sum) v /= draws;
+  for (double& v : dw_sum) v /= draws;
+  dgrad.rel_err_mean = rel_err(dx_sum, dx_target);
+  wgrad.rel_err_mean = rel_err(dw_sum, dw_target);
+  out.push_back(dgrad);
+  out.push_back(wgrad);
+  return out;
+}
+
+}  // namespace q2::eval

@@ -1,0 +1,36 @@
+#pragma once
+// Gradient-estimation quality of a scheme on one linear layer: `quartet2 grad-error`.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/matrix.h"
+#include "gemm/gemm.h"
+
+namespace q2::eval {
+
+struct LayerOperands {
+  Matrix x, w, dy;  // X [M, K], W [N, K], dY [M, N]
+};
+
+// X gaussian, W ~ N(0, 1/K), dY Student-t(3) (gradients are heavy-tailed).
+LayerOperands default_operands(int64_t m, int64_t k, int64_t n, uint64_t seed);
+// x.npy, w.npy, dy.npy from a directory; shapes are checked against each other.
+LayerOperands load_operands(const std::string& dir);
+
+struct ProductError {
+  std::string product;  // fwd, dgrad, wgrad
+  double rel_err;       // one draw against the float64 product of the unquantized operands
+  double cosine;        // of that draw with the exact product
+  double rel_err_mean;  // mean of the draws against what the scheme's backward estimates
+};
+
+std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string& scheme, int hadamard, int draws,
+                                     uint64_t seed, const gemm::Backend& backend,
+                                     const std::function<void(int)>& progress = {});
+
+// A B^T in float64 (OpenBLAS dgemm), A [M, K], B [N, K].
+std::vector<double> product_nt_f64(const Matrix& a, const Matrix& b);
+
+}  // namespace q2::eval

@@ -1,0 +1,58 @@
+#include <cblas.h>
+
+#include "common/error.h"
+#include "format/e2m1.h"
+#include "format/e4m3.h"
+#include "gemm/gemm.h"
+
+namespace q2::gemm {
+
+void check_product_shapes(const Operand& a, const Operand& b, const std::string& what) {
+  if (a.k() != b.k())
+    throw Error(what + ": inner dimensions differ (A is [" + std::to_string(a.rows()) + ", " + std::to_string(a.k()) +
+                "], B is [" + std::to_string(b.rows()) + ", " + std::to_string(b.k()) + "])");
+}
+
+namespace {
+
+// The operand's values without the tensor scale, and that scale.
+const float* unscaled(const Operand& op, Matrix& buf, float& scale) {
+  if (op.dense) {
+    scale = 1.0f;
+    return op.dense->data.data();
+  }
+  const NVFP4Tensor& t = *op.fp4;
+  buf = Matrix(t.rows, t.cols);
+  scale = t.tensor_scale;
+#pragma omp parallel for
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t b = 0; b < t.scale_cols(); ++b) {
+      const float s = e4m3::decode(t.scale(r, b));
+      for (int j = 0; j < kBlock; ++j) buf.at(r, b * kBlock + j) = e2m1::decode(t.code(r, b * kBlock + j)) * s;
+    }
+  return buf.data.data();
+}
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  Matrix product_nt(const Operand& a, const Operand& b, const std::string& what) const override {
+    check_product_shapes(a, b, what);
+    Matrix abuf, bbuf;
+    float ta, tb;
+    const float* pa = unscaled(a, abuf, ta);
+    const float* pb = unscaled(b, bbuf, tb);
+    Matrix d(a.rows(), b.rows());
+    if (d.size() == 0 || a.k() == 0) return d;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(a.rows()), static_cast<int>(b.rows()),
+                static_cast<int>(a.k()), ta * tb, pa, static_cast<int>(a.k()), pb, static_cast<int>(b.k()), 0.0f,
+                d.data.data(), static_cast<int>(d.cols));
+    return d;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace q2::gemm

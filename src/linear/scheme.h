@@ -1,0 +1,36 @@
+#pragma once
+// Linear-layer quantization schemes as data. A layer computes Y = X W^T (forward),
+// dX = dY W (dgrad) and dW = dY^T X (wgrad); a scheme says how each operand of each product
+// is quantized and what the forward pass keeps for the backward pass.
+#include <string>
+#include <vector>
+
+namespace q2::linear {
+
+enum class FwdQuant { kBf16, kRtn, kFourOverSix, kRtn16x16 };
+// kForward: the forward pass's quantized W, transposed as it is (valid only for 16x16 blocks).
+enum class BwdQuant { kBf16, kSr, kMsEden, kRtn, kForward };
+
+struct ProductRecipe {
+  BwdQuant a = BwdQuant::kBf16, b = BwdQuant::kBf16;
+  int hadamard = 0;  // randomized Hadamard size along the product's inner dimension; 0: none
+};
+
+struct Scheme {
+  std::string name;
+  FwdQuant x = FwdQuant::kBf16, w = FwdQuant::kBf16;
+  bool save_x_high_precision = false;  // nvidia keeps X itself, not X_q, for wgrad
+  ProductRecipe dgrad, wgrad;          // dgrad: A = dY, B = W^T; wgrad: A = dY^T, B = X^T
+  float sr_scale_override = 17.0f / 16.0f;
+};
+
+// bf16, quartet2, quartet2_no46, nvidia, sr, tetrajet2, and <scheme>_fwd / <scheme>_bwd
+// (forward-only / backward-only quantization). hadamard > 0 replaces the rotation size of
+// every product that rotates. Unknown names throw, listing the known ones.
+Scheme scheme_by_name(const std::string& name, int hadamard = 0);
+std::vector<std::string> scheme_names();
+
+const char* to_string(FwdQuant q);
+const char* to_string(BwdQuant q);
+
+}  // namespace q2::linear
