@@ -126,20 +126,17 @@ TEST(LinearBf16, BackwardMatchesFiniteDifferences) {
   const Grads grads = layer.backward(g, saved, 0);
   const double h = 0.25;  // exact in binary; the loss is bilinear, so central differences are exact
   double num = 0, den = 0;
-  for (int64_t i = 0; i < x.size(); ++i) {
-    Matrix xp = x, xm = x;
-    xp.data[i] += h;
-    xm.data[i] -= h;
-    const double fd = (loss(xp, w) - loss(xm, w)) / (2 * h);
-    num += std::pow(grads.dx.data[i] - fd, 2), den += fd * fd;
-  }
-  for (int64_t i = 0; i < w.size(); ++i) {
-    Matrix wp = w, wm = w;
-    wp.data[i] += h;
-    wm.data[i] -= h;
-    const double fd = (loss(x, wp) - loss(x, wm)) / (2 * h);
-    num += std::pow(grads.dw.data[i] - fd, 2), den += fd * fd;
-  }
+  auto check = [&](const Matrix& grad, const Matrix& param, auto loss_of) {
+    for (int64_t i = 0; i < param.size(); ++i) {
+      Matrix p = param, m = param;
+      p.data[i] += h;
+      m.data[i] -= h;
+      const double fd = (loss_of(p) - loss_of(m)) / (2 * h);
+      num += std::pow(grad.data[i] - fd, 2), den += fd * fd;
+    }
+  };
+  check(grads.dx, x, [&](const Matrix& xx) { return loss(xx, w); });
+  check(grads.dw, w, [&](const Matrix& ww) { return loss(x, ww); });
   EXPECT_LT(std::sqrt(num / den), 1e-6);
 }
 
