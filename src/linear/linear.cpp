@@ -40,6 +40,7 @@ Linear::Linear(Scheme scheme, const gemm::Backend& backend, std::string name)
 gemm::OwnedOperand Linear::quantize_forward(FwdQuant q, const Matrix& m, const std::string& what) const {
   const MatrixRef ref(m, name_ + "." + what);
   switch (q) {
+    case FwdQuant::kFp32: return gemm::OwnedOperand::of(m);
     case FwdQuant::kBf16: return gemm::OwnedOperand::of(round_bf16(m));
     case FwdQuant::kRtn: return gemm::OwnedOperand::of(quant::quantize_rtn(ref));
     case FwdQuant::kFourOverSix: return gemm::OwnedOperand::of(quant::quantize_four_over_six(ref));
@@ -61,8 +62,9 @@ Matrix Linear::forward(const Matrix& x, const Matrix& w, Saved& saved, Trace* tr
   Matrix y = backend_.product_nt(xq.view(), wq.view(), "forward of layer '" + name_ + "'");
   saved.x = scheme_.save_x_high_precision ? gemm::OwnedOperand::of(round_bf16(x)) : std::move(xq);
   saved.w = std::move(wq);
-  note(trace, std::string("saved.x: ") + (saved.x.fp4 ? "nvfp4" : "bf16"));
-  note(trace, std::string("saved.w: ") + (saved.w.fp4 ? "nvfp4" : "bf16"));
+  const char* dense = scheme_.x == FwdQuant::kFp32 ? "fp32" : "bf16";
+  note(trace, std::string("saved.x: ") + (saved.x.fp4 ? "nvfp4" : dense));
+  note(trace, std::string("saved.w: ") + (saved.w.fp4 ? "nvfp4" : dense));
   return y;
 }
 
@@ -76,6 +78,7 @@ gemm::OwnedOperand Linear::quantize_backward(BwdQuant q, const Matrix& m, int ha
   const Matrix& src = hadamard ? rotated : m;
   const MatrixRef ref(src, name);
   switch (q) {
+    case BwdQuant::kFp32: return gemm::OwnedOperand::of(src);
     case BwdQuant::kBf16: return gemm::OwnedOperand::of(round_bf16(src));
     case BwdQuant::kSr: return gemm::OwnedOperand::of(quant::quantize_sr(ref, scheme_.sr_scale_override, seed));
     case BwdQuant::kRtn: return gemm::OwnedOperand::of(quant::quantize_rtn(ref));
@@ -85,7 +88,8 @@ gemm::OwnedOperand Linear::quantize_backward(BwdQuant q, const Matrix& m, int ha
 
 void Linear::check_backward_shapes(int64_t tokens, int64_t out) const {
   auto need = [&](const ProductRecipe& p, const char* product, const char* dim, int64_t size) {
-    const bool quantized = p.a != BwdQuant::kBf16 || p.b != BwdQuant::kBf16;
+    auto plain = [](BwdQuant q) { return q == BwdQuant::kBf16 || q == BwdQuant::kFp32; };
+    const bool quantized = !plain(p.a) || !plain(p.b);
     const int64_t multiple = p.hadamard ? p.hadamard : (quantized ? 16 : 1);
     if (size % multiple != 0)
       throw Error("layer '" + name_ + "' (scheme " + scheme_.name + "): " + product + " quantizes along the " + dim +
@@ -104,7 +108,8 @@ Grads Linear::backward(const Matrix& dy, const Saved& saved, uint64_t seed, Trac
   check_backward_shapes(tokens, out);
   // One rotation (same signs) for all four operands of this call; distinct rounding seeds.
   const uint64_t rot = philox::derive_seed(seed, 0);
-  const Matrix e = round_bf16(dy);
+  const bool exact = scheme_.dgrad.a == BwdQuant::kFp32;  // the fp32 scheme keeps dY as is
+  const Matrix e = exact ? dy : round_bf16(dy);
   Grads g;
 
   const ProductRecipe& d = scheme_.dgrad;

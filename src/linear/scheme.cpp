@@ -16,6 +16,11 @@ std::optional<Scheme> base_scheme(const std::string& name) {
   Scheme s;
   s.name = name;
   if (name == "bf16") return s;
+  if (name == "fp32") {
+    s.x = s.w = F::kFp32;
+    s.dgrad = s.wgrad = {B::kFp32, B::kFp32, 0};
+    return s;
+  }
   if (name == "quartet2" || name == "quartet2_no46") {
     s.x = s.w = name == "quartet2" ? F::kFourOverSix : F::kRtn;
     s.dgrad = {B::kMsEden, B::kMsEden, 128};
@@ -52,7 +57,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 std::vector<std::string> scheme_names() {
   std::vector<std::string> names;
-  for (const char* b : {"bf16", "quartet2", "quartet2_no46", "nvidia", "sr", "tetrajet2"}) names.push_back(b);
+  for (const char* b : {"fp32", "bf16", "quartet2", "quartet2_no46", "nvidia", "sr", "tetrajet2"}) names.push_back(b);
   for (const char* b : {"quartet2", "quartet2_no46", "nvidia", "sr", "tetrajet2"}) {
     names.push_back(std::string(b) + "_fwd");
     names.push_back(std::string(b) + "_bwd");
@@ -89,6 +94,7 @@ Scheme scheme_by_name(const std::string& name, int hadamard) {
 
 const char* to_string(FwdQuant q) {
   switch (q) {
+    case F::kFp32: return "fp32";
     case F::kBf16: return "bf16";
     case F::kRtn: return "rtn";
     case F::kFourOverSix: return "four_over_six";
@@ -99,6 +105,7 @@ const char* to_string(FwdQuant q) {
 
 const char* to_string(BwdQuant q) {
   switch (q) {
+    case B::kFp32: return "fp32";
     case B::kBf16: return "bf16";
     case B::kSr: return "sr";
     case B::kMsEden: return "ms_eden";

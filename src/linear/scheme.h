@@ -7,9 +7,9 @@
 
 namespace q2::linear {
 
-enum class FwdQuant { kBf16, kRtn, kFourOverSix, kRtn16x16 };
+enum class FwdQuant { kFp32, kBf16, kRtn, kFourOverSix, kRtn16x16 };
 // kForward: the forward pass's quantized W, transposed as it is (valid only for 16x16 blocks).
-enum class BwdQuant { kBf16, kSr, kMsEden, kRtn, kForward };
+enum class BwdQuant { kFp32, kBf16, kSr, kMsEden, kRtn, kForward };
 
 struct ProductRecipe {
   BwdQuant a = BwdQuant::kBf16, b = BwdQuant::kBf16;
@@ -24,7 +24,7 @@ struct Scheme {
   float sr_scale_override = 17.0f / 16.0f;
 };
 
-// bf16, quartet2, quartet2_no46, nvidia, sr, tetrajet2, and <scheme>_fwd / <scheme>_bwd
+// fp32 (no rounding at all: gradient checks), bf16, quartet2, quartet2_no46, nvidia, sr, tetrajet2, and <scheme>_fwd / <scheme>_bwd
 // (forward-only / backward-only quantization). hadamard > 0 replaces the rotation size of
 // every product that rotates. Unknown names throw, listing the known ones.
 Scheme scheme_by_name(const std::string& name, int hadamard = 0);

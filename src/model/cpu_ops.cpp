@@ -1,0 +1,227 @@
+#include "model/cpu_ops.h"
+
+#include <cblas.h>
+
+#include <cmath>
+
+#include "common/error.h"
+
+namespace q2::model::cpu {
+
+void matmul(const Matrix& a, bool ta, const Matrix& b, bool tb, Matrix& c, float alpha, bool accumulate) {
+  const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols, n = tb ? b.rows : b.cols;
+  if ((tb ? b.cols : b.rows) != k || c.rows != m || c.cols != n) throw Error("matmul: shapes do not agree");
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a.data.data(), static_cast<int>(a.cols), b.data.data(),
+              static_cast<int>(b.cols), accumulate ? 1.0f : 0.0f, c.data.data(), static_cast<int>(c.cols));
+}
+
+void embedding_forward(const Matrix& table, const std::vector<uint32_t>& ids, Matrix& out) {
+  for (uint32_t id : ids)  // checked before the parallel loop: exceptions cannot leave it
+    if (id >= table.rows)
+      throw Error("token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(table.rows));
+#pragma omp parallel for
+  for (int64_t t = 0; t < static_cast<int64_t>(ids.size()); ++t)
+    std::copy(table.row(ids[t]), table.row(ids[t]) + table.cols, out.row(t));
+}
+
+void embedding_backward(const Matrix& dout, const std::vector<uint32_t>& ids, Matrix& dtable) {
+  for (int64_t t = 0; t < static_cast<int64_t>(ids.size()); ++t) {  // serial: ids repeat
+    float* d = dtable.row(ids[t]);
+    const float* g = dout.row(t);
+    for (int64_t c = 0; c < dout.cols; ++c) d[c] += g[c];
+  }
+}
+
+void rmsnorm_forward(const Matrix& x, const float* w, double eps, Matrix& y, std::vector<float>& rstd) {
+  rstd.resize(static_cast<size_t>(x.rows));
+#pragma omp parallel for
+  for (int64_t t = 0; t < x.rows; ++t) {
+    const float* xr = x.row(t);
+    double ss = 0;
+    for (int64_t c = 0; c < x.cols; ++c) ss += static_cast<double>(xr[c]) * xr[c];
+    const float r = static_cast<float>(1.0 / std::sqrt(ss / x.cols + eps));
+    rstd[t] = r;
+    float* yr = y.row(t);
+    for (int64_t c = 0; c < x.cols; ++c) yr[c] = xr[c] * r * w[c];
+  }
+}
+
+void rmsnorm_backward(const Matrix& dy, const Matrix& x, const float* w, const std::vector<float>& rstd, Matrix& dx,
+                      float* dw) {
+  const int64_t d = x.cols;
+  std::vector<double> dw_acc(static_cast<size_t>(d), 0.0);
+#pragma omp parallel
+  {
+    std::vector<double> local(static_cast<size_t>(d), 0.0);
+#pragma omp for
+    for (int64_t t = 0; t < x.rows; ++t) {
+      const float *xr = x.row(t), *g = dy.row(t);
+      const double r = rstd[t];
+      // dx = r * (g*w) - r^3 * x * mean(g*w*x)
+      double dot = 0;
+      for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(g[c]) * w[c] * xr[c];
+      const double coef = r * r * r * dot / d;
+      float* o = dx.row(t);
+      for (int64_t c = 0; c < d; ++c) {
+        o[c] += static_cast<float>(r * g[c] * w[c] - coef * xr[c]);
+        local[c] += static_cast<double>(g[c]) * xr[c] * r;
+      }
+    }
+#pragma omp critical
+    for (int64_t c = 0; c < d; ++c) dw_acc[c] += local[c];
+  }
+  for (int64_t c = 0; c < d; ++c) dw[c] += static_cast<float>(dw_acc[c]);
+}
+
+void rope(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta, int direction) {
+  const int64_t half = head_dim / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / head_dim);
+#pragma omp parallel for
+  for (int64_t t = 0; t < x.rows; ++t) {
+    const double pos = static_cast<double>(t % seq);
+    float* r = x.row(t) + col0;
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = pos * inv_freq[i];
+      const float c = static_cast<float>(std::cos(a)), s = static_cast<float>(direction * std::sin(a));
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* p = r + h * head_dim;
+        const float x1 = p[i], x2 = p[i + half];
+        p[i] = x1 * c - x2 * s;
+        p[i + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+}
+
+void attention_forward(const Matrix& qkv, int64_t batch, int64_t seq, int64_t n_heads, Matrix& out,
+                       std::vector<float>& probs) {
+  const int64_t d = qkv.cols / 3, hd = d / n_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  probs.assign(static_cast<size_t>(batch * n_heads * seq * seq), 0.0f);
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* P = probs.data() + (b * n_heads + h) * seq * seq;
+      for (int64_t i = 0; i < seq; ++i) {
+        const float* q = qkv.row(b * seq + i) + h * hd;
+        float* p = P + i * seq;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* k = qkv.row(b * seq + j) + d + h * hd;
+          float s = 0;
+          for (int64_t c = 0; c < hd; ++c) s += q[c] * k[c];
+          p[j] = s * scale;
+          mx = std::max(mx, p[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        const float inv = static_cast<float>(1.0 / sum);
+        float* o = out.row(b * seq + i) + h * hd;
+        std::fill(o, o + hd, 0.0f);
+        for (int64_t j = 0; j <= i; ++j) {
+          p[j] *= inv;
+          const float* v = qkv.row(b * seq + j) + 2 * d + h * hd;
+          for (int64_t c = 0; c < hd; ++c) o[c] += p[j] * v[c];
+        }
+      }
+    }
+}
+
+void attention_backward(const Matrix& dout, const Matrix& qkv, const std::vector<float>& probs, int64_t batch,
+                        int64_t seq, int64_t n_heads, Matrix& dqkv) {
+  const int64_t d = qkv.cols / 3, hd = d / n_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::fill(dqkv.data.begin(), dqkv.data.end(), 0.0f);
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const float* P = probs.data() + (b * n_heads + h) * seq * seq;
+      std::vector<float> dp(static_cast<size_t>(seq));
+      for (int64_t i = 0; i < seq; ++i) {
+        const float* p = P + i * seq;
+        const float* g = dout.row(b * seq + i) + h * hd;
+        // dP = dO V^T; dV += P^T dO
+        double dot = 0;
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* v = qkv.row(b * seq + j) + 2 * d + h * hd;
+          float* dv = dqkv.row(b * seq + j) + 2 * d + h * hd;
+          float s = 0;
+          for (int64_t c = 0; c < hd; ++c) {
+            s += g[c] * v[c];
+            dv[c] += p[j] * g[c];
+          }
+          dp[j] = s;
+          dot += static_cast<double>(s) * p[j];
+        }
+        // softmax backward, then dQ = dS K * scale, dK += dS^T Q * scale
+        const float* q = qkv.row(b * seq + i) + h * hd;
+        float* dq = dqkv.row(b * seq + i) + h * hd;
+        for (int64_t j = 0; j <= i; ++j) {
+          const float ds = p[j] * (dp[j] - static_cast<float>(dot)) * scale;
+          const float* k = qkv.row(b * seq + j) + d + h * hd;
+          float* dk = dqkv.row(b * seq + j) + d + h * hd;
+          for (int64_t c = 0; c < hd; ++c) {
+            dq[c] += ds * k[c];
+            dk[c] += ds * q[c];
+          }
+        }
+      }
+    }
+}
+
+namespace {
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+}  // namespace
+
+void swiglu_forward(const Matrix& h12, Matrix& g) {
+  const int64_t h = h12.cols / 2;
+#pragma omp parallel for
+  for (int64_t t = 0; t < h12.rows; ++t) {
+    const float* a = h12.row(t);
+    float* o = g.row(t);
+    for (int64_t c = 0; c < h; ++c) o[c] = a[c] * sigmoid(a[c]) * a[c + h];
+  }
+}
+
+void swiglu_backward(const Matrix& dg, const Matrix& h12, Matrix& dh12) {
+  const int64_t h = h12.cols / 2;
+#pragma omp parallel for
+  for (int64_t t = 0; t < h12.rows; ++t) {
+    const float *a = h12.row(t), *g = dg.row(t);
+    float* o = dh12.row(t);
+    for (int64_t c = 0; c < h; ++c) {
+      const float s = sigmoid(a[c]), silu = a[c] * s;
+      o[c] = g[c] * a[c + h] * (s + silu * (1.0f - s));
+      o[c + h] = g[c] * silu;
+    }
+  }
+}
+
+double cross_entropy(const Matrix& logits, const std::vector<uint32_t>& targets, Matrix* dlogits, float scale) {
+  double total = 0;
+#pragma omp parallel for reduction(+ : total)
+  for (int64_t t = 0; t < logits.rows; ++t) {
+    const float* z = logits.row(t);
+    float mx = -INFINITY;
+    for (int64_t c = 0; c < logits.cols; ++c) mx = std::max(mx, z[c]);
+    double sum = 0;
+    for (int64_t c = 0; c < logits.cols; ++c) sum += std::exp(static_cast<double>(z[c] - mx));
+    const double lse = mx + std::log(sum);
+    total += lse - z[targets[t]];
+    if (dlogits) {
+      float* g = dlogits->row(t);
+      for (int64_t c = 0; c < logits.cols; ++c) g[c] = static_cast<float>(std::exp(z[c] - lse)) * scale;
+      g[targets[t]] -= scale;
+    }
+  }
+  return total;
+}
+
+void add_inplace(Matrix& a, const Matrix& b) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < a.size(); ++i) a.data[i] += b.data[i];
+}
+
+}  // namespace q2::model::cpu
