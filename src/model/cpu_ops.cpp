@@ -50,12 +50,14 @@ void rmsnorm_forward(const Matrix& x, const float* w, double eps, Matrix& y, std
 void rmsnorm_backward(const Matrix& dy, const Matrix& x, const float* w, const std::vector<float>& rstd, Matrix& dx,
                       float* dw) {
   const int64_t d = x.cols;
-  std::vector<double> dw_acc(static_cast<size_t>(d), 0.0);
-#pragma omp parallel
-  {
-    std::vector<double> local(static_cast<size_t>(d), 0.0);
-#pragma omp for
-    for (int64_t t = 0; t < x.rows; ++t) {
+  // dw partials per fixed row block, summed in block order: deterministic for any thread count.
+  constexpr int64_t kRowsPerBlock = 64;
+  const int64_t blocks = (x.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks * d), 0.0);
+#pragma omp parallel for
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    double* local = partial.data() + blk * d;
+    for (int64_t t = blk * kRowsPerBlock; t < std::min(x.rows, (blk + 1) * kRowsPerBlock); ++t) {
       const float *xr = x.row(t), *g = dy.row(t);
       const double r = rstd[t];
       // dx = r * (g*w) - r^3 * x * mean(g*w*x)
@@ -68,10 +70,12 @@ void rmsnorm_backward(const Matrix& dy, const Matrix& x, const float* w, const s
         local[c] += static_cast<double>(g[c]) * xr[c] * r;
       }
     }
-#pragma omp critical
-    for (int64_t c = 0; c < d; ++c) dw_acc[c] += local[c];
   }
-  for (int64_t c = 0; c < d; ++c) dw[c] += static_cast<float>(dw_acc[c]);
+  for (int64_t c = 0; c < d; ++c) {
+    double sum = 0;
+    for (int64_t blk = 0; blk < blocks; ++blk) sum += partial[blk * d + c];
+    dw[c] += static_cast<float>(sum);
+  }
 }
 
 void rope(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta, int direction) {
@@ -200,8 +204,8 @@ void swiglu_backward(const Matrix& dg, const Matrix& h12, Matrix& dh12) {
 }
 
 double cross_entropy(const Matrix& logits, const std::vector<uint32_t>& targets, Matrix* dlogits, float scale) {
-  double total = 0;
-#pragma omp parallel for reduction(+ : total)
+  std::vector<double> row_loss(static_cast<size_t>(logits.rows));  // summed in order: deterministic
+#pragma omp parallel for
   for (int64_t t = 0; t < logits.rows; ++t) {
     const float* z = logits.row(t);
     float mx = -INFINITY;
@@ -209,13 +213,15 @@ double cross_entropy(const Matrix& logits, const std::vector<uint32_t>& targets,
     double sum = 0;
     for (int64_t c = 0; c < logits.cols; ++c) sum += std::exp(static_cast<double>(z[c] - mx));
     const double lse = mx + std::log(sum);
-    total += lse - z[targets[t]];
+    row_loss[t] = lse - z[targets[t]];
     if (dlogits) {
       float* g = dlogits->row(t);
       for (int64_t c = 0; c < logits.cols; ++c) g[c] = static_cast<float>(std::exp(z[c] - lse)) * scale;
       g[targets[t]] -= scale;
     }
   }
+  double total = 0;
+  for (double l : row_loss) total += l;
   return total;
 }
 

@@ -1,0 +1,146 @@
+#include "train/checkpoint.h"
+
+#include <zlib.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/file.h"
+
+namespace q2::train {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x4B433251;  // "Q2CK"
+constexpr uint32_t kVersion = 1;
+
+template <class T>
+void put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+void put_matrix(std::string& out, const Matrix& m) {
+  out.append(reinterpret_cast<const char*>(m.data.data()), m.data.size() * sizeof(float));
+}
+
+uint32_t crc(const char* p, size_t n) {
+  uLong c = crc32(0L, Z_NULL, 0);
+  while (n > 0) {
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    c = crc32(c, reinterpret_cast<const Bytef*>(p), chunk);
+    p += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+// The whole file, verified; `body` is positioned after the header.
+struct Verified {
+  std::string bytes;
+  nlohmann::json header;
+  size_t body = 0;
+};
+
+Verified read_verified(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open checkpoint '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  Verified v;
+  v.bytes = ss.str();
+  const std::string& b = v.bytes;
+  if (b.size() < 20) throw Error("checkpoint '" + path + "' is truncated (" + std::to_string(b.size()) + " bytes)");
+  uint32_t magic, version, stored;
+  uint64_t hlen;
+  std::memcpy(&magic, b.data(), 4);
+  std::memcpy(&version, b.data() + 4, 4);
+  std::memcpy(&hlen, b.data() + 8, 8);
+  if (magic != kMagic) throw Error("'" + path + "' is not a quartet2 checkpoint (wrong magic)");
+  if (version != kVersion)
+    throw Error("checkpoint '" + path + "' has format version " + std::to_string(version) + "; this build reads " +
+                std::to_string(kVersion));
+  std::memcpy(&stored, b.data() + b.size() - 4, 4);
+  if (crc(b.data(), b.size() - 4) != stored)
+    throw Error("checkpoint '" + path + "' is corrupt or truncated (checksum mismatch)");
+  if (16 + hlen > b.size() - 4) throw Error("checkpoint '" + path + "' is truncated (header)");
+  try {
+    v.header = nlohmann::json::parse(b.substr(16, hlen));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("checkpoint '" + path + "': unreadable header: " + e.what());
+  }
+  v.body = 16 + hlen;
+  return v;
+}
+
+CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
+  CheckpointInfo i;
+  try {
+    i.header = h;
+    i.step = h.at("step");
+    i.config = from_json(h.at("config"));
+    i.model = model::model_config_from_json(h.at("model"));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("checkpoint '" + path + "': malformed header: " + e.what());
+  }
+  return i;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, AdamW* optimizer,
+                     int64_t step, const nlohmann::json& loader_state) {
+  nlohmann::json params = nlohmann::json::array();
+  for (const model::Param& p : model.params()) params.push_back({p.name, p.value.rows, p.value.cols});
+  const nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
+                                 {"step", step},              {"loader", loader_state},
+                                 {"params", params},          {"has_optimizer", optimizer != nullptr}};
+  const std::string h = header.dump();
+  std::string out;
+  put(out, kMagic);
+  put(out, kVersion);
+  put(out, static_cast<uint64_t>(h.size()));
+  out += h;
+  for (const model::Param& p : model.params()) put_matrix(out, p.value);
+  if (optimizer) {
+    for (const Matrix& m : optimizer->m()) put_matrix(out, m);
+    for (const Matrix& v : optimizer->v()) put_matrix(out, v);
+  }
+  put(out, crc(out.data(), out.size()));
+  write_file_atomic(path, out);
+}
+
+CheckpointInfo read_checkpoint_info(const std::string& path) { return info_of(read_verified(path).header, path); }
+
+CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
+                               const std::string& expect_scheme) {
+  const Verified v = read_verified(path);
+  CheckpointInfo info = info_of(v.header, path);
+  const nlohmann::json want = model::to_json(model.config()), have = v.header.at("model");
+  std::string diff;
+  for (auto it = want.begin(); it != want.end(); ++it)
+    if (!have.contains(it.key()) || have[it.key()] != it.value())
+      diff += " " + it.key() + " (checkpoint " + (have.contains(it.key()) ? have[it.key()].dump() : "none") +
+              ", now " + it.value().dump() + ")";
+  if (!expect_scheme.empty() && info.config.scheme != expect_scheme)
+    diff += " scheme (checkpoint \"" + info.config.scheme + "\", now \"" + expect_scheme + "\")";
+  if (!diff.empty()) throw Error("checkpoint '" + path + "' was made with another configuration:" + diff);
+  const bool has_opt = v.header.value("has_optimizer", false);
+  if (optimizer && !has_opt) throw Error("checkpoint '" + path + "' holds no optimizer state; it cannot be resumed");
+  size_t off = v.body;
+  auto take = [&](Matrix& m) {
+    const size_t n = m.data.size() * sizeof(float);
+    if (off + n > v.bytes.size() - 4) throw Error("checkpoint '" + path + "' is truncated (tensor data)");
+    std::memcpy(m.data.data(), v.bytes.data() + off, n);
+    off += n;
+  };
+  for (model::Param& p : model.params()) take(p.value);
+  if (optimizer) {
+    for (Matrix& m : optimizer->m()) take(m);
+    for (Matrix& m : optimizer->v()) take(m);
+  }
+  return info;
+}
+
+}  // namespace q2::train

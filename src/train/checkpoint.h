@@ -1,0 +1,34 @@
+#pragma once
+// Checkpoint file: magic "Q2CK", version, a JSON header (the full training config, the model
+// config, step, data-loader position, parameter names and shapes), the float32 parameters,
+// then AdamW's m and v, and a CRC-32 of everything before it. Written atomically.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/transformer.h"
+#include "train/config.h"
+#include "train/optimizer.h"
+
+namespace q2::train {
+
+struct CheckpointInfo {
+  nlohmann::json header;
+  int64_t step = 0;
+  TrainConfig config;
+  model::ModelConfig model;
+};
+
+void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model,
+                     AdamW* optimizer, int64_t step, const nlohmann::json& loader_state);
+
+// Reads the header only (validating magic, version and checksum).
+CheckpointInfo read_checkpoint_info(const std::string& path);
+
+// Loads parameters (and optimizer state, if given) into a model built from the same model
+// config; a checkpoint of another shape or scheme is an error naming what differs.
+CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
+                               const std::string& expect_scheme);
+
+}  // namespace q2::train

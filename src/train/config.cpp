@@ -1,0 +1,156 @@
+#include "train/config.h"
+
+#include <toml++/toml.h>
+
+#include "common/error.h"
+
+namespace q2::train {
+
+using nlohmann::json;
+
+json to_json(const TrainConfig& c) {
+  return {{"model", {{"preset", c.preset}, {"seq_len", c.seq_len}}},
+          {"data", {{"dir", c.data_dir}}},
+          {"out", {{"dir", c.out_dir}}},
+          {"method", {{"scheme", c.scheme}, {"hadamard", c.hadamard}, {"device", c.device}}},
+          {"train",
+           {{"batch_size", c.batch_size}, {"grad_accum", c.grad_accum}, {"steps", c.steps}, {"lr", c.lr},
+            {"min_lr_ratio", c.min_lr_ratio}, {"warmup_frac", c.warmup_frac}, {"schedule", c.schedule},
+            {"decay_frac", c.decay_frac}, {"weight_decay", c.weight_decay}, {"beta1", c.beta1}, {"beta2", c.beta2},
+            {"eps", c.eps}, {"clip", c.clip}, {"seed", c.seed}, {"stop_at", c.stop_at}}},
+          {"log",
+           {{"log_every", c.log_every}, {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches},
+            {"ckpt_every", c.ckpt_every}}}};
+}
+
+TrainConfig from_json(const json& j) {
+  TrainConfig c;
+  try {
+    c.preset = j.at("model").at("preset");
+    c.seq_len = j.at("model").at("seq_len");
+    c.data_dir = j.at("data").at("dir");
+    c.out_dir = j.at("out").at("dir");
+    const json& m = j.at("method");
+    c.scheme = m.at("scheme");
+    c.hadamard = m.at("hadamard");
+    c.device = m.at("device");
+    const json& t = j.at("train");
+    c.batch_size = t.at("batch_size");
+    c.grad_accum = t.at("grad_accum");
+    c.steps = t.at("steps");
+    c.lr = t.at("lr");
+    c.min_lr_ratio = t.at("min_lr_ratio");
+    c.warmup_frac = t.at("warmup_frac");
+    c.schedule = t.at("schedule");
+    c.decay_frac = t.at("decay_frac");
+    c.weight_decay = t.at("weight_decay");
+    c.beta1 = t.at("beta1");
+    c.beta2 = t.at("beta2");
+    c.eps = t.at("eps");
+    c.clip = t.at("clip");
+    c.seed = t.at("seed");
+    c.stop_at = t.at("stop_at");
+    const json& l = j.at("log");
+    c.log_every = l.at("log_every");
+    c.eval_every = l.at("eval_every");
+    c.eval_batches = l.at("eval_batches");
+    c.ckpt_every = l.at("ckpt_every");
+  } catch (const json::exception& e) {
+    throw Error(std::string("config: ") + e.what());
+  }
+  return c;
+}
+
+namespace {
+
+// Sets key (dotted) in j to `value`, converted to the type the default holds there.
+void set_typed(json& j, const std::string& key, const json& value, const std::string& origin) {
+  const auto dot = key.find('.');
+  if (dot == std::string::npos || !j.contains(key.substr(0, dot)) || !j[key.substr(0, dot)].contains(key.substr(dot + 1)))
+    throw Error(origin + ": unknown option '" + key + "'");
+  json& slot = j[key.substr(0, dot)][key.substr(dot + 1)];
+  auto bad = [&] { throw Error(origin + ": option '" + key + "' expects a " + slot.type_name() + ", got " + value.dump()); };
+  if (slot.is_string()) {
+    if (!value.is_string()) bad();
+    slot = value;
+  } else if (slot.is_number_integer()) {
+    if (value.is_number_integer()) slot = value;
+    else if (value.is_number_float() && value.get<double>() == static_cast<double>(static_cast<int64_t>(value.get<double>())))
+      slot = static_cast<int64_t>(value.get<double>());
+    else bad();
+  } else if (slot.is_number_float()) {
+    if (!value.is_number()) bad();
+    slot = value.get<double>();
+  } else {
+    bad();
+  }
+}
+
+json parse_scalar(const std::string& text) {
+  try {
+    size_t used = 0;
+    const long long i = std::stoll(text, &used);
+    if (used == text.size()) return i;
+  } catch (...) {
+  }
+  try {
+    size_t used = 0;
+    const double d = std::stod(text, &used);
+    if (used == text.size()) return d;
+  } catch (...) {
+  }
+  return text;
+}
+
+}  // namespace
+
+TrainConfig load_config(const std::string& toml_path, const std::vector<std::string>& overrides) {
+  json j = to_json(TrainConfig{});
+  if (!toml_path.empty()) {
+    toml::table tbl;
+    try {
+      tbl = toml::parse_file(toml_path);
+    } catch (const toml::parse_error& e) {
+      throw Error("config file '" + toml_path + "': " + std::string(e.description()) + " at line " +
+                  std::to_string(e.source().begin.line));
+    }
+    for (const auto& [section, node] : tbl) {
+      const toml::table* t = node.as_table();
+      if (!t) throw Error("config file '" + toml_path + "': top-level key '" + std::string(section.str()) +
+                          "' must be a [section]");
+      for (const auto& [key, v] : *t) {
+        json value;
+        if (auto s = v.value<std::string>(); v.is_string()) value = *s;
+        else if (v.is_integer()) value = *v.value<int64_t>();
+        else if (v.is_floating_point()) value = *v.value<double>();
+        else throw Error("config file '" + toml_path + "': '" + std::string(section.str()) + "." + std::string(key.str()) +
+                         "' must be a string or a number");
+        set_typed(j, std::string(section.str()) + "." + std::string(key.str()), value, "config file '" + toml_path + "'");
+      }
+    }
+  }
+  for (const std::string& o : overrides) {
+    std::string s = o.rfind("--", 0) == 0 ? o.substr(2) : o;
+    const auto eq = s.find('=');
+    if (eq == std::string::npos) throw Error("override '" + o + "' must look like --section.key=value");
+    set_typed(j, s.substr(0, eq), parse_scalar(s.substr(eq + 1)), "override '" + o + "'");
+  }
+  TrainConfig c = from_json(j);
+  validate(c);
+  return c;
+}
+
+void validate(const TrainConfig& c) {
+  auto bad = [](const std::string& m) { throw Error("config: " + m); };
+  if (c.batch_size < 1 || c.grad_accum < 1 || c.steps < 1) bad("train.batch_size, train.grad_accum and train.steps must be >= 1");
+  if (!(c.lr > 0)) bad("train.lr must be positive");
+  if (c.stop_at < 0 || c.stop_at > c.steps) bad("train.stop_at must be in [0, train.steps]");
+  if (c.schedule != "cosine" && c.schedule != "wsd") bad("train.schedule must be 'cosine' or 'wsd', got '" + c.schedule + "'");
+  if (c.warmup_frac < 0 || c.warmup_frac >= 1) bad("train.warmup_frac must be in [0, 1)");
+  if (c.decay_frac <= 0 || c.decay_frac > 1) bad("train.decay_frac must be in (0, 1]");
+  if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
+  if (c.log_every < 1 || c.eval_every < 1 || c.ckpt_every < 1 || c.eval_batches < 1)
+    bad("log.log_every, log.eval_every, log.ckpt_every and log.eval_batches must be >= 1");
+}
+
+}  // namespace q2::train

@@ -1,0 +1,43 @@
+#pragma once
+// Training configuration: typed defaults, overridden by a TOML file, overridden by
+// --key=value flags (dotted keys, e.g. --train.lr=3e-4). The resolved config is printed at
+// start and stored in every checkpoint.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace q2::train {
+
+struct TrainConfig {
+  // model
+  std::string preset = "tiny";
+  int64_t seq_len = 256;
+  // data and output
+  std::string data_dir = "data/gcide";
+  std::string out_dir = "runs/default";
+  // method and device
+  std::string scheme = "quartet2";
+  int hadamard = 0;  // 0: the scheme's own rotation size
+  std::string device = "cpu";
+  // optimization
+  int64_t batch_size = 8, grad_accum = 1, steps = 1000;
+  double lr = 1e-3, min_lr_ratio = 0.1, warmup_frac = 0.1;
+  std::string schedule = "cosine";  // cosine | wsd
+  double decay_frac = 0.2;          // wsd: the final fraction of steps that decays
+  double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
+  uint64_t seed = 0;
+  int64_t stop_at = 0;  // > 0: stop after this step with a checkpoint, to be continued with --resume
+  // monitoring
+  int64_t log_every = 10, eval_every = 100, eval_batches = 8, ckpt_every = 100;
+};
+
+nlohmann::json to_json(const TrainConfig& c);
+TrainConfig from_json(const nlohmann::json& j);
+
+// Defaults <- TOML file (if not empty) <- overrides ("section.key=value"). Unknown keys, bad
+// types and bad values are errors naming the key.
+TrainConfig load_config(const std::string& toml_path, const std::vector<std::string>& overrides);
+void validate(const TrainConfig& c);
+
+}  // namespace q2::train

@@ -1,0 +1,87 @@
+#include "train/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "train/optimizer.h"
+
+namespace q2::train {
+namespace {
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const auto p = std::filesystem::temp_directory_path() / name;
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+TEST(TrainConfig, FileThenOverridesWithTypes) {
+  const std::string f = write_temp("q2_cfg_ok.toml", "[train]\nlr = 0.002\nsteps = 50\n[method]\nscheme = \"nvidia\"\n");
+  const TrainConfig c = load_config(f, {"--train.steps=70", "--model.preset=30m", "--train.lr=1e-4"});
+  EXPECT_EQ(c.steps, 70);
+  EXPECT_EQ(c.scheme, "nvidia");
+  EXPECT_EQ(c.preset, "30m");
+  EXPECT_DOUBLE_EQ(c.lr, 1e-4);
+  EXPECT_EQ(from_json(to_json(c)).steps, 70);  // round trip
+}
+
+TEST(TrainConfig, BadInputIsNamed) {
+  auto msg = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg([] { load_config("", {"--train.lrate=1"}); }).find("unknown option 'train.lrate'"), std::string::npos);
+  EXPECT_NE(msg([] { load_config("", {"--train.steps=ten"}); }).find("expects a number"), std::string::npos);
+  EXPECT_NE(msg([] { load_config("", {"--train.steps=1.5"}); }).find("train.steps"), std::string::npos);
+  EXPECT_NE(msg([] { load_config("", {"train.steps"}); }).find("--section.key=value"), std::string::npos);
+  EXPECT_NE(msg([] { load_config("", {"--train.schedule=linear"}); }).find("cosine"), std::string::npos);
+  EXPECT_NE(msg([] { load_config("/nonexistent/q2.toml", {}); }).find("/nonexistent/q2.toml"), std::string::npos);
+  const std::string bad = write_temp("q2_cfg_bad.toml", "[train\nlr = 1\n");
+  EXPECT_NE(msg([&] { load_config(bad, {}); }).find("line 1"), std::string::npos);
+}
+
+TEST(Schedule, CosineAndWsdShapes) {
+  TrainConfig c;
+  c.steps = 1000;
+  c.lr = 1e-3;
+  c.warmup_frac = 0.1;
+  c.min_lr_ratio = 0.1;
+  EXPECT_NEAR(learning_rate(c, 0), 1e-5, 1e-6);        // starts near lr/100
+  EXPECT_NEAR(learning_rate(c, 99), 1e-3, 1e-12);      // peak at the end of warmup
+  EXPECT_NEAR(learning_rate(c, 999), 1e-4, 1e-12);     // ends at lr * min_lr_ratio
+  EXPECT_GT(learning_rate(c, 300), learning_rate(c, 600));
+  c.schedule = "wsd";
+  c.decay_frac = 0.2;
+  EXPECT_DOUBLE_EQ(learning_rate(c, 500), 1e-3);  // stable phase
+  EXPECT_NEAR(learning_rate(c, 999), 1e-4, 1e-12);
+  EXPECT_NEAR(learning_rate(c, 800), 1e-3 - 0.9e-3 / 200, 1e-12);  // decay starts at 80%
+  EXPECT_NEAR(learning_rate(c, 899), 0.55e-3, 1e-12);
+}
+
+TEST(AdamW, FirstStepMovesEachWeightByLrAgainstTheGradientSign) {
+  std::vector<model::Param> p = {{"w", Matrix(1, 3), true}, {"n", Matrix(1, 2), false}};
+  p[0].value.data = {1.0f, -2.0f, 0.5f};
+  p[1].value.data = {1.0f, 1.0f};
+  std::vector<Matrix> g = {Matrix(1, 3), Matrix(1, 2)};
+  g[0].data = {0.3f, -4.0f, 1e-3f};
+  g[1].data = {-2.0f, 0.0f};
+  AdamW opt(p);
+  TrainConfig c;
+  c.weight_decay = 0.1;
+  opt.step(p, g, 0.01, c, 1);
+  // Bias-corrected Adam's first step is lr * sign(g) (up to eps); decay only on "w".
+  EXPECT_NEAR(p[0].value.data[0], 1.0 * (1 - 0.001) - 0.01, 1e-6);
+  EXPECT_NEAR(p[0].value.data[1], -2.0 * (1 - 0.001) + 0.01, 1e-6);
+  EXPECT_NEAR(p[1].value.data[0], 1.0 + 0.01, 1e-6);
+  EXPECT_EQ(p[1].value.data[1], 1.0f);
+  EXPECT_NEAR(grad_norm(g), std::sqrt(0.09 + 16 + 1e-6 + 4), 1e-6);
+}
+
+}  // namespace
+}  // namespace q2::train
