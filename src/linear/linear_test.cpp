@@ -94,7 +94,7 @@ TEST(LinearShapes, BadShapesAndNamesAreReported) {
     scheme_by_name("quartet3");
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("known: bf16, quartet2"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("known: fp32, bf16, quartet2"), std::string::npos);
   }
   EXPECT_THROW(scheme_by_name("quartet2", 8), Error);
 }
