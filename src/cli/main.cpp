@@ -9,6 +9,11 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   q2::cli::add_quant_error(app);
   q2::cli::add_grad_error(app);
+  q2::cli::add_train(app);
+  q2::cli::add_eval(app);
+  q2::cli::add_generate(app);
+  q2::cli::add_export(app);
+  q2::cli::add_prepare(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

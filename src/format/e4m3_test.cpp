@@ -76,7 +76,9 @@ TEST(E4M3, TruncationGivesTheLargestCodeNotAbove) {
     const float a = bits_float(b);
     const int c = e4m3::encode_magnitude_rtz(a);
     EXPECT_LE(definition(c), a);
-    if (c < 0x7E) EXPECT_GT(definition(c + 1), a);
+    if (c < 0x7E) {
+      EXPECT_GT(definition(c + 1), a);
+    }
   }
 }
 

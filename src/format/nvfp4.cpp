@@ -1,5 +1,7 @@
 #include "format/nvfp4.h"
 
+#include <array>
+
 #include "common/error.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
@@ -19,17 +21,38 @@ float NVFP4Tensor::value(int64_t r, int64_t c) const {
   return e2m1::decode(code(r, c)) * e4m3::decode(scale(r, c / kBlock)) * tensor_scale;
 }
 
+namespace {
+// Both codes of a packed byte, decoded: table[b] = {low nibble, high nibble}.
+const std::array<std::array<float, 2>, 256>& byte_table() {
+  static const auto t = [] {
+    std::array<std::array<float, 2>, 256> v{};
+    for (int b = 0; b < 256; ++b) v[b] = {e2m1::decode(static_cast<uint8_t>(b & 0xF)), e2m1::decode(static_cast<uint8_t>(b >> 4))};
+    return v;
+  }();
+  return t;
+}
+}  // namespace
+
+void NVFP4Tensor::dequantize_row_unscaled(int64_t r, float* out) const {
+  const auto& table = byte_table();
+  const uint8_t* p = packed.data() + r * cols / 2;
+  for (int64_t b = 0; b < scale_cols(); ++b) {
+    const float s = e4m3::decode(scale(r, b));
+    for (int j = 0; j < kBlock / 2; ++j) {
+      const auto& pair = table[p[b * kBlock / 2 + j]];
+      out[b * kBlock + 2 * j] = pair[0] * s;
+      out[b * kBlock + 2 * j + 1] = pair[1] * s;
+    }
+  }
+}
+
 Matrix NVFP4Tensor::dequantize() const {
   Matrix out(rows, cols);
+#pragma omp parallel for
   for (int64_t r = 0; r < rows; ++r) {
     float* o = out.row(r);
-    for (int64_t b = 0; b < scale_cols(); ++b) {
-      const float s = e4m3::decode(scale(r, b));
-      for (int j = 0; j < kBlock; ++j) {
-        const int64_t c = b * kBlock + j;
-        o[c] = e2m1::decode(code(r, c)) * s * tensor_scale;
-      }
-    }
+    dequantize_row_unscaled(r, o);
+    for (int64_t c = 0; c < cols; ++c) o[c] *= tensor_scale;  // (code * scale) * t, as value()
   }
   return out;
 }

@@ -38,6 +38,8 @@ struct NVFP4Tensor {
 
   float value(int64_t r, int64_t c) const;
   Matrix dequantize() const;
+  // Row r as code x block scale (no tensor scale): exact in float32.
+  void dequantize_row_unscaled(int64_t r, float* out) const;
   size_t bytes() const { return packed.size() + scales.size() + sizeof(float); }
 };
 

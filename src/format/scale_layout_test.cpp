@@ -34,7 +34,9 @@ TEST(ScaleLayout, PaddedShapesRoundTripWithZeroPadding) {
     for (int64_t k = 0; k < scale_cols; ++k) used.insert(blocked_scale_offset(r, k, scale_cols));
   EXPECT_EQ(static_cast<int64_t>(used.size()), rows * scale_cols);  // no two scales collide
   for (int64_t i = 0; i < static_cast<int64_t>(blocked.size()); ++i)
-    if (!used.count(i)) EXPECT_EQ(blocked[i], 0) << i;
+    if (!used.count(i)) {
+      EXPECT_EQ(blocked[i], 0) << i;
+    }
   EXPECT_EQ(scales_from_blocked(blocked, rows, scale_cols), rm);
 }
 

@@ -1,8 +1,6 @@
 #include <cblas.h>
 
 #include "common/error.h"
-#include "format/e2m1.h"
-#include "format/e4m3.h"
 #include "gemm/gemm.h"
 
 namespace q2::gemm {
@@ -25,11 +23,7 @@ const float* unscaled(const Operand& op, Matrix& buf, float& scale) {
   buf = Matrix(t.rows, t.cols);
   scale = t.tensor_scale;
 #pragma omp parallel for
-  for (int64_t r = 0; r < t.rows; ++r)
-    for (int64_t b = 0; b < t.scale_cols(); ++b) {
-      const float s = e4m3::decode(t.scale(r, b));
-      for (int j = 0; j < kBlock; ++j) buf.at(r, b * kBlock + j) = e2m1::decode(t.code(r, b * kBlock + j)) * s;
-    }
+  for (int64_t r = 0; r < t.rows; ++r) t.dequantize_row_unscaled(r, buf.row(r));
   return buf.data.data();
 }
 

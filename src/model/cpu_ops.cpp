@@ -99,80 +99,87 @@ void rope(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t se
   }
 }
 
+namespace {
+
+// One (batch, head) slice of qkv: row stride 3d, q at column h*hd, k at d + h*hd, v at 2d + h*hd.
+struct HeadView {
+  const float *q, *k, *v;
+  int ld;
+};
+
+HeadView head(const Matrix& qkv, int64_t b, int64_t h, int64_t seq, int64_t hd) {
+  const int64_t d = qkv.cols / 3;
+  const float* base = qkv.row(b * seq);
+  return {base + h * hd, base + d + h * hd, base + 2 * d + h * hd, static_cast<int>(qkv.cols)};
+}
+
+// The (batch, head) pairs run in parallel, each product single-threaded inside.
+template <class F>
+void for_each_head(int64_t batch, int64_t n_heads, F f) {
+  const int threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < n_heads; ++h) f(b, h);
+  openblas_set_num_threads(threads);
+}
+
+}  // namespace
+
 void attention_forward(const Matrix& qkv, int64_t batch, int64_t seq, int64_t n_heads, Matrix& out,
                        std::vector<float>& probs) {
   const int64_t d = qkv.cols / 3, hd = d / n_heads;
+  const int S = static_cast<int>(seq), H = static_cast<int>(hd);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   probs.assign(static_cast<size_t>(batch * n_heads * seq * seq), 0.0f);
-#pragma omp parallel for collapse(2)
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* P = probs.data() + (b * n_heads + h) * seq * seq;
-      for (int64_t i = 0; i < seq; ++i) {
-        const float* q = qkv.row(b * seq + i) + h * hd;
-        float* p = P + i * seq;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* k = qkv.row(b * seq + j) + d + h * hd;
-          float s = 0;
-          for (int64_t c = 0; c < hd; ++c) s += q[c] * k[c];
-          p[j] = s * scale;
-          mx = std::max(mx, p[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        const float inv = static_cast<float>(1.0 / sum);
-        float* o = out.row(b * seq + i) + h * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int64_t j = 0; j <= i; ++j) {
-          p[j] *= inv;
-          const float* v = qkv.row(b * seq + j) + 2 * d + h * hd;
-          for (int64_t c = 0; c < hd; ++c) o[c] += p[j] * v[c];
-        }
-      }
+  for_each_head(batch, n_heads, [&](int64_t b, int64_t h) {
+    const HeadView v = head(qkv, b, h, seq, hd);
+    float* P = probs.data() + (b * n_heads + h) * seq * seq;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, H, scale, v.q, v.ld, v.k, v.ld, 0.0f, P, S);
+    for (int64_t i = 0; i < seq; ++i) {  // causal softmax; the masked part stays zero
+      float* p = P + i * seq;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, p[j]);
+      double sum = 0;
+      for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
+      std::fill(p + i + 1, p + seq, 0.0f);
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, H, S, 1.0f, P, S, v.v, v.ld, 0.0f,
+                out.row(b * seq) + h * hd, static_cast<int>(d));
+  });
 }
 
 void attention_backward(const Matrix& dout, const Matrix& qkv, const std::vector<float>& probs, int64_t batch,
                         int64_t seq, int64_t n_heads, Matrix& dqkv) {
   const int64_t d = qkv.cols / 3, hd = d / n_heads;
+  const int S = static_cast<int>(seq), H = static_cast<int>(hd), ld = static_cast<int>(3 * d);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::fill(dqkv.data.begin(), dqkv.data.end(), 0.0f);
-#pragma omp parallel for collapse(2)
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t h = 0; h < n_heads; ++h) {
-      const float* P = probs.data() + (b * n_heads + h) * seq * seq;
-      std::vector<float> dp(static_cast<size_t>(seq));
-      for (int64_t i = 0; i < seq; ++i) {
-        const float* p = P + i * seq;
-        const float* g = dout.row(b * seq + i) + h * hd;
-        // dP = dO V^T; dV += P^T dO
-        double dot = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* v = qkv.row(b * seq + j) + 2 * d + h * hd;
-          float* dv = dqkv.row(b * seq + j) + 2 * d + h * hd;
-          float s = 0;
-          for (int64_t c = 0; c < hd; ++c) {
-            s += g[c] * v[c];
-            dv[c] += p[j] * g[c];
-          }
-          dp[j] = s;
-          dot += static_cast<double>(s) * p[j];
-        }
-        // softmax backward, then dQ = dS K * scale, dK += dS^T Q * scale
-        const float* q = qkv.row(b * seq + i) + h * hd;
-        float* dq = dqkv.row(b * seq + i) + h * hd;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float ds = p[j] * (dp[j] - static_cast<float>(dot)) * scale;
-          const float* k = qkv.row(b * seq + j) + d + h * hd;
-          float* dk = dqkv.row(b * seq + j) + d + h * hd;
-          for (int64_t c = 0; c < hd; ++c) {
-            dq[c] += ds * k[c];
-            dk[c] += ds * q[c];
-          }
-        }
-      }
+  for_each_head(batch, n_heads, [&](int64_t b, int64_t h) {
+    const HeadView v = head(qkv, b, h, seq, hd);
+    const float* P = probs.data() + (b * n_heads + h) * seq * seq;
+    const float* dO = dout.row(b * seq) + h * hd;
+    float* dq = dqkv.row(b * seq) + h * hd;
+    float *dk = dq + d, *dv = dq + 2 * d;
+    std::vector<float> dS(static_cast<size_t>(seq * seq));
+    // dP = dO V^T, dV = P^T dO
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, H, 1.0f, dO, static_cast<int>(d), v.v, v.ld, 0.0f,
+                dS.data(), S);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, H, S, 1.0f, P, S, dO, static_cast<int>(d), 0.0f, dv, ld);
+    // softmax backward: dS = P * (dP - rowsum(dP * P)) * scale
+    for (int64_t i = 0; i < seq; ++i) {
+      const float* p = P + i * seq;
+      float* g = dS.data() + i * seq;
+      double dot = 0;
+      for (int64_t j = 0; j <= i; ++j) dot += static_cast<double>(g[j]) * p[j];
+      for (int64_t j = 0; j <= i; ++j) g[j] = p[j] * (g[j] - static_cast<float>(dot)) * scale;
+      std::fill(g + i + 1, g + seq, 0.0f);
     }
+    // dQ = dS K, dK = dS^T Q
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, H, S, 1.0f, dS.data(), S, v.k, v.ld, 0.0f, dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, H, S, 1.0f, dS.data(), S, v.q, v.ld, 0.0f, dk, ld);
+  });
 }
 
 namespace {

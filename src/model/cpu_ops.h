@@ -31,7 +31,7 @@ void rope(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t se
 void attention_forward(const Matrix& qkv, int64_t batch, int64_t seq, int64_t n_heads, Matrix& out,
                        std::vector<float>& probs);
 void attention_backward(const Matrix& dout, const Matrix& qkv, const std::vector<float>& probs, int64_t batch,
-                        int64_t seq, int64_t n_heads, Matrix& dqkv);  // dqkv overwritten
+                        int64_t seq, int64_t n_heads, Matrix& dqkv);  // dqkv overwritten (all of it)
 
 // g = silu(h12[:, :h]) * h12[:, h:]
 void swiglu_forward(const Matrix& h12, Matrix& g);

@@ -19,7 +19,6 @@ constexpr int kPerLayer = 6;
 enum LayerParam { kAttnNorm = 0, kWqkv = 1, kWo = 2, kFfnNorm = 3, kW12p = 4, kW3 = 5 };
 int layer_param(int layer, int which) { return 1 + kPerLayer * layer + which; }
 
-const float* vec(const Matrix& m) { return m.data.data(); }
 float* vec(Matrix& m) { return m.data.data(); }
 
 Matrix pad_rows(const Matrix& m, int64_t rows) {

@@ -1,0 +1,107 @@
+// quartet2 train | eval | generate | export
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "common/error.h"
+#include "data/tokenizer.h"
+#include "train/export.h"
+#include "train/sampling.h"
+#include "train/trainer.h"
+
+namespace q2::cli {
+
+namespace {
+
+void print_line(const std::string& s) {
+  std::printf("%s\n", s.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void add_train(CLI::App& app) {
+  struct Opts {
+    std::string config;
+    bool resume = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand(
+      "train", "Pre-train a model. Any config key can be overridden as --section.key=value, e.g. --train.lr=3e-4");
+  sub->add_option("--config", o->config, "TOML config file (sections model, data, out, method, train, log)");
+  sub->add_flag("--resume", o->resume, "Continue from out.dir/checkpoint.bin");
+  sub->allow_extras();
+  sub->callback([o, sub] {
+    const train::TrainConfig cfg = train::load_config(o->config, sub->remaining());
+    const train::TrainSummary s = train::run_training(cfg, o->resume, print_line);
+    std::printf("done: %lld steps, last train loss %.4f, val loss %.4f, val bpb %.4f, checkpoint %s\n",
+                static_cast<long long>(s.steps), s.last_loss, s.val.loss, s.val.bpb, s.checkpoint.c_str());
+  });
+}
+
+void add_eval(CLI::App& app) {
+  struct Opts {
+    std::string checkpoint, data;
+    int64_t batches = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("eval", "Validation loss and bits per byte of a checkpoint");
+  sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
+  sub->add_option("--data", o->data, "Prepared data directory (default: the one the checkpoint trained on)");
+  sub->add_option("--batches", o->batches, "Validation batches (default: the training config's log.eval_batches)");
+  sub->callback([o] {
+    train::LoadedModel m = train::load_for_inference(o->checkpoint);
+    const data::DatasetMeta d = data::load_dataset(o->data.empty() ? m.config.data_dir : o->data);
+    const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
+    const train::EvalResult r = train::evaluate(*m.model, d, tok.byte_lengths(),
+                                                o->batches > 0 ? o->batches : m.config.eval_batches,
+                                                m.config.batch_size, m.config.seq_len);
+    std::printf("val loss %.4f | val bpb %.4f | %lld tokens | scheme %s\n", r.loss, r.bpb,
+                static_cast<long long>(r.tokens), m.config.scheme.c_str());
+  });
+}
+
+void add_generate(CLI::App& app) {
+  struct Opts {
+    std::string checkpoint, data, prompt = "The";
+    train::SampleOptions s;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("generate", "Sample text from a checkpoint");
+  sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
+  sub->add_option("--data", o->data, "Prepared data directory holding the tokenizer (default: the training one)");
+  sub->add_option("--prompt", o->prompt, "Text to continue")->capture_default_str();
+  sub->add_option("--tokens", o->s.max_new_tokens, "New tokens")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--temperature", o->s.temperature, "Sampling temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--top-k", o->s.top_k, "Sample among the k most likely tokens (0: all)")->capture_default_str();
+  sub->add_option("--seed", o->s.seed, "Sampling seed")->capture_default_str();
+  sub->callback([o] {
+    train::LoadedModel m = train::load_for_inference(o->checkpoint);
+    const data::DatasetMeta d = data::load_dataset(o->data.empty() ? m.config.data_dir : o->data);
+    const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
+    std::vector<uint32_t> prompt = {tok.bos_id()};
+    for (uint32_t t : tok.encode(o->prompt)) prompt.push_back(t);
+    const std::vector<uint32_t> out = train::sample(*m.model, prompt, o->s);
+    std::printf("%s\n", tok.decode(std::vector<uint32_t>(out.begin() + 1, out.end())).c_str());
+  });
+}
+
+void add_export(CLI::App& app) {
+  struct Opts {
+    std::string checkpoint, out, dtype = "f32";
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* sub = app.add_subcommand("export", "Write a checkpoint as safetensors with Llama tensor names");
+  sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
+  sub->add_option("--out", o->out, "Output .safetensors file")->required();
+  sub->add_option("--dtype", o->dtype, "f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  sub->callback([o] {
+    train::LoadedModel m = train::load_for_inference(o->checkpoint);
+    train::export_safetensors(*m.model, o->out, o->dtype == "bf16");
+    std::printf("wrote %s (%s)\n", o->out.c_str(), o->dtype.c_str());
+  });
+}
+
+}  // namespace q2::cli

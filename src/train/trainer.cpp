@@ -1,0 +1,164 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "common/file.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "gemm/gemm.h"
+#include "model/cpu_ops.h"
+#include "quant/philox.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
+
+namespace q2::train {
+
+std::string checkpoint_path(const TrainConfig& c) { return c.out_dir + "/checkpoint.bin"; }
+
+LoadedModel load_for_inference(const std::string& checkpoint) {
+  const CheckpointInfo info = read_checkpoint_info(checkpoint);
+  LoadedModel m;
+  m.config = info.config;
+  m.backend = gemm::make_cpu_backend();
+  m.model = std::make_unique<model::Transformer>(info.model, linear::scheme_by_name(info.config.scheme, info.config.hadamard),
+                                                 *m.backend);
+  load_checkpoint(checkpoint, *m.model, nullptr, info.config.scheme);
+  return m;
+}
+
+EvalResult evaluate(model::Transformer& model, const data::DatasetMeta& data, const std::vector<uint32_t>& byte_lengths,
+                    int64_t batches, int64_t batch, int64_t seq) {
+  data::Loader loader(data, data::Split::kVal, batch, seq);
+  double nats = 0, bytes = 0;
+  EvalResult r;
+  for (int64_t i = 0; i < batches; ++i) {
+    const data::Batch b = loader.next();
+    if (i > 0 && loader.epoch() > 0) break;  // the split is smaller than asked: each batch once
+    const Matrix logits = model.logits(b.inputs, b.batch, b.seq);
+    nats += model::cpu::cross_entropy(logits, b.targets, nullptr, 1.0f);
+    for (uint32_t t : b.targets) bytes += byte_lengths.at(t);
+    r.tokens += static_cast<int64_t>(b.targets.size());
+  }
+  r.loss = nats / static_cast<double>(r.tokens);
+  r.bpb = bytes > 0 ? nats / (std::log(2.0) * bytes) : 0.0;
+  return r;
+}
+
+namespace {
+
+std::string format_eta(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  return buf;
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  std::ofstream f(path, std::ios::app);
+  if (!f) throw Error("cannot append to '" + path + "'");
+  f << line << '\n';
+}
+
+}  // namespace
+
+TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::function<void(const std::string&)>& log) {
+  validate(cfg);
+  if (cfg.device != "cpu") throw Error("method.device '" + cfg.device + "' is not available in this build; use cpu");
+  const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
+  const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
+  const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
+  const auto backend = gemm::make_cpu_backend();
+  model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
+  AdamW opt(model.params());
+  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len);
+  std::filesystem::create_directories(cfg.out_dir);
+  const std::string ckpt = checkpoint_path(cfg), metrics = cfg.out_dir + "/metrics.jsonl";
+
+  int64_t start = 0;
+  if (resume) {
+    const CheckpointInfo info = load_checkpoint(ckpt, model, &opt, cfg.scheme);
+    loader.restore(info.header.at("loader"));
+    start = info.step;
+    log("resumed from " + ckpt + " at step " + std::to_string(start));
+  } else {
+    model.init(cfg.seed);
+    std::filesystem::remove(metrics);
+  }
+  const nlohmann::json resolved = {{"config", to_json(cfg)}, {"model", model::to_json(mc)},
+                                   {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
+  log("config:\n" + resolved.dump(2));
+  write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");
+
+  const int64_t tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
+  const float loss_scale = 1.0f / static_cast<float>(tokens_per_step);
+  TrainSummary sum;
+  int64_t last_good = resume ? start : -1;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  auto save = [&](int64_t step) {
+    save_checkpoint(ckpt, cfg, model, &opt, step, loader.state());
+    last_good = step;
+  };
+
+  auto stopped = [&](int64_t step, const std::string& why) {
+    return Error("training stopped at step " + std::to_string(step) + ": " + why + "; " +
+                 (last_good >= 0 ? "the last good checkpoint is '" + ckpt + "' (step " + std::to_string(last_good) + ")"
+                                 : "no checkpoint was written yet"));
+  };
+  const int64_t end = cfg.stop_at > 0 ? cfg.stop_at : cfg.steps;
+  for (int64_t step = start; step < end; ++step) {
+    model.zero_grads();
+    double loss = 0;
+    try {
+      for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
+        const data::Batch b = loader.next();
+        loss += model.forward(b.inputs, b.targets, b.batch, b.seq);
+        model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(step * cfg.grad_accum + micro)), loss_scale);
+      }
+    } catch (const Error& e) {
+      throw stopped(step + 1, e.what());
+    }
+    loss /= static_cast<double>(tokens_per_step);
+    double gnorm = grad_norm(model.grads());
+    if (!std::isfinite(loss) || !std::isfinite(gnorm))
+      throw stopped(step + 1, std::isfinite(loss) ? "the gradient norm is not finite" : "the loss is not finite (NaN)");
+    if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(model.grads(), static_cast<float>(cfg.clip / gnorm));
+    const double lr = learning_rate(cfg, step);
+    opt.step(model.params(), model.grads(), lr, cfg, step + 1);
+    sum.losses.push_back(loss);
+    sum.last_loss = loss;
+    sum.steps = step + 1;
+
+    const double secs = elapsed(), tok_s = (step + 1 - start) * tokens_per_step / std::max(secs, 1e-9);
+    append_line(metrics, nlohmann::json({{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
+                                         {"tokens", (step + 1) * tokens_per_step}, {"tokens_per_s", tok_s},
+                                         {"elapsed_s", secs}}).dump());
+    if ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps || step == start) {
+      char line[256];
+      std::snprintf(line, sizeof line, "step %6lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | ETA %s",
+                    static_cast<long long>(step + 1), static_cast<long long>(cfg.steps), loss, lr, gnorm, tok_s,
+                    format_eta(secs / (step + 1 - start) * (end - step - 1)).c_str());
+      log(line);
+    }
+    const bool last = step + 1 == end;
+    if ((step + 1) % cfg.eval_every == 0 || last) {
+      sum.val = evaluate(model, data, tok.byte_lengths(), cfg.eval_batches, cfg.batch_size, cfg.seq_len);
+      append_line(metrics, nlohmann::json({{"step", step + 1}, {"val_loss", sum.val.loss}, {"val_bpb", sum.val.bpb},
+                                           {"tokens", (step + 1) * tokens_per_step}, {"elapsed_s", elapsed()}}).dump());
+      char line[160];
+      std::snprintf(line, sizeof line, "eval step %lld | val loss %.4f | val bpb %.4f", static_cast<long long>(step + 1),
+                    sum.val.loss, sum.val.bpb);
+      log(line);
+    }
+    if ((step + 1) % cfg.ckpt_every == 0 || last) save(step + 1);
+  }
+  sum.checkpoint = ckpt;
+  return sum;
+}
+
+}  // namespace q2::train
