@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# GPU kernel tests and bandwidth benchmark, built on a machine without a GPU and run on one.
+#
+#   scripts/device-test.sh build   (here: needs nvcc) configures and builds build-cuda with the
+#                                  GPU tests and benchmark, then bundles the two executables and
+#                                  every shared library they need beyond glibc, libstdc++,
+#                                  libgcc and the CUDA toolkit into gpu-bundle/ (git-ignored).
+#   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
+#                                  gpu-bundle/ carried along) runs the GPU tests (full log to
+#                                  $OUT/gpu-tests.log when $OUT is set), the benchmark (JSON to
+#                                  $OUT/bench-quant.json) and prints a short summary table last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+bundle="$root/gpu-bundle"
+
+build() {
+  [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
+  command -v nvcc >/dev/null || { echo "device-test: nvcc not found (install the CUDA toolkit)" >&2; exit 1; }
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
+  cmake --build build-cuda -j"$(nproc)" --target quartet2_gpu_tests quartet2_bench_quant
+  rm -rf "$bundle"
+  mkdir -p "$bundle/lib"
+  local exe
+  for exe in quartet2_gpu_tests quartet2_bench_quant; do
+    cp "build-cuda/src/cuda/$exe" "$bundle/"
+  done
+  # Shared libraries that the GPU machine may lack: everything ldd resolves except the C
+  # runtime (glibc, libstdc++, libgcc_s) and the CUDA toolkit's own libraries.
+  ldd "$bundle"/quartet2_* | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | ld-linux* | libstdc++.so* | libgcc_s.so*) continue ;;
+    esac
+    case "$lib" in /usr/local/cuda*) continue ;; esac
+    cp -L "$lib" "$bundle/lib/"
+  done
+  echo "device-test: gpu-bundle/ ready ($(du -sh "$bundle" | cut -f1)):"
+  ls -l "$bundle" "$bundle/lib"
+}
+
+run() {
+  [[ -x "$bundle/quartet2_gpu_tests" ]] || { echo "device-test: $bundle missing; run 'scripts/device-test.sh build' first" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local out="${OUT:-$root/gpu-bundle/out}"
+  mkdir -p "$out"
+  nvidia-smi -L || true
+
+  local tests_rc=0
+  "$bundle/quartet2_gpu_tests" --gtest_color=no >"$out/gpu-tests.log" 2>&1 || tests_rc=$?
+  grep -E '^\[( +OK|  FAILED|  SKIPPED|  PASSED) ' "$out/gpu-tests.log" | tail -n 40 || true
+
+  local bench_rc=0
+  "$bundle/quartet2_bench_quant" --json >"$out/bench-quant.json" 2>"$out/bench-quant.err" || bench_rc=$?
+  "$bundle/quartet2_bench_quant" >"$out/bench-quant.txt" 2>&1 || true
+
+  echo
+  echo "==== summary ===="
+  echo "GPU tests: exit $tests_rc (log: $out/gpu-tests.log):" \
+       "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/gpu-tests.log" | tr '\n' ' ')"
+  echo "benchmark: exit $bench_rc (JSON: $out/bench-quant.json)"
+  cat "$out/bench-quant.txt"
+  [[ $tests_rc -eq 0 && $bench_rc -eq 0 ]]
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) run ;;
+  *)
+    echo "usage: $0 build|run" >&2
+    exit 2
+    ;;
+esac

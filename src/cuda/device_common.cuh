@@ -1,0 +1,195 @@
+#pragma once
+// Device helpers shared by the quantization kernels (included by the .cu files only).
+// Numerics: the kernels call the Q2_HD reference functions (e2m1.h, e4m3.h, bf16.h, philox.h,
+// hadamard.h), or fast_codec.h's exhaustively checked equivalent of E2M1 rounding.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+#include "cuda/fast_codec.h"
+#include "cuda/quant.h"
+#include "format/bf16.h"
+#include "format/e2m1.h"
+#include "format/e4m3.h"
+#include "quant/hadamard.h"
+#include "quant/ms_eden.h"
+#include "quant/philox.h"
+
+namespace q2::cuda::detail {
+
+// Device status words of a Workspace (one allocation of 4 uint32).
+struct Flags {
+  uint32_t amax_bits;  // max |x| as float bits; atomicMax on the bits orders non-negative floats
+  uint32_t cmax_bits;  // MS-EDEN: max corrected scale, float bits
+  uint32_t nonfinite;  // 1 once a kernel saw NaN or Inf in its input
+  uint32_t unused;
+};
+inline Flags* flags_of(Workspace& ws) { return static_cast<Flags*>(ws.flags()); }
+
+constexpr int kGroup = 16;
+
+// ---- launch helpers (host) ----
+
+// Blocks for a persistent grid: resident blocks per SM times SMs, at most `needed`.
+int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed);
+// Shape/size validation with messages naming the tensor.
+void require(bool ok, const std::string& tensor, const std::string& problem);
+
+// Unsigned 32-bit division by a run-time constant (Granlund-Montgomery), for n < 2^31.
+struct FastDiv {
+  uint32_t d = 1, m = 0, s = 0;
+  FastDiv() = default;
+  explicit FastDiv(uint32_t div) : d(div) {
+    while ((1ull << s) < d) ++s;
+    m = static_cast<uint32_t>(((1ull << 32) * ((1ull << s) - d)) / d + 1);
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
+};
+
+// ---- device helpers ----
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xFFFF0000u); }
+
+// Running per-half maximum of the exponent fields of two packed BF16 values: either half
+// reaching 0x7F80 means NaN or Inf.
+__device__ __forceinline__ uint32_t exp_max2(uint32_t acc, uint32_t w) { return __vmaxu2(acc, w & 0x7F807F80u); }
+__device__ __forceinline__ bool exp_max2_nonfinite(uint32_t acc) {
+  return (acc & 0xFFFFu) == 0x7F80u || (acc >> 16) == 0x7F80u;
+}
+
+// The CPU reference's running maximum, std::max(m, v) = m < v ? v : m (NaN never wins).
+__device__ __forceinline__ float ref_max(float m, float v) { return m < v ? v : m; }
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = ref_max(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+  return v;
+}
+
+// Byte offset of scale (row, k) in the cuBLASLt 128x4 blocked layout (scale_layout.cpp).
+__device__ __forceinline__ int64_t blocked_offset(int64_t row, int64_t k, int64_t tiles_per_row) {
+  return ((row >> 7) * tiles_per_row + (k >> 2)) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4 + (k & 3);
+}
+
+// Tensor scale of the RTN family, identical to quant::tensor_scale (rtn.cpp).
+__device__ __forceinline__ float tensor_scale(float amax, float scale_max, float val_max) {
+  return amax == 0.0f ? 1.0f : amax / (scale_max * val_max);
+}
+
+__device__ __forceinline__ uint2 pack16(const uint32_t (&codes)[16]) {
+  uint2 p{0u, 0u};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) p.x |= codes[i] << (4 * i);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) p.y |= codes[8 + i] << (4 * i);
+  return p;
+}
+
+// The 128-point Hadamard transform of a chunk spread over 8 lanes: lane bits 0..2 = g, the
+// lane holding elements 16g .. 16g+15 in y (signs already applied). Stages h = 1, 2, 4, 8 run
+// inside the thread with the reference fwht(); h = 16, 32, 64 pair element j of group g with
+// element j of group g ^ (h/16), lanes xor 1, 2, 4: the lower lane forms a + b, the upper
+// a - b, written as fma(own, +-1, partner), whose product is exact, so each output is the
+// same single rounding as the CPU's. Then the 1/sqrt(128) multiplication.
+__device__ __forceinline__ void rht128_spread8(float (&y)[16], int lane) {
+  q2::quant::fwht(y, 16);
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    const float sgn = (lane >> s) & 1 ? -1.0f : 1.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const float other = __shfl_xor_sync(0xFFFFFFFFu, y[i], 1 << s);
+      y[i] = __fmaf_rn(y[i], sgn, other);
+    }
+  }
+  const float norm = q2::quant::rht_norm(128);
+#pragma unroll
+  for (int i = 0; i < 16; ++i) y[i] = y[i] * norm;
+}
+
+// MS-EDEN pass 1 for one rotated 16-group y (ms_eden.cpp: round_group, eden_factor): codes
+// against m = RTZ_E8M4(g_max / s), sums in order i = 0..15; returns c = m * S.
+__device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed) {
+  float g_max = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) g_max = ref_max(g_max, fabsf(y[i]));
+  const float m = q2::e4m3::round_e8m4_rtz(g_max / q2::quant::kMsEdenValMax);
+  const float f = m == 0.0f ? 0.0f : 1.0f / m;
+  float vv = 0.0f, vq = 0.0f;
+  uint32_t codes[16];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const float v = y[i] * f;
+    const E2m1Rounded q = e2m1_round_fast(v);
+    codes[i] = m == 0.0f ? 0u : q.code;
+    vv = vv + v * v;
+    vq = vq + fabsf(v) * q.mag;  // == v * e2m1::decode(code): same magnitudes, both >= 0
+  }
+  if (m == 0.0f) vv = vq = 0.0f;
+  packed = pack16(codes);
+  const float S = vq == 0.0f ? 1.0f : vv / vq;
+  return m * S;
+}
+
+// Sign masks for the 16 elements 16g .. 16g+15 of a 128-chunk: bit i of the result is sign
+// (16g + i) of the rotation (1 means -1).
+__device__ __forceinline__ uint32_t group_sign_bits(const uint4& signs, int g) {
+  const int k = g >> 1;  // selects, not a run-time array index (which would go to local memory)
+  const uint32_t w = k == 0 ? signs.x : k == 1 ? signs.y : k == 2 ? signs.z : signs.w;
+  return (w >> (16 * (g & 1))) & 0xFFFFu;
+}
+
+// Block-wide reduction of the per-thread corrected-scale maximum and NaN/Inf flag, then one
+// atomic per block. blockDim.x must be a multiple of 32 and at most 1024.
+__device__ __forceinline__ void publish_cmax(float cmax, bool bad, Flags* flags) {
+  __shared__ float s_max[32];
+  __shared__ int s_bad;
+  if (threadIdx.x == 0) s_bad = 0;
+  cmax = warp_max(cmax);
+  bad = __any_sync(0xFFFFFFFFu, bad);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) {
+    s_max[threadIdx.x >> 5] = cmax;
+    if (bad) s_bad = 1;
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x >> 5) ? s_max[threadIdx.x] : 0.0f;
+    v = warp_max(v);
+    if (threadIdx.x == 0) {
+      if (v > 0.0f) atomicMax(&flags->cmax_bits, __float_as_uint(v));
+      if (s_bad) flags->nonfinite = 1u;
+    }
+  }
+}
+
+// Pass 2 of MS-EDEN, shared by the three pass-1 kernels (ms_eden.cu).
+void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
+                        DeviceNVFP4& out, cudaStream_t stream);
+// Validates the rotation (128 points).
+void require_rht128(const quant::Rht& r, const std::string& tensor);
+
+}  // namespace q2::cuda::detail
+
+namespace q2::cuda::detail {
+
+// 16-byte asynchronous global -> shared copy; src_bytes = 0 fills the 16 bytes with zeros.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Shared-memory tile of 128 rows x 32 words (128 bytes a row). Word w of row r is stored at
+// w ^ (4 * ((r / 16) % 8)): 16-byte chunks stay contiguous (cp.async), and the 8 lanes that
+// read one word column in rows 16g + i (g = 0..7) hit 8 different bank quads.
+__device__ __forceinline__ int swizzled_word(int row, int word) { return row * 32 + (word ^ (((row >> 4) & 7) << 2)); }
+
+}  // namespace q2::cuda::detail

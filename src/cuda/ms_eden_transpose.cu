@@ -1,0 +1,117 @@
+// 7. MS-EDEN of the transpose X^T of a BF16 X [R, C] (rotated along R), without writing the
+// transpose: equals quantize_ms_eden(transpose(x), Rht(128, seed), sr_seed) bit for bit.
+//
+// Design: persistent blocks of 256 threads walk tiles of 128 rows (one rotation chunk of R) x
+// 64 columns of X. A tile (16 KiB) is copied into shared memory with 16-byte cp.async
+// (coalesced 128-byte row segments), double-buffered so the next tile is in flight while the
+// current one is computed. Thread (cp, g) with g = lane % 8, cp = 4 * warp + lane / 8 owns
+// word column cp (output rows c = c0 + 2cp and c0 + 2cp + 1) and rows 16g .. 16g+15 of the
+// tile, i.e. output group g of both output rows; the 8 lanes of a chunk are lanes xor 1, 2, 4,
+// so the rotation is the same rht128_spread8 as the row-wise kernel and the per-group code is
+// the same eden_group (one thread, order i = 0..15). Shared reads are conflict-free thanks to
+// the swizzle (device_common.cuh). Outputs: 8-byte code stores and float scratch stores at
+// output group (c, r0/16 + g); pass 2 is ms_eden.cu's.
+#include "cuda/device_common.cuh"
+
+namespace q2::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256, kTileR = 128, kTileC = 64;
+
+__global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv_bfloat16* __restrict__ x, int64_t R,
+                                                                       int64_t C, uint4 signs,
+                                                                       uint2* __restrict__ packed,
+                                                                       float* __restrict__ corrected, Flags* flags) {
+  __shared__ __align__(16) uint32_t tile[2][kTileR * 32];
+  const int lane = threadIdx.x & 31, g = lane & 7, cp = (threadIdx.x >> 5) * 4 + (lane >> 3);
+  const uint32_t sb = group_sign_bits(signs, g);
+  const int64_t tiles_c = (C + kTileC - 1) / kTileC, tiles = R / kTileR * tiles_c;
+  const int64_t groups_per_out_row = R / kBlock;
+
+  auto issue = [&](int64_t t, int stage) {
+    const int64_t r0 = t / tiles_c * kTileR, c0 = t % tiles_c * kTileC;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int q = threadIdx.x + kThreads * k, row = q >> 3, ch = q & 7;
+      const int64_t c = c0 + ch * 8;
+      const bool in = c < C;
+      cp_async16(&tile[stage][swizzled_word(row, ch * 4)], in ? x + (r0 + row) * C + c : x, in ? 16 : 0);
+    }
+  };
+
+  float cmax = 0.0f;
+  uint32_t emax = 0;
+  int stage = 0;
+  if (blockIdx.x < tiles) issue(blockIdx.x, 0);
+  cp_async_commit();
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    if (t + gridDim.x < tiles) issue(t + gridDim.x, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    float ylo[16], yhi[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      uint32_t w = tile[stage][swizzled_word(16 * g + i, cp)];
+      emax = exp_max2(emax, w);
+      w ^= ((sb >> i) & 1u) * 0x80008000u;  // sign of element 16g + i, both columns
+      ylo[i] = bf16_lo(w);
+      yhi[i] = bf16_hi(w);
+    }
+    rht128_spread8(ylo, lane);
+    rht128_spread8(yhi, lane);
+    uint2 plo, phi;
+    const float clo = eden_group(ylo, plo), chi = eden_group(yhi, phi);
+
+    const int64_t r0 = t / tiles_c * kTileR, c = t % tiles_c * kTileC + 2 * cp;
+    if (c < C) {
+      const int64_t o = c * groups_per_out_row + r0 / kBlock + g;
+      packed[o] = plo;
+      corrected[o] = clo;
+      packed[o + groups_per_out_row] = phi;
+      corrected[o + groups_per_out_row] = chi;
+      cmax = ref_max(ref_max(cmax, clo), chi);
+    }
+    __syncthreads();  // the stage is refilled by the next iteration's issue
+    stage ^= 1;
+  }
+  publish_cmax(cmax, exp_max2_nonfinite(emax), flags);
+}
+
+}  // namespace
+}  // namespace detail
+
+void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+                                       Workspace& ws, cudaStream_t stream) {
+  detail::require_rht128(r, x.name);
+  detail::require(x.rows > 0 && x.cols > 0, x.name, "is empty");
+  detail::require(x.rows % 128 == 0, x.name,
+                  std::to_string(x.rows) +
+                      " rows is not a multiple of 128 (the transposed MS-EDEN rotates 128-row chunks)");
+  detail::require(x.cols % 8 == 0, x.name, "row length " + std::to_string(x.cols) + " is not a multiple of 8");
+  detail::require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
+  const int64_t groups = x.rows * x.cols / kBlock;
+  detail::require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
+  out.ensure(x.cols, x.rows);
+  detail::Flags* flags = detail::flags_of(ws);
+  check(cudaMemsetAsync(&flags->cmax_bits, 0, 2 * sizeof(uint32_t), stream), "cudaMemsetAsync (MS-EDEN flags)");
+  float* corrected = ws.scratch(groups);
+  const int64_t tiles = x.rows / detail::kTileR * ((x.cols + detail::kTileC - 1) / detail::kTileC);
+  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_transposed_kernel),
+                                               detail::kThreads, 0, tiles);
+  detail::ms_eden_transposed_kernel<<<blocks, detail::kThreads, 0, stream>>>(
+      x.data, x.rows, x.cols, make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]),
+      reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
+  check_launch("ms_eden_transposed_kernel");
+  detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags, out, stream);
+}
+
+void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+                                 Workspace& ws, cudaStream_t stream) {
+  quantize_ms_eden_transposed_async(x, r, sr_seed, out, ws, stream);
+  ws.throw_if_nonfinite(x.name, stream);
+}
+
+}  // namespace q2::cuda

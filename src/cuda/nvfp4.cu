@@ -1,0 +1,58 @@
+// 5. Dequantization NVFP4 -> BF16 (format/nvfp4.cpp: NVFP4Tensor::dequantize, then
+// bf16::encode): value = e2m1 * e4m3 * tensor_scale, left to right in float32.
+//
+// Design: one thread owns one 16-group: one 8-byte code load, one scale byte (blocked
+// offset), two 16-byte BF16 stores (a warp writes 1 KiB contiguous). E2M1 values come from a
+// 16-entry shared table filled with e2m1::decode itself; the scale is decoded once per group.
+#include "cuda/device_common.cuh"
+
+namespace q2::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads) dequant_kernel(const uint2* __restrict__ packed,
+                                                            const uint8_t* __restrict__ scales,
+                                                            const float* __restrict__ tensor_scale, int64_t groups,
+                                                            FastDiv groups_per_row, int64_t tiles_per_row,
+                                                            uint4* __restrict__ out) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
+  __syncthreads();
+  const float t = *tensor_scale;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; gid < groups; gid += stride) {
+    const uint2 p = __ldg(packed + gid);
+    const uint32_t row = groups_per_row.div(static_cast<uint32_t>(gid));
+    const uint32_t k = static_cast<uint32_t>(gid) - row * groups_per_row.d;
+    const float s = e4m3::decode(__ldg(scales + blocked_offset(row, k, tiles_per_row)));
+    uint32_t w[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const uint32_t bits = j < 4 ? p.x >> (8 * j) : p.y >> (8 * (j - 4));
+      const float lo = lut[bits & 0xFu] * s * t, hi = lut[(bits >> 4) & 0xFu] * s * t;
+      w[j] = static_cast<uint32_t>(bf16::encode(lo)) | (static_cast<uint32_t>(bf16::encode(hi)) << 16);
+    }
+    out[2 * gid] = make_uint4(w[0], w[1], w[2], w[3]);
+    out[2 * gid + 1] = make_uint4(w[4], w[5], w[6], w[7]);
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream) {
+  detail::require(a.rows > 0 && a.packed.get(), "NVFP4 input", "is empty");
+  detail::require(reinterpret_cast<uintptr_t>(out) % 16 == 0, "BF16 output", "device pointer is not 16-byte aligned");
+  const int64_t g = a.scale_cols(), groups = a.rows * g;
+  detail::require(groups < (int64_t{1} << 31), "NVFP4 input", "has 2^31 or more 16-groups (too large)");
+  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::dequant_kernel), detail::kThreads,
+                                               0, (groups + detail::kThreads - 1) / detail::kThreads);
+  detail::dequant_kernel<<<blocks, detail::kThreads, 0, stream>>>(
+      reinterpret_cast<const uint2*>(a.packed.get()), a.scales.get(), a.tensor_scale.get(), groups,
+      detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(out));
+  check_launch("dequant_kernel");
+}
+
+}  // namespace q2::cuda

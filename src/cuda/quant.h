@@ -1,0 +1,194 @@
+#pragma once
+// The GPU side of the quantization layer: CUDA kernels that reproduce the CPU reference in
+// src/quant bit for bit (codes, scales, tensor scale). docs/NUMERICS.md is the definition.
+//
+// Device formats:
+//   BF16 tensor   __nv_bfloat16 [rows, cols], row-major (the CPU reference sees float(x), exact).
+//   NVFP4 tensor  DeviceNVFP4: packed E2M1 codes uint8 [rows, cols/2] (even element in the low
+//                 nibble), E4M3 scales in the cuBLASLt 128x4 blocked layout (scale_layout.h,
+//                 padding zero) and one float32 tensor scale, all in device memory.
+//
+// Every launcher is asynchronous on the given stream unless its comment says it synchronizes.
+// Kernels that must reject NaN/Inf input raise a flag in the Workspace; the host turns it into
+// a q2::Error naming the tensor ("contains NaN or Inf (detected on the GPU)") when the caller
+// checks (the synchronizing convenience functions do).
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "format/nvfp4.h"
+#include "quant/hadamard.h"
+#include "quant/rtn.h"
+
+namespace q2::cuda {
+
+// ---- CUDA plumbing -------------------------------------------------------------------------
+
+// Throws q2::Error("CUDA error in <what>: <message>") unless e == cudaSuccess.
+void check(cudaError_t e, const std::string& what);
+// After a kernel launch: checks cudaGetLastError, naming the kernel.
+void check_launch(const char* kernel);
+// True when at least one CUDA device is usable (never throws).
+bool device_available();
+
+// An owning, move-only device allocation of n elements of T (cudaMalloc / cudaFree).
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(int64_t n) : n_(n) {
+    if (n > 0) {
+      void* p = nullptr;
+      check(cudaMalloc(&p, static_cast<size_t>(n) * sizeof(T)), "cudaMalloc of " + std::to_string(n * sizeof(T)) + " bytes");
+      p_ = static_cast<T*>(p);
+    }
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { release(); }
+
+  T* get() { return p_; }
+  const T* get() const { return p_; }
+  int64_t size() const { return n_; }
+  size_t bytes() const { return static_cast<size_t>(n_) * sizeof(T); }
+
+ private:
+  void release() {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* p_ = nullptr;
+  int64_t n_ = 0;
+};
+
+// ---- tensors -------------------------------------------------------------------------------
+
+// A BF16 row-major matrix in device memory (not owned); `name` appears in error messages.
+// `data` must be 16-byte aligned (cudaMalloc'ed buffers are).
+struct BF16View {
+  const __nv_bfloat16* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  std::string name;
+};
+
+// An NVFP4 tensor in device memory. The scale buffer is zeroed when allocated, so the padding
+// of the blocked layout stays zero (kernels write only real scales).
+struct DeviceNVFP4 {
+  int64_t rows = 0, cols = 0;
+  DeviceBuffer<uint8_t> packed;      // rows * cols / 2 bytes
+  DeviceBuffer<uint8_t> scales;      // blocked_scale_bytes(rows, cols / 16) bytes
+  DeviceBuffer<float> tensor_scale;  // one float
+
+  DeviceNVFP4() = default;
+  DeviceNVFP4(int64_t rows, int64_t cols);  // cols must be a positive multiple of 16
+  int64_t scale_cols() const { return cols / kBlock; }
+  // Reallocates (zeroed scales) unless the shape already matches.
+  void ensure(int64_t rows, int64_t cols);
+};
+
+// Copies a device tensor back (synchronous), scales converted to row-major.
+NVFP4Tensor to_host(const DeviceNVFP4& t);
+// Uploads a host tensor (synchronous), scales converted to the blocked layout.
+DeviceNVFP4 to_device(const NVFP4Tensor& t);
+
+// Device-side status and scratch reused across calls (one per stream at a time).
+class Workspace {
+ public:
+  Workspace();
+  // Device float: max |x| of the last amax_async (valid once the stream reaches it).
+  const float* amax() const;
+  // Synchronizes the stream; throws q2::Error naming `name` if a kernel since the last reset
+  // saw NaN or Inf.
+  void throw_if_nonfinite(const std::string& name, cudaStream_t stream);
+
+  // Internals for the launchers.
+  void* flags() { return flags_.get(); }
+  float* scratch(int64_t n);  // float32 corrected scales of MS-EDEN, grown on demand
+
+ private:
+  DeviceBuffer<uint32_t> flags_;  // detail::Flags
+  DeviceBuffer<float> scratch_;
+};
+
+// ---- 1. absolute maximum -------------------------------------------------------------------
+
+// max |x| into ws.amax(); NaN/Inf raise the workspace flag. Resets the flag first.
+void amax_async(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
+// Synchronizing: returns max |x|, throws if x contains NaN or Inf.
+float amax(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
+
+// ---- 2.-4. round-to-nearest family (quant/rtn.cpp, quant/sr.cpp) ---------------------------
+// `amax` is a device pointer to max |x| (e.g. ws.amax() after amax_async); the tensor scale is
+// quant::tensor_scale(amax, scale_max, val_max), computed on the device. `out` is (re)shaped
+// to [x.rows, x.cols].
+
+void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
+                        cudaStream_t stream = 0);
+void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream = 0);
+void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
+                       cudaStream_t stream = 0);
+// 16x16 square blocks; needs x.rows % 16 == 0.
+void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
+                              cudaStream_t stream = 0);
+
+// Synchronizing conveniences: amax, NaN/Inf check (throws), then the quantizer.
+void quantize_rtn(const BF16View& x, const quant::RtnConfig& cfg, DeviceNVFP4& out, Workspace& ws,
+                  cudaStream_t stream = 0);
+void quantize_four_over_six(const BF16View& x, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0);
+void quantize_sr(const BF16View& x, float scale_override, uint64_t seed, DeviceNVFP4& out, Workspace& ws,
+                 cudaStream_t stream = 0);
+void quantize_rtn_16x16(const BF16View& x, float scale_max, DeviceNVFP4& out, Workspace& ws,
+                        cudaStream_t stream = 0);
+
+// ---- 5. dequantization ---------------------------------------------------------------------
+
+// out[r][c] = bf16(e2m1 * e4m3 * tensor_scale), products left to right in float32.
+// `out` holds a.rows * a.cols BF16 values, 16-byte aligned.
+void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream = 0);
+
+// ---- 6.-8. MS-EDEN (quant/ms_eden.cpp, default config: per-16 correction, post-hoc scale) ----
+// The rotation must be a 128-point Rht. Pass 1 rotates, rounds and writes float32 corrected
+// scales to the workspace scratch plus their maximum; pass 2 aligns the range (t = max/256)
+// and rounds the scales stochastically (Philox (sr_seed, kScaleSR, row * cols/16 + group)).
+// The async forms raise the workspace's NaN/Inf flag; the plain forms check it (synchronize).
+
+// 6. MS-EDEN of x ([rows, cols], cols % 128 == 0), rotated along rows.
+void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+                            Workspace& ws, cudaStream_t stream = 0);
+void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
+                      cudaStream_t stream = 0);
+
+// 7. MS-EDEN of x^T ([x.cols, x.rows], rotated along x.rows) without materializing the
+// transpose. Needs x.rows % 128 == 0 and x.cols % 8 == 0.
+void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+                                       Workspace& ws, cudaStream_t stream = 0);
+void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+                                 Workspace& ws, cudaStream_t stream = 0);
+
+// 8. Requantization: MS-EDEN of dequantize(a)^T ([a.cols, a.rows], rotated along a.rows),
+// reading only the packed tensor. Needs a.rows % 128 == 0 and a.cols % 32 == 0.
+void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
+                                         uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0);
+void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
+                                   uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0);
+
+// ---- benchmark -----------------------------------------------------------------------------
+
+// Times every kernel on >= 256 MiB BF16 inputs against a device-to-device copy; prints a table,
+// or one JSON object when json is true.
+void run_bench_quant(bool json);
+
+}  // namespace q2::cuda

@@ -1,0 +1,348 @@
+// GPU quantization kernels against the CPU reference, bit for bit: packed codes, row-major
+// scales (after unblocking) and the tensor scale. Every test skips when no CUDA device is
+// present, so the binary is harmless on CPU-only machines (it is not part of ctest).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "cuda/quant.h"
+#include "eval/distributions.h"
+#include "format/bf16.h"
+#include "format/e4m3.h"
+#include "quant/checks.h"
+#include "quant/ms_eden.h"
+#include "quant/philox.h"
+#include "quant/rtn.h"
+#include "quant/sr.h"
+
+namespace q2::cuda {
+namespace testing {
+unsigned long long fast_codec_mismatches(uint32_t* first_bad);
+}
+
+namespace {
+
+#define REQUIRE_GPU() \
+  if (!device_available()) GTEST_SKIP() << "no CUDA device: GPU kernel tests skipped"
+
+// A BF16 tensor on the host (exact floats) and on the device.
+struct Bf16Tensor {
+  Matrix host;  // float(bf16) values: the CPU reference's input
+  DeviceBuffer<__nv_bfloat16> dev;
+  std::string name;
+
+  BF16View view() const { return BF16View{dev.get(), host.rows, host.cols, name}; }
+};
+
+Bf16Tensor upload(const Matrix& values, const std::string& name) {
+  Bf16Tensor t{Matrix(values.rows, values.cols), DeviceBuffer<__nv_bfloat16>(values.size()), name};
+  std::vector<uint16_t> bits(static_cast<size_t>(values.size()));
+  for (size_t i = 0; i < bits.size(); ++i) {
+    bits[i] = bf16::encode(values.data[i]);
+    t.host.data[i] = bf16::decode(bits[i]);
+  }
+  check(cudaMemcpy(t.dev.get(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), "upload");
+  return t;
+}
+
+Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0,
+              eval::Dist dist = eval::Dist::kGaussian) {
+  return eval::random_matrix(rows, cols, dist, seed, scale);
+}
+
+// Exact equality with a message pointing at the first difference.
+void expect_same(const NVFP4Tensor& gpu, const NVFP4Tensor& cpu, const std::string& what) {
+  ASSERT_EQ(gpu.rows, cpu.rows) << what;
+  ASSERT_EQ(gpu.cols, cpu.cols) << what;
+  EXPECT_EQ(float_bits(gpu.tensor_scale), float_bits(cpu.tensor_scale))
+      << what << ": tensor scale " << gpu.tensor_scale << " vs " << cpu.tensor_scale;
+  int64_t bad_codes = 0, bad_scales = 0;
+  for (int64_t r = 0; r < cpu.rows; ++r)
+    for (int64_t c = 0; c < cpu.cols; ++c)
+      if (gpu.code(r, c) != cpu.code(r, c) && bad_codes++ == 0)
+        ADD_FAILURE() << what << ": first code mismatch at [" << r << ", " << c << "]: " << int(gpu.code(r, c))
+                      << " vs " << int(cpu.code(r, c));
+  for (int64_t r = 0; r < cpu.rows; ++r)
+    for (int64_t b = 0; b < cpu.scale_cols(); ++b)
+      if (gpu.scale(r, b) != cpu.scale(r, b) && bad_scales++ == 0)
+        ADD_FAILURE() << what << ": first scale mismatch at [" << r << ", " << b << "]: " << int(gpu.scale(r, b))
+                      << " vs " << int(cpu.scale(r, b));
+  EXPECT_EQ(bad_codes, 0) << what;
+  EXPECT_EQ(bad_scales, 0) << what;
+}
+
+std::string shape(const Matrix& m) {
+  std::string s = "[";
+  s += std::to_string(m.rows);
+  s += ", ";
+  s += std::to_string(m.cols);
+  s += "]";
+  return s;
+}
+
+template <class F>
+void expect_error(F f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected q2::Error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+struct Shape {
+  int64_t rows, cols;
+};
+const std::vector<Shape> kShapes = {{1, 16}, {3, 48}, {384, 256}, {640, 1024}, {130, 80}, {4096, 4096}};
+const std::vector<Shape> kEdenShapes = {{1, 128}, {7, 384}, {384, 256}, {640, 1024}, {4096, 4096}};
+
+// Inputs: Gaussian, heavy-tailed, huge (bf16 range), tiny (subnormal scales), zeros.
+// `huge` stays where a 128-point rotation of Gaussian data cannot overflow float32 (its
+// unnormalized sums reach ~50 sigma) for the MS-EDEN family.
+std::vector<std::pair<std::string, Matrix>> inputs(int64_t rows, int64_t cols, uint64_t seed, double huge = 1e37) {
+  std::vector<std::pair<std::string, Matrix>> v;
+  v.emplace_back("gaussian", random(rows, cols, seed));
+  v.emplace_back("student3", random(rows, cols, seed + 1, 3.0, eval::Dist::kStudent3));
+  v.emplace_back("huge", random(rows, cols, seed + 2, huge));
+  v.emplace_back("tiny", random(rows, cols, seed + 3, 1e-30));
+  v.emplace_back("zeros", Matrix(rows, cols));
+  return v;
+}
+
+TEST(FastCodec, E2m1EqualsReferenceForAllFloats) {
+  REQUIRE_GPU();
+  uint32_t first = 0;
+  EXPECT_EQ(testing::fast_codec_mismatches(&first), 0ull) << "first mismatching float bits " << std::hex << first;
+}
+
+TEST(GpuAmax, MatchesCpuAndRejectsNaNAndInf) {
+  REQUIRE_GPU();
+  Workspace ws;
+  for (const Shape s : kShapes) {
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 11)) {
+      const Bf16Tensor x = upload(m, "x");
+      EXPECT_EQ(float_bits(amax(x.view(), ws)), float_bits(quant::checked_amax(MatrixRef(x.host, "x"))))
+          << kind << " " << shape(m);
+    }
+  }
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    Matrix m = random(384, 256, 3);
+    m.at(200, 17) = bad;
+    const Bf16Tensor x = upload(m, "activations");
+    expect_error([&] { amax(x.view(), ws); }, "tensor 'activations' contains NaN or Inf (detected on the GPU)");
+  }
+}
+
+TEST(GpuRtn, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  const std::vector<quant::RtnConfig> cfgs = {{6.0f, 448.0f}, {6.0f / 0.92f, 448.0f}, {4.0f, 256.0f}};
+  for (const Shape s : kShapes)
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 21))
+      for (const quant::RtnConfig& cfg : cfgs) {
+        const Bf16Tensor x = upload(m, "x");
+        quantize_rtn(x.view(), cfg, out, ws);
+        expect_same(to_host(out), quant::quantize_rtn(MatrixRef(x.host, "x"), cfg),
+                    "rtn " + kind + " " + shape(m) + " val_max " + std::to_string(cfg.val_max));
+      }
+}
+
+TEST(GpuFourOverSix, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : kShapes)
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 31)) {
+      const Bf16Tensor x = upload(m, "x");
+      quantize_four_over_six(x.view(), out, ws);
+      expect_same(to_host(out), quant::quantize_four_over_six(MatrixRef(x.host, "x")), "4/6 " + kind + " " + shape(m));
+    }
+}
+
+TEST(GpuSr, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : kShapes)
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 41))
+      for (float so : {quant::kSrScaleOverride, 1.0f})
+        for (uint64_t seed : {uint64_t{7}, uint64_t{0x123456789ABCDEFull}}) {
+          const Bf16Tensor x = upload(m, "x");
+          quantize_sr(x.view(), so, seed, out, ws);
+          expect_same(to_host(out), quant::quantize_sr(MatrixRef(x.host, "x"), so, seed),
+                      "sr " + kind + " " + shape(m) + " override " + std::to_string(so));
+        }
+}
+
+TEST(GpuRtn16x16, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : std::vector<Shape>{{16, 16}, {48, 80}, {384, 256}, {640, 1024}, {4096, 4096}, {32, 1040}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 51))
+      for (float scale_max : {quant::kSquareBlockScaleMax, 256.0f}) {
+        const Bf16Tensor x = upload(m, "w");
+        quantize_rtn_16x16(x.view(), scale_max, out, ws);
+        expect_same(to_host(out), quant::quantize_rtn_16x16(MatrixRef(x.host, "w"), scale_max),
+                    "16x16 " + kind + " " + shape(m));
+      }
+}
+
+TEST(GpuRtn, SaturatesNearTheLimits) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  // Values near 448 * 6 * 1e30 and up to the BF16 maximum, plus one group far below the rest.
+  Matrix m = random(384, 256, 61, 448.0 * 6.0 * 1e30);
+  m.at(5, 3) = 3.3e38f;
+  m.at(100, 200) = -3.0e38f;
+  for (int i = 0; i < 16; ++i) m.at(7, 32 + i) = 1e-20f * static_cast<float>(i);
+  const Bf16Tensor x = upload(m, "x");
+  quantize_rtn(x.view(), {}, out, ws);
+  expect_same(to_host(out), quant::quantize_rtn(MatrixRef(x.host, "x")), "rtn limits");
+  quantize_four_over_six(x.view(), out, ws);
+  expect_same(to_host(out), quant::quantize_four_over_six(MatrixRef(x.host, "x")), "4/6 limits");
+  quantize_sr(x.view(), quant::kSrScaleOverride, 3, out, ws);
+  expect_same(to_host(out), quant::quantize_sr(MatrixRef(x.host, "x"), quant::kSrScaleOverride, 3), "sr limits");
+  quantize_rtn_16x16(x.view(), quant::kSquareBlockScaleMax, out, ws);
+  expect_same(to_host(out), quant::quantize_rtn_16x16(MatrixRef(x.host, "x")), "16x16 limits");
+}
+
+TEST(GpuRtnFamily, RejectsNaNAndInfAndBadShapes) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (float bad : {NAN, INFINITY}) {
+    Matrix m = random(64, 128, 3);
+    m.at(63, 127) = bad;
+    const Bf16Tensor x = upload(m, "W");
+    const std::string msg = "tensor 'W' contains NaN or Inf (detected on the GPU)";
+    expect_error([&] { quantize_rtn(x.view(), {}, out, ws); }, msg);
+    expect_error([&] { quantize_four_over_six(x.view(), out, ws); }, msg);
+    expect_error([&] { quantize_sr(x.view(), 1.0f, 1, out, ws); }, msg);
+    expect_error([&] { quantize_rtn_16x16(x.view(), 447.99f, out, ws); }, msg);
+  }
+  const Bf16Tensor x = upload(random(24, 40, 1), "odd");
+  expect_error([&] { quantize_rtn(x.view(), {}, out, ws); }, "tensor 'odd'");
+  const Bf16Tensor y = upload(random(24, 48, 1), "rows24");
+  expect_error([&] { quantize_rtn_16x16(y.view(), 447.99f, out, ws); }, "tensor 'rows24'");
+}
+
+TEST(GpuDequant, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  for (const Shape s : kShapes)
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 71)) {
+      const NVFP4Tensor q = quant::quantize_four_over_six(MatrixRef(m, "x"));
+      const DeviceNVFP4 d = to_device(q);
+      DeviceBuffer<__nv_bfloat16> out(q.rows * q.cols);
+      dequantize_async(d, out.get());
+      check(cudaDeviceSynchronize(), "dequantize");
+      std::vector<uint16_t> got(static_cast<size_t>(q.rows * q.cols));
+      check(cudaMemcpy(got.data(), out.get(), got.size() * 2, cudaMemcpyDeviceToHost), "download");
+      const Matrix ref = q.dequantize();
+      int64_t bad = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        if (got[i] != bf16::encode(ref.data[i]) && bad++ == 0)
+          ADD_FAILURE() << kind << " " << shape(m) << ": first mismatch at " << i;
+      EXPECT_EQ(bad, 0) << kind << " " << shape(m);
+    }
+}
+
+TEST(GpuMsEden, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : kEdenShapes)
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 81, 1e35))
+      for (uint64_t seed : {uint64_t{1}, uint64_t{0xFEEDFACECAFEBEEFull}}) {
+        const quant::Rht r(128, seed * 3 + 1);
+        const Bf16Tensor x = upload(m, "dY");
+        quantize_ms_eden(x.view(), r, seed, out, ws);
+        expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(x.host, "dY"), r, seed),
+                    "ms-eden " + kind + " " + shape(m));
+      }
+}
+
+TEST(GpuMsEden, OutliersUpToTheBf16Maximum) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  // One outlier per 128-chunk near 3e38: the rotation stays finite (|sum| < FLT_MAX).
+  Matrix m = random(256, 512, 91);
+  for (int64_t r = 0; r < m.rows; r += 3) m.at(r, (r * 37) % m.cols) = (r % 2 ? -3.0e38f : 3.3e38f);
+  const quant::Rht rot(128, 5);
+  const Bf16Tensor x = upload(m, "x");
+  quantize_ms_eden(x.view(), rot, 9, out, ws);
+  expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(x.host, "x"), rot, 9), "ms-eden outliers");
+  const Bf16Tensor xt = upload(transpose(m), "xt");
+  quantize_ms_eden_transposed(xt.view(), rot, 9, out, ws);
+  expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(x.host, "x"), rot, 9), "transposed outliers");
+}
+
+TEST(GpuMsEdenTransposed, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : std::vector<Shape>{{128, 8}, {384, 256}, {640, 1024}, {256, 40}, {128, 200}, {4096, 4096}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 101, 1e35)) {
+      const quant::Rht r(128, 77);
+      const Bf16Tensor x = upload(m, "X");
+      quantize_ms_eden_transposed(x.view(), r, 12, out, ws);
+      const Matrix xt = transpose(x.host);
+      expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(xt, "Xt"), r, 12),
+                  "transposed " + kind + " " + shape(m));
+    }
+}
+
+TEST(GpuRequant, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : std::vector<Shape>{{128, 32}, {384, 256}, {640, 1024}, {256, 96}, {128, 800}, {4096, 4096}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 111, 1e35)) {
+      const NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(m, "X"));
+      const DeviceNVFP4 da = to_device(a);
+      const quant::Rht r(128, 1234);
+      requantize_ms_eden_transposed(da, "Xq", r, 56, out, ws);
+      const Matrix at = transpose(a.dequantize());
+      expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(at, "Xq^T"), r, 56),
+                  "requant " + kind + " " + shape(m));
+    }
+}
+
+TEST(GpuMsEdenFamily, RejectsNaNAndInfAndBadShapes) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  const quant::Rht r(128, 1);
+  for (float bad : {NAN, -INFINITY}) {
+    Matrix m = random(256, 256, 3);
+    m.at(130, 5) = bad;
+    const Bf16Tensor x = upload(m, "E");
+    const std::string msg = "tensor 'E' contains NaN or Inf (detected on the GPU)";
+    expect_error([&] { quantize_ms_eden(x.view(), r, 1, out, ws); }, msg);
+    expect_error([&] { quantize_ms_eden_transposed(x.view(), r, 1, out, ws); }, msg);
+  }
+  // A NaN scale code in the packed input.
+  NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(random(256, 256, 4), "X"));
+  a.scale(131, 3) = e4m3::kNaNCode;
+  const DeviceNVFP4 da = to_device(a);
+  expect_error([&] { requantize_ms_eden_transposed(da, "Xq", r, 1, out, ws); },
+               "tensor 'Xq' contains NaN or Inf (detected on the GPU)");
+  // Afterwards a clean call succeeds (the flag is reset per call).
+  const Bf16Tensor ok = upload(random(128, 128, 5), "ok");
+  quantize_ms_eden(ok.view(), r, 1, out, ws);
+
+  const Bf16Tensor x = upload(random(100, 192, 1), "G");
+  expect_error([&] { quantize_ms_eden(x.view(), r, 1, out, ws); }, "tensor 'G'");
+  expect_error([&] { quantize_ms_eden_transposed(x.view(), r, 1, out, ws); }, "tensor 'G'");
+  expect_error([&] { quantize_ms_eden(ok.view(), quant::Rht(64, 1), 1, out, ws); }, "tensor 'ok'");
+}
+
+}  // namespace
+}  // namespace q2::cuda

@@ -1,0 +1,231 @@
+// 2./4. Round-to-nearest NVFP4 quantization (quant/rtn.cpp): RTN 1x16, Four-over-Six 1x16 and
+// RTN with 16x16 square blocks.
+//
+// Design: one thread owns one 16-group (32 bytes of BF16 = two 16-byte loads; a warp reads
+// 1 KiB contiguous), so every per-group computation, including the Four-over-Six error sum
+// over i = 0..15, runs in the reference's order inside one thread. Persistent grid-stride
+// loop with the next group's loads issued before the current group is computed. Codes leave
+// as one 8-byte store per thread (a warp writes 256 contiguous bytes), the scale as one byte
+// at its blocked offset. The tensor scale is computed on the device from the amax pointer by
+// every thread (same expression as quant::tensor_scale) and written by thread 0.
+// 16x16: a block of 16 warps covers 16 rows x 32 groups; the tile maximum goes through
+// shared memory (max is exact in any order for finite input).
+#include "cuda/device_common.cuh"
+
+namespace q2::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ void unpack16(const uint4& a0, const uint4& a1, float (&x)[16]) {
+  const uint32_t w[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    x[2 * j] = bf16_lo(w[j]);
+    x[2 * j + 1] = bf16_hi(w[j]);
+  }
+}
+
+__device__ __forceinline__ float group_amax(const float (&x)[16]) {
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) m = ref_max(m, fabsf(x[i]));
+  return m;
+}
+
+// rtn.cpp quantize_block (+ block_sq_error when Err): codes against (val_max, t); returns the
+// scale code and, through err, the squared error sum in order i = 0..15.
+template <bool Err>
+__device__ __forceinline__ uint32_t quantize_block(const float (&x)[16], float g_max, float val_max, float t,
+                                                   uint32_t (&codes)[16], float& err) {
+  const uint8_t s = e4m3::encode_rne((g_max / val_max) / t);
+  const float denom = e4m3::decode(s) * t;
+  float e = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const float v = x[i] / denom;
+    const E2m1Rounded q = e2m1_round_fast(v);
+    codes[i] = denom == 0.0f ? 0u : q.code;
+    if (Err) {
+      const float dec = denom == 0.0f ? 0.0f : copysignf(q.mag, v);  // == e2m1::decode(codes[i])
+      const float d = x[i] - dec * denom;
+      e = e + d * d;
+    }
+  }
+  err = e;
+  return s;
+}
+
+// Grid-stride loop over 16-groups with the next group's 32 bytes loaded ahead.
+template <class F>
+__device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int64_t groups, F&& f) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  uint4 a0{}, a1{};
+  if (gid < groups) {
+    a0 = __ldg(x + 2 * gid);
+    a1 = __ldg(x + 2 * gid + 1);
+  }
+  for (; gid < groups; gid += stride) {
+    uint4 b0{}, b1{};
+    if (gid + stride < groups) {
+      b0 = __ldg(x + 2 * (gid + stride));
+      b1 = __ldg(x + 2 * (gid + stride) + 1);
+    }
+    f(gid, a0, a1);
+    a0 = b0;
+    a1 = b1;
+  }
+}
+
+struct Out {
+  uint2* packed;
+  uint8_t* scales;
+  float* tensor_scale;
+  FastDiv groups_per_row;
+  int64_t tiles_per_row;
+};
+
+__device__ __forceinline__ void store_group(const Out& o, int64_t gid, const uint32_t (&codes)[16], uint32_t s) {
+  o.packed[gid] = pack16(codes);
+  const uint32_t row = o.groups_per_row.div(static_cast<uint32_t>(gid));
+  const uint32_t k = static_cast<uint32_t>(gid) - row * o.groups_per_row.d;
+  o.scales[blocked_offset(row, k, o.tiles_per_row)] = static_cast<uint8_t>(s);
+}
+
+// Mode 0: RTN (val_max, scale_max); mode 1: Four-over-Six (t = amax / (256 * 6)).
+template <int Mode>
+__global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
+                                                             const float* __restrict__ amax, float val_max,
+                                                             float scale_max, Out o) {
+  const float t = tensor_scale(*amax, scale_max, val_max);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
+  for_each_group(x, groups, [&](int64_t gid, const uint4& a0, const uint4& a1) {
+    float v[16];
+    unpack16(a0, a1, v);
+    const float g_max = group_amax(v);
+    uint32_t c6[16];
+    float e6;
+    uint32_t s = quantize_block<Mode == 1>(v, g_max, val_max, t, c6, e6);
+    if (Mode == 1) {
+      uint32_t c4[16];
+      float e4;
+      const uint32_t s4 = quantize_block<true>(v, g_max, 4.0f, t, c4, e4);
+      if (e4 < e6) {
+        s = s4;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) c6[i] = c4[i];
+      }
+    }
+    store_group(o, gid, c6, s);
+  });
+}
+
+constexpr int kTileRows = 16, kTileGroups = 32, kSquareThreads = kTileRows * kTileGroups;
+
+__global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* __restrict__ x, int64_t rows,
+                                                                    int64_t groups_per_row,
+                                                                    const float* __restrict__ amax, float scale_max,
+                                                                    Out o) {
+  __shared__ float s_max[kTileRows][kTileGroups];
+  const float t = tensor_scale(*amax, scale_max, 6.0f);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
+  const int w = threadIdx.x / kTileGroups, lane = threadIdx.x % kTileGroups;
+  const int64_t tiles_c = (groups_per_row + kTileGroups - 1) / kTileGroups, tiles = rows / kTileRows * tiles_c;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t row = tile / tiles_c * kTileRows + w, k = tile % tiles_c * kTileGroups + lane;
+    const bool valid = k < groups_per_row;
+    const int64_t gid = row * groups_per_row + k;
+    float v[16] = {};
+    if (valid) unpack16(__ldg(x + 2 * gid), __ldg(x + 2 * gid + 1), v);
+    s_max[w][lane] = group_amax(v);
+    __syncthreads();
+    float g_max = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kTileRows; ++r) g_max = ref_max(g_max, s_max[r][lane]);
+    __syncthreads();
+    if (valid) {
+      uint32_t codes[16];
+      float unused;
+      const uint32_t s = quantize_block<false>(v, g_max, 6.0f, t, codes, unused);
+      store_group(o, gid, codes, s);
+    }
+  }
+}
+
+Out make_out(DeviceNVFP4& out) {
+  const int64_t g = out.scale_cols();
+  return Out{reinterpret_cast<uint2*>(out.packed.get()), out.scales.get(), out.tensor_scale.get(),
+             FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4};
+}
+
+void check_input(const BF16View& x) {
+  require(x.rows > 0 && x.cols > 0, x.name, "is empty");
+  require(x.cols % kBlock == 0, x.name,
+          "row length " + std::to_string(x.cols) + " is not a multiple of 16 (NVFP4 blocks are 16 elements along a row)");
+  require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
+  require(x.rows * x.cols / kBlock < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
+}
+
+template <int Mode>
+void launch_1x16(const BF16View& x, const float* amax, float val_max, float scale_max, DeviceNVFP4& out,
+                 cudaStream_t stream) {
+  check_input(x);
+  out.ensure(x.rows, x.cols);
+  const int64_t groups = x.rows * x.cols / kBlock;
+  const auto kernel = rtn_1x16_kernel<Mode>;
+  const int blocks =
+      persistent_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0, (groups + kThreads - 1) / kThreads);
+  kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x.data), groups, amax, val_max, scale_max,
+                                          make_out(out));
+  check_launch(Mode == 0 ? "rtn_1x16_kernel" : "four_over_six_1x16_kernel");
+}
+
+}  // namespace
+}  // namespace detail
+
+void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
+                        cudaStream_t stream) {
+  detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream);
+}
+
+void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream) {
+  detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream);
+}
+
+void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
+                              cudaStream_t stream) {
+  detail::check_input(x);
+  detail::require(x.rows % 16 == 0, x.name,
+                  std::to_string(x.rows) + " rows is not a multiple of 16 (16x16 square blocks)");
+  out.ensure(x.rows, x.cols);
+  const int64_t g = x.cols / kBlock;
+  const int64_t tiles = x.rows / 16 * ((g + detail::kTileGroups - 1) / detail::kTileGroups);
+  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::rtn_16x16_kernel),
+                                               detail::kSquareThreads, 0, tiles);
+  detail::rtn_16x16_kernel<<<blocks, detail::kSquareThreads, 0, stream>>>(
+      reinterpret_cast<const uint4*>(x.data), x.rows, g, amax, scale_max, detail::make_out(out));
+  check_launch("rtn_16x16_kernel");
+}
+
+void quantize_rtn(const BF16View& x, const quant::RtnConfig& cfg, DeviceNVFP4& out, Workspace& ws,
+                  cudaStream_t stream) {
+  amax_async(x, ws, stream);
+  ws.throw_if_nonfinite(x.name, stream);
+  quantize_rtn_async(x, ws.amax(), cfg, out, stream);
+}
+
+void quantize_four_over_six(const BF16View& x, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream) {
+  amax_async(x, ws, stream);
+  ws.throw_if_nonfinite(x.name, stream);
+  quantize_four_over_six_async(x, ws.amax(), out, stream);
+}
+
+void quantize_rtn_16x16(const BF16View& x, float scale_max, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream) {
+  amax_async(x, ws, stream);
+  ws.throw_if_nonfinite(x.name, stream);
+  quantize_rtn_16x16_async(x, ws.amax(), scale_max, out, stream);
+}
+
+}  // namespace q2::cuda

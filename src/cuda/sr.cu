@@ -1,0 +1,98 @@
+// 3. Stochastic-rounding NVFP4 quantization in 1x16 blocks (quant/sr.cpp).
+//
+// Design as rtn.cu: one thread owns one 16-group (two 16-byte loads, next group prefetched,
+// one 8-byte code store, one scale byte at its blocked offset). Element (r, c) uses Philox
+// word (seed, kElementSR, r * cols + c): the group's 16 elements are 4 whole Philox blocks,
+// generated in the thread exactly as sr.cpp does.
+#include "cuda/device_common.cuh"
+
+namespace q2::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
+                                                            const float* __restrict__ amax, float val_max,
+                                                            uint64_t seed, uint2* __restrict__ packed,
+                                                            uint8_t* __restrict__ scales, float* tensor_scale,
+                                                            FastDiv groups_per_row, int64_t tiles_per_row) {
+  const float amax_v = *amax;
+  const float t = amax_v == 0.0f ? 1.0f : amax_v / (448.0f * val_max);  // quant::tensor_scale(amax, 448, val_max)
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  uint4 a0{}, a1{};
+  if (gid < groups) {
+    a0 = __ldg(x + 2 * gid);
+    a1 = __ldg(x + 2 * gid + 1);
+  }
+  for (; gid < groups; gid += stride) {
+    uint4 b0{}, b1{};
+    if (gid + stride < groups) {
+      b0 = __ldg(x + 2 * (gid + stride));
+      b1 = __ldg(x + 2 * (gid + stride) + 1);
+    }
+    const uint32_t w[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+    float v[16];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      v[2 * j] = bf16_lo(w[j]);
+      v[2 * j + 1] = bf16_hi(w[j]);
+    }
+    float g_max = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) g_max = ref_max(g_max, fabsf(v[i]));
+    const uint8_t s = e4m3::encode_rne((g_max / val_max) / t);
+    const float denom = e4m3::decode(s) * t;
+    uint2 p{0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 16; i += 4) {
+      const philox::Block r = philox::words4(seed, philox::kElementSR, static_cast<uint64_t>(gid) * 4 + i / 4);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t q = denom == 0.0f ? 0u : e2m1::encode_sr(v[i + j] / denom, r.v[j]);
+        if (i < 8)
+          p.x |= q << (4 * (i + j));
+        else
+          p.y |= q << (4 * (i + j - 8));
+      }
+    }
+    packed[gid] = p;
+    const uint32_t row = groups_per_row.div(static_cast<uint32_t>(gid));
+    const uint32_t k = static_cast<uint32_t>(gid) - row * groups_per_row.d;
+    scales[blocked_offset(row, k, tiles_per_row)] = s;
+    a0 = b0;
+    a1 = b1;
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
+                       cudaStream_t stream) {
+  detail::require(x.rows > 0 && x.cols > 0, x.name, "is empty");
+  detail::require(x.cols % kBlock == 0, x.name,
+                  "row length " + std::to_string(x.cols) + " is not a multiple of 16 (NVFP4 blocks are 16 elements along a row)");
+  detail::require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
+  detail::require(x.rows * x.cols / kBlock < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
+  out.ensure(x.rows, x.cols);
+  const int64_t groups = x.rows * x.cols / kBlock, g = x.cols / kBlock;
+  const float val_max = 6.0f / scale_override;
+  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::sr_1x16_kernel), detail::kThreads,
+                                               0, (groups + detail::kThreads - 1) / detail::kThreads);
+  detail::sr_1x16_kernel<<<blocks, detail::kThreads, 0, stream>>>(
+      reinterpret_cast<const uint4*>(x.data), groups, amax, val_max, seed, reinterpret_cast<uint2*>(out.packed.get()),
+      out.scales.get(), out.tensor_scale.get(), detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4);
+  check_launch("sr_1x16_kernel");
+}
+
+void quantize_sr(const BF16View& x, float scale_override, uint64_t seed, DeviceNVFP4& out, Workspace& ws,
+                 cudaStream_t stream) {
+  amax_async(x, ws, stream);
+  ws.throw_if_nonfinite(x.name, stream);
+  quantize_sr_async(x, ws.amax(), scale_override, seed, out, stream);
+}
+
+}  // namespace q2::cuda
