@@ -8,53 +8,53 @@ namespace q2::train {
 
 using nlohmann::json;
 
+namespace {
+
+// Every config field once: (section, key, member). to_json and from_json both walk this list.
+template <class C, class F>
+void for_each_field(C& c, F&& f) {
+  f("model", "preset", c.preset);
+  f("model", "seq_len", c.seq_len);
+  f("data", "dir", c.data_dir);
+  f("out", "dir", c.out_dir);
+  f("method", "scheme", c.scheme);
+  f("method", "hadamard", c.hadamard);
+  f("method", "device", c.device);
+  f("train", "batch_size", c.batch_size);
+  f("train", "grad_accum", c.grad_accum);
+  f("train", "steps", c.steps);
+  f("train", "lr", c.lr);
+  f("train", "min_lr_ratio", c.min_lr_ratio);
+  f("train", "warmup_frac", c.warmup_frac);
+  f("train", "schedule", c.schedule);
+  f("train", "decay_frac", c.decay_frac);
+  f("train", "weight_decay", c.weight_decay);
+  f("train", "beta1", c.beta1);
+  f("train", "beta2", c.beta2);
+  f("train", "eps", c.eps);
+  f("train", "clip", c.clip);
+  f("train", "seed", c.seed);
+  f("train", "stop_at", c.stop_at);
+  f("log", "log_every", c.log_every);
+  f("log", "eval_every", c.eval_every);
+  f("log", "eval_batches", c.eval_batches);
+  f("log", "ckpt_every", c.ckpt_every);
+}
+
+}  // namespace
+
 json to_json(const TrainConfig& c) {
-  return {{"model", {{"preset", c.preset}, {"seq_len", c.seq_len}}},
-          {"data", {{"dir", c.data_dir}}},
-          {"out", {{"dir", c.out_dir}}},
-          {"method", {{"scheme", c.scheme}, {"hadamard", c.hadamard}, {"device", c.device}}},
-          {"train",
-           {{"batch_size", c.batch_size}, {"grad_accum", c.grad_accum}, {"steps", c.steps}, {"lr", c.lr},
-            {"min_lr_ratio", c.min_lr_ratio}, {"warmup_frac", c.warmup_frac}, {"schedule", c.schedule},
-            {"decay_frac", c.decay_frac}, {"weight_decay", c.weight_decay}, {"beta1", c.beta1}, {"beta2", c.beta2},
-            {"eps", c.eps}, {"clip", c.clip}, {"seed", c.seed}, {"stop_at", c.stop_at}}},
-          {"log",
-           {{"log_every", c.log_every}, {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches},
-            {"ckpt_every", c.ckpt_every}}}};
+  json j = json::object();
+  for_each_field(c, [&](const char* section, const char* key, const auto& v) { j[section][key] = v; });
+  return j;
 }
 
 TrainConfig from_json(const json& j) {
   TrainConfig c;
   try {
-    c.preset = j.at("model").at("preset");
-    c.seq_len = j.at("model").at("seq_len");
-    c.data_dir = j.at("data").at("dir");
-    c.out_dir = j.at("out").at("dir");
-    const json& m = j.at("method");
-    c.scheme = m.at("scheme");
-    c.hadamard = m.at("hadamard");
-    c.device = m.at("device");
-    const json& t = j.at("train");
-    c.batch_size = t.at("batch_size");
-    c.grad_accum = t.at("grad_accum");
-    c.steps = t.at("steps");
-    c.lr = t.at("lr");
-    c.min_lr_ratio = t.at("min_lr_ratio");
-    c.warmup_frac = t.at("warmup_frac");
-    c.schedule = t.at("schedule");
-    c.decay_frac = t.at("decay_frac");
-    c.weight_decay = t.at("weight_decay");
-    c.beta1 = t.at("beta1");
-    c.beta2 = t.at("beta2");
-    c.eps = t.at("eps");
-    c.clip = t.at("clip");
-    c.seed = t.at("seed");
-    c.stop_at = t.at("stop_at");
-    const json& l = j.at("log");
-    c.log_every = l.at("log_every");
-    c.eval_every = l.at("eval_every");
-    c.eval_batches = l.at("eval_batches");
-    c.ckpt_every = l.at("ckpt_every");
+    for_each_field(c, [&](const char* section, const char* key, auto& v) {
+      j.at(section).at(key).get_to(v);
+    });
   } catch (const json::exception& e) {
     throw Error(std::string("config: ") + e.what());
   }
