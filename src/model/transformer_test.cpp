@@ -31,40 +31,43 @@ std::vector<uint32_t> tokens(int64_t n, uint64_t seed, uint32_t vocab) {
 // Directional derivatives of the summed loss along random directions u, by Richardson-
 // extrapolated central differences, against the analytic gradient: <g, u>.
 TEST(Transformer, GradientsMatchFiniteDifferences) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = make_cpu_backend();
   Transformer model(micro(), linear::scheme_by_name("fp32"), *backend);
   model.init(3);
   // Larger weights than the init so every part of the network contributes visibly.
   for (Param& p : model.params())
-    if (p.value.rows > 1)
-      for (float& v : p.value.data) v *= 10.0f;
+    if (p.value.rows > 1) backend->scale(p.value, 10.0f);
+  std::vector<Matrix> base, grads;
+  for (Param& p : model.params()) base.push_back(backend->download(p.value));
   const int64_t batch = 2, seq = 8;
   const auto in = tokens(batch * seq, 1, 40), tg = tokens(batch * seq, 2, 40);
   model.zero_grads();
   model.forward(in, tg, batch, seq);
   model.backward(0, 1.0f);
+  for (Tensor& g : model.grads()) grads.push_back(backend->download(g));
   for (uint64_t dir = 0; dir < 4; ++dir) {
     std::vector<Matrix> u;
     double analytic = 0;
     for (size_t i = 0; i < model.params().size(); ++i) {
-      Matrix d(model.params()[i].value.rows, model.params()[i].value.cols);
+      Matrix d(base[i].rows, base[i].cols);
       for (int64_t j = 0; j < d.size(); ++j)
         d.data[j] = static_cast<float>(philox::word(100 + dir, 7, i * 100000 + j) >> 8) * 0x1p-24f - 0.5f;
-      for (int64_t j = 0; j < d.size(); ++j) analytic += static_cast<double>(model.grads()[i].data[j]) * d.data[j];
+      for (int64_t j = 0; j < d.size(); ++j) analytic += static_cast<double>(grads[i].data[j]) * d.data[j];
       u.push_back(std::move(d));
     }
-    const std::vector<Param> base = model.params();
     auto loss_at = [&](double eps) {
-      for (size_t i = 0; i < base.size(); ++i)
-        for (int64_t j = 0; j < base[i].value.size(); ++j)
-          model.params()[i].value.data[j] = static_cast<float>(base[i].value.data[j] + eps * u[i].data[j]);
+      for (size_t i = 0; i < base.size(); ++i) {
+        Matrix m = base[i];
+        for (int64_t j = 0; j < m.size(); ++j) m.data[j] = static_cast<float>(base[i].data[j] + eps * u[i].data[j]);
+        backend->upload(m, model.params()[i].value);
+      }
       return model.forward(in, tg, batch, seq);
     };
     // Step chosen so the loss moves by about a percent; Richardson removes the O(eps^2) term.
     const double h = 1e-2 / std::max(1e-12, std::fabs(analytic)) * 10.0;
     const double d1 = (loss_at(h) - loss_at(-h)) / (2 * h), d2 = (loss_at(h / 2) - loss_at(-h / 2)) / h;
     const double fd = (4 * d2 - d1) / 3;
-    for (size_t i = 0; i < base.size(); ++i) model.params()[i].value = base[i].value;
+    for (size_t i = 0; i < base.size(); ++i) backend->upload(base[i], model.params()[i].value);
     EXPECT_NEAR(fd, analytic, 1e-4 * std::fabs(analytic)) << "direction " << dir;
   }
 }
@@ -78,7 +81,7 @@ TEST(Transformer, PresetsMatchThePaper) {
 }
 
 TEST(Transformer, Quartet2KeepsPackedActivationsAndRejectsBadTokens) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = make_cpu_backend();
   ModelConfig c = micro();
   c.d_model = 128;
   c.n_heads = 2;

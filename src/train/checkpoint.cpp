@@ -102,10 +102,11 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, model::
   put(out, kVersion);
   put(out, static_cast<uint64_t>(h.size()));
   out += h;
-  for (const model::Param& p : model.params()) put_matrix(out, p.value);
+  model::Backend& b = model.backend();
+  for (const model::Param& p : model.params()) put_matrix(out, b.download(p.value));
   if (optimizer) {
-    for (const Matrix& m : optimizer->m()) put_matrix(out, m);
-    for (const Matrix& v : optimizer->v()) put_matrix(out, v);
+    for (const model::Tensor& m : optimizer->m()) put_matrix(out, b.download(m));
+    for (const model::Tensor& v : optimizer->v()) put_matrix(out, b.download(v));
   }
   put(out, crc(out.data(), out.size()));
   write_file_atomic(path, out);
@@ -129,16 +130,19 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
   const bool has_opt = v.header.value("has_optimizer", false);
   if (optimizer && !has_opt) throw Error("checkpoint '" + path + "' holds no optimizer state; it cannot be resumed");
   size_t off = v.body;
-  auto take = [&](Matrix& m) {
+  model::Backend& b = model.backend();
+  auto take = [&](model::Tensor& t) {
+    Matrix m(t.rows, t.cols);
     const size_t n = m.data.size() * sizeof(float);
     if (off + n > v.bytes.size() - 4) throw Error("checkpoint '" + path + "' is truncated (tensor data)");
     std::memcpy(m.data.data(), v.bytes.data() + off, n);
     off += n;
+    b.upload(m, t);
   };
   for (model::Param& p : model.params()) take(p.value);
   if (optimizer) {
-    for (Matrix& m : optimizer->m()) take(m);
-    for (Matrix& m : optimizer->v()) take(m);
+    for (model::Tensor& m : optimizer->m()) take(m);
+    for (model::Tensor& m : optimizer->v()) take(m);
   }
   return info;
 }

@@ -65,22 +65,29 @@ TEST(Schedule, CosineAndWsdShapes) {
 }
 
 TEST(AdamW, FirstStepMovesEachWeightByLrAgainstTheGradientSign) {
-  std::vector<model::Param> p = {{"w", Matrix(1, 3), true}, {"n", Matrix(1, 2), false}};
-  p[0].value.data = {1.0f, -2.0f, 0.5f};
-  p[1].value.data = {1.0f, 1.0f};
-  std::vector<Matrix> g = {Matrix(1, 3), Matrix(1, 2)};
-  g[0].data = {0.3f, -4.0f, 1e-3f};
-  g[1].data = {-2.0f, 0.0f};
-  AdamW opt(p);
+  const auto backend = model::make_cpu_backend();
+  std::vector<model::Param> p = {{"w", backend->alloc(1, 3), true}, {"n", backend->alloc(1, 2), false}};
+  auto set = [&](model::Tensor& t, std::vector<float> v) {
+    Matrix m(t.rows, t.cols);
+    m.data = std::move(v);
+    backend->upload(m, t);
+  };
+  set(p[0].value, {1.0f, -2.0f, 0.5f});
+  set(p[1].value, {1.0f, 1.0f});
+  std::vector<model::Tensor> g = {backend->alloc(1, 3), backend->alloc(1, 2)};
+  set(g[0], {0.3f, -4.0f, 1e-3f});
+  set(g[1], {-2.0f, 0.0f});
+  AdamW opt(*backend, p);
   TrainConfig c;
   c.weight_decay = 0.1;
   opt.step(p, g, 0.01, c, 1);
   // Bias-corrected Adam's first step is lr * sign(g) (up to eps); decay only on "w".
-  EXPECT_NEAR(p[0].value.data[0], 1.0 * (1 - 0.001) - 0.01, 1e-6);
-  EXPECT_NEAR(p[0].value.data[1], -2.0 * (1 - 0.001) + 0.01, 1e-6);
-  EXPECT_NEAR(p[1].value.data[0], 1.0 + 0.01, 1e-6);
-  EXPECT_EQ(p[1].value.data[1], 1.0f);
-  EXPECT_NEAR(grad_norm(g), std::sqrt(0.09 + 16 + 1e-6 + 4), 1e-6);
+  const Matrix w = backend->download(p[0].value), n = backend->download(p[1].value);
+  EXPECT_NEAR(w.data[0], 1.0 * (1 - 0.001) - 0.01, 1e-6);
+  EXPECT_NEAR(w.data[1], -2.0 * (1 - 0.001) + 0.01, 1e-6);
+  EXPECT_NEAR(n.data[0], 1.0 + 0.01, 1e-6);
+  EXPECT_EQ(n.data[1], 1.0f);
+  EXPECT_NEAR(grad_norm(*backend, g), std::sqrt(0.09 + 16 + 1e-6 + 4), 1e-6);
 }
 
 }  // namespace

@@ -24,10 +24,11 @@ void export_safetensors(model::Transformer& model, const std::string& path, bool
   const model::ModelConfig& c = model.config();
   const int64_t d = c.d_model, h = c.d_ff;
   std::vector<Tensor> ts;
-  auto& P = model.params();
+  std::vector<std::pair<std::string, Matrix>> host;  // downloaded once, kept alive while writing
+  for (const model::Param& p : model.params()) host.emplace_back(p.name, model.backend().download(p.value));
   auto find = [&](const std::string& n) -> const Matrix& {
-    for (const model::Param& p : P)
-      if (p.name == n) return p.value;
+    for (const auto& [name, m] : host)
+      if (name == n) return m;
     throw Error("export: parameter '" + n + "' not found");
   };
   ts.push_back({"model.embed_tokens.weight", find("tok_embeddings.weight").data.data(), c.vocab, d, false});

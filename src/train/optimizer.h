@@ -15,18 +15,20 @@ double learning_rate(const TrainConfig& c, int64_t step);
 
 class AdamW {
  public:
-  explicit AdamW(const std::vector<model::Param>& params);
+  AdamW(model::Backend& backend, const std::vector<model::Param>& params);
   // One update with bias correction; `t` counts updates from 1.
-  void step(std::vector<model::Param>& params, const std::vector<Matrix>& grads, double lr, const TrainConfig& c, int64_t t);
-  std::vector<Matrix>& m() { return m_; }
-  std::vector<Matrix>& v() { return v_; }
+  void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
+            const TrainConfig& c, int64_t t);
+  std::vector<model::Tensor>& m() { return m_; }
+  std::vector<model::Tensor>& v() { return v_; }
 
  private:
-  std::vector<Matrix> m_, v_;
+  model::Backend& backend_;
+  std::vector<model::Tensor> m_, v_;
 };
 
 // Global L2 norm of the gradients (float64, in order: deterministic).
-double grad_norm(const std::vector<Matrix>& grads);
-void scale_grads(std::vector<Matrix>& grads, float s);
+double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads);
+void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s);
 
 }  // namespace q2::train

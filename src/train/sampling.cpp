@@ -15,7 +15,7 @@ std::vector<uint32_t> sample(model::Transformer& model, std::vector<uint32_t> to
   for (int64_t n = 0; n < o.max_new_tokens; ++n) {
     const int64_t len = std::min<int64_t>(ctx, static_cast<int64_t>(tokens.size()));
     const std::vector<uint32_t> window(tokens.end() - len, tokens.end());
-    const Matrix logits = model.logits(window, 1, len);
+    const Matrix logits = model.backend().download(model.logits(window, 1, len));
     const float* z = logits.row(len - 1);
     const int64_t v = logits.cols;
     std::vector<uint32_t> idx(static_cast<size_t>(v));

@@ -10,8 +10,6 @@
 #include "common/file.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
-#include "gemm/gemm.h"
-#include "model/cpu_ops.h"
 #include "quant/philox.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
@@ -24,7 +22,7 @@ LoadedModel load_for_inference(const std::string& checkpoint) {
   const CheckpointInfo info = read_checkpoint_info(checkpoint);
   LoadedModel m;
   m.config = info.config;
-  m.backend = gemm::make_cpu_backend();
+  m.backend = model::make_cpu_backend();
   m.model = std::make_unique<model::Transformer>(info.model, linear::scheme_by_name(info.config.scheme, info.config.hadamard),
                                                  *m.backend);
   load_checkpoint(checkpoint, *m.model, nullptr, info.config.scheme);
@@ -39,8 +37,8 @@ EvalResult evaluate(model::Transformer& model, const data::DatasetMeta& data, co
   for (int64_t i = 0; i < batches; ++i) {
     const data::Batch b = loader.next();
     if (i > 0 && loader.epoch() > 0) break;  // the split is smaller than asked: each batch once
-    const Matrix logits = model.logits(b.inputs, b.batch, b.seq);
-    nats += model::cpu::cross_entropy(logits, b.targets, nullptr, 1.0f);
+    const model::Tensor logits = model.logits(b.inputs, b.batch, b.seq);
+    nats += model.backend().cross_entropy(logits, b.targets, nullptr, 1.0f);
     for (uint32_t t : b.targets) bytes += byte_lengths.at(t);
     r.tokens += static_cast<int64_t>(b.targets.size());
   }
@@ -72,9 +70,9 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
-  AdamW opt(model.params());
+  AdamW opt(*backend, model.params());
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len);
   std::filesystem::create_directories(cfg.out_dir);
   const std::string ckpt = checkpoint_path(cfg), metrics = cfg.out_dir + "/metrics.jsonl";
@@ -124,10 +122,10 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
       throw stopped(step + 1, e.what());
     }
     loss /= static_cast<double>(tokens_per_step);
-    double gnorm = grad_norm(model.grads());
+    double gnorm = grad_norm(*backend, model.grads());
     if (!std::isfinite(loss) || !std::isfinite(gnorm))
       throw stopped(step + 1, std::isfinite(loss) ? "the gradient norm is not finite" : "the loss is not finite (NaN)");
-    if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(model.grads(), static_cast<float>(cfg.clip / gnorm));
+    if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm));
     const double lr = learning_rate(cfg, step);
     opt.step(model.params(), model.grads(), lr, cfg, step + 1);
     sum.losses.push_back(loss);

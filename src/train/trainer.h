@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "data/dataset.h"
-#include "gemm/gemm.h"
 #include "model/transformer.h"
 #include "train/config.h"
 
@@ -38,7 +37,7 @@ std::string checkpoint_path(const TrainConfig& c);
 
 // A trained model ready for evaluation or sampling (its GEMM backend lives with it).
 struct LoadedModel {
-  std::unique_ptr<gemm::Backend> backend;
+  std::unique_ptr<model::Backend> backend;
   std::unique_ptr<model::Transformer> model;
   TrainConfig config;
 };

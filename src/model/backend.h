@@ -1,0 +1,88 @@
+#pragma once
+// The narrow interface between the model and the hardware: backend-owned 2-D tensors and the
+// operations the transformer, the optimizer and the trainer need. The CPU backend runs them
+// in float32 on the host; the CUDA backend (docs/GPU_BACKEND.md) on the device. Nothing above
+// this interface knows which one runs.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/matrix.h"
+#include "linear/scheme.h"
+
+namespace q2::model {
+
+enum class DType { kF32, kBF16 };
+
+// A row-major tensor whose memory the backend owns (host or device).
+struct Tensor {
+  int64_t rows = 0, cols = 0;
+  DType dtype = DType::kF32;
+  void* data = nullptr;
+  std::shared_ptr<void> owner;
+  int64_t size() const { return rows * cols; }
+};
+
+// One linear layer under a scheme; it keeps what its forward saved for the next backward.
+class LinearOp {
+ public:
+  virtual ~LinearOp() = default;
+  // y = x w^T; `keep` saves what the scheme's backward needs.
+  virtual Tensor forward(const Tensor& x, const Tensor& w, bool keep) = 0;
+  // Returns dx; accumulates dw (+=). `seed` draws the backward's rotations and rounding.
+  virtual Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) = 0;
+  virtual size_t saved_bytes() const = 0;
+};
+
+struct AdamWHyper {
+  double lr, beta1, beta2, eps, weight_decay;
+  int64_t t;  // update count, from 1
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // Tensors (zero-filled on allocation) and host transfers.
+  virtual Tensor alloc(int64_t rows, int64_t cols) = 0;
+  virtual void upload(const Matrix& src, Tensor& dst) = 0;
+  virtual Matrix download(const Tensor& t) = 0;
+  virtual Tensor clone(const Tensor& t) = 0;
+  virtual void zero(Tensor& t) = 0;
+
+  virtual std::unique_ptr<LinearOp> make_linear(const linear::Scheme& scheme, const std::string& name) = 0;
+
+  virtual void embedding_forward(const Tensor& table, const std::vector<uint32_t>& ids, Tensor& out) = 0;
+  virtual void embedding_backward(const Tensor& dout, const std::vector<uint32_t>& ids, Tensor& dtable) = 0;
+  // rstd [1, rows] is written by forward and read by backward; backward accumulates dx and dw.
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) = 0;
+  virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
+                                Tensor& dw) = 0;
+  virtual void rope(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta,
+                    int direction) = 0;
+  // `cache` is backend-defined (the CPU keeps the probabilities).
+  virtual void attention_forward(const Tensor& qkv, int64_t batch, int64_t seq, int64_t n_heads, Tensor& out,
+                                 Tensor& cache) = 0;
+  virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, int64_t batch,
+                                  int64_t seq, int64_t n_heads, Tensor& dqkv) = 0;
+  virtual void swiglu_forward(const Tensor& h12, Tensor& g) = 0;
+  virtual void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) = 0;
+  virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
+  // c (+)= alpha op(a) op(b), float32 (the LM head).
+  virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+                      bool accumulate) = 0;
+  // Summed loss over rows (float64); dlogits, if given, = scale * d(sum)/d logits.
+  virtual double cross_entropy(const Tensor& logits, const std::vector<uint32_t>& targets, Tensor* dlogits,
+                               float scale) = 0;
+
+  // Optimizer support.
+  virtual double sum_squares(const Tensor& t) = 0;
+  virtual void scale(Tensor& t, float s) = 0;
+  virtual void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWHyper& h, bool decay) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace q2::model

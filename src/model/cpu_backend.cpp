@@ -1,0 +1,160 @@
+// The CPU backend: tensors are float32 host matrices; ops are model/cpu_ops.h, linears are
+// linear::Linear over the exact CPU GEMM.
+#include <cmath>
+
+#include "common/error.h"
+#include "gemm/gemm.h"
+#include "linear/linear.h"
+#include "model/backend.h"
+#include "model/cpu_ops.h"
+
+namespace q2::model {
+
+namespace {
+
+Matrix& mat(Tensor& t) { return *static_cast<Matrix*>(t.owner.get()); }
+const Matrix& mat(const Tensor& t) { return *static_cast<const Matrix*>(t.owner.get()); }
+
+Tensor wrap(Matrix m) {
+  auto owner = std::make_shared<Matrix>(std::move(m));
+  Tensor t;
+  t.rows = owner->rows;
+  t.cols = owner->cols;
+  t.data = owner->data.data();
+  t.owner = owner;
+  return t;
+}
+
+// Zero rows make whole quantization groups along tokens; they quantize to zero and leave
+// every product unchanged.
+Matrix pad_rows(const Matrix& m, int64_t rows) {
+  if (rows == m.rows) return m;
+  Matrix p(rows, m.cols);
+  std::copy(m.data.begin(), m.data.end(), p.data.begin());
+  return p;
+}
+
+Matrix first_rows(Matrix m, int64_t rows) {
+  m.rows = rows;
+  m.data.resize(static_cast<size_t>(rows * m.cols));
+  return m;
+}
+
+class CpuLinear final : public LinearOp {
+ public:
+  CpuLinear(const linear::Scheme& s, const gemm::Backend& g, const std::string& name) : lin_(s, g, name) {}
+
+  Tensor forward(const Tensor& x, const Tensor& w, bool keep) override {
+    const linear::ProductRecipe& wg = lin_.scheme().wgrad;
+    const int64_t multiple = wg.hadamard ? wg.hadamard : 16;
+    const int64_t padded = (x.rows + multiple - 1) / multiple * multiple;
+    linear::Saved scratch;
+    return wrap(first_rows(lin_.forward(pad_rows(mat(x), padded), mat(w), keep ? saved_ : scratch), x.rows));
+  }
+
+  Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) override {
+    linear::Grads g = lin_.backward(pad_rows(mat(dy), saved_.x.rows()), saved_, seed);
+    cpu::add_inplace(mat(dw), g.dw);
+    return wrap(first_rows(std::move(g.dx), dy.rows));
+  }
+
+  size_t saved_bytes() const override { return saved_.x.bytes(); }
+
+ private:
+  linear::Linear lin_;
+  linear::Saved saved_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  Tensor alloc(int64_t rows, int64_t cols) override { return wrap(Matrix(rows, cols)); }
+  void upload(const Matrix& src, Tensor& dst) override {
+    if (src.rows != dst.rows || src.cols != dst.cols) throw Error("upload: shapes differ");
+    mat(dst).data = src.data;
+    dst.data = mat(dst).data.data();
+  }
+  Matrix download(const Tensor& t) override { return mat(t); }
+  Tensor clone(const Tensor& t) override { return wrap(mat(t)); }
+  void zero(Tensor& t) override { std::fill(mat(t).data.begin(), mat(t).data.end(), 0.0f); }
+
+  std::unique_ptr<LinearOp> make_linear(const linear::Scheme& s, const std::string& name) override {
+    return std::make_unique<CpuLinear>(s, *gemm_, name);
+  }
+
+  void embedding_forward(const Tensor& table, const std::vector<uint32_t>& ids, Tensor& out) override {
+    cpu::embedding_forward(mat(table), ids, mat(out));
+  }
+  void embedding_backward(const Tensor& dout, const std::vector<uint32_t>& ids, Tensor& dtable) override {
+    cpu::embedding_backward(mat(dout), ids, mat(dtable));
+  }
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
+    std::vector<float> r;
+    cpu::rmsnorm_forward(mat(x), mat(w).data.data(), eps, mat(y), r);
+    rstd = wrap(Matrix(1, x.rows));
+    mat(rstd).data = std::move(r);
+    rstd.data = mat(rstd).data.data();
+  }
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
+                        Tensor& dw) override {
+    cpu::rmsnorm_backward(mat(dy), mat(x), mat(w).data.data(), mat(rstd).data, mat(dx), mat(dw).data.data());
+  }
+  void rope(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta,
+            int direction) override {
+    cpu::rope(mat(x), col0, n_heads, head_dim, seq, theta, direction);
+  }
+  void attention_forward(const Tensor& qkv, int64_t batch, int64_t seq, int64_t n_heads, Tensor& out,
+                         Tensor& cache) override {
+    Matrix probs(batch * n_heads * seq, seq);
+    cpu::attention_forward(mat(qkv), batch, seq, n_heads, mat(out), probs.data);
+    cache = wrap(std::move(probs));
+  }
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, int64_t batch, int64_t seq,
+                          int64_t n_heads, Tensor& dqkv) override {
+    cpu::attention_backward(mat(dout), mat(qkv), mat(cache).data, batch, seq, n_heads, mat(dqkv));
+  }
+  void swiglu_forward(const Tensor& h12, Tensor& g) override { cpu::swiglu_forward(mat(h12), mat(g)); }
+  void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) override {
+    cpu::swiglu_backward(mat(dg), mat(h12), mat(dh12));
+  }
+  void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace(mat(a), mat(b)); }
+  void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, bool acc) override {
+    cpu::matmul(mat(a), ta, mat(b), tb, mat(c), alpha, acc);
+  }
+  double cross_entropy(const Tensor& logits, const std::vector<uint32_t>& targets, Tensor* dlogits,
+                       float scale) override {
+    return cpu::cross_entropy(mat(logits), targets, dlogits ? &mat(*dlogits) : nullptr, scale);
+  }
+
+  double sum_squares(const Tensor& t) override {
+    double s = 0;
+    for (float v : mat(t).data) s += static_cast<double>(v) * v;
+    return s;
+  }
+  void scale(Tensor& t, float s) override {
+    for (float& v : mat(t).data) v *= s;
+  }
+  void adamw(Tensor& wt, const Tensor& gt, Tensor& mt, Tensor& vt, const AdamWHyper& h, bool decay) override {
+    float *w = mat(wt).data.data(), *m = mat(mt).data.data(), *v = mat(vt).data.data();
+    const float* g = mat(gt).data.data();
+    const double bc1 = 1 - std::pow(h.beta1, static_cast<double>(h.t)), bc2 = 1 - std::pow(h.beta2, static_cast<double>(h.t));
+    const float b1 = static_cast<float>(h.beta1), b2 = static_cast<float>(h.beta2);
+    const float step = static_cast<float>(h.lr / bc1), inv_bc2 = static_cast<float>(1.0 / bc2);
+    const float keep = decay ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f, eps = static_cast<float>(h.eps);
+#pragma omp parallel for
+    for (int64_t j = 0; j < wt.size(); ++j) {
+      m[j] = b1 * m[j] + (1 - b1) * g[j];
+      v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
+      w[j] = w[j] * keep - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
+    }
+  }
+
+ private:
+  std::unique_ptr<gemm::Backend> gemm_ = gemm::make_cpu_backend();
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace q2::model
