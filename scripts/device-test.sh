@@ -5,6 +5,7 @@
 #                                  GPU tests and benchmark, then bundles the two executables and
 #                                  every shared library they need beyond glibc, libstdc++,
 #                                  libgcc and the CUDA toolkit into gpu-bundle/ (git-ignored).
+#   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (full log to
 #                                  $OUT/gpu-tests.log when $OUT is set), the benchmark (JSON to
@@ -19,23 +20,27 @@ build() {
   command -v nvcc >/dev/null || { echo "device-test: nvcc not found (install the CUDA toolkit)" >&2; exit 1; }
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
   cmake --build build-cuda -j"$(nproc)" --target quartet2_gpu_tests quartet2_bench_quant
-  rm -rf "$bundle"
-  mkdir -p "$bundle/lib"
-  local exe
-  for exe in quartet2_gpu_tests quartet2_bench_quant; do
-    cp "build-cuda/src/cuda/$exe" "$bundle/"
-  done
-  # Shared libraries that the GPU machine may lack: everything ldd resolves except the C
-  # runtime (glibc, libstdc++, libgcc_s) and the CUDA toolkit's own libraries.
-  ldd "$bundle"/quartet2_* | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
+  bundle "$bundle" build-cuda/src/cuda/quartet2_gpu_tests build-cuda/src/cuda/quartet2_bench_quant
+}
+
+# bundle DIR EXE...: copies the executables and every shared library they need beyond glibc,
+# libstdc++, libgcc and the CUDA toolkit into DIR and DIR/lib (run them on the GPU machine with
+# LD_LIBRARY_PATH=DIR/lib:/usr/local/cuda/lib64).
+bundle() {
+  local dir="$1"
+  shift
+  rm -rf "$dir"
+  mkdir -p "$dir/lib"
+  cp "$@" "$dir/"
+  ldd "$@" | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
     case "$(basename "$lib")" in
       libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | ld-linux* | libstdc++.so* | libgcc_s.so*) continue ;;
     esac
     case "$lib" in /usr/local/cuda*) continue ;; esac
-    cp -L "$lib" "$bundle/lib/"
+    cp -L "$lib" "$dir/lib/"
   done
-  echo "device-test: gpu-bundle/ ready ($(du -sh "$bundle" | cut -f1)):"
-  ls -l "$bundle" "$bundle/lib"
+  echo "device-test: $dir ready ($(du -sh "$dir" | cut -f1)):"
+  ls -l "$dir" "$dir/lib"
 }
 
 run() {
@@ -64,9 +69,13 @@ run() {
 
 case "${1:-}" in
   build) build ;;
+  bundle)
+    shift
+    bundle "$@"
+    ;;
   run) run ;;
   *)
-    echo "usage: $0 build|run" >&2
+    echo "usage: $0 build | run | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

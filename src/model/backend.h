@@ -15,6 +15,10 @@ namespace q2::model {
 
 enum class DType { kF32, kBF16 };
 
+// What a tensor holds: parameters, gradients and optimizer state stay float32 everywhere;
+// activations use the backend's activation precision (float32 on the CPU, BF16 on CUDA).
+enum class Role { kParam, kActivation };
+
 // A row-major tensor whose memory the backend owns (host or device).
 struct Tensor {
   int64_t rows = 0, cols = 0;
@@ -45,8 +49,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
-  // Tensors (zero-filled on allocation) and host transfers.
-  virtual Tensor alloc(int64_t rows, int64_t cols) = 0;
+  // Tensors (zero-filled on allocation) and host transfers (float32 host matrices).
+  virtual Tensor alloc(int64_t rows, int64_t cols, Role role) = 0;
   virtual void upload(const Matrix& src, Tensor& dst) = 0;
   virtual Matrix download(const Tensor& t) = 0;
   virtual Tensor clone(const Tensor& t) = 0;

@@ -68,7 +68,7 @@ class CpuLinear final : public LinearOp {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
-  Tensor alloc(int64_t rows, int64_t cols) override { return wrap(Matrix(rows, cols)); }
+  Tensor alloc(int64_t rows, int64_t cols, Role) override { return wrap(Matrix(rows, cols)); }
   void upload(const Matrix& src, Tensor& dst) override {
     if (src.rows != dst.rows || src.cols != dst.cols) throw Error("upload: shapes differ");
     mat(dst).data = src.data;

@@ -24,7 +24,7 @@ Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backe
   config_.validate();
   const int64_t d = config_.d_model, h = config_.d_ff, v = config_.vocab;
   auto add = [&](std::string name, int64_t rows, int64_t cols, bool decay) {
-    params_.push_back({std::move(name), backend_.alloc(rows, cols), decay});
+    params_.push_back({std::move(name), backend_.alloc(rows, cols, Role::kParam), decay});
   };
   add("tok_embeddings.weight", v, d, false);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
@@ -39,7 +39,7 @@ Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backe
   }
   add("norm.weight", 1, d, false);
   add("output.weight", v, d, false);
-  for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols));
+  for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols, Role::kParam));
   cache_.resize(static_cast<size_t>(config_.n_layers));
 }
 
@@ -84,32 +84,32 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
     throw Error("sequence length " + std::to_string(seq) + " exceeds the model's " + std::to_string(c.seq_len));
   Backend& B = backend_;
   const int64_t T = batch * seq, d = c.d_model;
-  Tensor x = B.alloc(T, d);
+  Tensor x = B.alloc(T, d, Role::kActivation);
   B.embedding_forward(params_[0].value, inputs, x);
   for (int l = 0; l < c.n_layers; ++l) {
     LayerCache local;
     LayerCache& k = keep ? cache_[static_cast<size_t>(l)] : local;
     auto P = [&](int which) -> Tensor& { return params_[static_cast<size_t>(layer_param(l, which))].value; };
     k.x_in = B.clone(x);
-    Tensor a = B.alloc(T, d);
+    Tensor a = B.alloc(T, d, Role::kActivation);
     B.rmsnorm_forward(x, P(kAttnNorm), c.norm_eps, a, k.rstd1);
     k.qkv = linear(l, kQkv).forward(a, P(kWqkv), keep);
     B.rope(k.qkv, 0, c.n_heads, c.head_dim(), seq, c.rope_theta, 1);
     B.rope(k.qkv, d, c.n_heads, c.head_dim(), seq, c.rope_theta, 1);
-    Tensor att = B.alloc(T, d);
+    Tensor att = B.alloc(T, d, Role::kActivation);
     B.attention_forward(k.qkv, batch, seq, c.n_heads, att, k.attention);
     B.add_inplace(x, linear(l, kO).forward(att, P(kWo), keep));
     k.x_mid = B.clone(x);
-    Tensor m = B.alloc(T, d);
+    Tensor m = B.alloc(T, d, Role::kActivation);
     B.rmsnorm_forward(x, P(kFfnNorm), c.norm_eps, m, k.rstd2);
     k.h12 = linear(l, kW12).forward(m, P(kW12p), keep);
-    Tensor g = B.alloc(T, c.d_ff);
+    Tensor g = B.alloc(T, c.d_ff, Role::kActivation);
     B.swiglu_forward(k.h12, g);
     B.add_inplace(x, linear(l, kDown).forward(g, P(kW3), keep));
   }
-  Tensor xf = B.alloc(T, d), rstd;
+  Tensor xf = B.alloc(T, d, Role::kActivation), rstd;
   B.rmsnorm_forward(x, params_[params_.size() - 2].value, c.norm_eps, xf, rstd);
-  Tensor logits = B.alloc(T, c.vocab);
+  Tensor logits = B.alloc(T, c.vocab, Role::kActivation);
   B.matmul(xf, false, params_.back().value, true, logits, 1.0f, false);
   if (keep) {
     final_in_ = std::move(x);
@@ -129,7 +129,7 @@ double Transformer::forward(const std::vector<uint32_t>& inputs, const std::vect
   targets_ = targets;
   batch_ = batch;
   seq_ = seq;
-  dlogits_ = backend_.alloc(logits.rows, logits.cols);
+  dlogits_ = backend_.alloc(logits.rows, logits.cols, Role::kActivation);
   // d(sum of losses)/d logits, scaled by the caller's loss_scale in backward.
   return backend_.cross_entropy(logits, targets, &dlogits_, 1.0f);
 }
@@ -146,9 +146,9 @@ void Transformer::backward(uint64_t seed, float loss_scale) {
   B.scale(dlogits_, loss_scale);
   const size_t head = params_.size() - 1, fnorm = params_.size() - 2;
   B.matmul(dlogits_, true, final_out_, false, grads_[head], 1.0f, true);
-  Tensor dxf = B.alloc(T, d);
+  Tensor dxf = B.alloc(T, d, Role::kActivation);
   B.matmul(dlogits_, false, params_[head].value, false, dxf, 1.0f, false);
-  Tensor dx = B.alloc(T, d);
+  Tensor dx = B.alloc(T, d, Role::kActivation);
   B.rmsnorm_backward(dxf, final_in_, params_[fnorm].value, final_rstd_, dx, grads_[fnorm]);
   auto lseed = [&](int l, int which) { return philox::derive_seed(seed, static_cast<uint64_t>(l * kLinears + which)); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
@@ -157,13 +157,13 @@ void Transformer::backward(uint64_t seed, float loss_scale) {
     auto G = [&](int which) -> Tensor& { return grads_[static_cast<size_t>(layer_param(l, which))]; };
     // MLP: x = x_mid + down(swiglu(w12(norm(x_mid))))
     const Tensor dg = linear(l, kDown).backward(dx, lseed(l, kDown), G(kW3));
-    Tensor dh12 = B.alloc(T, 2 * c.d_ff);
+    Tensor dh12 = B.alloc(T, 2 * c.d_ff, Role::kActivation);
     B.swiglu_backward(dg, k.h12, dh12);
     const Tensor dm = linear(l, kW12).backward(dh12, lseed(l, kW12), G(kW12p));
     B.rmsnorm_backward(dm, k.x_mid, P(kFfnNorm), k.rstd2, dx, G(kFfnNorm));
     // Attention: x_mid = x_in + wo(attn(rope(wqkv(norm(x_in)))))
     const Tensor datt = linear(l, kO).backward(dx, lseed(l, kO), G(kWo));
-    Tensor dqkv = B.alloc(T, 3 * d);
+    Tensor dqkv = B.alloc(T, 3 * d, Role::kActivation);
     B.attention_backward(datt, k.qkv, k.attention, batch_, seq_, c.n_heads, dqkv);
     B.rope(dqkv, 0, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);
     B.rope(dqkv, d, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);

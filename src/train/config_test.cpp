@@ -66,7 +66,7 @@ TEST(Schedule, CosineAndWsdShapes) {
 
 TEST(AdamW, FirstStepMovesEachWeightByLrAgainstTheGradientSign) {
   const auto backend = model::make_cpu_backend();
-  std::vector<model::Param> p = {{"w", backend->alloc(1, 3), true}, {"n", backend->alloc(1, 2), false}};
+  std::vector<model::Param> p = {{"w", backend->alloc(1, 3, model::Role::kParam), true}, {"n", backend->alloc(1, 2, model::Role::kParam), false}};
   auto set = [&](model::Tensor& t, std::vector<float> v) {
     Matrix m(t.rows, t.cols);
     m.data = std::move(v);
@@ -74,7 +74,7 @@ TEST(AdamW, FirstStepMovesEachWeightByLrAgainstTheGradientSign) {
   };
   set(p[0].value, {1.0f, -2.0f, 0.5f});
   set(p[1].value, {1.0f, 1.0f});
-  std::vector<model::Tensor> g = {backend->alloc(1, 3), backend->alloc(1, 2)};
+  std::vector<model::Tensor> g = {backend->alloc(1, 3, model::Role::kParam), backend->alloc(1, 2, model::Role::kParam)};
   set(g[0], {0.3f, -4.0f, 1e-3f});
   set(g[1], {-2.0f, 0.0f});
   AdamW opt(*backend, p);

@@ -18,8 +18,8 @@ double learning_rate(const TrainConfig& c, int64_t step) {
 
 AdamW::AdamW(model::Backend& backend, const std::vector<model::Param>& params) : backend_(backend) {
   for (const model::Param& p : params) {
-    m_.push_back(backend.alloc(p.value.rows, p.value.cols));
-    v_.push_back(backend.alloc(p.value.rows, p.value.cols));
+    m_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
+    v_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
   }
 }
 
