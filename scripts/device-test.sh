@@ -2,13 +2,15 @@
 # GPU kernel tests and bandwidth benchmark, built on a machine without a GPU and run on one.
 #
 #   scripts/device-test.sh build   (here: needs nvcc) configures and builds build-cuda with the
-#                                  GPU tests and benchmark, then bundles the two executables and
+#                                  GPU tests and the quartet2 program, then bundles the two executables and
 #                                  every shared library they need beyond glibc, libstdc++,
 #                                  libgcc and the CUDA toolkit into gpu-bundle/ (git-ignored).
+#   scripts/device-test.sh profile [KERNEL...]   (on the GPU machine) Nsight Compute headline
+#                                  metrics of the quantization kernels.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (full log to
-#                                  $OUT/gpu-tests.log when $OUT is set), the benchmark (JSON to
+#                                  $OUT/gpu-tests.log when $OUT is set), 'quartet2 bench quant' (JSON to
 #                                  $OUT/bench-quant.json) and prints a short summary table last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +21,8 @@ build() {
   [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
   command -v nvcc >/dev/null || { echo "device-test: nvcc not found (install the CUDA toolkit)" >&2; exit 1; }
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
-  cmake --build build-cuda -j"$(nproc)" --target quartet2_gpu_tests quartet2_bench_quant
-  bundle "$bundle" build-cuda/src/cuda/quartet2_gpu_tests build-cuda/src/cuda/quartet2_bench_quant
+  cmake --build build-cuda -j"$(nproc)" --target quartet2_gpu_tests quartet2
+  bundle "$bundle" build-cuda/src/cuda/quartet2_gpu_tests build-cuda/quartet2
 }
 
 # bundle DIR EXE...: copies the executables and every shared library they need beyond glibc,
@@ -55,8 +57,7 @@ run() {
   grep -E '^\[( +OK|  FAILED|  SKIPPED|  PASSED) ' "$out/gpu-tests.log" | tail -n 40 || true
 
   local bench_rc=0
-  "$bundle/quartet2_bench_quant" --json >"$out/bench-quant.json" 2>"$out/bench-quant.err" || bench_rc=$?
-  "$bundle/quartet2_bench_quant" >"$out/bench-quant.txt" 2>&1 || true
+  "$bundle/quartet2" bench quant --json >"$out/bench-quant.json" 2>"$out/bench-quant.txt" || bench_rc=$?
 
   echo
   echo "==== summary ===="
@@ -67,6 +68,23 @@ run() {
   [[ $tests_rc -eq 0 && $bench_rc -eq 0 ]]
 }
 
+# Nsight Compute profile of each quantization kernel (one launch each, clocks left alone):
+# full reports to $OUT/ncu-<kernel>.txt, the headline metrics printed.
+profile() {
+  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local out="${OUT:-$root/gpu-bundle/out}" k
+  mkdir -p "$out"
+  for k in "${@:-rtn_1x16_kernel amax_kernel sr_1x16_kernel dequant_kernel ms_eden_rows_kernel requant_kernel}"; do
+    for k in $k; do
+      ncu --clock-control none -k "regex:$k" -s 3 -c 1 --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section SchedulerStats --section WarpStateStats \
+        "$bundle/quartet2" bench quant >"$out/ncu-$k.txt" 2>&1 || true
+      echo "== $k"
+      grep -E "Registers Per Thread|Achieved Occupancy|Compute \(SM\) Throughput|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Duration|Warp Cycles Per Issued" "$out/ncu-$k.txt" | sed 's/  */ /g'
+    done
+  done
+}
+
 case "${1:-}" in
   build) build ;;
   bundle)
@@ -74,8 +92,12 @@ case "${1:-}" in
     bundle "$@"
     ;;
   run) run ;;
+  profile)
+    shift
+    profile "$@"
+    ;;
   *)
-    echo "usage: $0 build | run | bundle DIR EXE..." >&2
+    echo "usage: $0 build | run | profile [KERNEL...] | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

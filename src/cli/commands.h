@@ -11,5 +11,6 @@ void add_eval(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_export(CLI::App& app);
 void add_prepare(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace q2::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   q2::cli::add_generate(app);
   q2::cli::add_export(app);
   q2::cli::add_prepare(app);
+  q2::cli::add_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -115,16 +115,17 @@ void run_bench_quant(bool json) {
                   i ? ", " : "", res[i].name.c_str(), res[i].ms, res[i].bytes, gbps, gbps / copy_gbps);
     }
     std::printf("]}\n");
-  } else {
-    std::printf("device: %s, input BF16 [%lld, %lld] (256 MiB), median of 25\n", prop.name,
-                static_cast<long long>(R), static_cast<long long>(C));
-    std::printf("%-30s %9s %10s %9s %8s\n", "kernel", "ms", "MB moved", "GB/s", "vs copy");
-    std::printf("%-30s %9.3f %10.1f %9.1f %7.1f%%\n", copy.name.c_str(), copy.ms, copy.bytes / 1e6, copy_gbps, 100.0);
-    for (const Result& r : res) {
-      const double gbps = r.bytes / r.ms / 1e6;
-      std::printf("%-30s %9.3f %10.1f %9.1f %7.1f%%\n", r.name.c_str(), r.ms, r.bytes / 1e6, gbps,
-                  100.0 * gbps / copy_gbps);
-    }
+  }
+  // The table goes to stderr beside the JSON, so one run gives both.
+  FILE* t = json ? stderr : stdout;
+  std::fprintf(t, "device: %s, input BF16 [%lld, %lld] (256 MiB), median of 25\n", prop.name,
+               static_cast<long long>(R), static_cast<long long>(C));
+  std::fprintf(t, "%-30s %9s %10s %9s %8s\n", "kernel", "ms", "MB moved", "GB/s", "vs copy");
+  std::fprintf(t, "%-30s %9.3f %10.1f %9.1f %7.1f%%\n", copy.name.c_str(), copy.ms, copy.bytes / 1e6, copy_gbps, 100.0);
+  for (const Result& r : res) {
+    const double gbps = r.bytes / r.ms / 1e6;
+    std::fprintf(t, "%-30s %9.3f %10.1f %9.1f %7.1f%%\n", r.name.c_str(), r.ms, r.bytes / 1e6, gbps,
+                 100.0 * gbps / copy_gbps);
   }
 }
 

@@ -69,6 +69,48 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+__device__ __forceinline__ void unpack16(const uint4& a0, const uint4& a1, float (&x)[16]) {
+  const uint32_t w[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    x[2 * j] = bf16_lo(w[j]);
+    x[2 * j + 1] = bf16_hi(w[j]);
+  }
+}
+
+// fmaxf(m, a) == ref_max(m, a) here: m is never NaN, and a NaN a leaves m in both.
+__device__ __forceinline__ float group_amax(const float (&x)[16]) {
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) m = fmaxf(m, fabsf(x[i]));
+  return m;
+}
+
+// Persistent grid-stride loop over the 16-groups of a BF16 tensor (two 16-byte loads each),
+// the next group's loads issued before f(gid, values) runs on the current one.
+template <class F>
+__device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int64_t groups, F&& f) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  uint4 a0{}, a1{};
+  if (gid < groups) {
+    a0 = __ldg(x + 2 * gid);
+    a1 = __ldg(x + 2 * gid + 1);
+  }
+  for (; gid < groups; gid += stride) {
+    uint4 b0{}, b1{};
+    if (gid + stride < groups) {
+      b0 = __ldg(x + 2 * (gid + stride));
+      b1 = __ldg(x + 2 * (gid + stride) + 1);
+    }
+    float v[16];
+    unpack16(a0, a1, v);
+    f(gid, v);
+    a0 = b0;
+    a1 = b1;
+  }
+}
+
 // Byte offset of scale (row, k) in the cuBLASLt 128x4 blocked layout (scale_layout.cpp).
 __device__ __forceinline__ int64_t blocked_offset(int64_t row, int64_t k, int64_t tiles_per_row) {
   return ((row >> 7) * tiles_per_row + (k >> 2)) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4 + (k & 3);
@@ -111,24 +153,35 @@ __device__ __forceinline__ void rht128_spread8(float (&y)[16], int lane) {
 }
 
 // MS-EDEN pass 1 for one rotated 16-group y (ms_eden.cpp: round_group, eden_factor): codes
-// against m = RTZ_E8M4(g_max / s), sums in order i = 0..15; returns c = m * S.
-__device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed) {
-  float g_max = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) g_max = ref_max(g_max, fabsf(y[i]));
-  const float m = q2::e4m3::round_e8m4_rtz(g_max / q2::quant::kMsEdenValMax);
-  const float f = m == 0.0f ? 0.0f : 1.0f / m;
-  float vv = 0.0f, vq = 0.0f;
-  uint32_t codes[16];
+// against m = RTZ_E8M4(g_max / s), sums in order i = 0..15; returns c = m * S. For m >= 2^-120
+// (m/(g_max/s) > 1 - 2^-4, so |v| < 6.5) the codes need no saturation: e2m1_round_small.
+template <bool Small>
+__device__ __forceinline__ void eden_codes(const float (&y)[16], float f, uint32_t (&codes)[16], float& vv,
+                                           float& vq) {
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
     const float v = y[i] * f;
-    const E2m1Rounded q = e2m1_round_fast(v);
-    codes[i] = m == 0.0f ? 0u : q.code;
+    const E2m1Rounded q = Small ? e2m1_round_small(fabsf(v)) : e2m1_round_fast(v);
+    codes[i] = Small ? q.code | ((float_bits(v) >> 28) & 8u) : q.code;
     vv = vv + v * v;
     vq = vq + fabsf(v) * q.mag;  // == v * e2m1::decode(code): same magnitudes, both >= 0
   }
-  if (m == 0.0f) vv = vq = 0.0f;
+}
+
+__device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed) {
+  const float g_max = group_amax(y);
+  const float m = q2::e4m3::round_e8m4_rtz(g_max / q2::quant::kMsEdenValMax);
+  if (m == 0.0f) {
+    packed = uint2{0u, 0u};
+    return 0.0f;
+  }
+  const float f = 1.0f / m;
+  float vv = 0.0f, vq = 0.0f;
+  uint32_t codes[16];
+  if (m >= 0x1p-120f)
+    eden_codes<true>(y, f, codes, vv, vq);
+  else
+    eden_codes<false>(y, f, codes, vv, vq);
   packed = pack16(codes);
   const float S = vq == 0.0f ? 1.0f : vv / vq;
   return m * S;

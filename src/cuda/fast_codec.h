@@ -1,37 +1,119 @@
 #pragma once
-// A faster E2M1 round-to-nearest-even for the kernels' inner loops, equal to the reference
-// e2m1::encode_rne / e2m1::decode for EVERY float32 input (checked exhaustively over all 2^32
-// bit patterns by the GPU tests, FastCodec.E2m1EqualsReferenceForAllFloats, and once on the
-// CPU when it was written). The reference counts seven threshold comparisons and decodes with
-// branches (~36 instructions); this one is ~14.
+// Faster equivalents of the reference codecs for the kernels' inner loops, each checked
+// exhaustively against the reference on the GPU (quant_test.cpp, FastCodec.*):
+//   e2m1_round_fast  == e2m1::encode_rne / decode for every finite float (~10 instructions
+//                       where the reference's threshold count and branchy decode take ~36);
+//   e2m1_sr_fast     == e2m1::encode_sr for every finite float and every random word;
+//   Quotient         == IEEE x / d wherever a code depends on it;
+//   e4m3_*_fast      == e4m3::encode_rne / decode (hardware conversions).
+// NaN input gives unspecified codes here: every kernel detects NaN/Inf separately and reports
+// an error instead of returning codes.
 //
-// How: for a = |v| let k = clamp(exponent(a), 0, 2) and C = 2^(22 + k). Then a + C, rounded
-// once to float32 (ties to even), is C + n * 2^(k-1) with n = a rounded to the E2M1 grid step of
-// a's binade (0.5 below 2, 1 in [2, 4), 2 from 4 on), ties to even n, exactly the reference's
-// tie rule (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4). The magnitude code is
-// n + 2k, saturated at 7 (6.0); NaN gives code 0 like the reference (all comparisons false).
+// Rounding to the grid: for a = |v| let k = clamp(exponent(a), 0, 2) and C = 2^(22 + k). Then
+// a + C, rounded once to float32 (ties to even), is C + n * 2^(k-1) with n = a rounded to the
+// E2M1 grid step of a's binade (0.5 below 2, 1 in [2, 4), 2 from 4 on), ties to even n, exactly
+// the reference's tie rule (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4). The
+// magnitude code is n + 2k (7 is 6.0). Rounding toward zero instead gives the grid point below
+// a, the start of a stochastic rounding step of 2^(k-1).
+#include <cmath>
+
 #include "common/hd.h"
+#include "format/e4m3.h"
 
 namespace q2::cuda {
 
 struct E2m1Rounded {
   uint32_t code;  // == e2m1::encode_rne(v)
-  float mag;      // == |e2m1::decode(code)| (for NaN v: unspecified; callers only multiply it by NaN)
+  float mag;      // == |e2m1::decode(code)|
 };
 
+// 2^k for a >= 0: a's binade clamped to [1, 4]; the float compares are exact on these bit patterns.
+Q2_HD float e2m1_binade(float a) { return fminf(fmaxf(bits_float(float_bits(a) & 0x7F800000u), 1.0f), 4.0f); }
+
+// n + 2k from the rounded sum a + C and 2^k.
+Q2_HD uint32_t e2m1_grid_code(float sum, float binade) {
+  const uint32_t eb = float_bits(binade);  // (127 + k) << 23; bits(C) = eb + (22 << 23)
+  return float_bits(sum) - eb + (eb >> 22) - (0x0B000000u + 254u);
+}
+
+// Round-to-nearest magnitude for 0 <= a < 7: code 0..7 and its value, without saturation
+// (MS-EDEN's values stay below 6.5 by construction, so the clamps can go).
+Q2_HD E2m1Rounded e2m1_round_small(float a) {
+  const float e = e2m1_binade(a), c = e * 0x1p22f;
+  const float sum = a + c;
+  return {e2m1_grid_code(sum, e), sum - c};
+}
+
+// Round-to-nearest-even with saturation at 6 and the sign kept (small negatives give -0).
 Q2_HD E2m1Rounded e2m1_round_fast(float v) {
-  const uint32_t b = float_bits(v);
-  uint32_t e = b & 0x7F800000u;                  // |v|'s exponent field, in place
-  e = e < 0x3F800000u ? 0x3F800000u : e;         // k >= 0
-  e = e > 0x40800000u ? 0x40800000u : e;         // k <= 2
-  const float c = bits_float(e + 0x0B000000u);   // C = 2^(22 + k)
-  const float sum = bits_float(b & 0x7FFFFFFFu) + c;  // |v| + C: the one rounding
-  const float r = sum - c;                       // exact (Sterbenz): |v| on the grid
-  // n + 2k = (bits(sum) - bits(C)) + ((e >> 22) - 254)
-  uint32_t code = float_bits(sum) - e + (e >> 22) - (0x0B000000u + 254u);
-  code = code < 7u ? code : 7u;
-  if (!(v == v)) code = 0;  // NaN: every threshold comparison of the reference is false
-  return {code | ((b >> 28) & 8u), r < 6.0f ? r : 6.0f};
+  E2m1Rounded m = e2m1_round_small(fabsf(v));
+  m.code = (m.code < 7u ? m.code : 7u) | ((float_bits(v) >> 28) & 8u);
+  m.mag = fminf(m.mag, 6.0f);
+  return m;
+}
+
+// Stochastic rounding as e2m1::encode_sr: floor to the grid, then up with probability
+// p = (a - lo) / step, step = 2^(k-1), decided by u < p with u = (random >> 8) * 2^-24. The
+// division by the power of two is the exact multiplication by 2^(1-k).
+Q2_HD uint32_t e2m1_sr_fast(float v, uint32_t random) {
+  const float a = fabsf(v), e = e2m1_binade(a), c = e * 0x1p22f;
+#ifdef __CUDA_ARCH__
+  const float sum = __fadd_rz(a, c);
+#else
+  float sum = a + c;
+  if (sum - c > a) sum = bits_float(float_bits(sum) - 1u);
+#endif
+  const float p = (a - (sum - c)) * bits_float(0x7F800000u - float_bits(e));
+  const float u = static_cast<float>(random >> 8) * 0x1p-24f;
+  const uint32_t code = e2m1_grid_code(sum, e) + (u < p ? 1u : 0u);  // a >= 6 goes past 7: saturate
+  return (code < 7u ? code : 7u) | ((float_bits(v) >> 28) & 8u);
+}
+
+// x / d for many x and one d > 0, as IEEE division rounds it: the reciprocal once, then per x
+// q0 = x * inv and one FMA correction, q0 + (x - q0 d) * inv (Markstein: with inv correctly
+// rounded and q0 within an ulp, this rounds to the IEEE quotient while nothing under- or
+// overflows). Callers branch once per group on `fast` (d in [2^-100, 2^100]) and divide
+// otherwise. near(x) is the IEEE quotient for every x with exact_for(x) (|x| >= 2^-100 and
+// |x / d| >= 2^-60, or x = 0) and otherwise a tiny value of x's sign: all an RTN code needs.
+// Preconditions: |x / d| < 2^64 (callers: |x| <= group max, d ~ group max / 6).
+struct Quotient {
+  float d, inv, lo;
+  bool fast;
+  Q2_HD explicit Quotient(float divisor)
+      : d(divisor),
+        inv(1.0f / divisor),
+        lo(fmaxf(0x1p-100f, divisor * 0x1p-60f)),
+        fast(divisor >= 0x1p-100f && divisor <= 0x1p100f) {}
+  Q2_HD float near(float x) const {
+    const float q0 = x * inv;
+    // The residual negated, (q0 d - x), so that x = -0 keeps its sign: -0 + -0 = -0.
+    return fmaf(-fmaf(q0, d, -x), inv, q0);
+  }
+  Q2_HD bool exact_for(float x) const { return fabsf(x) >= lo || x == 0.0f; }
+};
+
+// E4M3 round-to-nearest-even with saturation (== e4m3::encode_rne for every non-NaN float)
+// and decoding (== e4m3::decode for every code): one hardware conversion each on sm_89+.
+Q2_HD uint8_t e4m3_encode_fast(float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint16_t r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(v));  // v -> low byte
+  return static_cast<uint8_t>(r & 0xFFu);
+#else
+  return e4m3::encode_rne(v);
+#endif
+}
+
+Q2_HD float e4m3_decode_fast(uint8_t code) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint32_t h2;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(static_cast<uint16_t>(code)));
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(static_cast<uint16_t>(h2 & 0xFFFFu)));
+  return f;
+#else
+  return e4m3::decode(code);
+#endif
 }
 
 }  // namespace q2::cuda

@@ -21,7 +21,9 @@
 
 namespace q2::cuda {
 namespace testing {
-unsigned long long fast_codec_mismatches(uint32_t* first_bad);
+unsigned long long e2m1_codec_mismatches(uint32_t* first_bad);
+unsigned long long quotient_mismatches(uint32_t* first_bad);
+unsigned long long e4m3_codec_mismatches(uint32_t* first_bad);
 }
 
 namespace {
@@ -113,10 +115,22 @@ std::vector<std::pair<std::string, Matrix>> inputs(int64_t rows, int64_t cols, u
   return v;
 }
 
-TEST(FastCodec, E2m1EqualsReferenceForAllFloats) {
+TEST(FastCodec, E2m1RoundingEqualsReferenceForAllFiniteFloats) {
   REQUIRE_GPU();
   uint32_t first = 0;
-  EXPECT_EQ(testing::fast_codec_mismatches(&first), 0ull) << "first mismatching float bits " << std::hex << first;
+  EXPECT_EQ(testing::e2m1_codec_mismatches(&first), 0ull) << "first mismatching float bits " << std::hex << first;
+}
+
+TEST(FastCodec, E4m3HardwareConversionsEqualReference) {
+  REQUIRE_GPU();
+  uint32_t first = 0;
+  EXPECT_EQ(testing::e4m3_codec_mismatches(&first), 0ull) << "first mismatching float bits / code " << std::hex << first;
+}
+
+TEST(FastCodec, QuotientEqualsIeeeDivisionForAllBf16Numerators) {
+  REQUIRE_GPU();
+  uint32_t first = 0;
+  EXPECT_EQ(testing::quotient_mismatches(&first), 0ull) << "first mismatching divisor index " << first;
 }
 
 TEST(GpuAmax, MatchesCpuAndRejectsNaNAndInf) {

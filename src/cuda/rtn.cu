@@ -1,10 +1,11 @@
 // 2./4. Round-to-nearest NVFP4 quantization (quant/rtn.cpp): RTN 1x16, Four-over-Six 1x16 and
 // RTN with 16x16 square blocks.
 //
-// Design: one thread owns one 16-group (32 bytes of BF16 = two 16-byte loads; a warp reads
-// 1 KiB contiguous), so every per-group computation, including the Four-over-Six error sum
-// over i = 0..15, runs in the reference's order inside one thread. Persistent grid-stride
-// loop with the next group's loads issued before the current group is computed. Codes leave
+// Design: one thread owns one 16-group (device_common.cuh for_each_group: 32 bytes of BF16,
+// a warp reads 1 KiB contiguous, the next group's loads issued before the current group is
+// computed), so every per-group computation, including the Four-over-Six error sum over
+// i = 0..15, runs in the reference's order inside one thread. Quotients x / (s t) come from
+// fast_codec.h's Quotient (one reciprocal per group, exhaustively checked against division). Codes leave
 // as one 8-byte store per thread (a warp writes 256 contiguous bytes), the scale as one byte
 // at its blocked offset. The tensor scale is computed on the device from the amax pointer by
 // every thread (same expression as quant::tensor_scale) and written by thread 0.
@@ -18,65 +19,37 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ void unpack16(const uint4& a0, const uint4& a1, float (&x)[16]) {
-  const uint32_t w[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    x[2 * j] = bf16_lo(w[j]);
-    x[2 * j + 1] = bf16_hi(w[j]);
-  }
-}
-
-__device__ __forceinline__ float group_amax(const float (&x)[16]) {
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) m = ref_max(m, fabsf(x[i]));
-  return m;
-}
-
-// rtn.cpp quantize_block (+ block_sq_error when Err): codes against (val_max, t); returns the
-// scale code and, through err, the squared error sum in order i = 0..15.
-template <bool Err>
-__device__ __forceinline__ uint32_t quantize_block(const float (&x)[16], float g_max, float val_max, float t,
-                                                   uint32_t (&codes)[16], float& err) {
-  const uint8_t s = e4m3::encode_rne((g_max / val_max) / t);
-  const float denom = e4m3::decode(s) * t;
+// Codes of one block against divisor q.d, and (Err) the squared error sum in order i = 0..15.
+// The error term |x| - |q| * d equals the reference's x - decode(q) * d up to its sign (q has
+// x's sign), and |q| <= 6 always, so a zero divisor gives the reference's x^2 terms.
+template <bool Err, bool Fast>
+__device__ __forceinline__ float round_block(const float (&x)[16], const Quotient& q, uint32_t (&codes)[16]) {
   float e = 0.0f;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const float v = x[i] / denom;
-    const E2m1Rounded q = e2m1_round_fast(v);
-    codes[i] = denom == 0.0f ? 0u : q.code;
+    const E2m1Rounded r = e2m1_round_fast(Fast ? q.near(x[i]) : x[i] / q.d);
+    codes[i] = r.code;
     if (Err) {
-      const float dec = denom == 0.0f ? 0.0f : copysignf(q.mag, v);  // == e2m1::decode(codes[i])
-      const float d = x[i] - dec * denom;
+      const float d = fabsf(x[i]) - r.mag * q.d;
       e = e + d * d;
     }
   }
-  err = e;
-  return s;
+  return e;
 }
 
-// Grid-stride loop over 16-groups with the next group's 32 bytes loaded ahead.
-template <class F>
-__device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int64_t groups, F&& f) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  uint4 a0{}, a1{};
-  if (gid < groups) {
-    a0 = __ldg(x + 2 * gid);
-    a1 = __ldg(x + 2 * gid + 1);
+// rtn.cpp quantize_block (+ block_sq_error when Err): codes against (val_max, t); returns the
+// scale code and, through err, the squared error sum.
+template <bool Err>
+__device__ __forceinline__ uint32_t quantize_block(const float (&x)[16], float g_max, float val_max, float t,
+                                                   uint32_t (&codes)[16], float& err) {
+  const uint8_t s = e4m3_encode_fast((g_max / val_max) / t);
+  const Quotient q(e4m3_decode_fast(s) * t);
+  err = q.fast ? round_block<Err, true>(x, q, codes) : round_block<Err, false>(x, q, codes);
+  if (q.d == 0.0f) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) codes[i] = 0u;
   }
-  for (; gid < groups; gid += stride) {
-    uint4 b0{}, b1{};
-    if (gid + stride < groups) {
-      b0 = __ldg(x + 2 * (gid + stride));
-      b1 = __ldg(x + 2 * (gid + stride) + 1);
-    }
-    f(gid, a0, a1);
-    a0 = b0;
-    a1 = b1;
-  }
+  return s;
 }
 
 struct Out {
@@ -101,9 +74,7 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
                                                              float scale_max, Out o) {
   const float t = tensor_scale(*amax, scale_max, val_max);
   if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
-  for_each_group(x, groups, [&](int64_t gid, const uint4& a0, const uint4& a1) {
-    float v[16];
-    unpack16(a0, a1, v);
+  for_each_group(x, groups, [&](int64_t gid, const float (&v)[16]) {
     const float g_max = group_amax(v);
     uint32_t c6[16];
     float e6;

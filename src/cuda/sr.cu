@@ -1,9 +1,9 @@
 // 3. Stochastic-rounding NVFP4 quantization in 1x16 blocks (quant/sr.cpp).
 //
-// Design as rtn.cu: one thread owns one 16-group (two 16-byte loads, next group prefetched,
-// one 8-byte code store, one scale byte at its blocked offset). Element (r, c) uses Philox
-// word (seed, kElementSR, r * cols + c): the group's 16 elements are 4 whole Philox blocks,
-// generated in the thread exactly as sr.cpp does.
+// Design as rtn.cu: one thread owns one 16-group (for_each_group, one 8-byte code store, one
+// scale byte at its blocked offset). Element (r, c) uses Philox word (seed, kElementSR,
+// r * cols + c): the group's 16 elements are 4 whole Philox blocks, generated in the thread
+// exactly as sr.cpp does. Quotients and rounding: fast_codec.h (Quotient, e2m1_sr_fast).
 #include "cuda/device_common.cuh"
 
 namespace q2::cuda {
@@ -11,6 +11,17 @@ namespace detail {
 namespace {
 
 constexpr int kThreads = 256;
+
+template <bool Fast>
+__device__ __forceinline__ void sr_block(const float (&v)[16], const Quotient& q, uint64_t seed, int64_t gid,
+                                         uint32_t (&codes)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; i += 4) {
+    const philox::Block r = philox::words4(seed, philox::kElementSR, static_cast<uint64_t>(gid) * 4 + i / 4);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) codes[i + j] = e2m1_sr_fast(Fast ? q.near(v[i + j]) : v[i + j] / q.d, r.v[j]);
+  }
+}
 
 __global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
                                                             const float* __restrict__ amax, float val_max,
@@ -20,51 +31,22 @@ __global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restri
   const float amax_v = *amax;
   const float t = amax_v == 0.0f ? 1.0f : amax_v / (448.0f * val_max);  // quant::tensor_scale(amax, 448, val_max)
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  uint4 a0{}, a1{};
-  if (gid < groups) {
-    a0 = __ldg(x + 2 * gid);
-    a1 = __ldg(x + 2 * gid + 1);
-  }
-  for (; gid < groups; gid += stride) {
-    uint4 b0{}, b1{};
-    if (gid + stride < groups) {
-      b0 = __ldg(x + 2 * (gid + stride));
-      b1 = __ldg(x + 2 * (gid + stride) + 1);
-    }
-    const uint32_t w[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    float v[16];
+  for_each_group(x, groups, [&](int64_t gid, const float (&v)[16]) {
+    const uint8_t s = e4m3_encode_fast((group_amax(v) / val_max) / t);
+    const Quotient q(e4m3_decode_fast(s) * t);
+    bool fast = q.fast;  // the probabilities use every bit of x / d: near() only where it is exact
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      v[2 * j] = bf16_lo(w[j]);
-      v[2 * j + 1] = bf16_hi(w[j]);
-    }
-    float g_max = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) g_max = ref_max(g_max, fabsf(v[i]));
-    const uint8_t s = e4m3::encode_rne((g_max / val_max) / t);
-    const float denom = e4m3::decode(s) * t;
-    uint2 p{0u, 0u};
-#pragma unroll
-    for (int i = 0; i < 16; i += 4) {
-      const philox::Block r = philox::words4(seed, philox::kElementSR, static_cast<uint64_t>(gid) * 4 + i / 4);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t q = denom == 0.0f ? 0u : e2m1::encode_sr(v[i + j] / denom, r.v[j]);
-        if (i < 8)
-          p.x |= q << (4 * (i + j));
-        else
-          p.y |= q << (4 * (i + j - 8));
-      }
-    }
-    packed[gid] = p;
+    for (int i = 0; i < 16; ++i) fast = fast && q.exact_for(v[i]);
+    uint32_t codes[16];
+    if (fast)
+      sr_block<true>(v, q, seed, gid, codes);
+    else
+      sr_block<false>(v, q, seed, gid, codes);
+    packed[gid] = q.d == 0.0f ? uint2{0u, 0u} : pack16(codes);
     const uint32_t row = groups_per_row.div(static_cast<uint32_t>(gid));
     const uint32_t k = static_cast<uint32_t>(gid) - row * groups_per_row.d;
     scales[blocked_offset(row, k, tiles_per_row)] = s;
-    a0 = b0;
-    a1 = b1;
-  }
+  });
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
-// quartet2_bench_quant [--json]: bandwidth of the GPU quantization kernels (bench_quant.cu).
+// quartet2_bench_layer [--json]: linear-layer forward + backward times (bench_layer.cu).
 #include <cstdio>
 #include <cstring>
 #include <exception>
 
-#include "cuda/quant.h"
+#include "cuda/linear/bench_layer.h"
 
 int main(int argc, char** argv) {
   bool json = false;
@@ -16,9 +16,9 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    q2::cuda::run_bench_quant(json);
+    q2::cuda::run_bench_layer(json);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "quartet2_bench_quant: %s\n", e.what());
+    std::fprintf(stderr, "quartet2_bench_layer: %s\n", e.what());
     return 1;
   }
   return 0;

@@ -1,0 +1,38 @@
+#pragma once
+// BF16 GEMMs through cuBLASLt, row-major:
+//   D[M, N] = alpha * op(A) * op(B) (+ D when accumulating),
+// op(A) [M, K] (A stored [M, K], or [K, M] when trans_a), op(B) [K, N] (B stored [K, N], or
+// [N, K] when trans_b), float32 accumulation (CUBLAS_COMPUTE_32F), D BF16 or float32.
+// alpha is a host float or a device pointer (read by the GEMM on the device, so a tensor-scale
+// product computed by an earlier kernel needs no synchronization). Everything runs on the
+// legacy default stream (stream 0), like the rest of the CUDA backend. One cuBLASLt handle and
+// one 32 MiB workspace per process; descriptors and the chosen algorithm are cached per shape.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace q2::cuda::gemm {
+
+enum class OutType { kBF16, kF32 };
+
+struct Alpha {
+  float host = 1.0f;
+  const float* device = nullptr;  // when set, the GEMM reads alpha from here
+};
+
+struct Matmul {
+  const __nv_bfloat16* a = nullptr;
+  bool trans_a = false;
+  const __nv_bfloat16* b = nullptr;
+  bool trans_b = false;
+  void* d = nullptr;
+  OutType d_type = OutType::kBF16;
+  int64_t m = 0, n = 0, k = 0;
+  Alpha alpha;
+  bool accumulate = false;  // D += alpha op(A) op(B)
+};
+
+// Asynchronous on stream 0. Throws q2::Error on a cuBLASLt failure or an empty shape.
+void matmul(const Matmul& p);
+
+}  // namespace q2::cuda::gemm

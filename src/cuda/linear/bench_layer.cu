@@ -1,0 +1,225 @@
+// Linear-layer benchmark (run_bench_layer): forward(keep) + backward of one CudaLinear per
+// scheme, timed with CUDA events on stream 0 (3 warm-ups, median of 20), on random inputs.
+// The quartet2 breakdown times each launch of its step separately (same calls as
+// linear.cpp, each the median of 20), grouped into quantization, dequantization and GEMMs.
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda/device_common.cuh"
+#include "cuda/gemm/gemm.h"
+#include "cuda/linear/bench_layer.h"
+#include "cuda/linear/kernels.h"
+#include "cuda/linear/linear.h"
+#include "cuda/tensor.h"
+#include "linear/scheme.h"
+
+namespace q2::cuda {
+namespace {
+
+constexpr int kWarmup = 3, kReps = 20;
+
+// Uniform values in [-scale, scale): BF16 (Bf16 true) or float32.
+template <bool Bf16>
+__global__ void fill_kernel(void* out, int64_t n, uint64_t seed, float scale) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float u = static_cast<float>(philox::word(seed, philox::kData, static_cast<uint64_t>(i)) >> 8) * 0x1p-23f - 1.0f;
+    if (Bf16)
+      static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(u * scale);
+    else
+      static_cast<float*>(out)[i] = u * scale;
+  }
+}
+
+model::Tensor random_tensor(int64_t rows, int64_t cols, model::DType dtype, uint64_t seed, float scale) {
+  model::Tensor t = device_tensor(rows, cols, dtype);
+  if (dtype == model::DType::kBF16)
+    fill_kernel<true><<<1024, 256>>>(t.data, t.size(), seed, scale);
+  else
+    fill_kernel<false><<<1024, 256>>>(t.data, t.size(), seed, scale);
+  check_launch("fill_kernel");
+  return t;
+}
+
+double median_ms(const std::function<void()>& f) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "cudaEventCreate");
+  check(cudaEventCreate(&b), "cudaEventCreate");
+  for (int i = 0; i < kWarmup; ++i) f();
+  check(cudaDeviceSynchronize(), "warm-up");
+  std::vector<double> t;
+  for (int i = 0; i < kReps; ++i) {
+    check(cudaEventRecord(a, 0), "cudaEventRecord");
+    f();
+    check(cudaEventRecord(b, 0), "cudaEventRecord");
+    check(cudaEventSynchronize(b), "cudaEventSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Shape {
+  int64_t m, k, n;
+};
+
+struct Timing {
+  std::string scheme;
+  double ms;
+};
+
+struct Part {
+  std::string group, name;
+  double ms;
+};
+
+std::vector<Timing> time_shape(const Shape& s) {
+  const model::Tensor x = random_tensor(s.m, s.k, model::DType::kBF16, 1, 1.0f);
+  const model::Tensor w = random_tensor(s.n, s.k, model::DType::kF32, 2, 1.0f / 32);
+  const model::Tensor dy = random_tensor(s.m, s.n, model::DType::kBF16, 3, 1e-3f);
+  model::Tensor dw = device_tensor(s.n, s.k, model::DType::kF32);
+  std::vector<Timing> out;
+  for (const char* name : {"bf16", "quartet2", "nvidia"}) {
+    std::unique_ptr<CudaLinear> op = make_cuda_linear(linear::scheme_by_name(name), name);
+    uint64_t seed = 0;
+    out.push_back({name, median_ms([&] {
+                     op->forward(x, w, true);
+                     op->backward(dy, ++seed, dw);
+                   })});
+  }
+  return out;
+}
+
+// Each launch of a quartet2 step at shape s (linear.cpp's sequence, M a multiple of 128).
+std::vector<Part> quartet2_breakdown(const Shape& s) {
+  const model::Tensor x = random_tensor(s.m, s.k, model::DType::kBF16, 1, 1.0f);
+  const model::Tensor w = random_tensor(s.n, s.k, model::DType::kF32, 2, 1.0f / 32);
+  const model::Tensor dy = random_tensor(s.m, s.n, model::DType::kBF16, 3, 1e-3f);
+  model::Tensor dw = device_tensor(s.n, s.k, model::DType::kF32);
+  const model::Tensor wb = device_tensor(s.n, s.k, model::DType::kBF16);
+  auto bf = [](const model::Tensor& t) { return static_cast<__nv_bfloat16*>(t.data); };
+  const BF16View xv{bf(x), s.m, s.k, "x"}, wv{bf(wb), s.n, s.k, "w"}, ev{bf(dy), s.m, s.n, "dy"};
+  Workspace ws;
+  DeviceNVFP4 xq(s.m, s.k), wq(s.n, s.k), eq(s.m, s.n), wtq(s.k, s.n), etq(s.n, s.m), xtq(s.k, s.m);
+  const model::Tensor deq_a = device_tensor(std::max(s.m, s.n), std::max(s.k, s.m), model::DType::kBF16);
+  const model::Tensor deq_b = device_tensor(std::max(s.n, s.k), std::max(s.k, s.m), model::DType::kBF16);
+  const model::Tensor y = device_tensor(s.m, s.n, model::DType::kBF16), dx = device_tensor(s.m, s.k, model::DType::kBF16);
+  DeviceBuffer<float> alpha(1);
+  const quant::Rht rot(128, 5);
+  auto gemm_of = [&](int64_t m, int64_t n, int64_t k, void* d, gemm::OutType t, bool acc) {
+    gemm::Matmul p;
+    p.a = bf(deq_a);
+    p.b = bf(deq_b);
+    p.trans_b = true;
+    p.d = d;
+    p.d_type = t;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.accumulate = acc;
+    p.alpha.device = alpha.get();
+    return [p] { gemm::matmul(p); };
+  };
+  std::vector<std::pair<std::string, std::function<void()>>> steps = {
+      {"other: w f32 -> bf16", [&] { linear_kernels::f32_to_bf16(static_cast<const float*>(w.data), bf(wb), s.n * s.k); }},
+      {"quantize: amax + 4/6 X", [&] { amax_async(xv, ws); quantize_four_over_six_async(xv, ws.amax(), xq); }},
+      {"quantize: amax + 4/6 W", [&] { amax_async(wv, ws); quantize_four_over_six_async(wv, ws.amax(), wq); }},
+      {"dequantize: X", [&] { linear_kernels::dequantize_unscaled(xq, bf(deq_a)); }},
+      {"dequantize: W", [&] { linear_kernels::dequantize_unscaled(wq, bf(deq_b)); }},
+      {"other: alpha", [&] { linear_kernels::scale_product(xq.tensor_scale.get(), wq.tensor_scale.get(), alpha.get()); }},
+      {"gemm: forward", gemm_of(s.m, s.n, s.k, y.data, gemm::OutType::kBF16, false)},
+      {"quantize: ms-eden dY", [&] { quantize_ms_eden_async(ev, rot, 1, eq, ws); }},
+      {"quantize: requant W_q^T", [&] { requantize_ms_eden_transposed_async(wq, "w", rot, 2, wtq, ws); }},
+      {"dequantize: dY", [&] { linear_kernels::dequantize_unscaled(eq, bf(deq_a)); }},
+      {"dequantize: W^T", [&] { linear_kernels::dequantize_unscaled(wtq, bf(deq_b)); }},
+      {"gemm: dgrad", gemm_of(s.m, s.k, s.n, dx.data, gemm::OutType::kBF16, false)},
+      {"quantize: ms-eden dY^T", [&] { quantize_ms_eden_transposed_async(ev, rot, 3, etq, ws); }},
+      {"quantize: requant X_q^T", [&] { requantize_ms_eden_transposed_async(xq, "x", rot, 4, xtq, ws); }},
+      {"dequantize: dY^T", [&] { linear_kernels::dequantize_unscaled(etq, bf(deq_a)); }},
+      {"dequantize: X^T", [&] { linear_kernels::dequantize_unscaled(xtq, bf(deq_b)); }},
+      {"gemm: wgrad (f32 +=)", gemm_of(s.n, s.k, s.m, dw.data, gemm::OutType::kF32, true)},
+  };
+  // Real tensor scales for alpha before the GEMMs are timed.
+  for (auto& st : steps) st.second();
+  std::vector<Part> parts;
+  for (auto& st : steps) {
+    const size_t colon = st.first.find(':');
+    parts.push_back({st.first.substr(0, colon), st.first.substr(colon + 2), median_ms(st.second)});
+  }
+  return parts;
+}
+
+}  // namespace
+
+void run_bench_layer(bool json) {
+  if (!device_available()) throw Error("quartet2 bench layer: no CUDA device found");
+  cudaDeviceProp prop{};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+  const std::vector<Shape> shapes = {{8192, 2048, 2048}, {8192, 2048, 8192}, {8192, 8192, 2048}, {16384, 4096, 4096}};
+  const Shape breakdown_shape = shapes[0];
+
+  std::vector<std::vector<Timing>> results;
+  for (const Shape& s : shapes) results.push_back(time_shape(s));
+  const std::vector<Part> parts = quartet2_breakdown(breakdown_shape);
+  check(cudaDeviceSynchronize(), "benchmark");
+
+  auto tflops = [](const Shape& s, double ms) { return 6.0 * s.m * s.k * s.n / (ms * 1e-3) / 1e12; };
+  if (json) {
+    std::printf("{\"device\": \"%s\", \"reps\": %d, \"shapes\": [", prop.name, kReps);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const Shape& s = shapes[i];
+      std::printf("%s{\"m\": %lld, \"k\": %lld, \"n\": %lld, \"schemes\": [", i ? ", " : "",
+                  static_cast<long long>(s.m), static_cast<long long>(s.k), static_cast<long long>(s.n));
+      for (size_t j = 0; j < results[i].size(); ++j) {
+        const Timing& t = results[i][j];
+        std::printf("%s{\"scheme\": \"%s\", \"ms\": %.4f, \"ratio_to_bf16\": %.3f, \"tflops\": %.1f}", j ? ", " : "",
+                    t.scheme.c_str(), t.ms, t.ms / results[i][0].ms, tflops(s, t.ms));
+      }
+      std::printf("]}");
+    }
+    std::printf("], \"quartet2_breakdown\": {\"m\": %lld, \"k\": %lld, \"n\": %lld, \"kernels\": [",
+                static_cast<long long>(breakdown_shape.m), static_cast<long long>(breakdown_shape.k),
+                static_cast<long long>(breakdown_shape.n));
+    for (size_t i = 0; i < parts.size(); ++i)
+      std::printf("%s{\"group\": \"%s\", \"name\": \"%s\", \"ms\": %.4f}", i ? ", " : "", parts[i].group.c_str(),
+                  parts[i].name.c_str(), parts[i].ms);
+    std::printf("]}}\n");
+  }
+  FILE* t = json ? stderr : stdout;
+  std::fprintf(t, "device: %s; one linear layer, forward (keep) + backward, median of %d\n", prop.name, kReps);
+  std::fprintf(t, "%-22s %-9s %9s %8s %8s\n", "M x K x N", "scheme", "ms", "vs bf16", "TFLOP/s");
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    const std::string shape = std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
+    for (const Timing& r : results[i])
+      std::fprintf(t, "%-22s %-9s %9.3f %7.2fx %8.1f\n", shape.c_str(), r.scheme.c_str(), r.ms, r.ms / results[i][0].ms,
+                   tflops(s, r.ms));
+  }
+  std::fprintf(t, "\nquartet2 step by launch at %lldx%lldx%lld (each timed alone):\n",
+               static_cast<long long>(breakdown_shape.m), static_cast<long long>(breakdown_shape.k),
+               static_cast<long long>(breakdown_shape.n));
+  double total = 0;
+  std::vector<std::pair<std::string, double>> groups;
+  for (const Part& p : parts) {
+    std::fprintf(t, "  %-11s %-26s %8.3f ms\n", p.group.c_str(), p.name.c_str(), p.ms);
+    total += p.ms;
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == p.group; });
+    if (it == groups.end())
+      groups.push_back({p.group, p.ms});
+    else
+      it->second += p.ms;
+  }
+  for (const auto& g : groups) std::fprintf(t, "  %-38s %8.3f ms (%4.1f%%)\n", ("total " + g.first).c_str(), g.second, 100 * g.second / total);
+  std::fprintf(t, "  %-38s %8.3f ms\n", "sum", total);
+}
+
+}  // namespace q2::cuda

@@ -1,0 +1,36 @@
+#pragma once
+// Small kernels of the CUDA linear layer (all asynchronous on stream 0).
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "cuda/quant.h"
+
+namespace q2::cuda::linear_kernels {
+
+// out = bf16(in), round to nearest even (the BF16 copy of a float32 master weight).
+void f32_to_bf16(const float* in, __nv_bfloat16* out, int64_t n);
+
+// out[r][c] = bf16(e2m1 * e4m3) WITHOUT the tensor scale: every such product is exact in BF16,
+// so a BF16 GEMM of two of these with alpha = t_a * t_b is the exact NVFP4 product
+// (dequantize_async folds the tensor scale in and rounds).
+void dequantize_unscaled(const DeviceNVFP4& a, __nv_bfloat16* out);
+
+// *out = (a ? *a : 1) * (b ? *b : 1): the GEMM's alpha from two tensor scales.
+void scale_product(const float* a, const float* b, float* out);
+
+// The RTN family's quantizers (quant/rtn.cpp, quant/sr.cpp) applied to the float32 rotated
+// transpose RHT_n(x^T) of a BF16 x [rows, cols]: out is [cols, rows], each row rotated in
+// chunks of `hadamard` (16 or 32; 0: no rotation) and quantized in 1x16 blocks, exactly as the
+// CPU quantizes quant::rht_forward(transpose(x)). Two passes (amax of the rotated values, then
+// quantization); `amax` is one device float of scratch. rows % max(16, hadamard) == 0.
+struct TransposedQuant {
+  bool stochastic = false;      // SR (quantize_sr) instead of RTN (quantize_rtn, default config)
+  float sr_scale_override = 1;  // SR only
+  uint64_t seed = 0;            // SR only
+  int hadamard = 0;
+  uint32_t sign_bits[4] = {0, 0, 0, 0};  // quant::Rht::sign_bits of the rotation
+};
+void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out);
+
+}  // namespace q2::cuda::linear_kernels

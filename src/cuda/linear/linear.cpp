@@ -1,0 +1,325 @@
+#include "cuda/linear/linear.h"
+
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include "common/error.h"
+#include "cuda/gemm/gemm.h"
+#include "cuda/linear/kernels.h"
+#include "cuda/tensor.h"
+#include "quant/philox.h"
+#include "quant/rtn.h"
+
+namespace q2::cuda {
+
+namespace {
+
+using linear::BwdQuant;
+using linear::FwdQuant;
+using model::DType;
+using model::Tensor;
+
+// A grow-only BF16 buffer from the stream-ordered pool: after the first steps it never
+// allocates again, and growing never waits for the GPU.
+class BF16Buffer {
+ public:
+  BF16Buffer() = default;
+  BF16Buffer(const BF16Buffer&) = delete;
+  BF16Buffer& operator=(const BF16Buffer&) = delete;
+  ~BF16Buffer() {
+    if (p_) cudaFreeAsync(p_, 0);
+  }
+  __nv_bfloat16* get(int64_t n) {
+    if (n > n_) {
+      if (p_) check(cudaFreeAsync(p_, 0), "cudaFreeAsync");
+      p_ = nullptr;
+      void* p = nullptr;
+      check(cudaMallocAsync(&p, static_cast<size_t>(n) * 2, 0), "cudaMallocAsync of " + std::to_string(n * 2) + " bytes");
+      p_ = static_cast<__nv_bfloat16*>(p);
+      n_ = n;
+    }
+    return p_;
+  }
+  const __nv_bfloat16* data() const { return p_; }
+
+ private:
+  __nv_bfloat16* p_ = nullptr;
+  int64_t n_ = 0;
+};
+
+enum Slot { kPadded, kWeight, kDeqA, kDeqB, kBf16Slots };
+enum AlphaSlot { kFwdAlpha, kDgradAlpha, kWgradAlpha };
+
+// Scratch shared by every CUDA linear layer: all run on stream 0, one after another, so a
+// buffer is free again once the GEMM that read it has been queued.
+class Scratch {
+ public:
+  static Scratch& get() {
+    static Scratch* s = new Scratch;  // never destroyed: freeing after the CUDA context is torn down fails
+    return *s;
+  }
+  __nv_bfloat16* bf16(Slot s, int64_t n) { return bf16_[s].get(n); }
+  // One tensor per (operand, shape): layers of different shapes never reallocate each other's.
+  DeviceNVFP4& fp4(LinearOperand which, int64_t rows, int64_t cols) {
+    DeviceNVFP4& t = fp4_[std::make_tuple(static_cast<int>(which), rows, cols)];
+    t.ensure(rows, cols);
+    return t;
+  }
+  Workspace& ws() { return ws_; }
+  float* alpha(AlphaSlot s) { return floats_.get() + s; }
+  float* amax() { return floats_.get() + 3; }
+
+ private:
+  Scratch() : floats_(4) {}
+  BF16Buffer bf16_[kBf16Slots];
+  std::map<std::tuple<int, int64_t, int64_t>, DeviceNVFP4> fp4_;
+  Workspace ws_;
+  DeviceBuffer<float> floats_;
+};
+
+// A GEMM operand as the product sees it: BF16 values, whether they are stored with the inner
+// dimension contiguous ([rows, K]) or transposed ([K, rows]), and the tensor scale (null: 1).
+struct Operand {
+  const __nv_bfloat16* data = nullptr;
+  bool k_major = true;
+  const float* scale = nullptr;
+};
+
+const __nv_bfloat16* bf16_data(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.data); }
+
+bool dense(BwdQuant q) { return q == BwdQuant::kBf16; }
+
+std::string shape_str(const Tensor& t) { return "[" + std::to_string(t.rows) + ", " + std::to_string(t.cols) + "]"; }
+
+class Layer final : public CudaLinear {
+ public:
+  Layer(linear::Scheme s, std::string name) : s_(std::move(s)), name_(std::move(name)) { check_supported(); }
+
+  Tensor forward(const Tensor& x, const Tensor& w, bool keep) override {
+    if (x.dtype != DType::kBF16 || w.dtype != DType::kF32)
+      throw Error("CUDA layer '" + name_ + "': forward needs BF16 x and a float32 w");
+    if (x.cols != w.cols)
+      throw Error("CUDA layer '" + name_ + "': X is " + shape_str(x) + " but W is " + shape_str(w) +
+                  "; inner sizes differ");
+    Scratch& sc = Scratch::get();
+    const int64_t M = x.rows, K = x.cols, N = w.rows, Mp = padded_rows(M);
+    const bool dense_x = s_.x == FwdQuant::kBf16 || s_.save_x_high_precision;
+    const __nv_bfloat16* xin = bf16_data(x);
+    if (keep && dense_x)
+      xin = pad(x, Mp, saved_x_dense_.get(Mp * K));
+    else if (Mp != M)
+      xin = pad(x, Mp, sc.bf16(kPadded, Mp * K));
+    __nv_bfloat16* wb = keep && s_.w == FwdQuant::kBf16 ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
+    linear_kernels::f32_to_bf16(static_cast<const float*>(w.data), wb, N * K);
+
+    const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
+                                       kDeqA, LinearOperand::kFwdX);
+    const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
+                                       LinearOperand::kFwdW);
+    Tensor y = device_tensor(M, N, DType::kBF16);
+    product(xo, wo, M, N, K, y.data, gemm::OutType::kBF16, false, kFwdAlpha);
+    if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
+    return y;
+  }
+
+  Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) override {
+    const Shapes& z = saved_;
+    if (z.M == 0) throw Error("CUDA layer '" + name_ + "': backward called before a forward that kept its operands");
+    if (dy.dtype != DType::kBF16 || dy.rows != z.M || dy.cols != z.N)
+      throw Error("CUDA layer '" + name_ + "': dY is " + shape_str(dy) + " but the forward output was [" +
+                  std::to_string(z.M) + ", " + std::to_string(z.N) + "] (BF16)");
+    if (dw.dtype != DType::kF32 || dw.rows != z.N || dw.cols != z.K)
+      throw Error("CUDA layer '" + name_ + "': dW is " + shape_str(dw) + ", expected float32 [" +
+                  std::to_string(z.N) + ", " + std::to_string(z.K) + "]");
+    Scratch& sc = Scratch::get();
+    // As linear::Linear::backward: one rotation for all operands, one rounding seed each.
+    const uint64_t rot_seed = philox::derive_seed(seed, 0);
+    const __nv_bfloat16* e = z.Mp == z.M ? bf16_data(dy) : pad(dy, z.Mp, sc.bf16(kPadded, z.Mp * z.N));
+    const BF16View ev{e, z.Mp, z.N, name_ + ".dY"};
+    const BF16View wv{saved_w_dense_.data(), z.N, z.K, name_ + ".W"};
+    const BF16View xv{saved_x_dense_.data(), z.Mp, z.K, name_ + ".X"};
+
+    const linear::ProductRecipe& d = s_.dgrad;
+    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1));
+    const Operand db = transposed_operand(d.b, d.hadamard, z.w_dense ? nullptr : &saved_wq_, wv, rot_seed,
+                                          philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB);
+    Tensor dx = device_tensor(z.M, z.K, DType::kBF16);
+    product(da, db, z.M, z.K, z.N, dx.data, gemm::OutType::kBF16, false, kDgradAlpha);
+
+    const linear::ProductRecipe& g = s_.wgrad;
+    const Operand wa = transposed_operand(g.a, g.hadamard, nullptr, ev, rot_seed, philox::derive_seed(seed, 3),
+                                          LinearOperand::kWgradA, kDeqA);
+    const Operand wb = transposed_operand(g.b, g.hadamard, z.x_dense ? nullptr : &saved_xq_, xv, rot_seed,
+                                          philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqB);
+    product(wa, wb, z.N, z.K, z.Mp, dw.data, gemm::OutType::kF32, true, kWgradAlpha);
+    return dx;
+  }
+
+  // As the CPU backend: the activation kept for backward (X or X_q), not the weight.
+  size_t saved_bytes() const override {
+    if (saved_.M == 0) return 0;
+    if (saved_.x_dense) return static_cast<size_t>(saved_.Mp * saved_.K) * 2;
+    return saved_xq_.packed.bytes() + saved_xq_.scales.bytes() + sizeof(float);
+  }
+
+  const DeviceNVFP4* quantized(LinearOperand which) const override { return last_[static_cast<int>(which)]; }
+
+ private:
+  struct Shapes {
+    int64_t M = 0, Mp = 0, N = 0, K = 0;
+    bool x_dense = false, w_dense = false;
+  };
+
+  // Rows padded like the CPU backend (CpuLinear) whenever anything is quantized; a pure BF16
+  // layer needs no padding.
+  int64_t padded_rows(int64_t m) const {
+    const bool any = s_.x != FwdQuant::kBf16 || s_.w != FwdQuant::kBf16 || !dense(s_.dgrad.a) ||
+                     !dense(s_.dgrad.b) || !dense(s_.wgrad.a) || !dense(s_.wgrad.b);
+    if (!any) return m;
+    const int64_t multiple = s_.wgrad.hadamard ? s_.wgrad.hadamard : 16;
+    return (m + multiple - 1) / multiple * multiple;
+  }
+
+  void check_supported() const {
+    auto fail = [&](const std::string& why) {
+      throw Error("scheme '" + s_.name + "' is not supported by the CUDA linear layer: " + why);
+    };
+    if (s_.x == FwdQuant::kFp32 || s_.dgrad.a == BwdQuant::kFp32)
+      fail("fp32 products need float32 GEMMs (use the CPU backend)");
+    for (const linear::ProductRecipe* p : {&s_.dgrad, &s_.wgrad})
+      if ((p->a == BwdQuant::kMsEden || p->b == BwdQuant::kMsEden) && p->hadamard != 128)
+        fail("the GPU MS-EDEN kernels rotate 128-point chunks, the scheme asks for " + std::to_string(p->hadamard));
+    if ((s_.dgrad.a == BwdQuant::kSr || s_.dgrad.a == BwdQuant::kRtn) && s_.dgrad.hadamard != 0)
+      fail("no GPU kernel rotates dY along its rows before SR/RTN");
+    auto transposed_ok = [&](BwdQuant q, int h, bool dense_src, const char* what) {
+      if (q != BwdQuant::kSr && q != BwdQuant::kRtn) return;
+      if (!dense_src) fail(std::string(what) + " would requantize a saved NVFP4 tensor with SR/RTN (no GPU kernel)");
+      if (h != 0 && h != 16 && h != 32) fail(std::string(what) + ": SR/RTN rotations of 16 or 32 points only");
+    };
+    transposed_ok(s_.dgrad.b, s_.dgrad.hadamard, s_.w == FwdQuant::kBf16, "dgrad W^T");
+    transposed_ok(s_.wgrad.a, s_.wgrad.hadamard, true, "wgrad dY^T");
+    transposed_ok(s_.wgrad.b, s_.wgrad.hadamard, s_.x == FwdQuant::kBf16 || s_.save_x_high_precision, "wgrad X^T");
+  }
+
+  // Copies t's rows into dst [rows, t.cols] and zeroes the rest.
+  static const __nv_bfloat16* pad(const Tensor& t, int64_t rows, __nv_bfloat16* dst) {
+    const size_t real = static_cast<size_t>(t.rows * t.cols) * 2, all = static_cast<size_t>(rows * t.cols) * 2;
+    check(cudaMemcpyAsync(dst, t.data, real, cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync (pad)");
+    if (all > real) check(cudaMemsetAsync(reinterpret_cast<uint8_t*>(dst) + real, 0, all - real, 0), "cudaMemsetAsync (pad)");
+    return dst;
+  }
+
+  Operand expand(const DeviceNVFP4& q, Slot slot, LinearOperand which) {
+    last_[static_cast<int>(which)] = &q;
+    __nv_bfloat16* out = Scratch::get().bf16(slot, q.rows * q.cols);
+    linear_kernels::dequantize_unscaled(q, out);
+    return Operand{out, true, q.tensor_scale.get()};
+  }
+
+  // The forward quantizer of x or w, into `saved` (kept for backward) or else scratch.
+  Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which) {
+    if (q == FwdQuant::kBf16) return Operand{v.data, true, nullptr};
+    Scratch& sc = Scratch::get();
+    Workspace& ws = sc.ws();
+    DeviceNVFP4& dst = saved ? *saved : sc.fp4(which, v.rows, v.cols);
+    amax_async(v, ws);
+    switch (q) {
+      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst); break;
+      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst); break;
+      case FwdQuant::kRtn16x16: quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst); break;
+      default: throw Error("unreachable forward quantizer");
+    }
+    return expand(dst, slot, which);
+  }
+
+  // dY [Mp, N] quantized along its rows (dgrad's A).
+  Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed) {
+    if (q == BwdQuant::kBf16) return Operand{e.data, true, nullptr};
+    Scratch& sc = Scratch::get();
+    Workspace& ws = sc.ws();
+    DeviceNVFP4& dst = sc.fp4(LinearOperand::kDgradA, e.rows, e.cols);
+    if (q == BwdQuant::kMsEden) {
+      quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws);
+    } else {
+      amax_async(e, ws);
+      if (q == BwdQuant::kSr)
+        quantize_sr_async(e, ws.amax(), s_.sr_scale_override, seed, dst);
+      else
+        quantize_rtn_async(e, ws.amax(), quant::RtnConfig{}, dst);
+    }
+    return expand(dst, kDeqA, LinearOperand::kDgradA);
+  }
+
+  // The transpose of a [R, C] source (the saved NVFP4 tensor when `fp4` is set, else the dense
+  // BF16 `v`) as a [C, R] operand quantized along R.
+  Operand transposed_operand(BwdQuant q, int hadamard, const DeviceNVFP4* fp4, const BF16View& v, uint64_t rot_seed,
+                             uint64_t seed, LinearOperand which, Slot slot) {
+    if (q == BwdQuant::kBf16) return Operand{v.data, false, nullptr};
+    if (q == BwdQuant::kForward) {
+      if (!fp4) return Operand{v.data, false, nullptr};
+      Operand o = expand(*fp4, slot, which);
+      o.k_major = false;
+      return o;
+    }
+    Scratch& sc = Scratch::get();
+    const int64_t rows = fp4 ? fp4->rows : v.rows, cols = fp4 ? fp4->cols : v.cols;
+    DeviceNVFP4& dst = sc.fp4(which, cols, rows);
+    if (q == BwdQuant::kMsEden) {
+      const quant::Rht rot(hadamard, rot_seed);
+      if (fp4)
+        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, sc.ws());
+      else
+        quantize_ms_eden_transposed_async(v, rot, seed, dst, sc.ws());
+    } else {
+      linear_kernels::TransposedQuant tq;
+      tq.stochastic = q == BwdQuant::kSr;
+      tq.sr_scale_override = s_.sr_scale_override;
+      tq.seed = seed;
+      tq.hadamard = hadamard;
+      if (hadamard) {
+        const quant::Rht rot(hadamard, rot_seed);
+        for (int i = 0; i < 4; ++i) tq.sign_bits[i] = rot.sign_bits[i];
+      }
+      linear_kernels::quantize_transposed(v, tq, sc.amax(), dst);
+    }
+    return expand(dst, slot, which);
+  }
+
+  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k].
+  void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, gemm::OutType out,
+               bool accumulate, AlphaSlot slot) {
+    gemm::Matmul p;
+    p.a = a.data;
+    p.trans_a = !a.k_major;
+    p.b = b.data;
+    p.trans_b = b.k_major;
+    p.d = d;
+    p.d_type = out;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.accumulate = accumulate;
+    if (a.scale || b.scale) {
+      float* alpha = Scratch::get().alpha(slot);
+      linear_kernels::scale_product(a.scale, b.scale, alpha);
+      p.alpha.device = alpha;
+    }
+    gemm::matmul(p);
+  }
+
+  linear::Scheme s_;
+  std::string name_;
+  Shapes saved_;
+  DeviceNVFP4 saved_xq_, saved_wq_;
+  BF16Buffer saved_x_dense_, saved_w_dense_;
+  const DeviceNVFP4* last_[6] = {};
+};
+
+}  // namespace
+
+std::unique_ptr<CudaLinear> make_cuda_linear(const linear::Scheme& scheme, const std::string& name) {
+  return std::make_unique<Layer>(scheme, name);
+}
+
+}  // namespace q2::cuda

@@ -1,0 +1,35 @@
+#pragma once
+// The CUDA linear layer (model::LinearOp on device tensors), the GPU twin of linear::Linear:
+// x BF16 [M, K], w the float32 master weight [N, K]; forward returns y BF16 [M, N]; backward
+// takes dy BF16 [M, N], returns dx BF16 [M, K] and accumulates dw (float32) +=.
+//
+// NVFP4 products are emulated exactly on GPUs without FP4 tensor cores: each operand is
+// quantized by the src/cuda kernels (bit-exact with the CPU reference, with the same derived
+// seeds and rotation as linear::Linear), expanded to BF16 without its tensor scale (exact), and
+// multiplied by a BF16 cuBLASLt GEMM with float32 accumulation and alpha = t_a * t_b read from
+// device memory. The weight is quantized from bf16(w) (docs/NUMERICS.md, "GPU linear layer").
+// Token rows are padded with zero rows like the CPU backend (to the wgrad rotation size, or 16).
+// All work is on stream 0; scratch is shared by all layers and kept between calls.
+#include <memory>
+#include <string>
+
+#include "cuda/quant.h"
+#include "linear/scheme.h"
+#include "model/backend.h"
+
+namespace q2::cuda {
+
+// The quantized operands of the last forward/backward, for tests (null when the scheme does
+// not quantize that operand). dgrad.b of a scheme that reuses the forward W is the forward W_q
+// itself (stored [N, K]; the CPU uses its 16x16-block transpose).
+enum class LinearOperand { kFwdX, kFwdW, kDgradA, kDgradB, kWgradA, kWgradB };
+
+class CudaLinear : public model::LinearOp {
+ public:
+  virtual const DeviceNVFP4* quantized(LinearOperand which) const = 0;
+};
+
+// Throws q2::Error naming the scheme when the CUDA layer cannot run it (e.g. fp32).
+std::unique_ptr<CudaLinear> make_cuda_linear(const linear::Scheme& scheme, const std::string& name);
+
+}  // namespace q2::cuda

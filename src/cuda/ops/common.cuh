@@ -1,0 +1,80 @@
+#pragma once
+// Helpers shared by the op kernels (included by src/cuda/ops/*.cu only).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+#include "cuda/ops/ops.h"
+#include "cuda/quant.h"
+
+namespace q2::cuda::ops::detail {
+
+// A stream-ordered temporary on stream 0 (the default pool keeps freed memory for reuse).
+template <class T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    if (n > 0)
+      check(cudaMallocAsync(reinterpret_cast<void**>(&p_), static_cast<size_t>(n) * sizeof(T), 0),
+            "cudaMallocAsync of " + std::to_string(n * static_cast<int64_t>(sizeof(T))) + " bytes");
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    if (p_) cudaFreeAsync(p_, 0);
+  }
+  T* get() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+inline void require(bool ok, const std::string& op, const std::string& problem) {
+  if (!ok) throw Error(op + ": " + problem);
+}
+
+inline void require_aligned(const void* p, const std::string& op, const char* name) {
+  require(reinterpret_cast<uintptr_t>(p) % 16 == 0, op, std::string(name) + " must be 16-byte aligned");
+}
+
+// Blocks of `threads` for a grid-stride loop over n items, capped (each thread then loops).
+inline unsigned grid_for(int64_t n, int threads, int64_t cap = 4096) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b > cap) b = cap;
+  return static_cast<unsigned>(b < 1 ? 1 : b);
+}
+
+// Records (row, id) in an IdCheck word unless one is already there.
+__device__ __forceinline__ void record_bad_id(unsigned long long* word, int64_t row, uint32_t id) {
+  if (word) atomicCAS(word, 0ull, (1ull << 63) | (static_cast<unsigned long long>(row) << 32) | id);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order; every
+// thread gets the result. `shared` holds 32 values; the call ends with a barrier-free read,
+// so two consecutive calls must use different `shared` arrays or a __syncthreads between.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  T r = lane < warps ? shared[lane] : T(0);
+  return warp_sum(r);
+}
+
+}  // namespace q2::cuda::ops::detail

@@ -1,0 +1,105 @@
+#pragma once
+// CUDA kernels of the model's non-linear-layer operations (the GPU backend's counterpart of
+// model/cpu_ops.h, with the same accumulate / overwrite rules). Conventions:
+//   - activations BF16 row-major [tokens, features] (row t = b * seq + s); parameters,
+//     gradients and optimizer state float32; all pointers are device pointers, 16-byte aligned
+//     (cudaMalloc'ed or pool buffers are), unless a comment says otherwise;
+//   - everything runs asynchronously on the legacy default stream 0; only the functions that
+//     return a host value (cross_entropy, sum_squares, IdCheck::throw_if_invalid) synchronize.
+//   - temporaries are stream-ordered pool allocations (cudaMallocAsync on stream 0).
+// Math is float32 unless said otherwise; BF16 results are rounded to nearest even.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cuda/quant.h"
+#include "model/backend.h"
+
+namespace q2::cuda::ops {
+
+using bf16 = __nv_bfloat16;
+
+// A device word in which kernels reading token ids record an id outside the vocabulary (the
+// first one they see). The host validates ids before uploading them; this catches the rest.
+class IdCheck {
+ public:
+  IdCheck();  // cleared
+  unsigned long long* word() { return word_.get(); }
+  // Synchronizes stream 0; throws q2::Error("<what>: token id I (row R) is outside the
+  // vocabulary of V (detected on the GPU)") and clears the word if a kernel recorded one.
+  void throw_if_invalid(const std::string& what, int64_t vocab);
+
+ private:
+  DeviceBuffer<unsigned long long> word_;
+};
+
+// ---- embedding ----
+// out[t] = bf16(table[ids[t]]) for table [vocab, d]. A row whose id is out of range is
+// written as NaN and recorded in `check` (if given).
+void embedding_forward(const float* table, int64_t vocab, int64_t d, const uint32_t* ids, int64_t tokens, bf16* out,
+                       IdCheck* check = nullptr);
+// dtable[ids[t]] += dout[t], summed per id in increasing t (the CPU's order: deterministic and
+// bit-identical to it). Out-of-range ids are skipped and recorded.
+void embedding_backward(const bf16* dout, const uint32_t* ids, int64_t tokens, int64_t d, float* dtable,
+                        int64_t vocab, IdCheck* check = nullptr);
+
+// ---- RMSNorm ----
+// y = bf16(x * rstd * w), rstd = 1 / sqrt(mean(x^2) + eps) per row (sum of squares in float64).
+void rmsnorm_forward(const bf16* x, const float* w, int64_t rows, int64_t d, double eps, bf16* y, float* rstd);
+// dx += (bf16), dw += (float32). dw sums fixed 64-row blocks in block order (like the CPU):
+// deterministic, no atomics.
+void rmsnorm_backward(const bf16* dy, const bf16* x, const float* w, const float* rstd, int64_t rows, int64_t d,
+                      bf16* dx, float* dw);
+
+// ---- RoPE ----
+// In place on columns [col0, col0 + n_heads * head_dim) of x [rows, ld]; rotate-half pairs
+// (i, i + head_dim/2), angle = pos * theta^(-2i/head_dim) in float64, pos = row % seq;
+// direction -1 applies the inverse rotation. Needs head_dim even.
+void rope(bf16* x, int64_t rows, int64_t ld, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq,
+          double theta, int direction);
+
+// ---- causal attention (flash-attention style, BF16 tensor cores, float32 accumulation) ----
+// qkv [batch * seq, 3d] = q | k | v with heads contiguous, d = heads * head_dim; head_dim 64
+// or 128 (anything else throws). Scores are scaled by 1/sqrt(head_dim).
+struct AttentionShape {
+  int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+};
+// out [batch * seq, d]; lse [batch * heads, seq] = natural log-sum-exp of each query row's
+// scaled scores. The backward needs qkv, out and lse unchanged.
+void attention_forward(const bf16* qkv, const AttentionShape& s, bf16* out, float* lse);
+// dqkv [batch * seq, 3d] overwritten (all of it). Deterministic (no atomics): dK/dV and dQ
+// come from two kernels that each recompute the probabilities from lse.
+void attention_backward(const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const AttentionShape& s,
+                        bf16* dqkv);
+
+// ---- SwiGLU ----
+// h12 [rows, 2h] = [a | b]; g [rows, h] = silu(a) * b; dh12 overwritten.
+void swiglu_forward(const bf16* h12, int64_t rows, int64_t hidden, bf16* g);
+void swiglu_backward(const bf16* dg, const bf16* h12, int64_t rows, int64_t hidden, bf16* dh12);
+
+// ---- elementwise and reductions ----
+void add_inplace(bf16* a, const bf16* b, int64_t n);  // a = bf16(a + b), one rounding
+void scale(float* x, int64_t n, float s);
+void scale(bf16* x, int64_t n, float s);  // x = bf16(x * s)
+void convert(const float* src, bf16* dst, int64_t n);
+void convert(const bf16* src, float* dst, int64_t n);
+// Sum of x^2 in float64, deterministic (fixed blocks, fixed-order reduction). The async form
+// writes the device double *result; the plain form returns it (synchronizes).
+void sum_squares_async(const float* x, int64_t n, double* result);
+double sum_squares(const float* x, int64_t n);
+
+// ---- fused softmax cross-entropy ----
+// Per row: max and log-sum-exp in float32, loss = lse - logits[target]; returns the sum of the
+// row losses in float64 (fixed order; synchronizes). If dlogits is given it is overwritten
+// with bf16(scale * (softmax - onehot)); it may alias logits (in place). Throws if a target
+// is outside [0, vocab).
+double cross_entropy(const bf16* logits, int64_t rows, int64_t vocab, const uint32_t* targets, bf16* dlogits,
+                     float scale);
+
+// ---- AdamW ----
+// The CPU backend's update (model/cpu_backend.cpp), the same float32 operations in the same
+// order: bit-identical results.
+void adamw(float* w, const float* g, float* m, float* v, int64_t n, const model::AdamWHyper& h, bool decay);
+
+}  // namespace q2::cuda::ops
