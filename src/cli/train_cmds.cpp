@@ -22,7 +22,7 @@ void print_line(const std::string& s) {
 
 void add_train(CLI::App& app) {
   struct Opts {
-    std::string config;
+    std::string config, device;
     bool resume = false;
   };
   auto o = std::make_shared<Opts>();
@@ -30,9 +30,12 @@ void add_train(CLI::App& app) {
       "train", "Pre-train a model. Any config key can be overridden as --section.key=value, e.g. --train.lr=3e-4");
   sub->add_option("--config", o->config, "TOML config file (sections model, data, out, method, train, log)");
   sub->add_flag("--resume", o->resume, "Continue from out.dir/checkpoint.bin");
+  sub->add_option("--device", o->device, "cpu or cuda (same as --method.device)");
   sub->allow_extras();
   sub->callback([o, sub] {
-    const train::TrainConfig cfg = train::load_config(o->config, sub->remaining());
+    std::vector<std::string> overrides = sub->remaining();
+    if (!o->device.empty()) overrides.push_back("--method.device=" + o->device);
+    const train::TrainConfig cfg = train::load_config(o->config, overrides);
     const train::TrainSummary s = train::run_training(cfg, o->resume, print_line);
     std::printf("done: %lld steps, last train loss %.4f, val loss %.4f, val bpb %.4f, checkpoint %s\n",
                 static_cast<long long>(s.steps), s.last_loss, s.val.loss, s.val.bpb, s.checkpoint.c_str());
@@ -41,7 +44,7 @@ void add_train(CLI::App& app) {
 
 void add_eval(CLI::App& app) {
   struct Opts {
-    std::string checkpoint, data;
+    std::string checkpoint, data, device = "cpu";
     int64_t batches = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -49,8 +52,9 @@ void add_eval(CLI::App& app) {
   sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
   sub->add_option("--data", o->data, "Prepared data directory (default: the one the checkpoint trained on)");
   sub->add_option("--batches", o->batches, "Validation batches (default: the training config's log.eval_batches)");
+  sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   sub->callback([o] {
-    train::LoadedModel m = train::load_for_inference(o->checkpoint);
+    train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
     const data::DatasetMeta d = data::load_dataset(o->data.empty() ? m.config.data_dir : o->data);
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
     const train::EvalResult r = train::evaluate(*m.model, d, tok.byte_lengths(),
@@ -63,7 +67,7 @@ void add_eval(CLI::App& app) {
 
 void add_generate(CLI::App& app) {
   struct Opts {
-    std::string checkpoint, data, prompt = "The";
+    std::string checkpoint, data, prompt = "The", device = "cpu";
     train::SampleOptions s;
   };
   auto o = std::make_shared<Opts>();
@@ -77,8 +81,9 @@ void add_generate(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--top-k", o->s.top_k, "Sample among the k most likely tokens (0: all)")->capture_default_str();
   sub->add_option("--seed", o->s.seed, "Sampling seed")->capture_default_str();
+  sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   sub->callback([o] {
-    train::LoadedModel m = train::load_for_inference(o->checkpoint);
+    train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
     const data::DatasetMeta d = data::load_dataset(o->data.empty() ? m.config.data_dir : o->data);
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
     std::vector<uint32_t> prompt = {tok.bos_id()};

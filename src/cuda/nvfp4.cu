@@ -1,8 +1,9 @@
 // 5. Dequantization NVFP4 -> BF16 (format/nvfp4.cpp: NVFP4Tensor::dequantize, then
 // bf16::encode): value = e2m1 * e4m3 * tensor_scale, left to right in float32.
 //
-// Design: one thread owns one 16-group: one 8-byte code load, one scale byte (blocked
-// offset), two 16-byte BF16 stores (a warp writes 1 KiB contiguous). E2M1 values come from a
+// Design: one thread owns half a 16-group (8 elements): a 4-byte code load, the group's scale
+// byte (blocked offset), one 16-byte BF16 store, so a warp's store instruction writes 512
+// contiguous bytes; two halves per iteration, both loaded before either is expanded. E2M1 values come from a
 // 16-entry shared table filled with e2m1::decode itself; the scale is decoded once per group;
 // pairs round to BF16 in one hardware conversion.
 #include "cuda/device_common.cuh"
@@ -13,9 +14,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void __launch_bounds__(kThreads) dequant_kernel(const uint2* __restrict__ packed,
+__global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __restrict__ packed,
                                                             const uint8_t* __restrict__ scales,
-                                                            const float* __restrict__ tensor_scale, int64_t groups,
+                                                            const float* __restrict__ tensor_scale, int64_t halves,
                                                             FastDiv groups_per_row, int64_t tiles_per_row,
                                                             uint4* __restrict__ out) {
   __shared__ float lut[16];
@@ -23,22 +24,32 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint2* __restri
   __syncthreads();
   const float t = *tensor_scale;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; gid < groups; gid += stride) {
-    const uint2 p = __ldg(packed + gid);
-    const uint32_t row = groups_per_row.div(static_cast<uint32_t>(gid));
-    const uint32_t k = static_cast<uint32_t>(gid) - row * groups_per_row.d;
-    const float s = e4m3_decode_fast(__ldg(scales + blocked_offset(row, k, tiles_per_row)));
-    uint32_t w[8];
+  auto scale_of = [&](int64_t h) {
+    const uint32_t gid = static_cast<uint32_t>(h >> 1);
+    const uint32_t row = groups_per_row.div(gid);
+    return __ldg(scales + blocked_offset(row, gid - row * groups_per_row.d, tiles_per_row));
+  };
+  auto expand = [&](int64_t h, uint32_t p, uint8_t sc) {
+    const float s = e4m3_decode_fast(sc);
+    uint32_t w[4];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const uint32_t bits = j < 4 ? p.x >> (8 * j) : p.y >> (8 * (j - 4));
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t bits = p >> (8 * j);
       const float lo = lut[bits & 0xFu] * s * t, hi = lut[(bits >> 4) & 0xFu] * s * t;
       // cvt.rn.bf16x2.f32: round to nearest even like bf16::encode (no NaN can arise here).
       const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
       w[j] = *reinterpret_cast<const uint32_t*>(&pair);
     }
-    out[2 * gid] = make_uint4(w[0], w[1], w[2], w[3]);
-    out[2 * gid + 1] = make_uint4(w[4], w[5], w[6], w[7]);
+    out[h] = make_uint4(w[0], w[1], w[2], w[3]);
+  };
+  // Two half-groups per iteration, both loaded before either is expanded.
+  for (int64_t h = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; h < halves; h += 2 * stride) {
+    const int64_t h2 = h + stride;
+    const bool two = h2 < halves;
+    const uint32_t p0 = __ldg(packed + h), p1 = two ? __ldg(packed + h2) : 0u;
+    const uint8_t s0 = scale_of(h), s1 = two ? scale_of(h2) : uint8_t{0};
+    expand(h, p0, s0);
+    if (two) expand(h2, p1, s1);
   }
 }
 
@@ -53,7 +64,7 @@ void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t str
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::dequant_kernel), detail::kThreads,
                                                0, (groups + detail::kThreads - 1) / detail::kThreads);
   detail::dequant_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      reinterpret_cast<const uint2*>(a.packed.get()), a.scales.get(), a.tensor_scale.get(), groups,
+      reinterpret_cast<const uint32_t*>(a.packed.get()), a.scales.get(), a.tensor_scale.get(), 2 * groups,
       detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(out));
   check_launch("dequant_kernel");
 }

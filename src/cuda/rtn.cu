@@ -10,7 +10,8 @@
 // at its blocked offset. The tensor scale is computed on the device from the amax pointer by
 // every thread (same expression as quant::tensor_scale) and written by thread 0.
 // 16x16: a block of 16 warps covers 16 rows x 32 groups; the tile maximum goes through
-// shared memory (max is exact in any order for finite input).
+// shared memory (max is exact in any order for finite input), double-buffered, with the next
+// tile's input loaded ahead.
 #include "cuda/device_common.cuh"
 
 namespace q2::cuda {
@@ -99,29 +100,52 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
                                                                     int64_t groups_per_row,
                                                                     const float* __restrict__ amax, float scale_max,
                                                                     Out o) {
-  __shared__ float s_max[kTileRows][kTileGroups];
+  // Double-buffered tile maxima: one barrier per tile. The next tile's input is loaded
+  // before the current one is reduced and quantized.
+  __shared__ float s_max[2][kTileRows][kTileGroups];
   const float t = tensor_scale(*amax, scale_max, 6.0f);
   if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
   const int w = threadIdx.x / kTileGroups, lane = threadIdx.x % kTileGroups;
   const int64_t tiles_c = (groups_per_row + kTileGroups - 1) / kTileGroups, tiles = rows / kTileRows * tiles_c;
+  auto gid_of = [&](int64_t tile, bool& valid) {
+    const int64_t k = tile % tiles_c * kTileGroups + lane;
+    valid = tile < tiles && k < groups_per_row;
+    return (tile / tiles_c * kTileRows + w) * groups_per_row + k;
+  };
+  bool valid;
+  int64_t gid = gid_of(blockIdx.x, valid);
+  uint4 a0{}, a1{};
+  if (valid) {
+    a0 = __ldg(x + 2 * gid);
+    a1 = __ldg(x + 2 * gid + 1);
+  }
+  int buf = 0;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int64_t row = tile / tiles_c * kTileRows + w, k = tile % tiles_c * kTileGroups + lane;
-    const bool valid = k < groups_per_row;
-    const int64_t gid = row * groups_per_row + k;
-    float v[16] = {};
-    if (valid) unpack16(__ldg(x + 2 * gid), __ldg(x + 2 * gid + 1), v);
-    s_max[w][lane] = group_amax(v);
+    bool next_valid;
+    const int64_t next = gid_of(tile + gridDim.x, next_valid);
+    uint4 b0{}, b1{};
+    if (next_valid) {
+      b0 = __ldg(x + 2 * next);
+      b1 = __ldg(x + 2 * next + 1);
+    }
+    float v[16];
+    unpack16(a0, a1, v);
+    s_max[buf][w][lane] = group_amax(v);  // zeros when !valid
     __syncthreads();
     float g_max = 0.0f;
 #pragma unroll
-    for (int r = 0; r < kTileRows; ++r) g_max = ref_max(g_max, s_max[r][lane]);
-    __syncthreads();
+    for (int r = 0; r < kTileRows; ++r) g_max = ref_max(g_max, s_max[buf][r][lane]);
     if (valid) {
       uint32_t codes[16];
       float unused;
       const uint32_t s = quantize_block<false>(v, g_max, 6.0f, t, codes, unused);
       store_group(o, gid, codes, s);
     }
+    gid = next;
+    valid = next_valid;
+    a0 = b0;
+    a1 = b1;
+    buf ^= 1;
   }
 }
 

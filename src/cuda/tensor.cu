@@ -49,15 +49,15 @@ model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype) {
   return t;
 }
 
-size_t pool_peak_bytes() {
-  uint64_t v = 0;
-  check(cudaMemPoolGetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &v), "cudaMemPoolGetAttribute");
-  return static_cast<size_t>(v);
+size_t device_bytes_in_use() {
+  size_t free = 0, total = 0;
+  check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return total - free;
 }
 
-void reset_pool_peak() {
-  uint64_t zero = 0;
-  check(cudaMemPoolSetAttribute(default_pool(), cudaMemPoolAttrUsedMemHigh, &zero), "cudaMemPoolSetAttribute");
+void trim_pool() {
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  check(cudaMemPoolTrimTo(default_pool(), 0), "cudaMemPoolTrimTo");
 }
 
 }  // namespace q2::cuda

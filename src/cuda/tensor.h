@@ -15,8 +15,10 @@ size_t dtype_bytes(model::DType dtype);
 // A zero-filled rows x cols tensor in device memory.
 model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype);
 
-// Peak bytes in use from the default memory pool since the last reset (all device tensors).
-size_t pool_peak_bytes();
-void reset_pool_peak();
+// Device memory the process holds: everything allocated (the pool keeps freed tensors
+// reserved, so after a step this is that step's high-water mark) plus the CUDA context.
+size_t device_bytes_in_use();
+// Returns the pool's unused reservations to the driver, so the next step's mark is its own.
+void trim_pool();
 
 }  // namespace q2::cuda

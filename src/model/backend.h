@@ -85,8 +85,22 @@ class Backend {
   virtual double sum_squares(const Tensor& t) = 0;
   virtual void scale(Tensor& t, float s) = 0;
   virtual void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWHyper& h, bool decay) = 0;
+
+  // Measurement support: wait for queued work; the memory the backend holds after the work
+  // so far, which is the high-water mark since reset_peak_memory() where freed memory stays
+  // reserved (CUDA's pool); 0 where the backend does not track it.
+  virtual void synchronize() {}
+  virtual size_t peak_memory_bytes() { return 0; }
+  virtual void reset_peak_memory() {}
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+
+// Backends by device name ("cpu" always; "cuda" once a CUDA build registered it at start-up),
+// so the trainer never names a device itself.
+using BackendFactory = std::unique_ptr<Backend> (*)();
+void register_backend(const std::string& device, BackendFactory factory);
+// Throws q2::Error naming the device and the available ones when it is unknown.
+std::unique_ptr<Backend> make_backend(const std::string& device);
 
 }  // namespace q2::model

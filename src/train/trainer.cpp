@@ -18,11 +18,11 @@ namespace q2::train {
 
 std::string checkpoint_path(const TrainConfig& c) { return c.out_dir + "/checkpoint.bin"; }
 
-LoadedModel load_for_inference(const std::string& checkpoint) {
+LoadedModel load_for_inference(const std::string& checkpoint, const std::string& device) {
   const CheckpointInfo info = read_checkpoint_info(checkpoint);
   LoadedModel m;
   m.config = info.config;
-  m.backend = model::make_cpu_backend();
+  m.backend = model::make_backend(device);
   m.model = std::make_unique<model::Transformer>(info.model, linear::scheme_by_name(info.config.scheme, info.config.hadamard),
                                                  *m.backend);
   load_checkpoint(checkpoint, *m.model, nullptr, info.config.scheme);
@@ -66,11 +66,10 @@ void append_line(const std::string& path, const std::string& line) {
 
 TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::function<void(const std::string&)>& log) {
   validate(cfg);
-  if (cfg.device != "cpu") throw Error("method.device '" + cfg.device + "' is not available in this build; use cpu");
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
-  const auto backend = model::make_cpu_backend();
+  const auto backend = model::make_backend(cfg.device);
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
   AdamW opt(*backend, model.params());
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len);

@@ -41,6 +41,6 @@ struct LoadedModel {
   std::unique_ptr<model::Transformer> model;
   TrainConfig config;
 };
-LoadedModel load_for_inference(const std::string& checkpoint);
+LoadedModel load_for_inference(const std::string& checkpoint, const std::string& device = "cpu");
 
 }  // namespace q2::train

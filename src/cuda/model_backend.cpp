@@ -1,0 +1,232 @@
+// The CUDA backend: model::Backend over device tensors (parameters, gradients and optimizer
+// state float32; activations BF16), the ops of src/cuda/ops, the linear layers of
+// src/cuda/linear and BF16 cuBLASLt GEMMs for the LM head. Everything runs on stream 0; only
+// the calls that return host values (loss, squared norms, downloads) synchronize.
+#include "cuda/model_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "cuda/gemm/gemm.h"
+#include "cuda/linear/linear.h"
+#include "cuda/ops/ops.h"
+#include "cuda/quant.h"
+#include "cuda/tensor.h"
+#include "format/bf16.h"
+
+namespace q2::cuda {
+
+namespace {
+
+using model::DType;
+using model::Tensor;
+using bf16_t = __nv_bfloat16;
+
+float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
+bf16_t* bf(const Tensor& t) { return static_cast<bf16_t*>(t.data); }
+
+void require_dtype(const Tensor& t, DType want, const char* what) {
+  if (t.dtype != want)
+    throw Error(std::string("CUDA backend: ") + what + " must be " + (want == DType::kF32 ? "float32" : "BF16"));
+}
+
+void require_shape(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
+  if (t.rows != rows || t.cols != cols)
+    throw Error(std::string("CUDA backend: ") + what + " is [" + std::to_string(t.rows) + ", " +
+                std::to_string(t.cols) + "], expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+}
+
+// Token ids or targets on the device, uploaded per call (a few KiB).
+std::shared_ptr<void> upload_ids(const std::vector<uint32_t>& ids, uint32_t** out) {
+  Tensor t = device_tensor(1, static_cast<int64_t>(ids.size()), DType::kF32);  // 4-byte elements
+  check(cudaMemcpyAsync(t.data, ids.data(), ids.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, 0),
+        "cudaMemcpyAsync (token ids)");
+  *out = static_cast<uint32_t*>(t.data);
+  return t.owner;
+}
+
+// What attention's forward keeps for its backward: the log-sum-exp and the output itself
+// (shared with the caller's tensor, not copied).
+struct AttentionCache {
+  Tensor lse, out;
+};
+
+class CudaBackend final : public model::Backend {
+ public:
+  CudaBackend() {
+    if (!device_available()) throw Error("device 'cuda': no usable CUDA device found");
+  }
+
+  std::string name() const override { return "cuda"; }
+
+  Tensor alloc(int64_t rows, int64_t cols, model::Role role) override {
+    return device_tensor(rows, cols, role == model::Role::kParam ? DType::kF32 : DType::kBF16);
+  }
+
+  void upload(const Matrix& src, Tensor& dst) override {
+    require_shape(dst, src.rows, src.cols, "upload target");
+    if (dst.dtype == DType::kF32) {
+      check(cudaMemcpy(dst.data, src.data.data(), src.data.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy (upload)");
+      return;
+    }
+    std::vector<uint16_t> bits(src.data.size());
+    for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16::encode(src.data[i]);
+    check(cudaMemcpy(dst.data, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), "cudaMemcpy (upload)");
+  }
+
+  Matrix download(const Tensor& t) override {
+    Matrix m(t.rows, t.cols);
+    if (t.dtype == DType::kF32) {
+      check(cudaMemcpy(m.data.data(), t.data, m.data.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (download)");
+      return m;
+    }
+    std::vector<uint16_t> bits(m.data.size());
+    check(cudaMemcpy(bits.data(), t.data, bits.size() * 2, cudaMemcpyDeviceToHost), "cudaMemcpy (download)");
+    for (size_t i = 0; i < bits.size(); ++i) m.data[i] = bf16::decode(bits[i]);
+    return m;
+  }
+
+  Tensor clone(const Tensor& t) override {
+    Tensor c = device_tensor(t.rows, t.cols, t.dtype);
+    check(cudaMemcpyAsync(c.data, t.data, static_cast<size_t>(t.size()) * dtype_bytes(t.dtype),
+                          cudaMemcpyDeviceToDevice, 0),
+          "cudaMemcpyAsync (clone)");
+    return c;
+  }
+
+  void zero(Tensor& t) override {
+    check(cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.size()) * dtype_bytes(t.dtype), 0), "cudaMemsetAsync");
+  }
+
+  std::unique_ptr<model::LinearOp> make_linear(const linear::Scheme& s, const std::string& name) override {
+    return make_cuda_linear(s, name);
+  }
+
+  void embedding_forward(const Tensor& table, const std::vector<uint32_t>& ids, Tensor& out) override {
+    require_dtype(table, DType::kF32, "embedding table");
+    require_dtype(out, DType::kBF16, "embedding output");
+    uint32_t* d_ids = nullptr;
+    const auto keep = upload_ids(ids, &d_ids);
+    ops::embedding_forward(f32(table), table.rows, table.cols, d_ids, static_cast<int64_t>(ids.size()), bf(out),
+                           &id_check_);
+    id_check_.throw_if_invalid("embedding", table.rows);
+  }
+
+  void embedding_backward(const Tensor& dout, const std::vector<uint32_t>& ids, Tensor& dtable) override {
+    uint32_t* d_ids = nullptr;
+    const auto keep = upload_ids(ids, &d_ids);
+    ops::embedding_backward(bf(dout), d_ids, static_cast<int64_t>(ids.size()), dout.cols, f32(dtable), dtable.rows,
+                            &id_check_);
+  }
+
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
+    rstd = device_tensor(1, x.rows, DType::kF32);
+    ops::rmsnorm_forward(bf(x), f32(w), x.rows, x.cols, eps, bf(y), f32(rstd));
+  }
+
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
+                        Tensor& dw) override {
+    ops::rmsnorm_backward(bf(dy), bf(x), f32(w), f32(rstd), x.rows, x.cols, bf(dx), f32(dw));
+  }
+
+  void rope(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta,
+            int direction) override {
+    ops::rope(bf(x), x.rows, x.cols, col0, n_heads, head_dim, seq, theta, direction);
+  }
+
+  void attention_forward(const Tensor& qkv, int64_t batch, int64_t seq, int64_t n_heads, Tensor& out,
+                         Tensor& cache) override {
+    const ops::AttentionShape s{batch, seq, n_heads, out.cols / n_heads};
+    auto c = std::make_shared<AttentionCache>();
+    c->lse = device_tensor(batch * n_heads, seq, DType::kF32);
+    c->out = out;
+    ops::attention_forward(bf(qkv), s, bf(out), f32(c->lse));
+    cache = c->lse;
+    cache.owner = c;
+  }
+
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, int64_t batch, int64_t seq,
+                          int64_t n_heads, Tensor& dqkv) override {
+    const auto& c = *static_cast<const AttentionCache*>(cache.owner.get());
+    const ops::AttentionShape s{batch, seq, n_heads, dout.cols / n_heads};
+    ops::attention_backward(bf(dout), bf(qkv), bf(c.out), f32(c.lse), s, bf(dqkv));
+  }
+
+  void swiglu_forward(const Tensor& h12, Tensor& g) override { ops::swiglu_forward(bf(h12), h12.rows, g.cols, bf(g)); }
+  void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) override {
+    ops::swiglu_backward(bf(dg), bf(h12), h12.rows, dg.cols, bf(dh12));
+  }
+  void add_inplace(Tensor& a, const Tensor& b) override { ops::add_inplace(bf(a), bf(b), a.size()); }
+
+  // The LM head: BF16 operands (a float32 weight is rounded to a BF16 copy), float32
+  // accumulation, output in c's precision.
+  void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+              bool accumulate) override {
+    Tensor a16 = as_bf16(a), b16 = as_bf16(b);
+    gemm::Matmul p;
+    p.a = bf(a16);
+    p.trans_a = trans_a;
+    p.b = bf(b16);
+    p.trans_b = trans_b;
+    p.d = c.data;
+    p.d_type = c.dtype == DType::kF32 ? gemm::OutType::kF32 : gemm::OutType::kBF16;
+    p.m = c.rows;
+    p.n = c.cols;
+    p.k = trans_a ? a.rows : a.cols;
+    p.alpha.host = alpha;
+    p.accumulate = accumulate;
+    gemm::matmul(p);
+  }
+
+  double cross_entropy(const Tensor& logits, const std::vector<uint32_t>& targets, Tensor* dlogits,
+                       float scale) override {
+    uint32_t* d_t = nullptr;
+    const auto keep = upload_ids(targets, &d_t);
+    return ops::cross_entropy(bf(logits), logits.rows, logits.cols, d_t, dlogits ? bf(*dlogits) : nullptr, scale);
+  }
+
+  double sum_squares(const Tensor& t) override {
+    require_dtype(t, DType::kF32, "sum_squares input");
+    return ops::sum_squares(f32(t), t.size());
+  }
+
+  void scale(Tensor& t, float s) override {
+    if (t.dtype == DType::kF32)
+      ops::scale(f32(t), t.size(), s);
+    else
+      ops::scale(bf(t), t.size(), s);
+  }
+
+  void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const model::AdamWHyper& h, bool decay) override {
+    ops::adamw(f32(w), f32(g), f32(m), f32(v), w.size(), h, decay);
+  }
+
+  void synchronize() override { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+  size_t peak_memory_bytes() override {
+    synchronize();
+    return device_bytes_in_use();
+  }
+  void reset_peak_memory() override { trim_pool(); }
+
+ private:
+  Tensor as_bf16(const Tensor& t) {
+    if (t.dtype == DType::kBF16) return t;
+    Tensor c = device_tensor(t.rows, t.cols, DType::kBF16);
+    ops::convert(f32(t), bf(c), t.size());
+    return c;
+  }
+
+  ops::IdCheck id_check_;
+};
+
+std::unique_ptr<model::Backend> make() { return std::make_unique<CudaBackend>(); }
+
+}  // namespace
+
+void register_cuda_backend() { model::register_backend("cuda", &make); }
+
+}  // namespace q2::cuda

@@ -1,0 +1,26 @@
+#include <map>
+
+#include "common/error.h"
+#include "model/backend.h"
+
+namespace q2::model {
+
+namespace {
+std::map<std::string, BackendFactory>& registry() {
+  static std::map<std::string, BackendFactory> r{{"cpu", &make_cpu_backend}};
+  return r;
+}
+}  // namespace
+
+void register_backend(const std::string& device, BackendFactory factory) { registry()[device] = factory; }
+
+std::unique_ptr<Backend> make_backend(const std::string& device) {
+  const auto it = registry().find(device);
+  if (it != registry().end()) return it->second();
+  std::string known;
+  for (const auto& [name, f] : registry()) known += (known.empty() ? "" : ", ") + name;
+  throw Error("device '" + device + "' is not available in this build (available: " + known +
+              (device == "cuda" ? "; build with the CUDA toolkit installed for cuda)" : ")"));
+}
+
+}  // namespace q2::model

@@ -1,0 +1,95 @@
+#include "train/bench_step.h"
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "linear/scheme.h"
+#include "model/transformer.h"
+#include "quant/philox.h"
+#include "train/optimizer.h"
+
+namespace q2::train {
+
+std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::function<void(const std::string&)>& log) {
+  std::vector<StepBenchRow> rows;
+  const int64_t tokens = o.batch * o.seq;
+  std::vector<uint32_t> inputs(static_cast<size_t>(tokens)), targets(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = philox::word(1, philox::kData, i) % static_cast<uint32_t>(o.vocab);
+    targets[i] = philox::word(2, philox::kData, i) % static_cast<uint32_t>(o.vocab);
+  }
+  TrainConfig tc;  // default AdamW hyper-parameters
+  for (const std::string& preset : o.presets) {
+    for (const std::string& scheme : o.schemes) {
+      const model::ModelConfig mc = model::preset(preset, o.vocab, o.seq);
+      auto backend = model::make_backend(o.device);
+      backend->reset_peak_memory();
+      model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend);
+      model.init(1);
+      AdamW opt(*backend, model.params());
+      auto step = [&](int64_t t) {
+        model.zero_grads();
+        model.forward(inputs, targets, o.batch, o.seq);
+        model.backward(philox::derive_seed(3, static_cast<uint64_t>(t)), 1.0f / static_cast<float>(tokens));
+        const double norm = grad_norm(*backend, model.grads());
+        if (norm > 1.0) scale_grads(*backend, model.grads(), static_cast<float>(1.0 / norm));
+        opt.step(model.params(), model.grads(), 1e-4, tc, t);
+      };
+      for (int i = 0; i < o.warmup; ++i) step(i + 1);
+      backend->synchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < o.steps; ++i) step(o.warmup + i + 1);
+      backend->synchronize();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / o.steps;
+
+      StepBenchRow r;
+      r.preset = preset;
+      r.scheme = scheme;
+      r.params = mc.total_params();
+      r.flops_per_token = 6.0 * static_cast<double>(mc.non_embedding_params() + mc.vocab * mc.d_model) +
+                          12.0 * static_cast<double>(mc.n_layers * mc.d_model * o.seq);
+      r.step_ms = s * 1e3;
+      r.tokens_per_s = static_cast<double>(tokens) / s;
+      r.mfu = r.tokens_per_s * r.flops_per_token / (o.peak_tflops * 1e12);
+      r.memory_gib = static_cast<double>(backend->peak_memory_bytes()) / (1 << 30);
+      rows.push_back(r);
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "[bench step] %s %s: %.1f ms/step, %.0f tokens/s, MFU %.1f%%, memory %.2f GiB",
+                    preset.c_str(), scheme.c_str(), r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib);
+      log(buf);
+    }
+  }
+  return rows;
+}
+
+void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>& rows, bool json) {
+  FILE* t = json ? stderr : stdout;
+  std::fprintf(t, "device %s, batch %lld x seq %lld, vocab %lld, %d timed steps after %d warm-up, MFU vs %.0f TFLOP/s\n",
+               o.device.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
+               static_cast<long long>(o.vocab), o.steps, o.warmup, o.peak_tflops);
+  std::fprintf(t, "%-6s %-9s %10s %12s %7s %10s %9s\n", "preset", "scheme", "ms/step", "tokens/s", "MFU", "memory", ("vs " + o.schemes.front()).c_str());
+  for (const StepBenchRow& r : rows) {
+    double base = 0;
+    for (const StepBenchRow& b : rows)
+      if (b.preset == r.preset && b.scheme == o.schemes.front()) base = b.step_ms;
+    std::fprintf(t, "%-6s %-9s %10.1f %12.0f %6.1f%% %8.2fGiB %8.2fx\n", r.preset.c_str(), r.scheme.c_str(), r.step_ms,
+                 r.tokens_per_s, 100 * r.mfu, r.memory_gib, base > 0 ? r.step_ms / base : 0.0);
+  }
+  if (!json) return;
+  nlohmann::json j;
+  j["config"] = {{"device", o.device}, {"batch", o.batch}, {"seq", o.seq},         {"vocab", o.vocab},
+                 {"warmup", o.warmup}, {"steps", o.steps}, {"peak_tflops", o.peak_tflops}};
+  for (const StepBenchRow& r : rows)
+    j["rows"].push_back({{"preset", r.preset},
+                         {"scheme", r.scheme},
+                         {"params", r.params},
+                         {"flops_per_token", r.flops_per_token},
+                         {"step_ms", r.step_ms},
+                         {"tokens_per_s", r.tokens_per_s},
+                         {"mfu", r.mfu},
+                         {"memory_gib", r.memory_gib}});
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+}  // namespace q2::train
