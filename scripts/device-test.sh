@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# GPU kernel tests and bandwidth benchmark, built on a machine without a GPU and run on one.
+# GPU tests, benchmarks and training runs, built on a machine without a GPU and run on one.
 #
 #   scripts/device-test.sh build   (here: needs nvcc) configures and builds build-cuda with the
-#                                  GPU tests and the quartet2 program, then bundles the two executables and
+#                                  GPU tests and the quartet2 program, then bundles the executables and
 #                                  every shared library they need beyond glibc, libstdc++,
 #                                  libgcc and the CUDA toolkit into gpu-bundle/ (git-ignored).
+#   scripts/device-test.sh train CONFIG [SCHEME...]   (on the GPU machine) training runs on the
+#                                  carried gcide data, quartet2 and bf16 by default.
 #   scripts/device-test.sh profile [KERNEL...]   (on the GPU machine) Nsight Compute headline
 #                                  metrics of the quantization kernels.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
-#                                  gpu-bundle/ carried along) runs the GPU tests (full log to
-#                                  $OUT/gpu-tests.log when $OUT is set), 'quartet2 bench quant' (JSON to
-#                                  $OUT/bench-quant.json) and prints a short summary table last.
+#                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
+#                                  when set), 'quartet2 bench quant' and 'bench layer' (JSON in
+#                                  $OUT/bench-*.json) and prints a short summary last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bundle="$root/gpu-bundle"
+# GPU test programs (src/cuda): kernels, model ops, linear layers, whole-model backend.
+tests=(quartet2_gpu_tests quartet2_gpu_ops_tests quartet2_gpu_linear_tests quartet2_gpu_model_tests)
 
 build() {
   [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
   command -v nvcc >/dev/null || { echo "device-test: nvcc not found (install the CUDA toolkit)" >&2; exit 1; }
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
-  cmake --build build-cuda -j"$(nproc)" --target quartet2_gpu_tests quartet2
-  bundle "$bundle" build-cuda/src/cuda/quartet2_gpu_tests build-cuda/quartet2
+  cmake --build build-cuda -j"$(nproc)" --target quartet2 "${tests[@]}"
+  bundle "$bundle" build-cuda/quartet2 "${tests[@]/#/build-cuda/src/cuda/}"
+  # The prepared gcide data for GPU training runs, and the libraries, compressed (xz: the
+  # device has no zstd) to stay within what a device call can carry.
+  [[ -f data/gcide/meta.json ]] || build-cuda/quartet2 prepare --corpus gcide --vocab 8192 --out data/gcide
+  tar -cJf "$bundle/gcide.tar.xz" -C data gcide
+  tar -cJf "$bundle/lib.tar.xz" -C "$bundle" lib && rm -rf "$bundle/lib"
+  echo "device-test: $(du -sh "$bundle" | cut -f1) to carry"
+}
+
+# On the GPU machine: the libraries out of their archive, and the library path.
+unpack() {
+  [[ -d "$bundle/lib" ]] || tar -xJf "$bundle/lib.tar.xz" -C "$bundle"
+  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
 # bundle DIR EXE...: copies the executables and every shared library they need beyond glibc,
@@ -46,32 +62,55 @@ bundle() {
 }
 
 run() {
-  [[ -x "$bundle/quartet2_gpu_tests" ]] || { echo "device-test: $bundle missing; run 'scripts/device-test.sh build' first" >&2; exit 1; }
-  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  [[ -x "$bundle/quartet2" ]] || { echo "device-test: $bundle missing; run 'scripts/device-test.sh build' first" >&2; exit 1; }
+  unpack
   local out="${OUT:-$root/gpu-bundle/out}"
   mkdir -p "$out"
   nvidia-smi -L || true
 
-  local tests_rc=0
-  "$bundle/quartet2_gpu_tests" --gtest_color=no >"$out/gpu-tests.log" 2>&1 || tests_rc=$?
-  grep -E '^\[( +OK|  FAILED|  SKIPPED|  PASSED) ' "$out/gpu-tests.log" | tail -n 40 || true
+  local tests_rc=0 t
+  for t in "${tests[@]}"; do
+    "$bundle/$t" --gtest_color=no >"$out/$t.log" 2>&1 || tests_rc=$?
+    grep -E '^\[( +OK|  FAILED|  SKIPPED) ' "$out/$t.log" | tail -n 40 || true
+  done
 
-  local bench_rc=0
-  "$bundle/quartet2" bench quant --json >"$out/bench-quant.json" 2>"$out/bench-quant.txt" || bench_rc=$?
+  local bench_rc=0 b
+  for b in quant layer; do
+    "$bundle/quartet2" bench $b --json >"$out/bench-$b.json" 2>"$out/bench-$b.txt" || bench_rc=$?
+  done
 
   echo
   echo "==== summary ===="
-  echo "GPU tests: exit $tests_rc (log: $out/gpu-tests.log):" \
-       "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/gpu-tests.log" | tr '\n' ' ')"
-  echo "benchmark: exit $bench_rc (JSON: $out/bench-quant.json)"
-  cat "$out/bench-quant.txt"
+  for t in "${tests[@]}"; do
+    echo "$t: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/$t.log" | tr '\n' ' ')"
+  done
+  echo "benchmarks: exit $bench_rc (JSON: $out/bench-*.json)"
+  cat "$out/bench-quant.txt" "$out/bench-layer.txt"
   [[ $tests_rc -eq 0 && $bench_rc -eq 0 ]]
+}
+
+# train CONFIG [SCHEME...]: GPU training runs (default quartet2 and bf16) with the same config,
+# logs and metrics under $OUT/runs/<scheme>, then a table of final validation loss and time.
+train() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}" config="$1" scheme
+  shift
+  [[ -f data/gcide/meta.json ]] || { mkdir -p data && tar -xJf "$bundle/gcide.tar.xz" -C data; }
+  local schemes=("${@:-quartet2}")
+  [[ $# -gt 0 ]] || schemes=(quartet2 bf16)
+  for scheme in "${schemes[@]}"; do
+    mkdir -p "$out/runs/$scheme"
+    local t0=$SECONDS
+    "$bundle/quartet2" train --config "$config" --device cuda --method.scheme="$scheme" \
+      --out.dir="$out/runs/$scheme" >"$out/runs/$scheme/train.log" 2>&1 || echo "train $scheme: exit $?"
+    echo "$scheme: $((SECONDS - t0)) s; $(tail -n 1 "$out/runs/$scheme/train.log")"
+  done
 }
 
 # Nsight Compute profile of each quantization kernel (one launch each, clocks left alone):
 # full reports to $OUT/ncu-<kernel>.txt, the headline metrics printed.
 profile() {
-  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  unpack
   local out="${OUT:-$root/gpu-bundle/out}" k
   mkdir -p "$out"
   for k in "${@:-rtn_1x16_kernel amax_kernel sr_1x16_kernel dequant_kernel ms_eden_rows_kernel requant_kernel}"; do
@@ -92,12 +131,16 @@ case "${1:-}" in
     bundle "$@"
     ;;
   run) run ;;
+  train)
+    shift
+    train "$@"
+    ;;
   profile)
     shift
     profile "$@"
     ;;
   *)
-    echo "usage: $0 build | run | profile [KERNEL...] | bundle DIR EXE..." >&2
+    echo "usage: $0 build | run | train CONFIG [SCHEME...] | profile [KERNEL...] | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

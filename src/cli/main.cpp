@@ -3,8 +3,14 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
+#ifdef Q2_HAVE_CUDA
+#include "cuda/model_backend.h"
+#endif
 
 int main(int argc, char** argv) {
+#ifdef Q2_HAVE_CUDA
+  q2::cuda::register_cuda_backend();
+#endif
   CLI::App app{"quartet2: NVFP4 pre-training with the Quartet II recipe"};
   app.require_subcommand(1);
   q2::cli::add_quant_error(app);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cuda/device_common.cuh"
+#include "cuda/timing.h"
 #include "quant/sr.h"
 
 namespace q2::cuda {
@@ -29,32 +30,13 @@ __global__ void fill_kernel(uint32_t* out, int64_t n_pairs, uint64_t seed) {
   }
 }
 
+// 3 warm-ups, median of 25.
+double median_ms_25(const std::function<void()>& f) { return median_ms(f, 3, 25); }
+
 struct Result {
   std::string name;
   double ms, bytes;
 };
-
-double median_ms(const std::function<void()>& f, int warmup = 3, int reps = 25) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "cudaEventCreate");
-  check(cudaEventCreate(&b), "cudaEventCreate");
-  for (int i = 0; i < warmup; ++i) f();
-  check(cudaDeviceSynchronize(), "warm-up");
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    check(cudaEventRecord(a), "cudaEventRecord");
-    f();
-    check(cudaEventRecord(b), "cudaEventRecord");
-    check(cudaEventSynchronize(b), "cudaEventSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 }  // namespace
 
@@ -78,28 +60,28 @@ void run_bench_quant(bool json) {
   const quant::Rht rot(128, 7);
 
   std::vector<Result> res;
-  const double copy_ms = median_ms([&] {
+  const double copy_ms = median_ms_25([&] {
     check(cudaMemcpyAsync(y.get(), x.get(), x.bytes(), cudaMemcpyDeviceToDevice), "cudaMemcpyAsync");
   });
   const Result copy{"memcpy D2D (256 MiB)", copy_ms, 2.0 * x.bytes()};
   const double nvfp4_bytes = n / 2 + n / 16 + 4;  // codes + scales + tensor scale
-  res.push_back({"amax", median_ms([&] { amax_async(xv, ws); }), 2 * n});
-  res.push_back({"rtn 1x16", median_ms([&] { quantize_rtn_async(xv, ws.amax(), {}, q); }), 2 * n + nvfp4_bytes});
-  res.push_back({"four-over-six 1x16", median_ms([&] { quantize_four_over_six_async(xv, ws.amax(), q46); }),
+  res.push_back({"amax", median_ms_25([&] { amax_async(xv, ws); }), 2 * n});
+  res.push_back({"rtn 1x16", median_ms_25([&] { quantize_rtn_async(xv, ws.amax(), {}, q); }), 2 * n + nvfp4_bytes});
+  res.push_back({"four-over-six 1x16", median_ms_25([&] { quantize_four_over_six_async(xv, ws.amax(), q46); }),
                  2 * n + nvfp4_bytes});
-  res.push_back({"sr 1x16", median_ms([&] { quantize_sr_async(xv, ws.amax(), quant::kSrScaleOverride, 1, q); }),
+  res.push_back({"sr 1x16", median_ms_25([&] { quantize_sr_async(xv, ws.amax(), quant::kSrScaleOverride, 1, q); }),
                  2 * n + nvfp4_bytes});
-  res.push_back({"rtn 16x16", median_ms([&] { quantize_rtn_16x16_async(xv, ws.amax(), 447.99f, q); }),
+  res.push_back({"rtn 16x16", median_ms_25([&] { quantize_rtn_16x16_async(xv, ws.amax(), 447.99f, q); }),
                  2 * n + nvfp4_bytes});
-  res.push_back({"dequant -> bf16", median_ms([&] { dequantize_async(q46, y.get()); }), nvfp4_bytes + 2 * n});
+  res.push_back({"dequant -> bf16", median_ms_25([&] { dequantize_async(q46, y.get()); }), nvfp4_bytes + 2 * n});
   const double pass2 = 4 * n / 16 + n / 16;  // scratch read + scales written
-  res.push_back({"ms-eden (rht128, 2 passes)", median_ms([&] { quantize_ms_eden_async(xv, rot, 3, eden, ws); }),
+  res.push_back({"ms-eden (rht128, 2 passes)", median_ms_25([&] { quantize_ms_eden_async(xv, rot, 3, eden, ws); }),
                  2 * n + n / 2 + 4 * n / 16 + pass2});
   res.push_back({"ms-eden transposed",
-                 median_ms([&] { quantize_ms_eden_transposed_async(xv, rot, 3, eden_t, ws); }),
+                 median_ms_25([&] { quantize_ms_eden_transposed_async(xv, rot, 3, eden_t, ws); }),
                  2 * n + n / 2 + 4 * n / 16 + pass2});
   res.push_back({"requant nvfp4 -> ms-eden^T",
-                 median_ms([&] { requantize_ms_eden_transposed_async(q46, "bench", rot, 3, eden_t, ws); }),
+                 median_ms_25([&] { requantize_ms_eden_transposed_async(q46, "bench", rot, 3, eden_t, ws); }),
                  nvfp4_bytes + n / 2 + 4 * n / 16 + pass2});
   check(cudaDeviceSynchronize(), "benchmark");
   ws.throw_if_nonfinite("bench input", 0);

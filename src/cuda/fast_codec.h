@@ -37,16 +37,19 @@ Q2_HD uint32_t e2m1_grid_code(float sum, float binade) {
 }
 
 // Round-to-nearest magnitude for 0 <= a < 7: code 0..7 and its value, without saturation
-// (MS-EDEN's values stay below 6.5 by construction, so the clamps can go).
+// (MS-EDEN's values stay below 6.5 by construction, so the clamps can go: a < 8 also bounds
+// the binade by 4 without a clamp).
 Q2_HD E2m1Rounded e2m1_round_small(float a) {
-  const float e = e2m1_binade(a), c = e * 0x1p22f;
+  const float e = fmaxf(bits_float(float_bits(a) & 0x7F800000u), 1.0f), c = e * 0x1p22f;
   const float sum = a + c;
   return {e2m1_grid_code(sum, e), sum - c};
 }
 
 // Round-to-nearest-even with saturation at 6 and the sign kept (small negatives give -0).
 Q2_HD E2m1Rounded e2m1_round_fast(float v) {
-  E2m1Rounded m = e2m1_round_small(fabsf(v));
+  const float a = fabsf(v), e = e2m1_binade(a), c = e * 0x1p22f;
+  const float sum = a + c;
+  E2m1Rounded m{e2m1_grid_code(sum, e), sum - c};
   m.code = (m.code < 7u ? m.code : 7u) | ((float_bits(v) >> 28) & 8u);
   m.mag = fminf(m.mag, 6.0f);
   return m;

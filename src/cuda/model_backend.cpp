@@ -42,7 +42,7 @@ void require_shape(const Tensor& t, int64_t rows, int64_t cols, const char* what
 
 // Token ids or targets on the device, uploaded per call (a few KiB).
 std::shared_ptr<void> upload_ids(const std::vector<uint32_t>& ids, uint32_t** out) {
-  Tensor t = device_tensor(1, static_cast<int64_t>(ids.size()), DType::kF32);  // 4-byte elements
+  Tensor t = device_tensor(1, static_cast<int64_t>(ids.size()), DType::kF32, Fill::kNone);  // 4-byte elements
   check(cudaMemcpyAsync(t.data, ids.data(), ids.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, 0),
         "cudaMemcpyAsync (token ids)");
   *out = static_cast<uint32_t*>(t.data);
@@ -91,7 +91,7 @@ class CudaBackend final : public model::Backend {
   }
 
   Tensor clone(const Tensor& t) override {
-    Tensor c = device_tensor(t.rows, t.cols, t.dtype);
+    Tensor c = device_tensor(t.rows, t.cols, t.dtype, Fill::kNone);
     check(cudaMemcpyAsync(c.data, t.data, static_cast<size_t>(t.size()) * dtype_bytes(t.dtype),
                           cudaMemcpyDeviceToDevice, 0),
           "cudaMemcpyAsync (clone)");
@@ -124,7 +124,7 @@ class CudaBackend final : public model::Backend {
   }
 
   void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
-    rstd = device_tensor(1, x.rows, DType::kF32);
+    rstd = device_tensor(1, x.rows, DType::kF32, Fill::kNone);
     ops::rmsnorm_forward(bf(x), f32(w), x.rows, x.cols, eps, bf(y), f32(rstd));
   }
 
@@ -142,7 +142,7 @@ class CudaBackend final : public model::Backend {
                          Tensor& cache) override {
     const ops::AttentionShape s{batch, seq, n_heads, out.cols / n_heads};
     auto c = std::make_shared<AttentionCache>();
-    c->lse = device_tensor(batch * n_heads, seq, DType::kF32);
+    c->lse = device_tensor(batch * n_heads, seq, DType::kF32, Fill::kNone);
     c->out = out;
     ops::attention_forward(bf(qkv), s, bf(out), f32(c->lse));
     cache = c->lse;
@@ -167,19 +167,19 @@ class CudaBackend final : public model::Backend {
   void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
               bool accumulate) override {
     Tensor a16 = as_bf16(a), b16 = as_bf16(b);
-    gemm::Matmul p;
+    blas::Matmul p;
     p.a = bf(a16);
     p.trans_a = trans_a;
     p.b = bf(b16);
     p.trans_b = trans_b;
     p.d = c.data;
-    p.d_type = c.dtype == DType::kF32 ? gemm::OutType::kF32 : gemm::OutType::kBF16;
+    p.d_type = c.dtype == DType::kF32 ? blas::OutType::kF32 : blas::OutType::kBF16;
     p.m = c.rows;
     p.n = c.cols;
     p.k = trans_a ? a.rows : a.cols;
     p.alpha.host = alpha;
     p.accumulate = accumulate;
-    gemm::matmul(p);
+    blas::matmul(p);
   }
 
   double cross_entropy(const Tensor& logits, const std::vector<uint32_t>& targets, Tensor* dlogits,
@@ -215,7 +215,7 @@ class CudaBackend final : public model::Backend {
  private:
   Tensor as_bf16(const Tensor& t) {
     if (t.dtype == DType::kBF16) return t;
-    Tensor c = device_tensor(t.rows, t.cols, DType::kBF16);
+    Tensor c = device_tensor(t.rows, t.cols, DType::kBF16, Fill::kNone);
     ops::convert(f32(t), bf(c), t.size());
     return c;
   }

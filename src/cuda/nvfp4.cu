@@ -18,11 +18,13 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __res
                                                             const uint8_t* __restrict__ scales,
                                                             const float* __restrict__ tensor_scale, int64_t halves,
                                                             FastDiv groups_per_row, int64_t tiles_per_row,
-                                                            uint4* __restrict__ out) {
+                                                            uint4* __restrict__ out, const float* t_a,
+                                                            const float* t_b, float* alpha) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
+  if (alpha && blockIdx.x == 0 && threadIdx.x == 0) *alpha = (t_a ? *t_a : 1.0f) * (t_b ? *t_b : 1.0f);
   __syncthreads();
-  const float t = *tensor_scale;
+  const float t = tensor_scale ? *tensor_scale : 1.0f;  // unscaled: * 1 is exact
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   auto scale_of = [&](int64_t h) {
     const uint32_t gid = static_cast<uint32_t>(h >> 1);
@@ -56,17 +58,31 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __res
 }  // namespace
 }  // namespace detail
 
-void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream) {
-  detail::require(a.rows > 0 && a.packed.get(), "NVFP4 input", "is empty");
-  detail::require(reinterpret_cast<uintptr_t>(out) % 16 == 0, "BF16 output", "device pointer is not 16-byte aligned");
+namespace detail {
+namespace {
+void launch_dequant(const DeviceNVFP4& a, __nv_bfloat16* out, const float* tensor_scale, const float* t_a,
+                    const float* t_b, float* alpha, cudaStream_t stream) {
+  require(a.rows > 0 && a.packed.get(), "NVFP4 input", "is empty");
+  require(reinterpret_cast<uintptr_t>(out) % 16 == 0, "BF16 output", "device pointer is not 16-byte aligned");
   const int64_t g = a.scale_cols(), groups = a.rows * g;
-  detail::require(groups < (int64_t{1} << 31), "NVFP4 input", "has 2^31 or more 16-groups (too large)");
-  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::dequant_kernel), detail::kThreads,
-                                               0, (groups + detail::kThreads - 1) / detail::kThreads);
-  detail::dequant_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      reinterpret_cast<const uint32_t*>(a.packed.get()), a.scales.get(), a.tensor_scale.get(), 2 * groups,
-      detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(out));
+  require(groups < (int64_t{1} << 31), "NVFP4 input", "has 2^31 or more 16-groups (too large)");
+  const int blocks = persistent_blocks(reinterpret_cast<const void*>(dequant_kernel), kThreads, 0,
+                                       (groups + kThreads - 1) / kThreads);
+  dequant_kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uint32_t*>(a.packed.get()), a.scales.get(),
+                                                  tensor_scale, 2 * groups, FastDiv(static_cast<uint32_t>(g)),
+                                                  (g + 3) / 4, reinterpret_cast<uint4*>(out), t_a, t_b, alpha);
   check_launch("dequant_kernel");
+}
+}  // namespace
+}  // namespace detail
+
+void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream) {
+  detail::launch_dequant(a, out, a.tensor_scale.get(), nullptr, nullptr, nullptr, stream);
+}
+
+void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, const float* t_a, const float* t_b,
+                               float* alpha, cudaStream_t stream) {
+  detail::launch_dequant(a, out, nullptr, t_a, t_b, alpha, stream);
 }
 
 }  // namespace q2::cuda

@@ -158,6 +158,11 @@ void quantize_rtn_16x16(const BF16View& x, float scale_max, DeviceNVFP4& out, Wo
 // out[r][c] = bf16(e2m1 * e4m3 * tensor_scale), products left to right in float32.
 // `out` holds a.rows * a.cols BF16 values, 16-byte aligned.
 void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream = 0);
+// out[r][c] = e2m1 * e4m3 WITHOUT the tensor scale: every such product is exact in BF16, so a
+// BF16 GEMM of two of these with alpha = t_a * t_b is the exact NVFP4 product. When `alpha` is
+// set, the kernel also writes *alpha = (t_a ? *t_a : 1) * (t_b ? *t_b : 1) (device floats).
+void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, const float* t_a = nullptr,
+                               const float* t_b = nullptr, float* alpha = nullptr, cudaStream_t stream = 0);
 
 // ---- 6.-8. MS-EDEN (quant/ms_eden.cpp, default config: per-16 correction, post-hoc scale) ----
 // The rotation must be a 128-point Rht. Pass 1 rotates, rounds and writes float32 corrected

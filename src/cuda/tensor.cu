@@ -31,7 +31,7 @@ cudaMemPool_t default_pool() {
 
 size_t dtype_bytes(model::DType dtype) { return dtype == model::DType::kBF16 ? 2 : 4; }
 
-model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype) {
+model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype, Fill fill) {
   if (rows < 0 || cols < 0)
     throw Error("device tensor of negative shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
   default_pool();
@@ -43,7 +43,7 @@ model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype) {
   if (bytes == 0) return t;
   void* p = nullptr;
   check(cudaMallocAsync(&p, bytes, 0), "cudaMallocAsync of " + std::to_string(bytes) + " bytes");
-  check(cudaMemsetAsync(p, 0, bytes, 0), "cudaMemsetAsync");
+  if (fill == Fill::kZero) check(cudaMemsetAsync(p, 0, bytes, 0), "cudaMemsetAsync");
   t.data = p;
   t.owner = std::shared_ptr<void>(p, [](void* q) { cudaFreeAsync(q, 0); });
   return t;

@@ -12,8 +12,9 @@ namespace q2::cuda {
 
 size_t dtype_bytes(model::DType dtype);
 
-// A zero-filled rows x cols tensor in device memory.
-model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype);
+// A rows x cols tensor in device memory, zero-filled unless the caller overwrites all of it.
+enum class Fill { kZero, kNone };
+model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype, Fill fill = Fill::kZero);
 
 // Device memory the process holds: everything allocated (the pool keeps freed tensors
 // reserved, so after a step this is that step's high-water mark) plus the CUDA context.

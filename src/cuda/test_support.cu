@@ -21,10 +21,10 @@ struct Tally {
   }
 };
 
-// Every finite float: codes and magnitudes of e2m1_round_fast; e2m1_sr_fast with three
-// random words and with the two words on either side of the reference's decision threshold
-// (u < p flips between n0 - 1 and n0 = ceil(p * 2^24), so agreement there is agreement for
-// every word).
+// Every finite float: codes and magnitudes of e2m1_round_fast (and e2m1_round_small below 7);
+// e2m1_sr_fast with three random words and with the two words on either side of the
+// reference's decision threshold (u < p flips between n0 - 1 and n0 = ceil(p * 2^24), so
+// agreement there is agreement for every word).
 __global__ void e2m1_codec_kernel(Tally t) {
   const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
   for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (1ull << 32); i += stride) {
@@ -33,6 +33,10 @@ __global__ void e2m1_codec_kernel(Tally t) {
     const E2m1Rounded f = e2m1_round_fast(v);
     const uint8_t ref = e2m1::encode_rne(v);
     bool ok = f.code == ref && __float_as_uint(f.mag) == __float_as_uint(fabsf(e2m1::decode(ref)));
+    if (fabsf(v) < 7.0f) {  // e2m1_round_small's domain
+      const E2m1Rounded m = e2m1_round_small(fabsf(v));
+      ok = ok && (m.code | (ref & 8u)) == ref && __float_as_uint(m.mag) == __float_as_uint(f.mag);
+    }
 
     const float a = fabsf(v);
     uint32_t words[5] = {philox::word(7, philox::kData, i), 0u, 0xFFFFFFFFu, 0u, 0u};

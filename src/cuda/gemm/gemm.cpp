@@ -11,14 +11,13 @@
 #include "common/error.h"
 #include "cuda/quant.h"
 
-namespace q2::cuda::gemm {
+namespace q2::cuda::blas {
 
 namespace {
 
 void check_lt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error(std::string("cuBLASLt error in ") + what + ": " + cublasGetStatusString(s) + " (" +
-                std::to_string(static_cast<int>(s)) + ")");
+    throw Error(std::string("cuBLASLt error in ") + what + ": cublasStatus_t " + std::to_string(static_cast<int>(s)));
 }
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
@@ -112,4 +111,4 @@ class Lt {
 
 void matmul(const Matmul& p) { Lt::get().run(p); }
 
-}  // namespace q2::cuda::gemm
+}  // namespace q2::cuda::blas

@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-namespace q2::cuda::gemm {
+namespace q2::cuda::blas {
 
 enum class OutType { kBF16, kF32 };
 
@@ -35,4 +35,4 @@ struct Matmul {
 // Asynchronous on stream 0. Throws q2::Error on a cuBLASLt failure or an empty shape.
 void matmul(const Matmul& p);
 
-}  // namespace q2::cuda::gemm
+}  // namespace q2::cuda::blas

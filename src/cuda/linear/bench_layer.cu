@@ -1,5 +1,6 @@
 // Linear-layer benchmark (run_bench_layer): forward(keep) + backward of one CudaLinear per
-// scheme, timed with CUDA events on stream 0 (3 warm-ups, median of 20), on random inputs.
+// scheme, timed with CUDA events on stream 0 on random inputs: warm-ups, then 20 rounds that
+// time one step of every scheme in turn (so clock drift hits all alike), median per scheme.
 // The quartet2 breakdown times each launch of its step separately (same calls as
 // linear.cpp, each the median of 20), grouped into quantization, dequantization and GEMMs.
 #include <algorithm>
@@ -11,7 +12,9 @@
 #include "cuda/device_common.cuh"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/bench_layer.h"
+#include "cuda/timing.h"
 #include "cuda/linear/kernels.h"
+#include "cuda/ops/ops.h"
 #include "cuda/linear/linear.h"
 #include "cuda/tensor.h"
 #include "linear/scheme.h"
@@ -19,7 +22,7 @@
 namespace q2::cuda {
 namespace {
 
-constexpr int kWarmup = 3, kReps = 20;
+constexpr int kWarmup = 5, kReps = 20;
 
 // Uniform values in [-scale, scale): BF16 (Bf16 true) or float32.
 template <bool Bf16>
@@ -44,28 +47,6 @@ model::Tensor random_tensor(int64_t rows, int64_t cols, model::DType dtype, uint
   return t;
 }
 
-double median_ms(const std::function<void()>& f) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "cudaEventCreate");
-  check(cudaEventCreate(&b), "cudaEventCreate");
-  for (int i = 0; i < kWarmup; ++i) f();
-  check(cudaDeviceSynchronize(), "warm-up");
-  std::vector<double> t;
-  for (int i = 0; i < kReps; ++i) {
-    check(cudaEventRecord(a, 0), "cudaEventRecord");
-    f();
-    check(cudaEventRecord(b, 0), "cudaEventRecord");
-    check(cudaEventSynchronize(b), "cudaEventSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 struct Shape {
   int64_t m, k, n;
 };
@@ -85,15 +66,22 @@ std::vector<Timing> time_shape(const Shape& s) {
   const model::Tensor w = random_tensor(s.n, s.k, model::DType::kF32, 2, 1.0f / 32);
   const model::Tensor dy = random_tensor(s.m, s.n, model::DType::kBF16, 3, 1e-3f);
   model::Tensor dw = device_tensor(s.n, s.k, model::DType::kF32);
+  const std::vector<std::string> names = {"bf16", "quartet2", "nvidia"};
+  std::vector<std::unique_ptr<CudaLinear>> ops;
+  for (const std::string& n : names) ops.push_back(make_cuda_linear(linear::scheme_by_name(n), n));
+  uint64_t seed = 0;
+  auto step = [&](size_t i) {
+    ops[i]->forward(x, w, true);
+    ops[i]->backward(dy, ++seed, dw);
+  };
+  for (size_t i = 0; i < ops.size(); ++i)
+    for (int r = 0; r < kWarmup; ++r) step(i);
+  check(cudaDeviceSynchronize(), "warm-up");
+  std::vector<std::vector<double>> t(ops.size());
+  for (int r = 0; r < kReps; ++r)
+    for (size_t i = 0; i < ops.size(); ++i) t[i].push_back(event_ms([&] { step(i); }));
   std::vector<Timing> out;
-  for (const char* name : {"bf16", "quartet2", "nvidia"}) {
-    std::unique_ptr<CudaLinear> op = make_cuda_linear(linear::scheme_by_name(name), name);
-    uint64_t seed = 0;
-    out.push_back({name, median_ms([&] {
-                     op->forward(x, w, true);
-                     op->backward(dy, ++seed, dw);
-                   })});
-  }
+  for (size_t i = 0; i < ops.size(); ++i) out.push_back({names[i], median(t[i])});
   return out;
 }
 
@@ -113,8 +101,8 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
   const model::Tensor y = device_tensor(s.m, s.n, model::DType::kBF16), dx = device_tensor(s.m, s.k, model::DType::kBF16);
   DeviceBuffer<float> alpha(1);
   const quant::Rht rot(128, 5);
-  auto gemm_of = [&](int64_t m, int64_t n, int64_t k, void* d, gemm::OutType t, bool acc) {
-    gemm::Matmul p;
+  auto gemm_of = [&](int64_t m, int64_t n, int64_t k, void* d, blas::OutType t, bool acc) {
+    blas::Matmul p;
     p.a = bf(deq_a);
     p.b = bf(deq_b);
     p.trans_b = true;
@@ -125,33 +113,34 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
     p.k = k;
     p.accumulate = acc;
     p.alpha.device = alpha.get();
-    return [p] { gemm::matmul(p); };
+    return [p] { blas::matmul(p); };
   };
   std::vector<std::pair<std::string, std::function<void()>>> steps = {
-      {"other: w f32 -> bf16", [&] { linear_kernels::f32_to_bf16(static_cast<const float*>(w.data), bf(wb), s.n * s.k); }},
+      {"other: w f32 -> bf16", [&] { ops::convert(static_cast<const float*>(w.data), bf(wb), s.n * s.k); }},
       {"quantize: amax + 4/6 X", [&] { amax_async(xv, ws); quantize_four_over_six_async(xv, ws.amax(), xq); }},
       {"quantize: amax + 4/6 W", [&] { amax_async(wv, ws); quantize_four_over_six_async(wv, ws.amax(), wq); }},
-      {"dequantize: X", [&] { linear_kernels::dequantize_unscaled(xq, bf(deq_a)); }},
-      {"dequantize: W", [&] { linear_kernels::dequantize_unscaled(wq, bf(deq_b)); }},
-      {"other: alpha", [&] { linear_kernels::scale_product(xq.tensor_scale.get(), wq.tensor_scale.get(), alpha.get()); }},
-      {"gemm: forward", gemm_of(s.m, s.n, s.k, y.data, gemm::OutType::kBF16, false)},
+      {"dequantize: X", [&] { dequantize_unscaled_async(xq, bf(deq_a)); }},
+      {"dequantize: W (+ alpha)", [&] {
+         dequantize_unscaled_async(wq, bf(deq_b), xq.tensor_scale.get(), wq.tensor_scale.get(), alpha.get());
+       }},
+      {"gemm: forward", gemm_of(s.m, s.n, s.k, y.data, blas::OutType::kBF16, false)},
       {"quantize: ms-eden dY", [&] { quantize_ms_eden_async(ev, rot, 1, eq, ws); }},
       {"quantize: requant W_q^T", [&] { requantize_ms_eden_transposed_async(wq, "w", rot, 2, wtq, ws); }},
-      {"dequantize: dY", [&] { linear_kernels::dequantize_unscaled(eq, bf(deq_a)); }},
-      {"dequantize: W^T", [&] { linear_kernels::dequantize_unscaled(wtq, bf(deq_b)); }},
-      {"gemm: dgrad", gemm_of(s.m, s.k, s.n, dx.data, gemm::OutType::kBF16, false)},
+      {"dequantize: dY", [&] { dequantize_unscaled_async(eq, bf(deq_a)); }},
+      {"dequantize: W^T", [&] { dequantize_unscaled_async(wtq, bf(deq_b)); }},
+      {"gemm: dgrad", gemm_of(s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false)},
       {"quantize: ms-eden dY^T", [&] { quantize_ms_eden_transposed_async(ev, rot, 3, etq, ws); }},
       {"quantize: requant X_q^T", [&] { requantize_ms_eden_transposed_async(xq, "x", rot, 4, xtq, ws); }},
-      {"dequantize: dY^T", [&] { linear_kernels::dequantize_unscaled(etq, bf(deq_a)); }},
-      {"dequantize: X^T", [&] { linear_kernels::dequantize_unscaled(xtq, bf(deq_b)); }},
-      {"gemm: wgrad (f32 +=)", gemm_of(s.n, s.k, s.m, dw.data, gemm::OutType::kF32, true)},
+      {"dequantize: dY^T", [&] { dequantize_unscaled_async(etq, bf(deq_a)); }},
+      {"dequantize: X^T", [&] { dequantize_unscaled_async(xtq, bf(deq_b)); }},
+      {"gemm: wgrad (f32 +=)", gemm_of(s.n, s.k, s.m, dw.data, blas::OutType::kF32, true)},
   };
   // Real tensor scales for alpha before the GEMMs are timed.
   for (auto& st : steps) st.second();
   std::vector<Part> parts;
   for (auto& st : steps) {
     const size_t colon = st.first.find(':');
-    parts.push_back({st.first.substr(0, colon), st.first.substr(colon + 2), median_ms(st.second)});
+    parts.push_back({st.first.substr(0, colon), st.first.substr(colon + 2), median_ms(st.second, kWarmup, kReps)});
   }
   return parts;
 }

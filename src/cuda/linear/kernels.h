@@ -8,17 +8,6 @@
 
 namespace q2::cuda::linear_kernels {
 
-// out = bf16(in), round to nearest even (the BF16 copy of a float32 master weight).
-void f32_to_bf16(const float* in, __nv_bfloat16* out, int64_t n);
-
-// out[r][c] = bf16(e2m1 * e4m3) WITHOUT the tensor scale: every such product is exact in BF16,
-// so a BF16 GEMM of two of these with alpha = t_a * t_b is the exact NVFP4 product
-// (dequantize_async folds the tensor scale in and rounds).
-void dequantize_unscaled(const DeviceNVFP4& a, __nv_bfloat16* out);
-
-// *out = (a ? *a : 1) * (b ? *b : 1): the GEMM's alpha from two tensor scales.
-void scale_product(const float* a, const float* b, float* out);
-
 // The RTN family's quantizers (quant/rtn.cpp, quant/sr.cpp) applied to the float32 rotated
 // transpose RHT_n(x^T) of a BF16 x [rows, cols]: out is [cols, rows], each row rotated in
 // chunks of `hadamard` (16 or 32; 0: no rotation) and quantized in 1x16 blocks, exactly as the

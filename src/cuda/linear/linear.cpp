@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/kernels.h"
+#include "cuda/ops/ops.h"
 #include "cuda/tensor.h"
 #include "quant/philox.h"
 #include "quant/rtn.h"
@@ -78,12 +79,13 @@ class Scratch {
   DeviceBuffer<float> floats_;
 };
 
-// A GEMM operand as the product sees it: BF16 values, whether they are stored with the inner
-// dimension contiguous ([rows, K]) or transposed ([K, rows]), and the tensor scale (null: 1).
+// A GEMM operand: dense BF16 `data`, or the NVFP4 tensor `q` that product() expands into
+// scratch `slot`; stored with the inner dimension contiguous ([rows, K]) or not ([K, rows]).
 struct Operand {
   const __nv_bfloat16* data = nullptr;
   bool k_major = true;
-  const float* scale = nullptr;
+  const DeviceNVFP4* q = nullptr;
+  Slot slot = kDeqA;
 };
 
 const __nv_bfloat16* bf16_data(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.data); }
@@ -106,19 +108,24 @@ class Layer final : public CudaLinear {
     const int64_t M = x.rows, K = x.cols, N = w.rows, Mp = padded_rows(M);
     const bool dense_x = s_.x == FwdQuant::kBf16 || s_.save_x_high_precision;
     const __nv_bfloat16* xin = bf16_data(x);
-    if (keep && dense_x)
+    if (keep && dense_x && Mp != M)
       xin = pad(x, Mp, saved_x_dense_.get(Mp * K));
     else if (Mp != M)
       xin = pad(x, Mp, sc.bf16(kPadded, Mp * K));
+    if (keep) {
+      // Like autograd, an unpadded dense X is kept by reference, not copied.
+      saved_x_ref_ = dense_x && Mp == M ? x : Tensor{};
+      saved_x_ = dense_x ? xin : nullptr;
+    }
     __nv_bfloat16* wb = keep && s_.w == FwdQuant::kBf16 ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
-    linear_kernels::f32_to_bf16(static_cast<const float*>(w.data), wb, N * K);
+    ops::convert(static_cast<const float*>(w.data), wb, N * K);
 
     const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
                                        kDeqA, LinearOperand::kFwdX);
     const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
                                        LinearOperand::kFwdW);
-    Tensor y = device_tensor(M, N, DType::kBF16);
-    product(xo, wo, M, N, K, y.data, gemm::OutType::kBF16, false, kFwdAlpha);
+    Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
+    product(xo, wo, M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
     return y;
   }
@@ -138,21 +145,21 @@ class Layer final : public CudaLinear {
     const __nv_bfloat16* e = z.Mp == z.M ? bf16_data(dy) : pad(dy, z.Mp, sc.bf16(kPadded, z.Mp * z.N));
     const BF16View ev{e, z.Mp, z.N, name_ + ".dY"};
     const BF16View wv{saved_w_dense_.data(), z.N, z.K, name_ + ".W"};
-    const BF16View xv{saved_x_dense_.data(), z.Mp, z.K, name_ + ".X"};
+    const BF16View xv{saved_x_, z.Mp, z.K, name_ + ".X"};
 
     const linear::ProductRecipe& d = s_.dgrad;
     const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1));
     const Operand db = transposed_operand(d.b, d.hadamard, z.w_dense ? nullptr : &saved_wq_, wv, rot_seed,
                                           philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB);
-    Tensor dx = device_tensor(z.M, z.K, DType::kBF16);
-    product(da, db, z.M, z.K, z.N, dx.data, gemm::OutType::kBF16, false, kDgradAlpha);
+    Tensor dx = device_tensor(z.M, z.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
+    product(da, db, z.M, z.K, z.N, dx.data, blas::OutType::kBF16, false, kDgradAlpha);
 
     const linear::ProductRecipe& g = s_.wgrad;
     const Operand wa = transposed_operand(g.a, g.hadamard, nullptr, ev, rot_seed, philox::derive_seed(seed, 3),
                                           LinearOperand::kWgradA, kDeqA);
     const Operand wb = transposed_operand(g.b, g.hadamard, z.x_dense ? nullptr : &saved_xq_, xv, rot_seed,
                                           philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqB);
-    product(wa, wb, z.N, z.K, z.Mp, dw.data, gemm::OutType::kF32, true, kWgradAlpha);
+    product(wa, wb, z.N, z.K, z.Mp, dw.data, blas::OutType::kF32, true, kWgradAlpha);
     return dx;
   }
 
@@ -210,16 +217,14 @@ class Layer final : public CudaLinear {
     return dst;
   }
 
-  Operand expand(const DeviceNVFP4& q, Slot slot, LinearOperand which) {
+  Operand nvfp4_operand(const DeviceNVFP4& q, Slot slot, LinearOperand which, bool k_major = true) {
     last_[static_cast<int>(which)] = &q;
-    __nv_bfloat16* out = Scratch::get().bf16(slot, q.rows * q.cols);
-    linear_kernels::dequantize_unscaled(q, out);
-    return Operand{out, true, q.tensor_scale.get()};
+    return Operand{nullptr, k_major, &q, slot};
   }
 
   // The forward quantizer of x or w, into `saved` (kept for backward) or else scratch.
   Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which) {
-    if (q == FwdQuant::kBf16) return Operand{v.data, true, nullptr};
+    if (q == FwdQuant::kBf16) return Operand{v.data};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws();
     DeviceNVFP4& dst = saved ? *saved : sc.fp4(which, v.rows, v.cols);
@@ -230,12 +235,12 @@ class Layer final : public CudaLinear {
       case FwdQuant::kRtn16x16: quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst); break;
       default: throw Error("unreachable forward quantizer");
     }
-    return expand(dst, slot, which);
+    return nvfp4_operand(dst, slot, which);
   }
 
   // dY [Mp, N] quantized along its rows (dgrad's A).
   Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed) {
-    if (q == BwdQuant::kBf16) return Operand{e.data, true, nullptr};
+    if (q == BwdQuant::kBf16) return Operand{e.data};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws();
     DeviceNVFP4& dst = sc.fp4(LinearOperand::kDgradA, e.rows, e.cols);
@@ -248,19 +253,16 @@ class Layer final : public CudaLinear {
       else
         quantize_rtn_async(e, ws.amax(), quant::RtnConfig{}, dst);
     }
-    return expand(dst, kDeqA, LinearOperand::kDgradA);
+    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA);
   }
 
   // The transpose of a [R, C] source (the saved NVFP4 tensor when `fp4` is set, else the dense
   // BF16 `v`) as a [C, R] operand quantized along R.
   Operand transposed_operand(BwdQuant q, int hadamard, const DeviceNVFP4* fp4, const BF16View& v, uint64_t rot_seed,
                              uint64_t seed, LinearOperand which, Slot slot) {
-    if (q == BwdQuant::kBf16) return Operand{v.data, false, nullptr};
+    if (q == BwdQuant::kBf16) return Operand{v.data, false};
     if (q == BwdQuant::kForward) {
-      if (!fp4) return Operand{v.data, false, nullptr};
-      Operand o = expand(*fp4, slot, which);
-      o.k_major = false;
-      return o;
+      return fp4 ? nvfp4_operand(*fp4, slot, which, false) : Operand{v.data, false};
     }
     Scratch& sc = Scratch::get();
     const int64_t rows = fp4 ? fp4->rows : v.rows, cols = fp4 ? fp4->cols : v.cols;
@@ -283,16 +285,26 @@ class Layer final : public CudaLinear {
       }
       linear_kernels::quantize_transposed(v, tq, sc.amax(), dst);
     }
-    return expand(dst, slot, which);
+    return nvfp4_operand(dst, slot, which);
   }
 
-  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k].
-  void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, gemm::OutType out,
+  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k], alpha = t_a * t_b written by the last expansion.
+  void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, blas::OutType out,
                bool accumulate, AlphaSlot slot) {
-    gemm::Matmul p;
-    p.a = a.data;
+    Scratch& sc = Scratch::get();
+    const float* ta = a.q ? a.q->tensor_scale.get() : nullptr;
+    const float* tb = b.q ? b.q->tensor_scale.get() : nullptr;
+    float* alpha = ta || tb ? sc.alpha(slot) : nullptr;
+    auto expand = [&](const Operand& o, bool last) -> const __nv_bfloat16* {
+      if (!o.q) return o.data;
+      __nv_bfloat16* buf = sc.bf16(o.slot, o.q->rows * o.q->cols);
+      dequantize_unscaled_async(*o.q, buf, ta, tb, last ? alpha : nullptr);
+      return buf;
+    };
+    blas::Matmul p;
+    p.a = expand(a, !b.q);
     p.trans_a = !a.k_major;
-    p.b = b.data;
+    p.b = expand(b, true);
     p.trans_b = b.k_major;
     p.d = d;
     p.d_type = out;
@@ -300,12 +312,8 @@ class Layer final : public CudaLinear {
     p.n = n;
     p.k = k;
     p.accumulate = accumulate;
-    if (a.scale || b.scale) {
-      float* alpha = Scratch::get().alpha(slot);
-      linear_kernels::scale_product(a.scale, b.scale, alpha);
-      p.alpha.device = alpha;
-    }
-    gemm::matmul(p);
+    p.alpha.device = alpha;
+    blas::matmul(p);
   }
 
   linear::Scheme s_;
@@ -313,6 +321,8 @@ class Layer final : public CudaLinear {
   Shapes saved_;
   DeviceNVFP4 saved_xq_, saved_wq_;
   BF16Buffer saved_x_dense_, saved_w_dense_;
+  Tensor saved_x_ref_;                       // the caller's X when kept by reference
+  const __nv_bfloat16* saved_x_ = nullptr;  // the dense X kept for backward (padded)
   const DeviceNVFP4* last_[6] = {};
 };
 

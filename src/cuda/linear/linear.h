@@ -9,7 +9,11 @@
 // multiplied by a BF16 cuBLASLt GEMM with float32 accumulation and alpha = t_a * t_b read from
 // device memory. The weight is quantized from bf16(w) (docs/NUMERICS.md, "GPU linear layer").
 // Token rows are padded with zero rows like the CPU backend (to the wgrad rotation size, or 16).
-// All work is on stream 0; scratch is shared by all layers and kept between calls.
+// Saved for backward: X_q and W_q (packed NVFP4) for quantized schemes; for bf16 (and nvidia's
+// high-precision X) the dense BF16 X, kept by reference when no padding is needed, so the
+// caller must not modify x between forward(keep) and backward (as with autograd).
+// All work is on stream 0; scratch is shared by all layers and kept between calls, so a
+// training step allocates nothing once every shape has been seen.
 #include <memory>
 #include <string>
 
@@ -20,7 +24,8 @@
 namespace q2::cuda {
 
 // The quantized operands of the last forward/backward, for tests (null when the scheme does
-// not quantize that operand). dgrad.b of a scheme that reuses the forward W is the forward W_q
+// not quantize that operand). Backward operands live in scratch shared by layers of the same
+// shape: read them before another layer runs. dgrad.b of a scheme that reuses the forward W is the forward W_q
 // itself (stored [N, K]; the CPU uses its 16x16-block transpose).
 enum class LinearOperand { kFwdX, kFwdW, kDgradA, kDgradB, kWgradA, kWgradB };
 

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "common/error.h"
@@ -75,6 +76,40 @@ __device__ __forceinline__ T block_sum(T v, T* shared) {
   __syncthreads();
   T r = lane < warps ? shared[lane] : T(0);
   return warp_sum(r);
+}
+
+// V = 8: one 16-byte access of 8 BF16 values; V = 1: a scalar one.
+template <int V>
+__device__ __forceinline__ void load(const bf16* p, float (&v)[V]) {
+  if constexpr (V == 8) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const auto* h = reinterpret_cast<const bf16*>(&u);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = __bfloat162float(h[k]);
+  } else {
+    v[0] = __bfloat162float(*p);
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void store(bf16* p, const float (&v)[V]) {
+  if constexpr (V == 8) {
+    uint4 u;
+    auto* h = reinterpret_cast<bf16*>(&u);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) h[k] = __float2bfloat16_rn(v[k]);
+    *reinterpret_cast<uint4*>(p) = u;
+  } else {
+    *p = __float2bfloat16_rn(v[0]);
+  }
+}
+
+// Whether rows of `cols` elements can be accessed 8 at a time through all of `ptrs`.
+inline bool vectorizable(int64_t cols, std::initializer_list<const void*> ptrs) {
+  if (cols % 8) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16) return false;
+  return true;
 }
 
 }  // namespace q2::cuda::ops::detail

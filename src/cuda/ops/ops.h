@@ -41,8 +41,8 @@ void embedding_forward(const float* table, int64_t vocab, int64_t d, const uint3
                        IdCheck* check = nullptr);
 // dtable[ids[t]] += dout[t], summed per id in increasing t (the CPU's order: deterministic and
 // bit-identical to it). Out-of-range ids are skipped and recorded.
-void embedding_backward(const bf16* dout, const uint32_t* ids, int64_t tokens, int64_t d, float* dtable,
-                        int64_t vocab, IdCheck* check = nullptr);
+void embedding_backward(const bf16* dout, const uint32_t* ids, int64_t tokens, int64_t d, float* dtable, int64_t vocab,
+                        IdCheck* check = nullptr);
 
 // ---- RMSNorm ----
 // y = bf16(x * rstd * w), rstd = 1 / sqrt(mean(x^2) + eps) per row (sum of squares in float64).
@@ -56,8 +56,8 @@ void rmsnorm_backward(const bf16* dy, const bf16* x, const float* w, const float
 // In place on columns [col0, col0 + n_heads * head_dim) of x [rows, ld]; rotate-half pairs
 // (i, i + head_dim/2), angle = pos * theta^(-2i/head_dim) in float64, pos = row % seq;
 // direction -1 applies the inverse rotation. Needs head_dim even.
-void rope(bf16* x, int64_t rows, int64_t ld, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq,
-          double theta, int direction);
+void rope(bf16* x, int64_t rows, int64_t ld, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta,
+          int direction);
 
 // ---- causal attention (flash-attention style, BF16 tensor cores, float32 accumulation) ----
 // qkv [batch * seq, 3d] = q | k | v with heads contiguous, d = heads * head_dim; head_dim 64
@@ -69,7 +69,8 @@ struct AttentionShape {
 // scaled scores. The backward needs qkv, out and lse unchanged.
 void attention_forward(const bf16* qkv, const AttentionShape& s, bf16* out, float* lse);
 // dqkv [batch * seq, 3d] overwritten (all of it). Deterministic (no atomics): dK/dV and dQ
-// come from two kernels that each recompute the probabilities from lse.
+// come from two kernels that each recompute the probabilities from lse; the dQ kernel runs on
+// an internal helper stream forked from and joined back to stream 0 (ordering as on stream 0).
 void attention_backward(const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const AttentionShape& s,
                         bf16* dqkv);
 

@@ -1,0 +1,324 @@
+// The cuBLASLt GEMM wrapper against a float64 reference, and the CUDA linear layer against the
+// CPU one (model::make_cpu_backend's linear::Linear): identical quantized operands for the
+// same seed, outputs and gradients within the BF16 output rounding. Every test skips when no
+// CUDA device is present (not part of ctest).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "cuda/gemm/gemm.h"
+#include "cuda/linear/linear.h"
+#include "cuda/quant.h"
+#include "cuda/tensor.h"
+#include "eval/distributions.h"
+#include "format/bf16.h"
+#include "gemm/gemm.h"
+#include "linear/linear.h"
+#include "model/backend.h"
+#include "quant/hadamard.h"
+#include "quant/ms_eden.h"
+#include "quant/philox.h"
+#include "quant/rtn.h"
+#include "quant/sr.h"
+
+namespace q2::cuda {
+namespace {
+
+#define REQUIRE_GPU() \
+  if (!device_available()) GTEST_SKIP() << "no CUDA device: GPU linear tests skipped"
+
+using model::DType;
+using model::Tensor;
+
+Matrix bf16_round(Matrix m) {
+  for (float& v : m.data) v = bf16::round(v);
+  return m;
+}
+
+Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0) {
+  return eval::random_matrix(rows, cols, eval::Dist::kGaussian, seed, scale);
+}
+
+// A device tensor holding m (BF16: m must already be BF16-exact).
+Tensor upload(const Matrix& m, DType dtype) {
+  Tensor t = device_tensor(m.rows, m.cols, dtype);
+  if (dtype == DType::kF32) {
+    check(cudaMemcpy(t.data, m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
+  } else {
+    std::vector<uint16_t> bits(m.data.size());
+    for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16::encode(m.data[i]);
+    check(cudaMemcpy(t.data, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), "upload");
+  }
+  return t;
+}
+
+Matrix download(const Tensor& t) {
+  check(cudaDeviceSynchronize(), "download");
+  Matrix m(t.rows, t.cols);
+  if (t.dtype == DType::kF32) {
+    check(cudaMemcpy(m.data.data(), t.data, m.data.size() * 4, cudaMemcpyDeviceToHost), "download");
+  } else {
+    std::vector<uint16_t> bits(m.data.size());
+    check(cudaMemcpy(bits.data(), t.data, bits.size() * 2, cudaMemcpyDeviceToHost), "download");
+    for (size_t i = 0; i < bits.size(); ++i) m.data[i] = bf16::decode(bits[i]);
+  }
+  return m;
+}
+
+Matrix pad_rows(const Matrix& m, int64_t rows) {
+  Matrix p(rows, m.cols);
+  std::copy(m.data.begin(), m.data.end(), p.data.begin());
+  return p;
+}
+
+void expect_same(const NVFP4Tensor& gpu, const NVFP4Tensor& cpu, const std::string& what) {
+  ASSERT_EQ(gpu.rows, cpu.rows) << what;
+  ASSERT_EQ(gpu.cols, cpu.cols) << what;
+  EXPECT_EQ(float_bits(gpu.tensor_scale), float_bits(cpu.tensor_scale))
+      << what << ": tensor scale " << gpu.tensor_scale << " vs " << cpu.tensor_scale;
+  int64_t bad_codes = 0, bad_scales = 0;
+  for (int64_t r = 0; r < cpu.rows; ++r)
+    for (int64_t c = 0; c < cpu.cols; ++c)
+      if (gpu.code(r, c) != cpu.code(r, c) && bad_codes++ == 0)
+        ADD_FAILURE() << what << ": first code mismatch at [" << r << ", " << c << "]";
+  for (int64_t r = 0; r < cpu.rows; ++r)
+    for (int64_t b = 0; b < cpu.scale_cols(); ++b)
+      if (gpu.scale(r, b) != cpu.scale(r, b) && bad_scales++ == 0)
+        ADD_FAILURE() << what << ": first scale mismatch at [" << r << ", " << b << "]";
+  EXPECT_EQ(bad_codes, 0) << what;
+  EXPECT_EQ(bad_scales, 0) << what;
+}
+
+// Relative Frobenius error and cosine of a against the reference b.
+struct Closeness {
+  double rel, cosine;
+};
+Closeness closeness(const Matrix& a, const Matrix& b) {
+  double d = 0, aa = 0, bb = 0, ab = 0;
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    const double x = a.data[i], y = b.data[i];
+    d += (x - y) * (x - y);
+    aa += x * x;
+    bb += y * y;
+    ab += x * y;
+  }
+  return {std::sqrt(d / bb), ab / std::sqrt(aa * bb)};
+}
+
+// ---- GEMM wrapper ----------------------------------------------------------------------------
+
+TEST(GpuGemm, MatchesFloat64ReferenceForEveryLayout) {
+  REQUIRE_GPU();
+  const int64_t M = 40, N = 24, K = 72;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (int f32 = 0; f32 < 2; ++f32)
+        for (int acc = 0; acc < 2; ++acc)
+          for (int dev_alpha = 0; dev_alpha < 2; ++dev_alpha) {
+            const std::string what = "ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " f32=" +
+                                     std::to_string(f32) + " acc=" + std::to_string(acc) + " dev_alpha=" +
+                                     std::to_string(dev_alpha);
+            const uint64_t seed = static_cast<uint64_t>(ta * 16 + tb * 8 + f32 * 4 + acc * 2 + dev_alpha);
+            const Matrix a = bf16_round(random(ta ? K : M, ta ? M : K, 100 + seed));
+            const Matrix b = bf16_round(random(tb ? N : K, tb ? K : N, 200 + seed));
+            const Matrix c = bf16_round(random(M, N, 300 + seed));
+            const float alpha = 0.375f;
+            const DType out = f32 ? DType::kF32 : DType::kBF16;
+            const Tensor da = upload(a, DType::kBF16), db = upload(b, DType::kBF16);
+            Tensor dd = upload(c, out);
+            DeviceBuffer<float> alpha_dev(1);
+            check(cudaMemcpy(alpha_dev.get(), &alpha, 4, cudaMemcpyHostToDevice), "alpha");
+            blas::Matmul p;
+            p.a = static_cast<const __nv_bfloat16*>(da.data);
+            p.trans_a = ta;
+            p.b = static_cast<const __nv_bfloat16*>(db.data);
+            p.trans_b = tb;
+            p.d = dd.data;
+            p.d_type = f32 ? blas::OutType::kF32 : blas::OutType::kBF16;
+            p.m = M;
+            p.n = N;
+            p.k = K;
+            p.accumulate = acc;
+            if (dev_alpha)
+              p.alpha.device = alpha_dev.get();
+            else
+              p.alpha.host = alpha;
+            blas::matmul(p);
+            const Matrix got = download(dd);
+            int bad = 0;
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < N; ++j) {
+                double ref = 0, mag = 0;
+                for (int64_t k = 0; k < K; ++k) {
+                  const double x = ta ? a.at(k, i) : a.at(i, k), y = tb ? b.at(j, k) : b.at(k, j);
+                  ref += x * y;
+                  mag += std::fabs(x * y);
+                }
+                ref = alpha * ref + (acc ? c.at(i, j) : 0.0);
+                mag = alpha * mag + (acc ? std::fabs(c.at(i, j)) : 0.0);
+                // float32 accumulation (K terms, 2^-24 each, far below 1e-5) plus, for BF16 D,
+                // the output's rounding (half an ulp, 2^-9 relative); when accumulating into a
+                // BF16 D, cuBLASLt may also round alpha op(A) op(B) to BF16 before adding C
+                // (seen on H100: one ulp off), a second 2^-9 of |alpha AB| <= mag.
+                const double tol = (f32 ? 0.0 : std::ldexp(std::fabs(ref) + (acc ? mag : 0.0), -8)) + 1e-5 * mag;
+                if (std::fabs(got.at(i, j) - ref) > tol && bad++ == 0)
+                  ADD_FAILURE() << what << ": D[" << i << "][" << j << "] = " << got.at(i, j) << ", reference " << ref;
+              }
+            EXPECT_EQ(bad, 0) << what;
+          }
+}
+
+// ---- linear layer vs the CPU -------------------------------------------------------------------
+
+constexpr int64_t kM = 200, kK = 256, kN = 384;  // M is no multiple of 128 or 16: padding path
+
+struct Outputs {
+  Matrix y, dx, dw;
+};
+
+struct Inputs {
+  Matrix x, w, w_bf16, dy;  // x, dy BF16-exact; w float32 master; w_bf16 what the GPU quantizes
+  Inputs()
+      : x(bf16_round(random(kM, kK, 1))),
+        w(random(kN, kK, 2, 1.0 / 16)),
+        w_bf16(bf16_round(w)),
+        dy(bf16_round(random(kM, kN, 3, 1e-2))) {}
+};
+
+Outputs run_cpu(const linear::Scheme& s, const Inputs& in, uint64_t seed) {
+  auto cpu = model::make_cpu_backend();
+  auto op = cpu->make_linear(s, "layer");
+  Tensor x = cpu->alloc(kM, kK, model::Role::kActivation), w = cpu->alloc(kN, kK, model::Role::kParam),
+         dy = cpu->alloc(kM, kN, model::Role::kActivation), dw = cpu->alloc(kN, kK, model::Role::kParam);
+  cpu->upload(in.x, x);
+  cpu->upload(in.w_bf16, w);
+  cpu->upload(in.dy, dy);
+  Outputs r;
+  r.y = cpu->download(op->forward(x, w, true));
+  r.dx = cpu->download(op->backward(dy, seed, dw));
+  r.dw = cpu->download(dw);
+  return r;
+}
+
+Outputs run_gpu(CudaLinear& op, const Inputs& in, uint64_t seed) {
+  const Tensor x = upload(in.x, DType::kBF16), w = upload(in.w, DType::kF32), dy = upload(in.dy, DType::kBF16);
+  Tensor dw = device_tensor(kN, kK, DType::kF32);
+  Outputs r;
+  r.y = download(op.forward(x, w, true));
+  r.dx = download(op.backward(dy, seed, dw));
+  r.dw = download(dw);
+  return r;
+}
+
+// y and dx leave the GPU in BF16 (half an ulp, 2^-9 relative per element: about 1.1e-3 in
+// relative Frobenius norm for smooth data), dw in float32; the products are otherwise the
+// same exact products in float32, summed in another order (~1e-6).
+void expect_close(const Outputs& gpu, const Outputs& cpu, const std::string& what) {
+  const Closeness y = closeness(gpu.y, cpu.y), dx = closeness(gpu.dx, cpu.dx), dw = closeness(gpu.dw, cpu.dw);
+  EXPECT_LT(y.rel, 3e-3) << what << " y";
+  EXPECT_LT(dx.rel, 3e-3) << what << " dx";
+  EXPECT_LT(dw.rel, 1e-4) << what << " dw";
+  EXPECT_GE(dx.cosine, 0.999) << what << " dx";
+  EXPECT_GE(dw.cosine, 0.999) << what << " dw";
+}
+
+TEST(GpuLinear, Bf16MatchesCpu) {
+  REQUIRE_GPU();
+  const Inputs in;
+  const linear::Scheme s = linear::scheme_by_name("bf16");
+  auto op = make_cuda_linear(s, "layer");
+  expect_close(run_gpu(*op, in, 7), run_cpu(s, in, 7), "bf16");
+  EXPECT_EQ(op->saved_bytes(), static_cast<size_t>(kM * kK * 2));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(op->quantized(static_cast<LinearOperand>(i)), nullptr);
+}
+
+// The CPU reference of one backward operand, as linear::Linear::quantize_backward forms it.
+NVFP4Tensor cpu_backward_operand(linear::BwdQuant q, const Matrix& m, int hadamard, uint64_t rot_seed, uint64_t seed,
+                                 float sr_override) {
+  const MatrixRef ref(m, "operand");
+  if (q == linear::BwdQuant::kMsEden) return quant::quantize_ms_eden(ref, quant::Rht(hadamard, rot_seed), seed);
+  const Matrix src = hadamard ? quant::rht_forward(ref, quant::Rht(hadamard, rot_seed)) : m;
+  if (q == linear::BwdQuant::kSr) return quant::quantize_sr(MatrixRef(src, "operand"), sr_override, seed);
+  return quant::quantize_rtn(MatrixRef(src, "operand"));
+}
+
+class GpuLinearQuantized : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
+  REQUIRE_GPU();
+  const Inputs in;
+  const linear::Scheme s = linear::scheme_by_name(GetParam());
+  const uint64_t seed = 11;
+  auto op = make_cuda_linear(s, "layer");
+  const Outputs gpu = run_gpu(*op, in, seed);
+  expect_close(gpu, run_cpu(s, in, seed), s.name);
+  auto host = [&](LinearOperand which) {
+    const DeviceNVFP4* t = op->quantized(which);
+    return t ? to_host(*t) : NVFP4Tensor();
+  };
+
+  // Forward operands: the CPU layer's own quantizers on the padded input and bf16(w).
+  const int64_t multiple = s.wgrad.hadamard ? s.wgrad.hadamard : 16;
+  const int64_t Mp = (kM + multiple - 1) / multiple * multiple;
+  const auto cpu_gemm = gemm::make_cpu_backend();
+  const linear::Linear lin(s, *cpu_gemm, "layer");
+  const Matrix xp = pad_rows(in.x, Mp);
+  const gemm::OwnedOperand xq = lin.forward_x(xp), wq = lin.forward_w(in.w_bf16);
+  if (xq.fp4) expect_same(host(LinearOperand::kFwdX), *xq.fp4, s.name + " forward X");
+  if (wq.fp4) expect_same(host(LinearOperand::kFwdW), *wq.fp4, s.name + " forward W");
+
+  // Backward operands, from what the CPU saved (X_q or bf16(X); W_q or bf16(W)).
+  const uint64_t rot = philox::derive_seed(seed, 0);
+  const Matrix e = pad_rows(in.dy, Mp);
+  const Matrix w_saved = wq.values();
+  const Matrix x_saved = s.save_x_high_precision ? xp : xq.values();
+  const float ovr = s.sr_scale_override;
+  const linear::ProductRecipe& d = s.dgrad;
+  const linear::ProductRecipe& g = s.wgrad;
+  expect_same(host(LinearOperand::kDgradA),
+              cpu_backward_operand(d.a, e, d.hadamard, rot, philox::derive_seed(seed, 1), ovr), s.name + " dgrad dY");
+  if (d.b == linear::BwdQuant::kForward)
+    expect_same(transpose_square_blocks(host(LinearOperand::kDgradB), "gpu W_q"),
+                transpose_square_blocks(*wq.fp4, "cpu W_q"), s.name + " dgrad W_q^T");
+  else
+    expect_same(host(LinearOperand::kDgradB),
+                cpu_backward_operand(d.b, transpose(w_saved), d.hadamard, rot, philox::derive_seed(seed, 2), ovr),
+                s.name + " dgrad W^T");
+  expect_same(host(LinearOperand::kWgradA),
+              cpu_backward_operand(g.a, transpose(e), g.hadamard, rot, philox::derive_seed(seed, 3), ovr),
+              s.name + " wgrad dY^T");
+  expect_same(host(LinearOperand::kWgradB),
+              cpu_backward_operand(g.b, transpose(x_saved), g.hadamard, rot, philox::derive_seed(seed, 4), ovr),
+              s.name + " wgrad X^T");
+}
+
+INSTANTIATE_TEST_SUITE_P(Schemes, GpuLinearQuantized, ::testing::Values("quartet2", "quartet2_no46", "nvidia", "sr"));
+
+TEST(GpuLinear, QuantizedSavesLessThanBf16AndRepeatsBitForBit) {
+  REQUIRE_GPU();
+  const Inputs in;
+  auto q = make_cuda_linear(linear::scheme_by_name("quartet2"), "q");
+  auto b = make_cuda_linear(linear::scheme_by_name("bf16"), "b");
+  const Outputs first = run_gpu(*q, in, 5), again = run_gpu(*q, in, 5);
+  run_gpu(*b, in, 5);
+  EXPECT_LT(q->saved_bytes() * 2, b->saved_bytes());  // 4.5 bits vs 16, rows padded 200 -> 256
+  EXPECT_EQ(first.dx.data, again.dx.data);
+  EXPECT_EQ(first.dw.data, again.dw.data);
+}
+
+TEST(GpuLinear, UnsupportedSchemesAreNamed) {
+  for (const char* name : {"fp32", "tetrajet2"}) {
+    try {
+      make_cuda_linear(linear::scheme_by_name(name), "layer");
+      ADD_FAILURE() << name << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + name + "'"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace q2::cuda
