@@ -89,21 +89,24 @@ run() {
   [[ $tests_rc -eq 0 && $bench_rc -eq 0 ]]
 }
 
-# train CONFIG [SCHEME...]: GPU training runs (default quartet2 and bf16) with the same config,
-# logs and metrics under $OUT/runs/<scheme>, then a table of final validation loss and time.
+# train CONFIG [SCHEME...]: GPU training runs (default quartet2 and bf16) with the same config
+# in runs/gpu-<scheme>; the log and metrics.jsonl of each are copied to $OUT as
+# <scheme>.log and <scheme>.metrics.jsonl (checkpoints stay behind: too big to bring back).
 train() {
   unpack
   local out="${OUT:-$root/gpu-bundle/out}" config="$1" scheme
   shift
+  mkdir -p "$out"
   [[ -f data/gcide/meta.json ]] || { mkdir -p data && tar -xJf "$bundle/gcide.tar.xz" -C data; }
-  local schemes=("${@:-quartet2}")
+  local schemes=("$@")
   [[ $# -gt 0 ]] || schemes=(quartet2 bf16)
   for scheme in "${schemes[@]}"; do
-    mkdir -p "$out/runs/$scheme"
-    local t0=$SECONDS
-    "$bundle/quartet2" train --config "$config" --device cuda --method.scheme="$scheme" \
-      --out.dir="$out/runs/$scheme" >"$out/runs/$scheme/train.log" 2>&1 || echo "train $scheme: exit $?"
-    echo "$scheme: $((SECONDS - t0)) s; $(tail -n 1 "$out/runs/$scheme/train.log")"
+    local dir="runs/gpu-$scheme" t0=$SECONDS
+    mkdir -p "$dir"
+    "$bundle/quartet2" train --config "$config" --device cuda --method.scheme="$scheme" --out.dir="$dir" \
+      >"$out/$scheme.log" 2>&1 || echo "train $scheme: exit $?"
+    cp "$dir/metrics.jsonl" "$out/$scheme.metrics.jsonl" 2>/dev/null || true
+    echo "$scheme: $((SECONDS - t0)) s; $(tail -n 1 "$out/$scheme.log")"
   done
 }
 

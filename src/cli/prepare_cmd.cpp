@@ -30,7 +30,7 @@ void run(const data::PrepareOptions& o) {
 void add_prepare(CLI::App& app) {
   auto o = std::make_shared<data::PrepareOptions>();
   CLI::App* sub = app.add_subcommand("prepare", "Train a tokenizer and write token shards from a text corpus");
-  sub->add_option("--corpus", o->corpus, "gcide (Debian's dict-gcide) or a text file, .gz/.zst file or directory")
+  sub->add_option("--corpus", o->corpus, "gcide (Debian's dict-gcide) or a text file, .gz/.zst file or directory; several separated by commas")
       ->capture_default_str();
   sub->add_option("--vocab", o->vocab, "Tokenizer vocabulary size")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--out", o->out, "Directory to write")->required();

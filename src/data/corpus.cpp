@@ -188,7 +188,10 @@ std::vector<std::string> split_documents(const std::string& text) {
   return docs;
 }
 
-std::vector<std::string> read_corpus(const std::string& spec, uint64_t max_bytes) try {
+namespace {
+
+// One corpus (gcide, a file or a directory); *read receives the bytes of text read.
+std::vector<std::string> read_single(const std::string& spec, uint64_t max_bytes, uint64_t* read) try {
   std::vector<std::string> files;
   bool from_directory = false;
   if (spec == "gcide") {
@@ -222,9 +225,28 @@ std::vector<std::string> read_corpus(const std::string& spec, uint64_t max_bytes
     for (auto& d : file_docs) docs.push_back(std::move(d));
     if (!f.complete) break;
   }
+  *read = total;
   return docs;
 } catch (const fs::filesystem_error& e) {
   throw Error("corpus '" + spec + "': " + e.what());
+}
+
+}  // namespace
+
+std::vector<std::string> read_corpus(const std::string& spec, uint64_t max_bytes) {
+  std::vector<std::string> docs;
+  uint64_t total = 0;
+  for (size_t start = 0; start <= spec.size();) {  // comma-separated corpora, in order
+    const size_t comma = std::min(spec.find(',', start), spec.size());
+    const std::string part = spec.substr(start, comma - start);
+    start = comma + 1;
+    if (part.empty()) throw Error("corpus list '" + spec + "' has an empty entry");
+    if (max_bytes > 0 && total >= max_bytes) break;
+    uint64_t read = 0;
+    for (auto& d : read_single(part, max_bytes > 0 ? max_bytes - total : 0, &read)) docs.push_back(std::move(d));
+    total += read;
+  }
+  return docs;
 }
 
 }  // namespace q2::data

@@ -20,7 +20,8 @@ namespace q2::data {
 inline constexpr const char* kGcidePath = "/usr/share/dictd/gcide.dict.dz";
 
 // max_bytes > 0: reads no more than that many bytes of text (after decompression) in all, and
-// drops the document at the cut, which may continue past it.
+// drops the document at the cut, which may continue past it. A comma-separated spec reads
+// several corpora in order (e.g. "gcide,/usr/src/linux"), their documents concatenated.
 std::vector<std::string> read_corpus(const std::string& spec, uint64_t max_bytes = 0);
 
 // The splitting rule above, on one file's (already valid UTF-8) text.

@@ -58,6 +58,17 @@ TEST(Corpus, ReadsADirectoryInPathOrderSkippingBinaryFiles) {
   EXPECT_THROW(read_corpus(dir / "blob.bin"), Error);
 }
 
+TEST(Corpus, ReadsACommaSeparatedListInOrderSharingMaxBytes) {
+  test::TempDir dir;
+  write_text(dir / "a.txt", "Ay.\n\nAye.\n");
+  write_text(dir / "b.txt", "Bee.\n");
+  const std::string both = dir / "a.txt" + std::string(",") + (dir / "b.txt");
+  EXPECT_EQ(read_corpus(both), (std::vector<std::string>{"Ay.", "Aye.", "Bee."}));
+  // The budget runs out inside the first corpus: the second is not read at all.
+  EXPECT_EQ(read_corpus(both, 8), (std::vector<std::string>{"Ay."}));
+  EXPECT_THROW(read_corpus(both + ","), Error);
+}
+
 TEST(Corpus, ReadsGzipAndZstdFiles) {
   test::TempDir dir;
   gzFile gz = gzopen((dir / "t.gz").c_str(), "wb");
