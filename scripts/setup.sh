@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake ninja-build pkg-config libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libopenblas-openmp-dev libtomlplusplus-dev zlib1g-dev libzstd-dev libsentencepiece-dev dict-gcide)
+packages=(build-essential cmake ninja-build pkg-config libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libopenblas-openmp-dev libtomlplusplus-dev zlib1g-dev libzstd-dev libsentencepiece-dev dict-gcide gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -75,6 +75,23 @@ size_t Transformer::saved_activation_bytes() const {
   return b;
 }
 
+namespace {
+std::string linear_name(int layer, int which) { return "layers." + std::to_string(layer) + "." + kLinearNames[which]; }
+}  // namespace
+
+Tensor Transformer::linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep) {
+  if (tap_ && keep) {
+    tap_(linear_name(layer, which) + ".x", x);
+    tap_(linear_name(layer, which) + ".w", w);
+  }
+  return linear(layer, which).forward(x, w, keep);
+}
+
+Tensor Transformer::linear_backward(int layer, int which, const Tensor& dy, uint64_t seed, Tensor& dw) {
+  if (tap_) tap_(linear_name(layer, which) + ".dy", dy);
+  return linear(layer, which).backward(dy, seed, dw);
+}
+
 Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq, bool keep) {
   const ModelConfig& c = config_;
   if (static_cast<int64_t>(inputs.size()) != batch * seq)
@@ -93,19 +110,19 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
     k.x_in = B.clone(x);
     Tensor a = B.alloc(T, d, Role::kActivation);
     B.rmsnorm_forward(x, P(kAttnNorm), c.norm_eps, a, k.rstd1);
-    k.qkv = linear(l, kQkv).forward(a, P(kWqkv), keep);
+    k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
     B.rope(k.qkv, 0, c.n_heads, c.head_dim(), seq, c.rope_theta, 1);
     B.rope(k.qkv, d, c.n_heads, c.head_dim(), seq, c.rope_theta, 1);
     Tensor att = B.alloc(T, d, Role::kActivation);
     B.attention_forward(k.qkv, batch, seq, c.n_heads, att, k.attention);
-    B.add_inplace(x, linear(l, kO).forward(att, P(kWo), keep));
+    B.add_inplace(x, linear_forward(l, kO, att, P(kWo), keep));
     k.x_mid = B.clone(x);
     Tensor m = B.alloc(T, d, Role::kActivation);
     B.rmsnorm_forward(x, P(kFfnNorm), c.norm_eps, m, k.rstd2);
-    k.h12 = linear(l, kW12).forward(m, P(kW12p), keep);
+    k.h12 = linear_forward(l, kW12, m, P(kW12p), keep);
     Tensor g = B.alloc(T, c.d_ff, Role::kActivation);
     B.swiglu_forward(k.h12, g);
-    B.add_inplace(x, linear(l, kDown).forward(g, P(kW3), keep));
+    B.add_inplace(x, linear_forward(l, kDown, g, P(kW3), keep));
   }
   Tensor xf = B.alloc(T, d, Role::kActivation), rstd;
   B.rmsnorm_forward(x, params_[params_.size() - 2].value, c.norm_eps, xf, rstd);
@@ -156,18 +173,18 @@ void Transformer::backward(uint64_t seed, float loss_scale) {
     auto P = [&](int which) -> Tensor& { return params_[static_cast<size_t>(layer_param(l, which))].value; };
     auto G = [&](int which) -> Tensor& { return grads_[static_cast<size_t>(layer_param(l, which))]; };
     // MLP: x = x_mid + down(swiglu(w12(norm(x_mid))))
-    const Tensor dg = linear(l, kDown).backward(dx, lseed(l, kDown), G(kW3));
+    const Tensor dg = linear_backward(l, kDown, dx, lseed(l, kDown), G(kW3));
     Tensor dh12 = B.alloc(T, 2 * c.d_ff, Role::kActivation);
     B.swiglu_backward(dg, k.h12, dh12);
-    const Tensor dm = linear(l, kW12).backward(dh12, lseed(l, kW12), G(kW12p));
+    const Tensor dm = linear_backward(l, kW12, dh12, lseed(l, kW12), G(kW12p));
     B.rmsnorm_backward(dm, k.x_mid, P(kFfnNorm), k.rstd2, dx, G(kFfnNorm));
     // Attention: x_mid = x_in + wo(attn(rope(wqkv(norm(x_in)))))
-    const Tensor datt = linear(l, kO).backward(dx, lseed(l, kO), G(kWo));
+    const Tensor datt = linear_backward(l, kO, dx, lseed(l, kO), G(kWo));
     Tensor dqkv = B.alloc(T, 3 * d, Role::kActivation);
     B.attention_backward(datt, k.qkv, k.attention, batch_, seq_, c.n_heads, dqkv);
     B.rope(dqkv, 0, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);
     B.rope(dqkv, d, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);
-    const Tensor da = linear(l, kQkv).backward(dqkv, lseed(l, kQkv), G(kWqkv));
+    const Tensor da = linear_backward(l, kQkv, dqkv, lseed(l, kQkv), G(kWqkv));
     B.rmsnorm_backward(da, k.x_in, P(kAttnNorm), k.rstd1, dx, G(kAttnNorm));
   }
   B.embedding_backward(dx, inputs_, grads_[0]);

@@ -3,6 +3,7 @@
 // causal attention -> O; RMSNorm -> fused gate|up -> SwiGLU -> down], final RMSNorm, untied
 // LM head. The seven block linears go through the linear-layer scheme; embedding, norms,
 // attention and the LM head stay in high precision. Every operation runs through a Backend.
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,11 @@ class Transformer {
   Backend& backend() { return backend_; }
   size_t saved_activation_bytes() const;  // what the last forward kept for the block linears
 
+  // Called, while set, with the operands of every block linear: "<layer linear name>.x" and
+  // ".w" in the training forward, ".dy" in backward (e.g. to dump real tensors).
+  using Tap = std::function<void(const std::string& name, const Tensor& t)>;
+  void set_tap(Tap tap) { tap_ = std::move(tap); }
+
  private:
   static constexpr int kLinears = 4;  // fused qkv, o, fused gate|up, down
   struct LayerCache {
@@ -59,6 +65,10 @@ class Transformer {
   std::vector<uint32_t> inputs_, targets_;
   int64_t batch_ = 0, seq_ = 0;
   Tensor final_in_, final_out_, final_rstd_, dlogits_;
+  Tap tap_;
+  // linear(layer, which) after telling the tap about its inputs.
+  Tensor linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep);
+  Tensor linear_backward(int layer, int which, const Tensor& dy, uint64_t seed, Tensor& dw);
 };
 
 }  // namespace q2::model

@@ -39,6 +39,7 @@ void for_each_field(C& c, F&& f) {
   f("log", "eval_every", c.eval_every);
   f("log", "eval_batches", c.eval_batches);
   f("log", "ckpt_every", c.ckpt_every);
+  f("log", "dump_every", c.dump_every);
 }
 
 }  // namespace
@@ -151,6 +152,7 @@ void validate(const TrainConfig& c) {
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
   if (c.log_every < 1 || c.eval_every < 1 || c.ckpt_every < 1 || c.eval_batches < 1)
     bad("log.log_every, log.eval_every, log.ckpt_every and log.eval_batches must be >= 1");
+  if (c.dump_every < 0) bad("log.dump_every must be >= 0 (0: no tensor dumps)");
 }
 
 }  // namespace q2::train

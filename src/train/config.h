@@ -30,6 +30,9 @@ struct TrainConfig {
   int64_t stop_at = 0;  // > 0: stop after this step with a checkpoint, to be continued with --resume
   // monitoring
   int64_t log_every = 10, eval_every = 100, eval_batches = 8, ckpt_every = 100;
+  // > 0: every dump_every steps, the X, W and dY of the first and last layer's linears (first
+  // micro-batch) go to out.dir/tensors/step<N>/<linear>/{x,w,dy}.npy (grad-error --load reads them)
+  int64_t dump_every = 0;
 };
 
 nlohmann::json to_json(const TrainConfig& c);

@@ -12,6 +12,7 @@
 #include "data/tokenizer.h"
 #include "quant/philox.h"
 #include "train/checkpoint.h"
+#include "common/npy.h"
 #include "train/optimizer.h"
 
 namespace q2::train {
@@ -60,6 +61,18 @@ void append_line(const std::string& path, const std::string& line) {
   std::ofstream f(path, std::ios::app);
   if (!f) throw Error("cannot append to '" + path + "'");
   f << line << '\n';
+}
+
+// A tap writing the linear operands of the first and last layer as .npy files under dir.
+model::Transformer::Tap tensor_dump(model::Backend& backend, const std::string& dir, int64_t n_layers) {
+  return [&backend, dir, n_layers](const std::string& name, const model::Tensor& t) {
+    const std::string last = "layers." + std::to_string(n_layers - 1) + ".";
+    if (name.rfind("layers.0.", 0) != 0 && name.rfind(last, 0) != 0) return;
+    const size_t dot = name.rfind('.');
+    const std::string sub = dir + "/" + name.substr(0, dot);
+    std::filesystem::create_directories(sub);
+    save_npy(sub + "/" + name.substr(dot + 1) + ".npy", backend.download(t));
+  };
 }
 
 }  // namespace
@@ -113,9 +126,12 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
     double loss = 0;
     try {
       for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
+        const bool dump = micro == 0 && cfg.dump_every > 0 && (step + 1) % cfg.dump_every == 0;
+        if (dump) model.set_tap(tensor_dump(*backend, cfg.out_dir + "/tensors/step" + std::to_string(step + 1), mc.n_layers));
         const data::Batch b = loader.next();
         loss += model.forward(b.inputs, b.targets, b.batch, b.seq);
         model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(step * cfg.grad_accum + micro)), loss_scale);
+        if (dump) model.set_tap(nullptr);
       }
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "eval/grad_error.h"
 #include "train/checkpoint.h"
 
 namespace q2::train {
@@ -86,6 +87,25 @@ TEST(Trainer, ResumingIsBitIdenticalAndLossFalls) {
     EXPECT_EQ(b2.losses[i], a.losses[10 + i]) << "step " << 11 + i;
   }
   EXPECT_EQ(b2.val.loss, a.val.loss);
+}
+
+TEST(Trainer, DumpsLinearOperandsThatGradErrorLoads) {
+  TrainConfig c = small_config("dump", "quartet2");
+  c.steps = 4;
+  c.dump_every = 2;
+  run_training(c, false, quiet);
+  const model::ModelConfig mc = model::preset(c.preset, 300, c.seq_len);
+  for (const char* step : {"step2", "step4"}) {
+    const fs::path d = fs::path(c.out_dir) / "tensors" / step;
+    const auto last = "layers." + std::to_string(mc.n_layers - 1) + ".feed_forward.w3";
+    for (const std::string& lin : {std::string("layers.0.attention.wqkv"), last}) {
+      const eval::LayerOperands ops = eval::load_operands((d / lin).string());
+      EXPECT_EQ(ops.x.rows, c.batch_size * c.seq_len) << lin;
+      EXPECT_EQ(ops.w.cols, ops.x.cols) << lin;
+    }
+    EXPECT_FALSE(fs::exists(d / "layers.1.attention.wo")) << "only the first and last layer are dumped";
+  }
+  EXPECT_FALSE(fs::exists(fs::path(c.out_dir) / "tensors" / "step1"));
 }
 
 TEST(Trainer, NaNStopsNamingTheStepAndKeepsTheLastCheckpoint) {
