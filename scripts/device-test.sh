@@ -30,7 +30,9 @@ build() {
   # The prepared gcide data for GPU training runs, and the libraries, compressed (xz: the
   # device has no zstd) to stay within what a device call can carry.
   [[ -f data/gcide/meta.json ]] || build-cuda/quartet2 prepare --corpus gcide --vocab 8192 --out data/gcide
-  tar -cJf "$bundle/gcide.tar.xz" -C data gcide
+  tar -cJf "$bundle/gcide.data.tar.xz" -C data gcide
+  # The evidence dataset (docs/RESULTS.md says how to prepare it), when it is there.
+  [[ ! -f data/mix/meta.json ]] || tar -cJf "$bundle/mix.data.tar.xz" -C data mix
   tar -cJf "$bundle/lib.tar.xz" -C "$bundle" lib && rm -rf "$bundle/lib"
   echo "device-test: $(du -sh "$bundle" | cut -f1) to carry"
 }
@@ -90,6 +92,7 @@ run() {
 }
 
 # train CONFIG [SCHEME...]: GPU training runs (default quartet2 and bf16) with the same config
+# (plus the overrides in $TRAIN_ARGS)
 # in runs/gpu-<scheme>; the log and metrics.jsonl of each are copied to $OUT as
 # <scheme>.log and <scheme>.metrics.jsonl (checkpoints stay behind: too big to bring back).
 train() {
@@ -97,14 +100,20 @@ train() {
   local out="${OUT:-$root/gpu-bundle/out}" config="$1" scheme
   shift
   mkdir -p "$out"
-  [[ -f data/gcide/meta.json ]] || { mkdir -p data && tar -xJf "$bundle/gcide.tar.xz" -C data; }
+  local archive
+  for archive in "$bundle"/*.data.tar.xz; do  # prepared datasets, each data/<name>
+    [[ -e "$archive" ]] || continue
+    local name=$(basename "$archive" .data.tar.xz)
+    [[ -f "data/$name/meta.json" ]] || { mkdir -p data && tar -xJf "$archive" -C data; }
+  done
   local schemes=("$@")
   [[ $# -gt 0 ]] || schemes=(quartet2 bf16)
   for scheme in "${schemes[@]}"; do
     local dir="runs/gpu-$scheme" t0=$SECONDS
     mkdir -p "$dir"
+    # shellcheck disable=SC2086 # TRAIN_ARGS: extra --section.key=value overrides, split on spaces
     "$bundle/quartet2" train --config "$config" --device cuda --method.scheme="$scheme" --out.dir="$dir" \
-      >"$out/$scheme.log" 2>&1 || echo "train $scheme: exit $?"
+      ${TRAIN_ARGS:-} >"$out/$scheme.log" 2>&1 || echo "train $scheme: exit $?"
     cp "$dir/metrics.jsonl" "$out/$scheme.metrics.jsonl" 2>/dev/null || true
     echo "$scheme: $((SECONDS - t0)) s; $(tail -n 1 "$out/$scheme.log")"
   done

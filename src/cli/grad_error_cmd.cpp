@@ -1,9 +1,11 @@
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "common/error.h"
 #include "eval/grad_error.h"
 #include "gemm/gemm.h"
 
@@ -17,12 +19,25 @@ struct GradErrorOptions {
   int draws = 64, hadamard = 0;
   uint64_t seed = 0;
   std::string load;
+  int64_t rows = 0;  // --load: use the first rows tokens only (0: all)
   bool json = false;
 };
 
+Matrix first_rows(const Matrix& m, int64_t rows) {
+  Matrix r(rows, m.cols);
+  std::copy(m.data.begin(), m.data.begin() + rows * m.cols, r.data.begin());
+  return r;
+}
+
 void run(const GradErrorOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  const eval::LayerOperands ops = o.load.empty() ? eval::default_operands(o.m, o.k, o.n, o.seed) : eval::load_operands(o.load);
+  eval::LayerOperands ops = o.load.empty() ? eval::default_operands(o.m, o.k, o.n, o.seed) : eval::load_operands(o.load);
+  if (o.rows > 0) {
+    if (o.rows > ops.x.rows)
+      throw Error("--rows " + std::to_string(o.rows) + " exceeds the " + std::to_string(ops.x.rows) + " tokens loaded");
+    ops.x = first_rows(ops.x, o.rows);
+    ops.dy = first_rows(ops.dy, o.rows);
+  }
   const auto backend = gemm::make_cpu_backend();
   const auto rows = eval::grad_error(ops, o.scheme, o.hadamard, o.draws, o.seed, *backend, [&](int done) {
     if (done % 16 == 0 || done == o.draws)
@@ -63,6 +78,7 @@ void add_grad_error(CLI::App& app) {
   sub->add_option("--hadamard", o->hadamard, "Override the scheme's rotation size (16, 32, 64, 128)");
   sub->add_option("--seed", o->seed, "Seed of the operands and the draws")->capture_default_str();
   sub->add_option("--load", o->load, "Directory with x.npy [M,K], w.npy [N,K], dy.npy [M,N]");
+  sub->add_option("--rows", o->rows, "With --load: only the first ROWS tokens of x and dy")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "Print one JSON object instead of a table");
   sub->callback([o] { run(*o); });
 }
