@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/file.h"
 #include "data/corpus.h"
+#include "quant/philox.h"
 #include "data/dataset.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -19,6 +20,8 @@ namespace q2::data {
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr uint64_t kShuffleSeed = 0x5155415254455432ull;  // "QUARTET2"
 
 constexpr const char* kFormat = "quartet2-dataset";
 constexpr int kVersion = 1;
@@ -92,8 +95,13 @@ DatasetMeta prepare(const PrepareOptions& opts, const std::function<void(const s
   if (mkdir_error) throw Error("prepare: cannot create '" + dir + "': " + mkdir_error.message());
 
   Timer t;
-  const std::vector<std::string> docs = read_corpus(opts.corpus, opts.max_bytes);
+  std::vector<std::string> docs = read_corpus(opts.corpus, opts.max_bytes);
   if (docs.empty()) throw Error("prepare: corpus '" + opts.corpus + "' holds no text");
+  // A fixed pseudo-random document order (Fisher-Yates on Philox words): the loader streams
+  // the shards in order, so without it training would walk a corpus list, or a dictionary,
+  // from first to last document, a curriculum that the validation split does not share.
+  for (size_t i = docs.size() - 1; i > 0; --i)
+    std::swap(docs[i], docs[philox::word(kShuffleSeed, philox::kData, i) % (i + 1)]);
   uint64_t corpus_bytes = 0;
   for (const auto& d : docs) corpus_bytes += d.size();
   progress(format("read %zu documents, %.1f MB, from '%s' in %.1f s", docs.size(), corpus_bytes / 1e6,

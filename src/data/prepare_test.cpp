@@ -95,6 +95,22 @@ TEST_F(PrepareTest, SplitsDocumentsDisjointlyAndLosslessly) {
   EXPECT_EQ(meta_->val_bytes, val_bytes);
 }
 
+// The training stream follows a fixed shuffled order, not the corpus order.
+TEST_F(PrepareTest, TrainDocumentsAreShuffledDeterministically) {
+  const Tokenizer tok = Tokenizer::load(meta_->tokenizer);
+  const auto train = documents(meta_->train_shards, tok.bos_id());
+  std::vector<size_t> rank;  // corpus position of each training document, in stream order
+  for (const auto& d : train) {
+    const std::string text = tok.decode(d);
+    rank.push_back(static_cast<size_t>(std::find(corpus_.begin(), corpus_.end(), text) - corpus_.begin()));
+  }
+  size_t ascending = 0;
+  for (size_t i = 1; i < rank.size(); ++i) ascending += rank[i] > rank[i - 1];
+  // In corpus order nearly every step ascends; a random order ascends about half the time.
+  EXPECT_GT(ascending, rank.size() / 3);
+  EXPECT_LT(ascending, rank.size() * 2 / 3);
+}
+
 TEST_F(PrepareTest, MetaMatchesTheShardsAndRoundTrips) {
   EXPECT_EQ(meta_->vocab_size, 400u);
   ASSERT_GT(meta_->train_shards.size(), 1u);  // 2000-token shards
