@@ -7,8 +7,7 @@ namespace q2::cuda::linear_kernels {
 namespace {
 
 struct TransposedArgs {
-  const __nv_bfloat16* x;
-  int64_t rows, cols;
+  int64_t rows, cols;  // of the source S; the output is [cols, rows]
   float val_max, scale_max;
   uint64_t seed;
   uint32_t sign_bits[4];
@@ -19,19 +18,41 @@ struct TransposedArgs {
   int64_t tiles_per_row;
 };
 
-// One thread per (column c of x, chunk of L rows): the chunk is one rotation (H > 0) or one
-// 16-group (H == 0), loaded down the column (a warp reads 32 consecutive columns), rotated in
-// registers in the CPU's order (signs, FWHT stages h = 1, 2, ..., then the norm).
+// Source S(r, c) = x[r * rs + c * cs] of a BF16 x: (rs, cs) = (x.cols, 1) is x itself,
+// (1, x.cols) its transpose.
+struct Bf16Source {
+  const __nv_bfloat16* x;
+  int64_t rs, cs;
+  __device__ float operator()(int64_t r, int64_t c) const { return __bfloat162float(x[r * rs + c * cs]); }
+};
+
+// Source S(r, c) = the float32 value of an NVFP4 tensor [rows, cols], (e2m1 * e4m3) * t as
+// NVFP4Tensor::dequantize.
+struct Nvfp4Source {
+  const uint8_t* packed;
+  const uint8_t* scales;
+  const float* t;
+  int64_t cols, tiles_per_row;
+  __device__ float operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    const uint8_t code = (packed[i >> 1] >> (4 * (i & 1))) & 0xFu;
+    return e2m1::decode(code) * e4m3_decode_fast(scales[detail::blocked_offset(r, c >> 4, tiles_per_row)]) * *t;
+  }
+};
+
+// One thread per (column c of S, chunk of L rows): the chunk is one rotation (H > 0) or one
+// 16-group (H == 0), loaded down the column (for S = x a warp reads 32 consecutive columns),
+// rotated in registers in the CPU's order (signs, FWHT stages h = 1, 2, ..., then the norm).
 // Pass 1 (Quantize false): atomicMax of |value| into *amax. Pass 2: the 1x16 quantizer.
-template <int H, bool Quantize, bool Stochastic>
-__global__ void __launch_bounds__(128) transposed_kernel(TransposedArgs a) {
+template <int H, bool Quantize, bool Stochastic, class Src>
+__global__ void __launch_bounds__(128) transposed_kernel(TransposedArgs a, Src src) {
   constexpr int L = H > 0 ? H : 16;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * L;
   float v[L];
   if (c < a.cols) {
 #pragma unroll
-    for (int i = 0; i < L; ++i) v[i] = __bfloat162float(a.x[(r0 + i) * a.cols + c]);
+    for (int i = 0; i < L; ++i) v[i] = src(r0 + i, c);
     if (H > 0) {
 #pragma unroll
       for (int i = 0; i < L; ++i) v[i] *= (a.sign_bits[i >> 5] >> (i & 31)) & 1u ? -1.0f : 1.0f;
@@ -79,43 +100,59 @@ __global__ void __launch_bounds__(128) transposed_kernel(TransposedArgs a) {
   }
 }
 
-template <int H>
-void launch_transposed(const TransposedArgs& args, bool stochastic) {
+template <int H, class Src>
+void launch_transposed(const TransposedArgs& args, const Src& src, bool stochastic) {
   constexpr int L = H > 0 ? H : 16;
   const dim3 grid(static_cast<unsigned>((args.cols + 127) / 128), static_cast<unsigned>(args.rows / L));
-  transposed_kernel<H, false, false><<<grid, 128>>>(args);
+  transposed_kernel<H, false, false><<<grid, 128>>>(args, src);
   check_launch("transposed_kernel (amax)");
   if (stochastic)
-    transposed_kernel<H, true, true><<<grid, 128>>>(args);
+    transposed_kernel<H, true, true><<<grid, 128>>>(args, src);
   else
-    transposed_kernel<H, true, false><<<grid, 128>>>(args);
+    transposed_kernel<H, true, false><<<grid, 128>>>(args, src);
   check_launch("transposed_kernel (quantize)");
 }
 
-}  // namespace
-
-void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out) {
+// Quantizes RHT(S^T) of the [rows, cols] source into out [cols, rows].
+template <class Src>
+void quantize_source(const Src& src, int64_t rows, int64_t cols, const std::string& name, const TransposedQuant& q,
+                     float* amax, DeviceNVFP4& out) {
   const int chunk = q.hadamard > 0 ? q.hadamard : 16;
-  detail::require(q.hadamard == 0 || q.hadamard == 16 || q.hadamard == 32, x.name,
+  detail::require(q.hadamard == 0 || q.hadamard == 16 || q.hadamard == 32, name,
                   "transposed quantization rotates 16- or 32-point chunks, got " + std::to_string(q.hadamard));
-  detail::require(x.rows > 0 && x.rows % chunk == 0, x.name,
-                  "transposed quantization needs rows a positive multiple of " + std::to_string(chunk) + ", got " +
-                      std::to_string(x.rows));
-  detail::require(x.rows / chunk < 65536, x.name, "has too many rows for transposed quantization");
-  out.ensure(x.cols, x.rows);
-  TransposedArgs args{x.data, x.rows, x.cols, 0, 448.0f, q.seed, {}, amax,
-                      reinterpret_cast<uint2*>(out.packed.get()), out.scales.get(), out.tensor_scale.get(),
-                      (out.scale_cols() + 3) / 4};
+  detail::require(rows > 0 && rows % chunk == 0, name,
+                  "transposed quantization needs the quantized dimension a positive multiple of " +
+                      std::to_string(chunk) + ", got " + std::to_string(rows));
+  detail::require(rows / chunk < 65536, name, "is too large along the quantized dimension for transposed quantization");
+  out.ensure(cols, rows);
+  TransposedArgs args{rows, cols, 0, 448.0f, q.seed, {}, amax, reinterpret_cast<uint2*>(out.packed.get()),
+                      out.scales.get(), out.tensor_scale.get(), (out.scale_cols() + 3) / 4};
   // quant::quantize_sr: val_max = 6 / scale_override; quant::quantize_rtn's default config: 6.
   args.val_max = q.stochastic ? 6.0f / q.sr_scale_override : 6.0f;
   for (int i = 0; i < 4; ++i) args.sign_bits[i] = q.sign_bits[i];
   check(cudaMemsetAsync(amax, 0, sizeof(float), 0), "cudaMemsetAsync (amax)");
   if (q.hadamard == 32)
-    launch_transposed<32>(args, q.stochastic);
+    launch_transposed<32>(args, src, q.stochastic);
   else if (q.hadamard == 16)
-    launch_transposed<16>(args, q.stochastic);
+    launch_transposed<16>(args, src, q.stochastic);
   else
-    launch_transposed<0>(args, q.stochastic);
+    launch_transposed<0>(args, src, q.stochastic);
+}
+
+}  // namespace
+
+void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out) {
+  quantize_source(Bf16Source{x.data, x.cols, 1}, x.rows, x.cols, x.name, q, amax, out);
+}
+
+void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out) {
+  quantize_source(Bf16Source{x.data, 1, x.cols}, x.cols, x.rows, x.name, q, amax, out);
+}
+
+void requantize_transposed(const DeviceNVFP4& a, const std::string& name, const TransposedQuant& q, float* amax,
+                           DeviceNVFP4& out) {
+  const Nvfp4Source src{a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.cols, (a.scale_cols() + 3) / 4};
+  quantize_source(src, a.rows, a.cols, name, q, amax, out);
 }
 
 }  // namespace q2::cuda::linear_kernels

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/quant.h"
 
@@ -21,5 +22,15 @@ struct TransposedQuant {
   uint32_t sign_bits[4] = {0, 0, 0, 0};  // quant::Rht::sign_bits of the rotation
 };
 void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out);
+
+// The same quantizers applied to RHT_n(x) along x's own rows: out is [x.rows, x.cols], as the
+// CPU quantizes quant::rht_forward(x). x.cols % max(16, hadamard) == 0. The kernel reads x as
+// the transpose of x^T (strided loads): a comparison baseline's path, not tuned.
+void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out);
+
+// quantize_transposed of the float32 values of a saved NVFP4 tensor a, e2m1 * e4m3 * t left
+// to right (NVFP4Tensor::dequantize, NOT rounded to BF16), decoded from the packed tensor.
+void requantize_transposed(const DeviceNVFP4& a, const std::string& name, const TransposedQuant& q, float* amax,
+                           DeviceNVFP4& out);
 
 }  // namespace q2::cuda::linear_kernels

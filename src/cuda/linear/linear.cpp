@@ -197,16 +197,15 @@ class Layer final : public CudaLinear {
     for (const linear::ProductRecipe* p : {&s_.dgrad, &s_.wgrad})
       if ((p->a == BwdQuant::kMsEden || p->b == BwdQuant::kMsEden) && p->hadamard != 128)
         fail("the GPU MS-EDEN kernels rotate 128-point chunks, the scheme asks for " + std::to_string(p->hadamard));
-    if ((s_.dgrad.a == BwdQuant::kSr || s_.dgrad.a == BwdQuant::kRtn) && s_.dgrad.hadamard != 0)
-      fail("no GPU kernel rotates dY along its rows before SR/RTN");
-    auto transposed_ok = [&](BwdQuant q, int h, bool dense_src, const char* what) {
-      if (q != BwdQuant::kSr && q != BwdQuant::kRtn) return;
-      if (!dense_src) fail(std::string(what) + " would requantize a saved NVFP4 tensor with SR/RTN (no GPU kernel)");
-      if (h != 0 && h != 16 && h != 32) fail(std::string(what) + ": SR/RTN rotations of 16 or 32 points only");
+    auto sr_rtn_ok = [&](BwdQuant q, int h, const char* what) {
+      if ((q == BwdQuant::kSr || q == BwdQuant::kRtn) && h != 0 && h != 16 && h != 32)
+        fail(std::string(what) + ": SR/RTN rotations of 16 or 32 points only, the scheme asks for " +
+             std::to_string(h));
     };
-    transposed_ok(s_.dgrad.b, s_.dgrad.hadamard, s_.w == FwdQuant::kBf16, "dgrad W^T");
-    transposed_ok(s_.wgrad.a, s_.wgrad.hadamard, true, "wgrad dY^T");
-    transposed_ok(s_.wgrad.b, s_.wgrad.hadamard, s_.x == FwdQuant::kBf16 || s_.save_x_high_precision, "wgrad X^T");
+    sr_rtn_ok(s_.dgrad.a, s_.dgrad.hadamard, "dgrad dY");
+    sr_rtn_ok(s_.dgrad.b, s_.dgrad.hadamard, "dgrad W^T");
+    sr_rtn_ok(s_.wgrad.a, s_.wgrad.hadamard, "wgrad dY^T");
+    sr_rtn_ok(s_.wgrad.b, s_.wgrad.hadamard, "wgrad X^T");
   }
 
   // Copies t's rows into dst [rows, t.cols] and zeroes the rest.
@@ -246,6 +245,8 @@ class Layer final : public CudaLinear {
     DeviceNVFP4& dst = sc.fp4(LinearOperand::kDgradA, e.rows, e.cols);
     if (q == BwdQuant::kMsEden) {
       quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws);
+    } else if (hadamard) {
+      linear_kernels::quantize_rows(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(), dst);
     } else {
       amax_async(e, ws);
       if (q == BwdQuant::kSr)
@@ -273,19 +274,26 @@ class Layer final : public CudaLinear {
         requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, sc.ws());
       else
         quantize_ms_eden_transposed_async(v, rot, seed, dst, sc.ws());
+    } else if (fp4) {
+      linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(), dst);
     } else {
-      linear_kernels::TransposedQuant tq;
-      tq.stochastic = q == BwdQuant::kSr;
-      tq.sr_scale_override = s_.sr_scale_override;
-      tq.seed = seed;
-      tq.hadamard = hadamard;
-      if (hadamard) {
-        const quant::Rht rot(hadamard, rot_seed);
-        for (int i = 0; i < 4; ++i) tq.sign_bits[i] = rot.sign_bits[i];
-      }
-      linear_kernels::quantize_transposed(v, tq, sc.amax(), dst);
+      linear_kernels::quantize_transposed(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(), dst);
     }
     return nvfp4_operand(dst, slot, which);
+  }
+
+  // The SR or RTN quantizer of the linear_kernels, rotated by RHT_hadamard(rot_seed) unless 0.
+  linear_kernels::TransposedQuant sr_rtn(BwdQuant q, int hadamard, uint64_t rot_seed, uint64_t seed) const {
+    linear_kernels::TransposedQuant tq;
+    tq.stochastic = q == BwdQuant::kSr;
+    tq.sr_scale_override = s_.sr_scale_override;
+    tq.seed = seed;
+    tq.hadamard = hadamard;
+    if (hadamard) {
+      const quant::Rht rot(hadamard, rot_seed);
+      for (int i = 0; i < 4; ++i) tq.sign_bits[i] = rot.sign_bits[i];
+    }
+    return tq;
   }
 
   // D[m, n] (+)= alpha sum_k A[m, k] B[n, k], alpha = t_a * t_b written by the last expansion.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -295,7 +296,9 @@ TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
               s.name + " wgrad X^T");
 }
 
-INSTANTIATE_TEST_SUITE_P(Schemes, GpuLinearQuantized, ::testing::Values("quartet2", "quartet2_no46", "nvidia", "sr"));
+// tetrajet2 requantizes the saved X_q / W_q (float32 values) and rotates dY along its rows.
+INSTANTIATE_TEST_SUITE_P(Schemes, GpuLinearQuantized,
+                         ::testing::Values("quartet2", "quartet2_no46", "nvidia", "sr", "tetrajet2", "tetrajet2_bwd"));
 
 TEST(GpuLinear, QuantizedSavesLessThanBf16AndRepeatsBitForBit) {
   REQUIRE_GPU();
@@ -310,9 +313,10 @@ TEST(GpuLinear, QuantizedSavesLessThanBf16AndRepeatsBitForBit) {
 }
 
 TEST(GpuLinear, UnsupportedSchemesAreNamed) {
-  for (const char* name : {"fp32", "tetrajet2"}) {
+  // fp32 needs float32 GEMMs; the SR/RTN kernels rotate 16- or 32-point chunks only.
+  for (const auto& [name, hadamard] : {std::pair<const char*, int>{"fp32", 0}, {"tetrajet2", 128}}) {
     try {
-      make_cuda_linear(linear::scheme_by_name(name), "layer");
+      make_cuda_linear(linear::scheme_by_name(name, hadamard), "layer");
       ADD_FAILURE() << name << " was accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(std::string("'") + name + "'"), std::string::npos) << e.what();
