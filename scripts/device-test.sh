@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU tests, benchmarks and training runs, built on a machine without a GPU and run on one.
 #
-#   scripts/device-test.sh build   (here: needs nvcc) configures and builds build-cuda with the
+#   scripts/device-test.sh build [DATASET...]   (here: needs nvcc; datasets: prepared data/<name>,
+#                                  default gcide) configures and builds build-cuda with the
 #                                  GPU tests and the quartet2 program, then bundles the executables and
 #                                  every shared library they need beyond glibc, libstdc++,
 #                                  libgcc and the CUDA toolkit into gpu-bundle/ (git-ignored).
@@ -27,12 +28,16 @@ build() {
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
   cmake --build build-cuda -j"$(nproc)" --target quartet2 "${tests[@]}"
   bundle "$bundle" build-cuda/quartet2 "${tests[@]/#/build-cuda/src/cuda/}"
-  # The prepared gcide data for GPU training runs, and the libraries, compressed (xz: the
-  # device has no zstd) to stay within what a device call can carry.
-  [[ -f data/gcide/meta.json ]] || build-cuda/quartet2 prepare --corpus gcide --vocab 8192 --out data/gcide
-  tar -cJf "$bundle/gcide.data.tar.xz" -C data gcide
-  # The evidence dataset (docs/RESULTS.md says how to prepare it), when it is there.
-  [[ ! -f data/mix/meta.json ]] || tar -cJf "$bundle/mix.data.tar.xz" -C data mix
+  # Prepared datasets for GPU training runs, and the libraries, compressed (xz: the device has
+  # no zstd) to stay within what a device call can carry (64 MiB).
+  local name
+  for name in "${@:-gcide}"; do
+    if [[ $name == gcide && ! -f data/gcide/meta.json ]]; then
+      build-cuda/quartet2 prepare --corpus gcide --vocab 8192 --out data/gcide
+    fi
+    [[ -f "data/$name/meta.json" ]] || { echo "device-test: data/$name is not a prepared dataset" >&2; exit 1; }
+    tar -cJf "$bundle/$name.data.tar.xz" -C data "$name"
+  done
   tar -cJf "$bundle/lib.tar.xz" -C "$bundle" lib && rm -rf "$bundle/lib"
   echo "device-test: $(du -sh "$bundle" | cut -f1) to carry"
 }
@@ -137,7 +142,10 @@ profile() {
 }
 
 case "${1:-}" in
-  build) build ;;
+  build)
+    shift
+    build "$@"
+    ;;
   bundle)
     shift
     bundle "$@"
@@ -152,7 +160,7 @@ case "${1:-}" in
     profile "$@"
     ;;
   *)
-    echo "usage: $0 build | run | train CONFIG [SCHEME...] | profile [KERNEL...] | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

@@ -10,6 +10,7 @@
 
 #include "cuda/model_backend.h"
 #include "cuda/quant.h"
+#include "cuda/test_util.h"
 #include "model/transformer.h"
 #include "quant/philox.h"
 #include "train/config.h"
@@ -17,9 +18,6 @@
 
 namespace q2::cuda {
 namespace {
-
-#define REQUIRE_GPU() \
-  if (!device_available()) GTEST_SKIP() << "no CUDA device: GPU backend tests skipped"
 
 std::vector<uint32_t> tokens(int64_t n, uint64_t seed, uint32_t vocab) {
   std::vector<uint32_t> t(static_cast<size_t>(n));

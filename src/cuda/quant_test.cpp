@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "cuda/quant.h"
+#include "cuda/test_util.h"
 #include "eval/distributions.h"
 #include "format/bf16.h"
 #include "format/e4m3.h"
@@ -28,8 +29,8 @@ unsigned long long e4m3_codec_mismatches(uint32_t* first_bad);
 
 namespace {
 
-#define REQUIRE_GPU() \
-  if (!device_available()) GTEST_SKIP() << "no CUDA device: GPU kernel tests skipped"
+using ::q2::cuda::test::expect_same;
+using ::q2::cuda::test::expect_error;
 
 // A BF16 tensor on the host (exact floats) and on the device.
 struct Bf16Tensor {
@@ -56,27 +57,6 @@ Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0,
   return eval::random_matrix(rows, cols, dist, seed, scale);
 }
 
-// Exact equality with a message pointing at the first difference.
-void expect_same(const NVFP4Tensor& gpu, const NVFP4Tensor& cpu, const std::string& what) {
-  ASSERT_EQ(gpu.rows, cpu.rows) << what;
-  ASSERT_EQ(gpu.cols, cpu.cols) << what;
-  EXPECT_EQ(float_bits(gpu.tensor_scale), float_bits(cpu.tensor_scale))
-      << what << ": tensor scale " << gpu.tensor_scale << " vs " << cpu.tensor_scale;
-  int64_t bad_codes = 0, bad_scales = 0;
-  for (int64_t r = 0; r < cpu.rows; ++r)
-    for (int64_t c = 0; c < cpu.cols; ++c)
-      if (gpu.code(r, c) != cpu.code(r, c) && bad_codes++ == 0)
-        ADD_FAILURE() << what << ": first code mismatch at [" << r << ", " << c << "]: " << int(gpu.code(r, c))
-                      << " vs " << int(cpu.code(r, c));
-  for (int64_t r = 0; r < cpu.rows; ++r)
-    for (int64_t b = 0; b < cpu.scale_cols(); ++b)
-      if (gpu.scale(r, b) != cpu.scale(r, b) && bad_scales++ == 0)
-        ADD_FAILURE() << what << ": first scale mismatch at [" << r << ", " << b << "]: " << int(gpu.scale(r, b))
-                      << " vs " << int(cpu.scale(r, b));
-  EXPECT_EQ(bad_codes, 0) << what;
-  EXPECT_EQ(bad_scales, 0) << what;
-}
-
 std::string shape(const Matrix& m) {
   std::string s = "[";
   s += std::to_string(m.rows);
@@ -84,16 +64,6 @@ std::string shape(const Matrix& m) {
   s += std::to_string(m.cols);
   s += "]";
   return s;
-}
-
-template <class F>
-void expect_error(F f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected q2::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 struct Shape {

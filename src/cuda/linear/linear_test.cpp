@@ -14,6 +14,7 @@
 #include "cuda/linear/linear.h"
 #include "cuda/quant.h"
 #include "cuda/tensor.h"
+#include "cuda/test_util.h"
 #include "eval/distributions.h"
 #include "format/bf16.h"
 #include "gemm/gemm.h"
@@ -28,8 +29,7 @@
 namespace q2::cuda {
 namespace {
 
-#define REQUIRE_GPU() \
-  if (!device_available()) GTEST_SKIP() << "no CUDA device: GPU linear tests skipped"
+using ::q2::cuda::test::expect_same;
 
 using model::DType;
 using model::Tensor;
@@ -73,24 +73,6 @@ Matrix pad_rows(const Matrix& m, int64_t rows) {
   Matrix p(rows, m.cols);
   std::copy(m.data.begin(), m.data.end(), p.data.begin());
   return p;
-}
-
-void expect_same(const NVFP4Tensor& gpu, const NVFP4Tensor& cpu, const std::string& what) {
-  ASSERT_EQ(gpu.rows, cpu.rows) << what;
-  ASSERT_EQ(gpu.cols, cpu.cols) << what;
-  EXPECT_EQ(float_bits(gpu.tensor_scale), float_bits(cpu.tensor_scale))
-      << what << ": tensor scale " << gpu.tensor_scale << " vs " << cpu.tensor_scale;
-  int64_t bad_codes = 0, bad_scales = 0;
-  for (int64_t r = 0; r < cpu.rows; ++r)
-    for (int64_t c = 0; c < cpu.cols; ++c)
-      if (gpu.code(r, c) != cpu.code(r, c) && bad_codes++ == 0)
-        ADD_FAILURE() << what << ": first code mismatch at [" << r << ", " << c << "]";
-  for (int64_t r = 0; r < cpu.rows; ++r)
-    for (int64_t b = 0; b < cpu.scale_cols(); ++b)
-      if (gpu.scale(r, b) != cpu.scale(r, b) && bad_scales++ == 0)
-        ADD_FAILURE() << what << ": first scale mismatch at [" << r << ", " << b << "]";
-  EXPECT_EQ(bad_codes, 0) << what;
-  EXPECT_EQ(bad_scales, 0) << what;
 }
 
 // Relative Frobenius error and cosine of a against the reference b.

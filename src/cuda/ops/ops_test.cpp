@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cuda/test_util.h"
 #include "eval/distributions.h"
 #include "format/bf16.h"
 #include "model/backend.h"
@@ -32,8 +33,7 @@
 namespace q2::cuda::ops {
 namespace {
 
-#define REQUIRE_GPU() \
-  if (!device_available()) GTEST_SKIP() << "no CUDA device: GPU op tests skipped"
+using ::q2::cuda::test::expect_error;
 
 constexpr double kU = 1.0 / 256;  // BF16 unit roundoff
 
@@ -129,16 +129,6 @@ void expect_direction(const Matrix& gpu, const Matrix& cpu, double max_rel, doub
   EXPECT_LE(rel, max_rel) << what << ": relative L2 error";
   EXPECT_GE(cosine, min_cos) << what << ": cosine";
   std::printf("  %-40s rel_err %.3e  cosine %.8f\n", what.c_str(), rel, cosine);
-}
-
-template <class F>
-void expect_error(F f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected q2::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 std::vector<uint32_t> random_ids(int64_t n, uint32_t vocab, uint64_t seed) {
