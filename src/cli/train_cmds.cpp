@@ -1,5 +1,6 @@
 // quartet2 train | eval | generate | export
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "cli/commands.h"
@@ -22,23 +23,37 @@ void print_line(const std::string& s) {
 
 void add_train(CLI::App& app) {
   struct Opts {
-    std::string config, device;
+    std::string config, device, world_size, rank, rendezvous, timeout;
     bool resume = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = app.add_subcommand(
       "train", "Pre-train a model. Any config key can be overridden as --section.key=value, e.g. --train.lr=3e-4");
-  sub->add_option("--config", o->config, "TOML config file (sections model, data, out, method, train, log)");
+  sub->add_option("--config", o->config, "TOML config file (sections model, data, out, method, train, log, dist)");
   sub->add_flag("--resume", o->resume, "Continue from out.dir/checkpoint.bin");
   sub->add_option("--device", o->device, "cpu or cuda (same as --method.device)");
+  // Data parallelism (docs/MULTI_GPU.md): one process per GPU. Without these, mpirun's
+  // OMPI_COMM_WORLD_* variables are used, else a single process.
+  sub->add_option("--world-size", o->world_size, "Processes in a data-parallel job (same as --dist.world_size)");
+  sub->add_option("--rank", o->rank, "This process's rank, 0 .. world size - 1 (same as --dist.rank)");
+  sub->add_option("--rendezvous", o->rendezvous,
+                  "Directory all ranks share for start-up (same as --dist.rendezvous; default under mpirun: "
+                  "out.dir/rendezvous)");
+  sub->add_option("--dist-timeout", o->timeout,
+                  "Seconds a rank waits for the others at start-up and in each all-reduce (same as --dist.timeout_s)");
   sub->allow_extras();
   sub->callback([o, sub] {
     std::vector<std::string> overrides = sub->remaining();
-    if (!o->device.empty()) overrides.push_back("--method.device=" + o->device);
-    const train::TrainConfig cfg = train::load_config(o->config, overrides);
+    for (const auto& [flag, key] : {std::pair{&o->device, "method.device"}, {&o->world_size, "dist.world_size"},
+                                    {&o->rank, "dist.rank"}, {&o->rendezvous, "dist.rendezvous"},
+                                    {&o->timeout, "dist.timeout_s"}})
+      if (!flag->empty()) overrides.push_back(std::string("--") + key + "=" + *flag);
+    train::TrainConfig cfg = train::load_config(o->config, overrides);
+    train::resolve_dist(cfg, [](const char* name) { return std::getenv(name); });
     const train::TrainSummary s = train::run_training(cfg, o->resume, print_line);
-    std::printf("done: %lld steps, last train loss %.4f, val loss %.4f, val bpb %.4f, checkpoint %s\n",
-                static_cast<long long>(s.steps), s.last_loss, s.val.loss, s.val.bpb, s.checkpoint.c_str());
+    if (cfg.rank == 0)
+      std::printf("done: %lld steps, last train loss %.4f, val loss %.4f, val bpb %.4f, checkpoint %s\n",
+                  static_cast<long long>(s.steps), s.last_loss, s.val.loss, s.val.bpb, s.checkpoint.c_str());
   });
 }
 

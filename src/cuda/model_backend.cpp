@@ -1,7 +1,8 @@
 // The CUDA backend: model::Backend over device tensors (parameters, gradients and optimizer
 // state float32; activations BF16), the ops of src/cuda/ops, the linear layers of
 // src/cuda/linear and BF16 cuBLASLt GEMMs for the LM head. Everything runs on stream 0; only
-// the calls that return host values (loss, squared norms, downloads) synchronize.
+// the calls that return host values (loss, squared norms, downloads) synchronize. In a
+// data-parallel job (world > 1) it owns the NCCL communicator (cuda/dist.h).
 #include "cuda/model_backend.h"
 
 #include <cuda_runtime.h>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cuda/dist.h"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/linear.h"
 #include "cuda/ops/ops.h"
@@ -57,8 +59,10 @@ struct AttentionCache {
 
 class CudaBackend final : public model::Backend {
  public:
-  CudaBackend() {
+  explicit CudaBackend(const model::DistConfig& dist) {
     if (!device_available()) throw Error("device 'cuda': no usable CUDA device found");
+    // Before any other CUDA call: the communicator selects this rank's GPU.
+    if (dist.world > 1) comm_ = std::make_unique<Communicator>(dist);
   }
 
   std::string name() const override { return "cuda"; }
@@ -212,6 +216,13 @@ class CudaBackend final : public model::Backend {
   }
   void reset_peak_memory() override { trim_pool(); }
 
+  int rank() const override { return comm_ ? comm_->rank() : 0; }
+  int world() const override { return comm_ ? comm_->world() : 1; }
+  void allreduce_sum(std::vector<Tensor>& tensors, const std::string& what) override {
+    if (comm_) comm_->allreduce_sum(tensors, what);
+  }
+  double allreduce_sum(double v, const std::string& what) override { return comm_ ? comm_->allreduce_sum(v, what) : v; }
+
  private:
   Tensor as_bf16(const Tensor& t) {
     if (t.dtype == DType::kBF16) return t;
@@ -221,9 +232,10 @@ class CudaBackend final : public model::Backend {
   }
 
   ops::IdCheck id_check_;
+  std::unique_ptr<Communicator> comm_;  // world > 1 only
 };
 
-std::unique_ptr<model::Backend> make() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<model::Backend> make(const model::DistConfig& dist) { return std::make_unique<CudaBackend>(dist); }
 
 }  // namespace
 

@@ -92,15 +92,32 @@ class Backend {
   virtual void synchronize() {}
   virtual size_t peak_memory_bytes() { return 0; }
   virtual void reset_peak_memory() {}
+
+  // Data parallelism (docs/MULTI_GPU.md): this process's place among world() replicas. The
+  // sums run over all ranks and return once done; `what` names the data in the timeout error
+  // ("the gradients of step 37"). World 1, the default and the CPU's only size: nothing to sum.
+  virtual int rank() const { return 0; }
+  virtual int world() const { return 1; }
+  virtual void allreduce_sum(std::vector<Tensor>& /*float32 tensors*/, const std::string& /*what*/) {}
+  virtual double allreduce_sum(double v, const std::string& /*what*/) { return v; }
+};
+
+// Where this process sits in a data-parallel job; the default is a single process.
+struct DistConfig {
+  int rank = 0, world = 1;
+  int local_rank = 0;      // picks the GPU on its host
+  std::string rendezvous;  // directory shared by all ranks (world > 1)
+  double timeout_s = 120;  // start-up and every collective wait at most this long
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
 
 // Backends by device name ("cpu" always; "cuda" once a CUDA build registered it at start-up),
 // so the trainer never names a device itself.
-using BackendFactory = std::unique_ptr<Backend> (*)();
+using BackendFactory = std::unique_ptr<Backend> (*)(const DistConfig&);
 void register_backend(const std::string& device, BackendFactory factory);
-// Throws q2::Error naming the device and the available ones when it is unknown.
-std::unique_ptr<Backend> make_backend(const std::string& device);
+// Throws q2::Error naming the device and the available ones when it is unknown, or when the
+// device cannot run dist.world > 1.
+std::unique_ptr<Backend> make_backend(const std::string& device, const DistConfig& dist = {});
 
 }  // namespace q2::model

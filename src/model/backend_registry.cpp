@@ -6,17 +6,24 @@
 namespace q2::model {
 
 namespace {
+std::unique_ptr<Backend> make_cpu(const DistConfig& dist) {
+  if (dist.world > 1)
+    throw Error("device 'cpu' runs a single process only (world size " + std::to_string(dist.world) +
+                " needs --device cuda)");
+  return make_cpu_backend();
+}
+
 std::map<std::string, BackendFactory>& registry() {
-  static std::map<std::string, BackendFactory> r{{"cpu", &make_cpu_backend}};
+  static std::map<std::string, BackendFactory> r{{"cpu", &make_cpu}};
   return r;
 }
 }  // namespace
 
 void register_backend(const std::string& device, BackendFactory factory) { registry()[device] = factory; }
 
-std::unique_ptr<Backend> make_backend(const std::string& device) {
+std::unique_ptr<Backend> make_backend(const std::string& device, const DistConfig& dist) {
   const auto it = registry().find(device);
-  if (it != registry().end()) return it->second();
+  if (it != registry().end()) return it->second(dist);
   std::string known;
   for (const auto& [name, f] : registry()) known += (known.empty() ? "" : ", ") + name;
   throw Error("device '" + device + "' is not available in this build (available: " + known +

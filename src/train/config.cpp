@@ -40,6 +40,11 @@ void for_each_field(C& c, F&& f) {
   f("log", "eval_batches", c.eval_batches);
   f("log", "ckpt_every", c.ckpt_every);
   f("log", "dump_every", c.dump_every);
+  f("dist", "world_size", c.world_size);
+  f("dist", "rank", c.rank);
+  f("dist", "local_rank", c.local_rank);
+  f("dist", "rendezvous", c.rendezvous);
+  f("dist", "timeout_s", c.dist_timeout_s);
 }
 
 }  // namespace
@@ -54,6 +59,9 @@ TrainConfig from_json(const json& j) {
   TrainConfig c;
   try {
     for_each_field(c, [&](const char* section, const char* key, auto& v) {
+      // Checkpoints from before data parallelism have no dist section; it describes the
+      // launch, not the run, so the defaults stand in.
+      if (std::string(section) == "dist" && !j.contains(section)) return;
       j.at(section).at(key).get_to(v);
     });
   } catch (const json::exception& e) {
@@ -153,6 +161,40 @@ void validate(const TrainConfig& c) {
   if (c.log_every < 1 || c.eval_every < 1 || c.ckpt_every < 1 || c.eval_batches < 1)
     bad("log.log_every, log.eval_every, log.ckpt_every and log.eval_batches must be >= 1");
   if (c.dump_every < 0) bad("log.dump_every must be >= 0 (0: no tensor dumps)");
+  if (c.world_size < 0) bad("dist.world_size must be >= 1 (0: from the environment)");
+  if (c.world_size == 0 && c.rank >= 0) bad("dist.rank needs dist.world_size (--world-size)");
+  if (c.world_size > 0 && (c.rank < 0 || c.rank >= c.world_size))
+    bad("dist.rank must be in [0, " + std::to_string(c.world_size) + "), got " + std::to_string(c.rank));
+  if (c.world_size > 1 && c.rendezvous.empty())
+    bad("dist.rendezvous (--rendezvous DIR, a directory all ranks share) is required when dist.world_size > 1");
+  if (!(c.dist_timeout_s > 0)) bad("dist.timeout_s must be positive");
+}
+
+void resolve_dist(TrainConfig& c, const std::function<const char*(const char*)>& env) {
+  auto int_env = [&](const char* name) -> int64_t {
+    const char* v = env(name);
+    if (!v) return -1;
+    const json parsed = parse_scalar(v);
+    if (!parsed.is_number_integer() || parsed.get<int64_t>() < 0)
+      throw Error(std::string("environment variable ") + name + " must be a non-negative integer, got '" + v + "'");
+    return parsed.get<int64_t>();
+  };
+  if (c.world_size == 0) {
+    const int64_t size = int_env("OMPI_COMM_WORLD_SIZE");
+    if (size < 0) {
+      c.world_size = 1;
+      c.rank = 0;
+    } else {
+      if (size == 0) throw Error("environment variable OMPI_COMM_WORLD_SIZE must be >= 1, got '0'");
+      c.world_size = size;
+      c.rank = int_env("OMPI_COMM_WORLD_RANK");
+      if (c.rank < 0) throw Error("OMPI_COMM_WORLD_SIZE is set but OMPI_COMM_WORLD_RANK is not");
+      if (c.local_rank < 0) c.local_rank = int_env("OMPI_COMM_WORLD_LOCAL_RANK");
+      if (c.rendezvous.empty()) c.rendezvous = c.out_dir + "/rendezvous";
+    }
+  }
+  if (c.local_rank < 0) c.local_rank = c.rank;
+  validate(c);
 }
 
 }  // namespace q2::train

@@ -2,6 +2,7 @@
 // Training configuration: typed defaults, overridden by a TOML file, overridden by
 // --key=value flags (dotted keys, e.g. --train.lr=3e-4). The resolved config is printed at
 // start and stored in every checkpoint.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,12 @@ struct TrainConfig {
   // > 0: every dump_every steps, the X, W and dY of the first and last layer's linears (first
   // micro-batch) go to out.dir/tensors/step<N>/<linear>/{x,w,dy}.npy (grad-error --load reads them)
   int64_t dump_every = 0;
+  // data parallelism (docs/MULTI_GPU.md); 0 / -1 / "": taken from OpenMPI's environment or
+  // world 1 by resolve_dist
+  int64_t world_size = 0, rank = -1;
+  int64_t local_rank = -1;   // picks the GPU; -1: the rank (one host)
+  std::string rendezvous;    // shared directory of the NCCL id; required when world_size > 1
+  double dist_timeout_s = 120;  // start-up and every collective wait at most this long
 };
 
 nlohmann::json to_json(const TrainConfig& c);
@@ -42,5 +49,11 @@ TrainConfig from_json(const nlohmann::json& j);
 // types and bad values are errors naming the key.
 TrainConfig load_config(const std::string& toml_path, const std::vector<std::string>& overrides);
 void validate(const TrainConfig& c);
+
+// Fills the data-parallel fields left unset: world size, rank and local rank from
+// OMPI_COMM_WORLD_{SIZE,RANK,LOCAL_RANK} (read through `env`, std::getenv in the program), the
+// rendezvous directory then defaulting to out.dir/rendezvous; without them world 1, rank 0.
+// Validates the result (rank < world, a rendezvous directory when world > 1).
+void resolve_dist(TrainConfig& c, const std::function<const char*(const char*)>& env);
 
 }  // namespace q2::train

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/error.h"
 #include "train/optimizer.h"
@@ -44,6 +45,69 @@ TEST(TrainConfig, BadInputIsNamed) {
   EXPECT_NE(msg([] { load_config("/nonexistent/q2.toml", {}); }).find("/nonexistent/q2.toml"), std::string::npos);
   const std::string bad = write_temp("q2_cfg_bad.toml", "[train\nlr = 1\n");
   EXPECT_NE(msg([&] { load_config(bad, {}); }).find("line 1"), std::string::npos);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(DistConfig, ValidationErrorsNameTheKey) {
+  EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=2", "--dist.rank=1"}); }).find("dist.rendezvous"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=2", "--dist.rank=2", "--dist.rendezvous=/tmp/r"}); })
+                .find("dist.rank must be in [0, 2)"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=-1"}); }).find("dist.world_size"), std::string::npos);
+  EXPECT_NE(error_of([] { load_config("", {"--dist.rank=1"}); }).find("needs dist.world_size"), std::string::npos);
+  EXPECT_NE(error_of([] { load_config("", {"--dist.timeout_s=0"}); }).find("dist.timeout_s"), std::string::npos);
+}
+
+TEST(DistConfig, ResolvedFromFlagsThenOpenMpiThenSingleProcess) {
+  auto env_of = [](std::map<std::string, std::string> vars) {
+    return [vars](const char* name) -> const char* {
+      const auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  };
+  const std::map<std::string, std::string> mpi = {
+      {"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}};
+
+  TrainConfig single = load_config("", {});
+  resolve_dist(single, env_of({}));
+  EXPECT_EQ(single.world_size, 1);
+  EXPECT_EQ(single.rank, 0);
+  EXPECT_EQ(single.local_rank, 0);
+
+  TrainConfig flags = load_config("", {"--dist.world_size=2", "--dist.rank=1", "--dist.rendezvous=/tmp/r"});
+  resolve_dist(flags, env_of(mpi));  // explicit flags win over the environment
+  EXPECT_EQ(flags.world_size, 2);
+  EXPECT_EQ(flags.rank, 1);
+  EXPECT_EQ(flags.local_rank, 1);
+
+  TrainConfig under_mpi = load_config("", {"--out.dir=/tmp/run"});
+  resolve_dist(under_mpi, env_of(mpi));
+  EXPECT_EQ(under_mpi.world_size, 4);
+  EXPECT_EQ(under_mpi.rank, 3);
+  EXPECT_EQ(under_mpi.local_rank, 1);
+  EXPECT_EQ(under_mpi.rendezvous, "/tmp/run/rendezvous");
+
+  TrainConfig broken = load_config("", {});
+  EXPECT_NE(error_of([&] { resolve_dist(broken, env_of({{"OMPI_COMM_WORLD_SIZE", "two"}})); }).find("OMPI_COMM_WORLD_SIZE"),
+            std::string::npos);
+  TrainConfig no_rank = load_config("", {});
+  EXPECT_NE(error_of([&] { resolve_dist(no_rank, env_of({{"OMPI_COMM_WORLD_SIZE", "2"}})); }).find("OMPI_COMM_WORLD_RANK"),
+            std::string::npos);
+}
+
+TEST(DistConfig, CheckpointConfigWithoutDistSectionLoads) {
+  nlohmann::json j = to_json(TrainConfig{});
+  j.erase("dist");
+  EXPECT_EQ(from_json(j).world_size, 0);
 }
 
 TEST(Schedule, CosineAndWsdShapes) {

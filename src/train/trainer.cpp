@@ -75,36 +75,53 @@ model::Transformer::Tap tensor_dump(model::Backend& backend, const std::string& 
   };
 }
 
+// world_size 0 (a config not passed through resolve_dist, as in library use): one process.
+model::DistConfig dist_config(const TrainConfig& c) {
+  if (c.world_size <= 1) return {};
+  const int64_t local = c.local_rank < 0 ? c.rank : c.local_rank;
+  return {static_cast<int>(c.rank), static_cast<int>(c.world_size), static_cast<int>(local), c.rendezvous,
+          c.dist_timeout_s};
+}
+
 }  // namespace
 
-TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::function<void(const std::string&)>& log) {
+TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::function<void(const std::string&)>& log_all) {
   validate(cfg);
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
-  const auto backend = model::make_backend(cfg.device);
+  const auto backend = model::make_backend(cfg.device, dist_config(cfg));
+  // Rank 0 alone logs and writes files; the others take part only in the collectives.
+  const bool lead = backend->rank() == 0;
+  const int world = backend->world();
+  auto log = [&](const std::string& m) {
+    if (lead) log_all(m);
+  };
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
   AdamW opt(*backend, model.params());
-  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len);
-  std::filesystem::create_directories(cfg.out_dir);
+  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
+  if (lead) std::filesystem::create_directories(cfg.out_dir);
   const std::string ckpt = checkpoint_path(cfg), metrics = cfg.out_dir + "/metrics.jsonl";
 
   int64_t start = 0;
   if (resume) {
+    // The loader state is global, so any world size resumes it.
     const CheckpointInfo info = load_checkpoint(ckpt, model, &opt, cfg.scheme);
     loader.restore(info.header.at("loader"));
     start = info.step;
     log("resumed from " + ckpt + " at step " + std::to_string(start));
   } else {
     model.init(cfg.seed);
-    std::filesystem::remove(metrics);
+    if (lead) std::filesystem::remove(metrics);
   }
   const nlohmann::json resolved = {{"config", to_json(cfg)}, {"model", model::to_json(mc)},
                                    {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
   log("config:\n" + resolved.dump(2));
-  write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");
+  if (lead) write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");
 
-  const int64_t tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
+  // Global tokens: each rank scales its gradients by 1 / (all ranks' tokens), so the
+  // all-reduced sum is the global mean.
+  const int64_t tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world;
   const float loss_scale = 1.0f / static_cast<float>(tokens_per_step);
   TrainSummary sum;
   int64_t last_good = resume ? start : -1;
@@ -126,13 +143,19 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
     double loss = 0;
     try {
       for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
-        const bool dump = micro == 0 && cfg.dump_every > 0 && (step + 1) % cfg.dump_every == 0;
+        const bool dump = lead && micro == 0 && cfg.dump_every > 0 && (step + 1) % cfg.dump_every == 0;
         if (dump) model.set_tap(tensor_dump(*backend, cfg.out_dir + "/tensors/step" + std::to_string(step + 1), mc.n_layers));
         const data::Batch b = loader.next();
         loss += model.forward(b.inputs, b.targets, b.batch, b.seq);
-        model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(step * cfg.grad_accum + micro)), loss_scale);
+        // Each rank draws its own rotations and rounding (independent noise averages out in the
+        // sum); world 1 keeps the single-process seeds.
+        const int64_t draw = (step * cfg.grad_accum + micro) * world + backend->rank();
+        model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(draw)), loss_scale);
         if (dump) model.set_tap(nullptr);
       }
+      const std::string of_step = " of step " + std::to_string(step + 1);
+      backend->allreduce_sum(model.grads(), "gradients" + of_step);
+      loss = backend->allreduce_sum(loss, "loss" + of_step);
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());
     }
@@ -146,6 +169,7 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
     sum.losses.push_back(loss);
     sum.last_loss = loss;
     sum.steps = step + 1;
+    if (!lead) continue;
 
     const double secs = elapsed(), tok_s = (step + 1 - start) * tokens_per_step / std::max(secs, 1e-9);
     append_line(metrics, nlohmann::json({{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},

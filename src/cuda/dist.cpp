@@ -1,0 +1,133 @@
+#include "cuda/dist.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "common/error.h"
+#include "common/rendezvous.h"
+#include "cuda/quant.h"
+
+namespace q2::cuda {
+
+struct Communicator::State {
+  ncclComm_t comm = nullptr;
+  bool aborted = false;
+  double* scalar = nullptr;  // device slot of the double all-reduce
+};
+
+namespace {
+
+// Non-blocking NCCL answers ncclInProgress for work it accepted but has not enqueued yet.
+bool failed(ncclResult_t r) { return r != ncclSuccess && r != ncclInProgress; }
+
+std::string seconds(double s) {
+  std::ostringstream o;
+  o << s;
+  return o.str();
+}
+
+}  // namespace
+
+Communicator::Communicator(const model::DistConfig& dist) : dist_(dist), s_(std::make_unique<State>()) {
+  int devices = 0;
+  check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  if (devices < 1) throw Error("rank " + std::to_string(dist.rank) + ": no CUDA device");
+  check(cudaSetDevice(dist.local_rank % devices), "cudaSetDevice");
+  // NVLink multicast (NVLS) must stay off on the lent machines; a user's own setting wins.
+  setenv("NCCL_NVLS_ENABLE", "0", 0);
+
+  ncclUniqueId id;
+  if (dist.rank == 0) {
+    if (ncclGetUniqueId(&id) != ncclSuccess) throw Error("rank 0: ncclGetUniqueId failed");
+    publish_rendezvous(dist.rendezvous, std::string(id.internal, sizeof id.internal));
+  } else {
+    const std::string bytes = await_rendezvous(dist.rendezvous, sizeof id.internal, dist.timeout_s);
+    std::copy(bytes.begin(), bytes.end(), id.internal);
+  }
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;  // so that init and collectives can be abandoned at the deadline
+  const ncclResult_t r = ncclCommInitRankConfig(&s_->comm, dist.world, id, dist.rank, &config);
+  if (failed(r)) throw Error("rank " + std::to_string(dist.rank) + ": ncclCommInitRankConfig: " + ncclGetErrorString(r));
+  wait("communicator start-up (NCCL id from '" + rendezvous_file(dist.rendezvous) +
+       "'; a stale file from an earlier launch also ends here)");
+  // Every rank has joined, so every rank has read the id: remove it so a later launch cannot
+  // pick up this one.
+  if (dist.rank == 0) std::filesystem::remove(rendezvous_file(dist.rendezvous));
+  check(cudaMalloc(&s_->scalar, sizeof(double)), "cudaMalloc (all-reduce scalar)");
+}
+
+Communicator::~Communicator() {
+  if (s_->scalar) cudaFree(s_->scalar);
+  if (s_->comm && !s_->aborted) ncclCommDestroy(s_->comm);
+}
+
+void Communicator::fail(const std::string& why) {
+  if (s_->comm && !s_->aborted) {
+    ncclCommAbort(s_->comm);
+    s_->aborted = true;
+  }
+  throw Error("rank " + std::to_string(dist_.rank) + ": " + why);
+}
+
+// Non-blocking NCCL: first the communicator leaves ncclInProgress (the operation is then
+// enqueued), then stream 0 drains. Both polls share one deadline.
+void Communicator::wait(const std::string& what) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(dist_.timeout_s);
+  auto timed_out = [&] { return std::chrono::steady_clock::now() >= deadline; };
+  auto too_late = [&] {
+    fail("the " + what + " did not complete within " + seconds(dist_.timeout_s) + " s; another rank may have died");
+  };
+  for (;;) {
+    ncclResult_t st = ncclSuccess;
+    const ncclResult_t r = ncclCommGetAsyncError(s_->comm, &st);
+    if (r != ncclSuccess) fail(std::string("ncclCommGetAsyncError during the ") + what + ": " + ncclGetErrorString(r));
+    if (st == ncclSuccess) break;
+    if (failed(st)) fail("NCCL error during the " + what + ": " + ncclGetErrorString(st));
+    if (timed_out()) too_late();
+    std::this_thread::yield();
+  }
+  for (;;) {
+    const cudaError_t q = cudaStreamQuery(0);
+    if (q == cudaSuccess) return;
+    if (q != cudaErrorNotReady) check(q, "cudaStreamQuery (" + what + ")");
+    ncclResult_t st = ncclSuccess;
+    ncclCommGetAsyncError(s_->comm, &st);
+    if (failed(st)) fail("NCCL error during the " + what + ": " + ncclGetErrorString(st));
+    if (timed_out()) too_late();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void Communicator::allreduce_sum(std::vector<model::Tensor>& tensors, const std::string& what) {
+  if (s_->aborted) fail("the communicator was aborted by an earlier error");
+  auto ok = [&](ncclResult_t r, const char* call) {
+    if (failed(r)) fail(std::string(call) + " (" + what + "): " + ncclGetErrorString(r));
+  };
+  ok(ncclGroupStart(), "ncclGroupStart");
+  for (model::Tensor& t : tensors) {
+    if (t.dtype != model::DType::kF32) fail("all-reduce of " + what + ": only float32 tensors are summed");
+    ok(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, ncclSum, s_->comm, 0),
+       "ncclAllReduce");
+  }
+  ok(ncclGroupEnd(), "ncclGroupEnd");
+  wait("all-reduce of " + what);
+}
+
+double Communicator::allreduce_sum(double v, const std::string& what) {
+  if (s_->aborted) fail("the communicator was aborted by an earlier error");
+  check(cudaMemcpy(s_->scalar, &v, sizeof v, cudaMemcpyHostToDevice), "cudaMemcpy (all-reduce scalar)");
+  const ncclResult_t r = ncclAllReduce(s_->scalar, s_->scalar, 1, ncclFloat64, ncclSum, s_->comm, 0);
+  if (failed(r)) fail("ncclAllReduce (" + what + "): " + ncclGetErrorString(r));
+  wait("all-reduce of " + what);
+  check(cudaMemcpy(&v, s_->scalar, sizeof v, cudaMemcpyDeviceToHost), "cudaMemcpy (all-reduce scalar)");
+  return v;
+}
+
+}  // namespace q2::cuda
