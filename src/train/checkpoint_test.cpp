@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "common/error_test_util.h"
 
 namespace q2::train {
 namespace {
@@ -16,14 +17,7 @@ model::ModelConfig small() {
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using test::error_of;
 
 TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
   const auto backend = model::make_cpu_backend();

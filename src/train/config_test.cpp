@@ -7,6 +7,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/error_test_util.h"
 #include "train/optimizer.h"
 
 namespace q2::train {
@@ -29,14 +30,7 @@ TEST(TrainConfig, FileThenOverridesWithTypes) {
 }
 
 TEST(TrainConfig, BadInputIsNamed) {
-  auto msg = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  const auto msg = test::error_of;
   EXPECT_NE(msg([] { load_config("", {"--train.lrate=1"}); }).find("unknown option 'train.lrate'"), std::string::npos);
   EXPECT_NE(msg([] { load_config("", {"--train.steps=ten"}); }).find("expects a number"), std::string::npos);
   EXPECT_NE(msg([] { load_config("", {"--train.steps=1.5"}); }).find("train.steps"), std::string::npos);
@@ -47,14 +41,7 @@ TEST(TrainConfig, BadInputIsNamed) {
   EXPECT_NE(msg([&] { load_config(bad, {}); }).find("line 1"), std::string::npos);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using test::error_of;
 
 TEST(DistConfig, ValidationErrorsNameTheKey) {
   EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=2", "--dist.rank=1"}); }).find("dist.rendezvous"),
