@@ -38,6 +38,8 @@ void add_prepare(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   sub->add_option("--max-bytes", o->max_bytes, "Read at most this many bytes of text (0: all)")->capture_default_str();
+  sub->add_option("--tokenizer", o->tokenizer, "Use this SentencePiece model instead of training one (--vocab is then ignored)")
+      ->check(CLI::ExistingFile);
   sub->callback([o] { run(*o); });
 }
 

@@ -21,6 +21,9 @@ struct PrepareOptions {
   double val_fraction = 0.005;
   uint64_t max_bytes = 0;  // 0: the whole corpus
   uint64_t shard_tokens = 100'000'000;
+  // Non-empty: encode with this SentencePiece model (copied into `out`) instead of training
+  // one, e.g. to prepare a large corpus on another machine with the tokenizer trained here.
+  std::string tokenizer;
 };
 
 struct DatasetMeta {

@@ -118,10 +118,15 @@ DatasetMeta prepare(const PrepareOptions& opts, const std::function<void(const s
                        "another --val-fraction",
                        n_val, docs.size()));
 
-  // The tokenizer learns from the training documents only.
+  // The tokenizer learns from the training documents only (unless one is given).
   t = Timer();
   const std::string model = dir + "/tokenizer.model";
-  {
+  if (!opts.tokenizer.empty()) {
+    std::error_code ec;
+    if (fs::absolute(opts.tokenizer) != fs::absolute(model))
+      fs::copy_file(opts.tokenizer, model, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw Error("prepare: cannot copy the tokenizer '" + opts.tokenizer + "': " + ec.message());
+  } else {
     // Removed on the way out, whether training succeeds or not.
     struct TempFile {
       std::string path;
@@ -139,7 +144,8 @@ DatasetMeta prepare(const PrepareOptions& opts, const std::function<void(const s
     train_tokenizer(text.path, opts.vocab, model);
   }
   const Tokenizer tok = Tokenizer::load(model);
-  progress(format("trained tokenizer '%s' (%u tokens) in %.1f s", model.c_str(), tok.vocab_size(), t.seconds()));
+  progress(format("%s tokenizer '%s' (%u tokens) in %.1f s", opts.tokenizer.empty() ? "trained" : "copied",
+                  model.c_str(), tok.vocab_size(), t.seconds()));
 
   t = Timer();
   TrainWriter train{dir, opts.shard_tokens, tok.vocab_size(), {}, {}};

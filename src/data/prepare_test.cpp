@@ -111,6 +111,21 @@ TEST_F(PrepareTest, TrainDocumentsAreShuffledDeterministically) {
   EXPECT_LT(ascending, rank.size() * 2 / 3);
 }
 
+TEST_F(PrepareTest, ReusesAGivenTokenizer) {
+  PrepareOptions o;
+  o.corpus = *dir_ / "corpus.txt";
+  o.out = *dir_ / "again";
+  o.val_fraction = 0.1;
+  o.tokenizer = meta_->tokenizer;
+  o.vocab = 123;  // ignored: the given model decides
+  const DatasetMeta again = prepare(o, [](const std::string&) {});
+  EXPECT_EQ(again.vocab_size, meta_->vocab_size);
+  EXPECT_EQ(again.train_tokens, meta_->train_tokens);  // same documents, same encoding
+  o.tokenizer = *dir_ / "missing.model";
+  o.out = *dir_ / "third";
+  EXPECT_THROW(prepare(o, [](const std::string&) {}), Error);
+}
+
 TEST_F(PrepareTest, MetaMatchesTheShardsAndRoundTrips) {
   EXPECT_EQ(meta_->vocab_size, 400u);
   ASSERT_GT(meta_->train_shards.size(), 1u);  // 2000-token shards
