@@ -11,7 +11,7 @@
 
 #ifdef Q2_HAVE_CUDA
 #include "cuda/linear/bench_layer.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #endif
 
 namespace q2::cli {

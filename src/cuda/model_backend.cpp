@@ -16,7 +16,7 @@
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/linear.h"
 #include "cuda/ops/ops.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "cuda/tensor.h"
 #include "format/bf16.h"
 

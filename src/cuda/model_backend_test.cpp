@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "cuda/model_backend.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "cuda/test_util.h"
 #include "model/transformer.h"
 #include "quant/philox.h"

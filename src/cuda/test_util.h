@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "format/nvfp4.h"
 
 #define REQUIRE_GPU() \

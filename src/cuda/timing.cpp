@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 
 namespace q2::cuda {
 

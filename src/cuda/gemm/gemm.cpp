@@ -9,7 +9,7 @@
 #include <tuple>
 
 #include "common/error.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 
 namespace q2::cuda::blas {
 

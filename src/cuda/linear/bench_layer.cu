@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/bench_layer.h"
 #include "cuda/timing.h"

@@ -1,6 +1,6 @@
 #include "cuda/linear/kernels.h"
 
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda::linear_kernels {
 

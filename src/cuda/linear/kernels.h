@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 
 namespace q2::cuda::linear_kernels {
 

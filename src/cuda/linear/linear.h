@@ -17,7 +17,7 @@
 #include <memory>
 #include <string>
 
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "linear/scheme.h"
 #include "model/backend.h"
 

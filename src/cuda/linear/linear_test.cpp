@@ -12,7 +12,7 @@
 #include "common/error.h"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/linear.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "cuda/tensor.h"
 #include "cuda/test_util.h"
 #include "eval/distributions.h"

@@ -9,7 +9,7 @@
 
 #include "common/error.h"
 #include "cuda/ops/ops.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 
 namespace q2::cuda::ops::detail {
 

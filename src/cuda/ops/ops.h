@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "model/backend.h"
 
 namespace q2::cuda::ops {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "cuda/quant.h"
+#include "cuda/quant/quant.h"
 #include "cuda/test_util.h"
 #include "eval/distributions.h"
 #include "format/bf16.h"

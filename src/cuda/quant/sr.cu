@@ -4,7 +4,7 @@
 // scale byte at its blocked offset). Element (r, c) uses Philox word (seed, kElementSR,
 // r * cols + c): the group's 16 elements are 4 whole Philox blocks, generated in the thread
 // exactly as sr.cpp does. Quotients and rounding: fast_codec.h (Quotient, e2m1_sr_fast).
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {

@@ -8,7 +8,7 @@
 // CUB block reduction, then one atomicMax per block on the float bits.
 #include <cub/block/block_reduce.cuh>
 
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {

@@ -2,8 +2,8 @@
 // against the reference codecs (format/e2m1.h) and IEEE division.
 #include <cuda_runtime.h>
 
-#include "cuda/fast_codec.h"
-#include "cuda/quant.h"
+#include "cuda/quant/fast_codec.h"
+#include "cuda/quant/quant.h"
 #include "format/bf16.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"

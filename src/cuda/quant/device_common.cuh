@@ -8,8 +8,8 @@
 #include <string>
 
 #include "common/error.h"
-#include "cuda/fast_codec.h"
-#include "cuda/quant.h"
+#include "cuda/quant/fast_codec.h"
+#include "cuda/quant/quant.h"
 #include "format/bf16.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"

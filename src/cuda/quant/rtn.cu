@@ -12,7 +12,7 @@
 // 16x16: a block of 16 warps covers 16 rows x 32 groups; the tile maximum goes through
 // shared memory (max is exact in any order for finite input), double-buffered, with the next
 // tile's input loaded ahead.
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {

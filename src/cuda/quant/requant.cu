@@ -11,7 +11,7 @@
 // float32, with 16- and 256-entry shared tables filled by e2m1::decode and e4m3::decode. Then
 // signs, rht128_spread8, eden_group, stores, and ms_eden.cu's pass 2. NaN/Inf in the
 // dequantized input (a NaN scale code, a non-finite product) raise the workspace flag.
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {

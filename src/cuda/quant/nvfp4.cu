@@ -6,7 +6,7 @@
 // contiguous bytes; two halves per iteration, both loaded before either is expanded. E2M1 values come from a
 // 16-entry shared table filled with e2m1::decode itself; the scale is decoded once per group;
 // pairs round to BF16 in one hardware conversion.
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {

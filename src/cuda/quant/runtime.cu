@@ -1,7 +1,7 @@
 // Host plumbing of the GPU quantization layer: error checks, device tensors, workspace.
 #include <vector>
 
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 #include "format/scale_layout.h"
 
 namespace q2::cuda {

@@ -18,7 +18,7 @@
 // Philox call (the 4 words of indices 4q .. 4q+3 = row * cols/16 + 4k' .. +3, exactly
 // philox::word's addressing), t = max / 256, s8 = SR_E4M3(c / t) with the reference
 // encode_sr, and one 4-byte store (the 4 scales are contiguous in the blocked layout).
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 #include "cuda/timing.h"
 #include "quant/sr.h"
 

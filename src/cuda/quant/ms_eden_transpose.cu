@@ -11,7 +11,7 @@
 // the same eden_group (one thread, order i = 0..15). Shared reads are conflict-free thanks to
 // the swizzle (device_common.cuh). Outputs: 8-byte code stores and float scratch stores at
 // output group (c, r0/16 + g); pass 2 is ms_eden.cu's.
-#include "cuda/device_common.cuh"
+#include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {
