@@ -60,9 +60,14 @@ struct AttentionCache {
 class CudaBackend final : public model::Backend {
  public:
   explicit CudaBackend(const model::DistConfig& dist) {
-    if (!device_available()) throw Error("device 'cuda': no usable CUDA device found");
-    // Before any other CUDA call: the communicator selects this rank's GPU.
+    int devices = 0;
+    const cudaError_t e = cudaGetDeviceCount(&devices);
+    if (e != cudaSuccess || devices == 0)
+      throw Error(std::string("device 'cuda': no usable CUDA device (") +
+                  (e != cudaSuccess ? cudaGetErrorString(e) : "none found") + ")");
+    // Before any allocation: the communicator selects this rank's GPU.
     if (dist.world > 1) comm_ = std::make_unique<Communicator>(dist);
+    id_check_ = std::make_unique<ops::IdCheck>();
   }
 
   std::string name() const override { return "cuda"; }
@@ -116,15 +121,15 @@ class CudaBackend final : public model::Backend {
     uint32_t* d_ids = nullptr;
     const auto keep = upload_ids(ids, &d_ids);
     ops::embedding_forward(f32(table), table.rows, table.cols, d_ids, static_cast<int64_t>(ids.size()), bf(out),
-                           &id_check_);
-    id_check_.throw_if_invalid("embedding", table.rows);
+                           id_check_.get());
+    id_check_->throw_if_invalid("embedding", table.rows);
   }
 
   void embedding_backward(const Tensor& dout, const std::vector<uint32_t>& ids, Tensor& dtable) override {
     uint32_t* d_ids = nullptr;
     const auto keep = upload_ids(ids, &d_ids);
     ops::embedding_backward(bf(dout), d_ids, static_cast<int64_t>(ids.size()), dout.cols, f32(dtable), dtable.rows,
-                            &id_check_);
+                            id_check_.get());
   }
 
   void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
@@ -231,7 +236,7 @@ class CudaBackend final : public model::Backend {
     return c;
   }
 
-  ops::IdCheck id_check_;
+  std::unique_ptr<ops::IdCheck> id_check_;  // on this rank's GPU, so made after the communicator
   std::unique_ptr<Communicator> comm_;  // world > 1 only
 };
 
