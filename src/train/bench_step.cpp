@@ -28,9 +28,11 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
       model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend);
       model.init(1);
       AdamW opt(*backend, model.params());
+      size_t saved = 0;
       auto step = [&](int64_t t) {
         model.zero_grads();
         model.forward(inputs, targets, o.batch, o.seq);
+        saved = model.saved_activation_bytes();
         model.backward(philox::derive_seed(3, static_cast<uint64_t>(t)), 1.0f / static_cast<float>(tokens));
         const double norm = grad_norm(*backend, model.grads());
         if (norm > 1.0) scale_grads(*backend, model.grads(), static_cast<float>(1.0 / norm));
@@ -53,10 +55,13 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
       r.tokens_per_s = static_cast<double>(tokens) / s;
       r.mfu = r.tokens_per_s * r.flops_per_token / (o.peak_tflops * 1e12);
       r.memory_gib = static_cast<double>(backend->peak_memory_bytes()) / (1 << 30);
+      r.saved_linear_mib = static_cast<double>(saved) / (1 << 20);
       rows.push_back(r);
       char buf[200];
-      std::snprintf(buf, sizeof buf, "[bench step] %s %s: %.1f ms/step, %.0f tokens/s, MFU %.1f%%, memory %.2f GiB",
-                    preset.c_str(), scheme.c_str(), r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib);
+      std::snprintf(buf, sizeof buf,
+                    "[bench step] %s %s: %.1f ms/step, %.0f tokens/s, MFU %.1f%%, memory %.2f GiB, linears keep %.1f MiB",
+                    preset.c_str(), scheme.c_str(), r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib,
+                    r.saved_linear_mib);
       log(buf);
     }
   }
@@ -68,13 +73,15 @@ void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>
   std::fprintf(t, "device %s, batch %lld x seq %lld, vocab %lld, %d timed steps after %d warm-up, MFU vs %.0f TFLOP/s\n",
                o.device.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
                static_cast<long long>(o.vocab), o.steps, o.warmup, o.peak_tflops);
-  std::fprintf(t, "%-6s %-9s %10s %12s %7s %10s %9s\n", "preset", "scheme", "ms/step", "tokens/s", "MFU", "memory", ("vs " + o.schemes.front()).c_str());
+  std::fprintf(t, "%-6s %-9s %10s %12s %7s %10s %12s %9s\n", "preset", "scheme", "ms/step", "tokens/s", "MFU", "memory",
+               "linears keep", ("vs " + o.schemes.front()).c_str());
   for (const StepBenchRow& r : rows) {
     double base = 0;
     for (const StepBenchRow& b : rows)
       if (b.preset == r.preset && b.scheme == o.schemes.front()) base = b.step_ms;
-    std::fprintf(t, "%-6s %-9s %10.1f %12.0f %6.1f%% %8.2fGiB %8.2fx\n", r.preset.c_str(), r.scheme.c_str(), r.step_ms,
-                 r.tokens_per_s, 100 * r.mfu, r.memory_gib, base > 0 ? r.step_ms / base : 0.0);
+    std::fprintf(t, "%-6s %-9s %10.1f %12.0f %6.1f%% %8.2fGiB %9.1fMiB %8.2fx\n", r.preset.c_str(), r.scheme.c_str(),
+                 r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib, r.saved_linear_mib,
+                 base > 0 ? r.step_ms / base : 0.0);
   }
   if (!json) return;
   nlohmann::json j;
@@ -88,7 +95,8 @@ void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>
                          {"step_ms", r.step_ms},
                          {"tokens_per_s", r.tokens_per_s},
                          {"mfu", r.mfu},
-                         {"memory_gib", r.memory_gib}});
+                         {"memory_gib", r.memory_gib},
+                         {"saved_linear_mib", r.saved_linear_mib}});
   std::printf("%s\n", j.dump(2).c_str());
 }
 

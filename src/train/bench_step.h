@@ -23,6 +23,7 @@ struct StepBenchRow {
   double flops_per_token = 0;  // 6 N + 12 L d seq (PaLM's model FLOPs, N without embeddings)
   double step_ms = 0, tokens_per_s = 0, mfu = 0;
   double memory_gib = 0;  // backend memory after the timed steps (its high-water mark)
+  double saved_linear_mib = 0;  // what the block linears keep for backward (X or packed X_q)
 };
 
 std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::function<void(const std::string&)>& log);
