@@ -1,7 +1,7 @@
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -23,20 +23,14 @@ struct GradErrorOptions {
   bool json = false;
 };
 
-Matrix first_rows(const Matrix& m, int64_t rows) {
-  Matrix r(rows, m.cols);
-  std::copy(m.data.begin(), m.data.begin() + rows * m.cols, r.data.begin());
-  return r;
-}
-
 void run(const GradErrorOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   eval::LayerOperands ops = o.load.empty() ? eval::default_operands(o.m, o.k, o.n, o.seed) : eval::load_operands(o.load);
   if (o.rows > 0) {
     if (o.rows > ops.x.rows)
       throw Error("--rows " + std::to_string(o.rows) + " exceeds the " + std::to_string(ops.x.rows) + " tokens loaded");
-    ops.x = first_rows(ops.x, o.rows);
-    ops.dy = first_rows(ops.dy, o.rows);
+    ops.x = first_rows(std::move(ops.x), o.rows);
+    ops.dy = first_rows(std::move(ops.dy), o.rows);
   }
   const auto backend = gemm::make_cpu_backend();
   const auto rows = eval::grad_error(ops, o.scheme, o.hadamard, o.draws, o.seed, *backend, [&](int done) {

@@ -2,6 +2,12 @@
 
 namespace q2 {
 
+Matrix first_rows(Matrix m, int64_t rows) {
+  m.rows = rows;
+  m.data.resize(static_cast<size_t>(rows * m.cols));
+  return m;
+}
+
 Matrix transpose(const Matrix& m) {
   Matrix t(m.cols, m.rows);
   constexpr int64_t kTile = 32;  // cache-blocked

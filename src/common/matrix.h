@@ -32,5 +32,7 @@ struct MatrixRef {
 };
 
 Matrix transpose(const Matrix& m);
+// The first `rows` rows of m (rows <= m.rows).
+Matrix first_rows(Matrix m, int64_t rows);
 
 }  // namespace q2

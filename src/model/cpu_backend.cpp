@@ -34,12 +34,6 @@ Matrix pad_rows(const Matrix& m, int64_t rows) {
   return p;
 }
 
-Matrix first_rows(Matrix m, int64_t rows) {
-  m.rows = rows;
-  m.data.resize(static_cast<size_t>(rows * m.cols));
-  return m;
-}
-
 class CpuLinear final : public LinearOp {
  public:
   CpuLinear(const linear::Scheme& s, const gemm::Backend& g, const std::string& name) : lin_(s, g, name) {}
