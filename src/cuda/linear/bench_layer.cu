@@ -61,11 +61,20 @@ struct Part {
   double ms;
 };
 
+// One layer's operands at shape s: X, the float32 master W, dY, and dW to accumulate into.
+struct LayerTensors {
+  model::Tensor x, w, dy, dw;
+  explicit LayerTensors(const Shape& s)
+      : x(random_tensor(s.m, s.k, model::DType::kBF16, 1, 1.0f)),
+        w(random_tensor(s.n, s.k, model::DType::kF32, 2, 1.0f / 32)),
+        dy(random_tensor(s.m, s.n, model::DType::kBF16, 3, 1e-3f)),
+        dw(device_tensor(s.n, s.k, model::DType::kF32)) {}
+};
+
 std::vector<Timing> time_shape(const Shape& s) {
-  const model::Tensor x = random_tensor(s.m, s.k, model::DType::kBF16, 1, 1.0f);
-  const model::Tensor w = random_tensor(s.n, s.k, model::DType::kF32, 2, 1.0f / 32);
-  const model::Tensor dy = random_tensor(s.m, s.n, model::DType::kBF16, 3, 1e-3f);
-  model::Tensor dw = device_tensor(s.n, s.k, model::DType::kF32);
+  LayerTensors l(s);
+  const model::Tensor &x = l.x, &w = l.w, &dy = l.dy;
+  model::Tensor& dw = l.dw;
   const std::vector<std::string> names = {"bf16", "quartet2", "nvidia"};
   std::vector<std::unique_ptr<CudaLinear>> ops;
   for (const std::string& n : names) ops.push_back(make_cuda_linear(linear::scheme_by_name(n), n));
@@ -87,10 +96,9 @@ std::vector<Timing> time_shape(const Shape& s) {
 
 // Each launch of a quartet2 step at shape s (linear.cpp's sequence, M a multiple of 128).
 std::vector<Part> quartet2_breakdown(const Shape& s) {
-  const model::Tensor x = random_tensor(s.m, s.k, model::DType::kBF16, 1, 1.0f);
-  const model::Tensor w = random_tensor(s.n, s.k, model::DType::kF32, 2, 1.0f / 32);
-  const model::Tensor dy = random_tensor(s.m, s.n, model::DType::kBF16, 3, 1e-3f);
-  model::Tensor dw = device_tensor(s.n, s.k, model::DType::kF32);
+  LayerTensors l(s);
+  const model::Tensor &x = l.x, &w = l.w, &dy = l.dy;
+  model::Tensor& dw = l.dw;
   const model::Tensor wb = device_tensor(s.n, s.k, model::DType::kBF16);
   auto bf = [](const model::Tensor& t) { return static_cast<__nv_bfloat16*>(t.data); };
   const BF16View xv{bf(x), s.m, s.k, "x"}, wv{bf(wb), s.n, s.k, "w"}, ev{bf(dy), s.m, s.n, "dy"};

@@ -78,6 +78,17 @@ __device__ __forceinline__ T block_sum(T v, T* shared) {
   return warp_sum(r);
 }
 
+// *total = the float64 sum of x[0..n) by one block, in a fixed order (deterministic).
+// Launch with <<<1, 1024>>>.
+template <class T>
+__global__ void sum_one_block_kernel(const T* __restrict__ x, int64_t n, double* __restrict__ total) {
+  __shared__ double shared[32];
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
+  acc = block_sum(acc, shared);
+  if (threadIdx.x == 0) *total = acc;
+}
+
 // V = 8: one 16-byte access of 8 BF16 values; V = 1: a scalar one.
 template <int V>
 __device__ __forceinline__ void load(const bf16* p, float (&v)[V]) {

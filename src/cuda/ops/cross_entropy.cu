@@ -112,14 +112,6 @@ __global__ void __launch_bounds__(kThreads)
     g[i] = __float2bfloat16_rn(grad(i, __bfloat162float(z[i])));
 }
 
-__global__ void sum_losses_kernel(const float* __restrict__ row_loss, int64_t rows, double* __restrict__ total) {
-  __shared__ double shared[32];
-  double acc = 0;
-  for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) acc += row_loss[i];
-  acc = detail::block_sum(acc, shared);
-  if (threadIdx.x == 0) *total = acc;
-}
-
 }  // namespace
 
 double cross_entropy(const bf16* logits, int64_t rows, int64_t vocab, const uint32_t* targets, bf16* dlogits,
@@ -138,8 +130,8 @@ double cross_entropy(const bf16* logits, int64_t rows, int64_t vocab, const uint
   cross_entropy_kernel<<<static_cast<unsigned>(rows), kThreads>>>(logits, vocab, targets, dlogits, scale, row_loss,
                                                                   bad);
   check_launch("cross_entropy_kernel");
-  sum_losses_kernel<<<1, 1024>>>(row_loss, rows, total);
-  check_launch("sum_losses_kernel");
+  detail::sum_one_block_kernel<<<1, 1024>>>(row_loss, rows, total);
+  check_launch("sum_one_block_kernel (row losses)");
   struct {
     unsigned bad;
     unsigned pad;

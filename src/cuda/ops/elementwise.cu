@@ -96,14 +96,6 @@ __global__ void sum_squares_partial_kernel(const float* x, int64_t n, double* pa
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-__global__ void sum_partials_kernel(const double* partial, int count, double* result) {
-  __shared__ double shared[32];
-  double acc = 0;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
-  acc = detail::block_sum(acc, shared);
-  if (threadIdx.x == 0) *result = acc;
-}
-
 }  // namespace
 
 void add_inplace(bf16* a, const bf16* b, int64_t n) {
@@ -154,8 +146,8 @@ void sum_squares_async(const float* x, int64_t n, double* result) {
   detail::Scratch<double> partial(blocks);
   sum_squares_partial_kernel<<<blocks, kThreads>>>(x, n, partial.get());
   check_launch("sum_squares_partial_kernel");
-  sum_partials_kernel<<<1, 1024>>>(partial.get(), static_cast<int>(blocks), result);
-  check_launch("sum_partials_kernel");
+  detail::sum_one_block_kernel<<<1, 1024>>>(partial.get(), static_cast<int64_t>(blocks), result);
+  check_launch("sum_one_block_kernel (partial sums)");
 }
 
 double sum_squares(const float* x, int64_t n) {

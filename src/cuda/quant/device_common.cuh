@@ -219,6 +219,13 @@ __device__ __forceinline__ void publish_cmax(float cmax, bool bad, Flags* flags)
   }
 }
 
+// Set-up of an MS-EDEN pass 1 (ms_eden.cu): clears the corrected-scale maximum and the NaN/Inf
+// flag, and returns the workspace's float32 scratch for the `groups` corrected scales.
+float* begin_eden_pass1(Workspace& ws, int64_t groups, cudaStream_t stream);
+// The rotation's 128 sign bits as a kernel argument.
+inline uint4 sign_words(const quant::Rht& r) {
+  return make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]);
+}
 // Pass 2 of MS-EDEN, shared by the three pass-1 kernels (ms_eden.cu).
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
                         DeviceNVFP4& out, cudaStream_t stream);

@@ -105,6 +105,11 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
 
 }  // namespace
 
+float* begin_eden_pass1(Workspace& ws, int64_t groups, cudaStream_t stream) {
+  check(cudaMemsetAsync(&flags_of(ws)->cmax_bits, 0, 2 * sizeof(uint32_t), stream), "cudaMemsetAsync (MS-EDEN flags)");
+  return ws.scratch(groups);
+}
+
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
                         DeviceNVFP4& out, cudaStream_t stream) {
   const int64_t g = cols / kBlock, quads = rows * g / 4;
@@ -130,12 +135,11 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   detail::require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
   out.ensure(x.rows, x.cols);
   detail::Flags* flags = detail::flags_of(ws);
-  check(cudaMemsetAsync(&flags->cmax_bits, 0, 2 * sizeof(uint32_t), stream), "cudaMemsetAsync (MS-EDEN flags)");
-  float* corrected = ws.scratch(groups);
+  float* corrected = detail::begin_eden_pass1(ws, groups, stream);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel),
                                                detail::kThreads, 0, (groups + detail::kThreads - 1) / detail::kThreads);
   detail::ms_eden_rows_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      reinterpret_cast<const uint4*>(x.data), groups, make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]),
+      reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_rows_kernel");
   detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags, out, stream);

@@ -96,13 +96,12 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
   detail::require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
   out.ensure(x.cols, x.rows);
   detail::Flags* flags = detail::flags_of(ws);
-  check(cudaMemsetAsync(&flags->cmax_bits, 0, 2 * sizeof(uint32_t), stream), "cudaMemsetAsync (MS-EDEN flags)");
-  float* corrected = ws.scratch(groups);
+  float* corrected = detail::begin_eden_pass1(ws, groups, stream);
   const int64_t tiles = x.rows / detail::kTileR * ((x.cols + detail::kTileC - 1) / detail::kTileC);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_transposed_kernel),
                                                detail::kThreads, 0, tiles);
   detail::ms_eden_transposed_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      x.data, x.rows, x.cols, make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]),
+      x.data, x.rows, x.cols, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_transposed_kernel");
   detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags, out, stream);

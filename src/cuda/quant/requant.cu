@@ -121,14 +121,13 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
   detail::require(groups < (int64_t{1} << 31), name, "has 2^31 or more 16-groups (too large)");
   out.ensure(a.cols, a.rows);
   detail::Flags* flags = detail::flags_of(ws);
-  check(cudaMemsetAsync(&flags->cmax_bits, 0, 2 * sizeof(uint32_t), stream), "cudaMemsetAsync (MS-EDEN flags)");
-  float* corrected = ws.scratch(groups);
+  float* corrected = detail::begin_eden_pass1(ws, groups, stream);
   const int64_t tiles = a.rows / detail::kTileR * ((a.cols + detail::kTileC - 1) / detail::kTileC);
   const int blocks =
       detail::persistent_blocks(reinterpret_cast<const void*>(detail::requant_kernel), detail::kThreads, 0, tiles);
   detail::requant_kernel<<<blocks, detail::kThreads, 0, stream>>>(
       a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.rows, a.cols,
-      make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]),
+      detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("requant_kernel");
   detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags, out, stream);
