@@ -28,8 +28,8 @@ build() {
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
   cmake --build build-cuda -j"$(nproc)" --target quartet2 "${tests[@]}"
   bundle "$bundle" build-cuda/quartet2 "${tests[@]/#/build-cuda/src/cuda/}"
-  # Prepared datasets for GPU training runs, and the libraries, compressed (xz: the device has
-  # no zstd) to stay within what a device call can carry (64 MiB).
+  # Prepared datasets for GPU training runs, the programs and the libraries, compressed (xz: the
+  # device has no zstd) to stay within what a device call can carry (64 MiB).
   local name
   for name in "${@:-gcide}"; do
     if [[ $name == gcide && ! -f data/gcide/meta.json ]]; then
@@ -38,14 +38,14 @@ build() {
     [[ -f "data/$name/meta.json" ]] || { echo "device-test: data/$name is not a prepared dataset" >&2; exit 1; }
     tar -cJf "$bundle/$name.data.tar.xz" -C data "$name"
   done
-  tar -cJf "$bundle/lib.tar.xz" -C "$bundle" lib && rm -rf "$bundle/lib"
+  (cd "$bundle" && tar -cJf programs.tar.xz lib quartet2 "${tests[@]}" && rm -rf lib quartet2 "${tests[@]}")
   echo "device-test: $(du -sh "$bundle" | cut -f1) to carry"
 }
 
-# On the GPU machine: the libraries out of their archive, and the library path.
+# On the GPU machine: the programs and libraries out of their archive, and the library path.
 unpack() {
-  [[ -d "$bundle/lib" ]] || tar -xJf "$bundle/lib.tar.xz" -C "$bundle"
-  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # shellcheck source=scripts/gpu-env.sh
+  source scripts/gpu-env.sh
 }
 
 # bundle DIR EXE...: copies the executables and every shared library they need beyond glibc,
@@ -69,7 +69,6 @@ bundle() {
 }
 
 run() {
-  [[ -x "$bundle/quartet2" ]] || { echo "device-test: $bundle missing; run 'scripts/device-test.sh build' first" >&2; exit 1; }
   unpack
   local out="${OUT:-$root/gpu-bundle/out}"
   mkdir -p "$out"

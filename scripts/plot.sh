@@ -5,7 +5,8 @@
 #
 # Each argument is a run directory (holding metrics.jsonl) or a metrics.jsonl file; its label
 # is the directory's or file's name. Writes OUT_PREFIX-loss.png (validation loss against
-# training tokens) and OUT_PREFIX-bpb.png (validation bits per byte).
+# training tokens) and OUT_PREFIX-bpb.png (validation bits per byte). YRANGE=LO:HI (for example
+# 1.5:2) zooms the loss plot onto the end of training, where the recipes differ.
 set -euo pipefail
 [[ $# -ge 3 ]] || { echo "usage: $0 OUT_PREFIX TITLE RUN_DIR_OR_METRICS..." >&2; exit 2; }
 command -v gnuplot >/dev/null || { echo "plot: gnuplot not found (apt-get install gnuplot-nox)" >&2; exit 1; }
@@ -41,6 +42,7 @@ set xlabel 'training tokens (millions)'
 set ylabel '$ylabel'
 set grid
 set key top right
+$([[ $what == loss && -n ${YRANGE:-} ]] && echo "set yrange [${YRANGE}]")
 plot $series
 GP
   echo "plot: wrote $out-$what.png"
