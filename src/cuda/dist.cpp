@@ -20,6 +20,10 @@ struct Communicator::State {
   ncclComm_t comm = nullptr;
   bool aborted = false;
   double* scalar = nullptr;  // device slot of the double all-reduce
+  // The gradient sums' stream (non-blocking: the legacy stream 0 must not serialize with it)
+  // and the events that order it after stream 0's gradients and stream 0 after the sums.
+  cudaStream_t stream = nullptr;
+  cudaEvent_t computed = nullptr, summed = nullptr;
 };
 
 namespace {
@@ -61,11 +65,17 @@ Communicator::Communicator(const model::DistConfig& dist) : dist_(dist), s_(std:
   // pick up this one.
   if (dist.rank == 0) std::filesystem::remove(rendezvous_file(dist.rendezvous));
   check(cudaMalloc(&s_->scalar, sizeof(double)), "cudaMalloc (all-reduce scalar)");
+  check(cudaStreamCreateWithFlags(&s_->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  check(cudaEventCreateWithFlags(&s_->computed, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  check(cudaEventCreateWithFlags(&s_->summed, cudaEventDisableTiming), "cudaEventCreateWithFlags");
 }
 
 Communicator::~Communicator() {
-  if (s_->scalar) cudaFree(s_->scalar);
   if (s_->comm && !s_->aborted) ncclCommDestroy(s_->comm);
+  if (s_->summed) cudaEventDestroy(s_->summed);
+  if (s_->computed) cudaEventDestroy(s_->computed);
+  if (s_->stream) cudaStreamDestroy(s_->stream);
+  if (s_->scalar) cudaFree(s_->scalar);
 }
 
 void Communicator::fail(const std::string& why) {
@@ -76,9 +86,9 @@ void Communicator::fail(const std::string& why) {
   throw Error("rank " + std::to_string(dist_.rank) + ": " + why);
 }
 
-// Non-blocking NCCL: first the communicator leaves ncclInProgress (the operation is then
-// enqueued), then stream 0 drains. Both polls share one deadline.
-void Communicator::wait(const std::string& what) {
+// Non-blocking NCCL: first the communicator leaves ncclInProgress (the operations are then
+// enqueued), then, with `drain`, stream 0 drains. Both polls share one deadline.
+void Communicator::wait(const std::string& what, bool drain) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(dist_.timeout_s);
   auto timed_out = [&] { return std::chrono::steady_clock::now() >= deadline; };
   auto too_late = [&] {
@@ -93,7 +103,7 @@ void Communicator::wait(const std::string& what) {
     if (timed_out()) too_late();
     std::this_thread::yield();
   }
-  for (;;) {
+  while (drain) {
     const cudaError_t q = cudaStreamQuery(0);
     if (q == cudaSuccess) return;
     if (q != cudaErrorNotReady) check(q, "cudaStreamQuery (" + what + ")");
@@ -105,18 +115,30 @@ void Communicator::wait(const std::string& what) {
   }
 }
 
-void Communicator::allreduce_sum(std::vector<model::Tensor>& tensors, const std::string& what) {
+void Communicator::start_allreduce_sum(const std::vector<model::Tensor>& tensors, const std::string& what) {
   if (s_->aborted) fail("the communicator was aborted by an earlier error");
   auto ok = [&](ncclResult_t r, const char* call) {
     if (failed(r)) fail(std::string(call) + " (" + what + "): " + ncclGetErrorString(r));
   };
+  check(cudaEventRecord(s_->computed, 0), "cudaEventRecord (" + what + ")");
+  check(cudaStreamWaitEvent(s_->stream, s_->computed, 0), "cudaStreamWaitEvent (" + what + ")");
   ok(ncclGroupStart(), "ncclGroupStart");
-  for (model::Tensor& t : tensors) {
+  for (const model::Tensor& t : tensors) {
     if (t.dtype != model::DType::kF32) fail("all-reduce of " + what + ": only float32 tensors are summed");
-    ok(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, ncclSum, s_->comm, 0),
+    ok(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, ncclSum, s_->comm, s_->stream),
        "ncclAllReduce");
   }
   ok(ncclGroupEnd(), "ncclGroupEnd");
+  // Enqueued before the next NCCL call or event record on the stream, as non-blocking NCCL requires.
+  wait("all-reduce of " + what, false);
+}
+
+void Communicator::finish_allreduces(const std::string& what) {
+  if (s_->aborted) fail("the communicator was aborted by an earlier error");
+  check(cudaEventRecord(s_->summed, s_->stream), "cudaEventRecord (" + what + ")");
+  check(cudaStreamWaitEvent(0, s_->summed, 0), "cudaStreamWaitEvent (" + what + ")");
+  // Waiting here, against the deadline, rather than in the next synchronizing call: a rank
+  // that died turns into the timeout error instead of a hang.
   wait("all-reduce of " + what);
 }
 

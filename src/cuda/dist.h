@@ -21,14 +21,19 @@ class Communicator {
   int rank() const { return dist_.rank; }
   int world() const { return dist_.world; }
 
-  // In-place sums over all ranks on stream 0, one call per float32 tensor in one NCCL group;
-  // return when done. On timeout or an NCCL error the communicator is aborted and q2::Error
+  // Sums over all ranks. On timeout or an NCCL error the communicator is aborted and q2::Error
   // names `what`.
-  void allreduce_sum(std::vector<model::Tensor>& tensors, const std::string& what);
+  // In place, float32, one NCCL group on the communicator's own stream, after the work queued
+  // on stream 0 so far, so that stream 0 goes on meanwhile (backward); returns once enqueued.
+  void start_allreduce_sum(const std::vector<model::Tensor>& tensors, const std::string& what);
+  // Stream 0 waits for every sum started; returns once they are done.
+  void finish_allreduces(const std::string& what);
+  // On stream 0; returns the sum.
   double allreduce_sum(double v, const std::string& what);
 
  private:
-  void wait(const std::string& what);
+  // Until NCCL has enqueued what was issued, then (with `drain`) until stream 0 has run it.
+  void wait(const std::string& what, bool drain = true);
   [[noreturn]] void fail(const std::string& why);
 
   model::DistConfig dist_;

@@ -2,7 +2,8 @@
 // state float32; activations BF16), the ops of src/cuda/ops, the linear layers of
 // src/cuda/linear and BF16 cuBLASLt GEMMs for the LM head. Everything runs on stream 0; only
 // the calls that return host values (loss, squared norms, downloads) synchronize. In a
-// data-parallel job (world > 1) it owns the NCCL communicator (cuda/dist.h).
+// data-parallel job (world > 1) it owns the NCCL communicator (cuda/dist.h), whose gradient
+// sums run on a stream of their own, overlapping backward.
 #include "cuda/model_backend.h"
 
 #include <cuda_runtime.h>
@@ -223,8 +224,11 @@ class CudaBackend final : public model::Backend {
 
   int rank() const override { return comm_ ? comm_->rank() : 0; }
   int world() const override { return comm_ ? comm_->world() : 1; }
-  void allreduce_sum(std::vector<Tensor>& tensors, const std::string& what) override {
-    if (comm_) comm_->allreduce_sum(tensors, what);
+  void start_allreduce_sum(const std::vector<Tensor>& tensors, const std::string& what) override {
+    if (comm_) comm_->start_allreduce_sum(tensors, what);
+  }
+  void finish_allreduces(const std::string& what) override {
+    if (comm_) comm_->finish_allreduces(what);
   }
   double allreduce_sum(double v, const std::string& what) override { return comm_ ? comm_->allreduce_sum(v, what) : v; }
 

@@ -93,12 +93,18 @@ class Backend {
   virtual size_t peak_memory_bytes() { return 0; }
   virtual void reset_peak_memory() {}
 
-  // Data parallelism (docs/MULTI_GPU.md): this process's place among world() replicas. The
-  // sums run over all ranks and return once done; `what` names the data in the timeout error
-  // ("the gradients of step 37"). World 1, the default and the CPU's only size: nothing to sum.
+  // Data parallelism (docs/MULTI_GPU.md): this process's place among world() replicas; `what`
+  // names the data in the timeout error ("gradients of step 37"). World 1, the default and the
+  // CPU's only size: nothing to sum.
   virtual int rank() const { return 0; }
   virtual int world() const { return 1; }
-  virtual void allreduce_sum(std::vector<Tensor>& /*float32 tensors*/, const std::string& /*what*/) {}
+  // Starts in-place sums over all ranks of float32 tensors once the work queued so far has
+  // written them, and returns without waiting, so that the sums overlap the work queued next,
+  // which must not touch these tensors. finish_allreduces waits for every sum started: later
+  // work sees the sums. Every rank starts the same tensors in the same order.
+  virtual void start_allreduce_sum(const std::vector<Tensor>& /*float32 tensors*/, const std::string& /*what*/) {}
+  virtual void finish_allreduces(const std::string& /*what*/) {}
+  // Returns once summed.
   virtual double allreduce_sum(double v, const std::string& /*what*/) { return v; }
 };
 

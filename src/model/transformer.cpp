@@ -155,18 +155,23 @@ Tensor Transformer::logits(const std::vector<uint32_t>& inputs, int64_t batch, i
   return run(inputs, batch, seq, false);
 }
 
-void Transformer::backward(uint64_t seed, float loss_scale) {
+void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& ready) {
   if (inputs_.empty()) throw Error("backward called before forward");
   const ModelConfig& c = config_;
   Backend& B = backend_;
   const int64_t T = batch_ * seq_, d = c.d_model;
+  auto announce = [&](size_t first, size_t count) {
+    if (ready) ready(first, count);
+  };
   B.scale(dlogits_, loss_scale);
   const size_t head = params_.size() - 1, fnorm = params_.size() - 2;
   B.matmul(dlogits_, true, final_out_, false, grads_[head], 1.0f, true);
+  announce(head, 1);
   Tensor dxf = B.alloc(T, d, Role::kActivation);
   B.matmul(dlogits_, false, params_[head].value, false, dxf, 1.0f, false);
   Tensor dx = B.alloc(T, d, Role::kActivation);
   B.rmsnorm_backward(dxf, final_in_, params_[fnorm].value, final_rstd_, dx, grads_[fnorm]);
+  announce(fnorm, 1);
   auto lseed = [&](int l, int which) { return philox::derive_seed(seed, static_cast<uint64_t>(l * kLinears + which)); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
@@ -178,6 +183,7 @@ void Transformer::backward(uint64_t seed, float loss_scale) {
     B.swiglu_backward(dg, k.h12, dh12);
     const Tensor dm = linear_backward(l, kW12, dh12, lseed(l, kW12), G(kW12p));
     B.rmsnorm_backward(dm, k.x_mid, P(kFfnNorm), k.rstd2, dx, G(kFfnNorm));
+    announce(static_cast<size_t>(layer_param(l, kFfnNorm)), 3);  // ffn_norm, w12, w3
     // Attention: x_mid = x_in + wo(attn(rope(wqkv(norm(x_in)))))
     const Tensor datt = linear_backward(l, kO, dx, lseed(l, kO), G(kWo));
     Tensor dqkv = B.alloc(T, 3 * d, Role::kActivation);
@@ -186,8 +192,10 @@ void Transformer::backward(uint64_t seed, float loss_scale) {
     B.rope(dqkv, d, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);
     const Tensor da = linear_backward(l, kQkv, dqkv, lseed(l, kQkv), G(kWqkv));
     B.rmsnorm_backward(da, k.x_in, P(kAttnNorm), k.rstd1, dx, G(kAttnNorm));
+    announce(static_cast<size_t>(layer_param(l, kAttnNorm)), 3);  // attention_norm, wqkv, wo
   }
   B.embedding_backward(dx, inputs_, grads_[0]);
+  announce(0, 1);
 }
 
 }  // namespace q2::model

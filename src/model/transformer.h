@@ -30,9 +30,14 @@ class Transformer {
   // Runs the batch and keeps what backward needs; returns the summed token loss (float64).
   double forward(const std::vector<uint32_t>& inputs, const std::vector<uint32_t>& targets, int64_t batch,
                  int64_t seq);
+  // Told during backward, when given, that the gradients of params() [first, first + count)
+  // are final: nothing later in this backward writes them, so their all-reduce can overlap the
+  // rest. Every parameter once, in reverse layer order: LM head, final norm, then per block
+  // from the last its MLP half and its attention half, the embedding.
+  using GradsReady = std::function<void(size_t first, size_t count)>;
   // Accumulates d(loss_scale * summed loss) into the gradients; `seed` draws the backward's
   // rotations and rounding.
-  void backward(uint64_t seed, float loss_scale);
+  void backward(uint64_t seed, float loss_scale, const GradsReady& ready = nullptr);
   // Logits [batch * seq, vocab] without keeping activations (evaluation, sampling).
   Tensor logits(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq);
 

@@ -11,15 +11,7 @@ namespace q2::model {
 namespace {
 
 ModelConfig micro() {
-  ModelConfig c;
-  c.preset = "micro";
-  c.n_layers = 2;
-  c.d_model = 32;
-  c.n_heads = 2;
-  c.d_ff = 48;
-  c.vocab = 40;
-  c.seq_len = 8;
-  return c;
+  return {.preset = "micro", .n_layers = 2, .d_model = 32, .n_heads = 2, .d_ff = 48, .vocab = 40, .seq_len = 8};
 }
 
 std::vector<uint32_t> tokens(int64_t n, uint64_t seed, uint32_t vocab) {

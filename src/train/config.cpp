@@ -45,6 +45,7 @@ void for_each_field(C& c, F&& f) {
   f("dist", "local_rank", c.local_rank);
   f("dist", "rendezvous", c.rendezvous);
   f("dist", "timeout_s", c.dist_timeout_s);
+  f("dist", "bucket_mb", c.bucket_mb);
 }
 
 }  // namespace
@@ -59,9 +60,9 @@ TrainConfig from_json(const json& j) {
   TrainConfig c;
   try {
     for_each_field(c, [&](const char* section, const char* key, auto& v) {
-      // Checkpoints from before data parallelism have no dist section; it describes the
-      // launch, not the run, so the defaults stand in.
-      if (std::string(section) == "dist" && !j.contains(section)) return;
+      // Checkpoints from before data parallelism (or before a dist key) lack it; the dist
+      // section describes the launch, not the run, so the defaults stand in.
+      if (std::string(section) == "dist" && !(j.contains(section) && j.at(section).contains(key))) return;
       j.at(section).at(key).get_to(v);
     });
   } catch (const json::exception& e) {
@@ -168,6 +169,7 @@ void validate(const TrainConfig& c) {
   if (c.world_size > 1 && c.rendezvous.empty())
     bad("dist.rendezvous (--rendezvous DIR, a directory all ranks share) is required when dist.world_size > 1");
   if (!(c.dist_timeout_s > 0)) bad("dist.timeout_s must be positive");
+  if (!(c.bucket_mb >= 0)) bad("dist.bucket_mb must be >= 0 (0: one all-reduce after backward)");
 }
 
 void resolve_dist(TrainConfig& c, const std::function<const char*(const char*)>& env) {

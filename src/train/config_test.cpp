@@ -52,6 +52,7 @@ TEST(DistConfig, ValidationErrorsNameTheKey) {
   EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=-1"}); }).find("dist.world_size"), std::string::npos);
   EXPECT_NE(error_of([] { load_config("", {"--dist.rank=1"}); }).find("needs dist.world_size"), std::string::npos);
   EXPECT_NE(error_of([] { load_config("", {"--dist.timeout_s=0"}); }).find("dist.timeout_s"), std::string::npos);
+  EXPECT_NE(error_of([] { load_config("", {"--dist.bucket_mb=-1"}); }).find("dist.bucket_mb"), std::string::npos);
 }
 
 TEST(DistConfig, ResolvedFromFlagsThenOpenMpiThenSingleProcess) {
@@ -95,6 +96,9 @@ TEST(DistConfig, CheckpointConfigWithoutDistSectionLoads) {
   nlohmann::json j = to_json(TrainConfig{});
   j.erase("dist");
   EXPECT_EQ(from_json(j).world_size, 0);
+  j = to_json(TrainConfig{});
+  j["dist"].erase("bucket_mb");  // written before buckets existed
+  EXPECT_EQ(from_json(j).bucket_mb, 25);
 }
 
 TEST(Schedule, CosineAndWsdShapes) {

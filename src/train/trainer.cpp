@@ -13,6 +13,7 @@
 #include "quant/philox.h"
 #include "train/checkpoint.h"
 #include "common/npy.h"
+#include "train/grad_reducer.h"
 #include "train/optimizer.h"
 
 namespace q2::train {
@@ -99,6 +100,7 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   };
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
   AdamW opt(*backend, model.params());
+  GradReducer reducer(model, cfg.bucket_mb);
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
   if (lead) std::filesystem::create_directories(cfg.out_dir);
   const std::string ckpt = checkpoint_path(cfg), metrics = cfg.out_dir + "/metrics.jsonl";
@@ -141,6 +143,7 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   for (int64_t step = start; step < end; ++step) {
     model.zero_grads();
     double loss = 0;
+    const std::string of_step = " of step " + std::to_string(step + 1);
     try {
       for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
         const bool dump = lead && micro == 0 && cfg.dump_every > 0 && (step + 1) % cfg.dump_every == 0;
@@ -150,11 +153,11 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
         // Each rank draws its own rotations and rounding (independent noise averages out in the
         // sum); world 1 keeps the single-process seeds.
         const int64_t draw = (step * cfg.grad_accum + micro) * world + backend->rank();
-        model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(draw)), loss_scale);
+        model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(draw)), loss_scale,
+                       reducer.hook(micro, cfg.grad_accum, "gradients" + of_step));
         if (dump) model.set_tap(nullptr);
       }
-      const std::string of_step = " of step " + std::to_string(step + 1);
-      backend->allreduce_sum(model.grads(), "gradients" + of_step);
+      reducer.finish();  // before the gradient norm and the optimizer read them
       loss = backend->allreduce_sum(loss, "loss" + of_step);
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());

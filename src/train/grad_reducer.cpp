@@ -1,0 +1,48 @@
+#include "train/grad_reducer.h"
+
+#include <cstdint>
+
+#include "common/error.h"
+
+namespace q2::train {
+
+GradReducer::GradReducer(model::Transformer& model, double bucket_mb)
+    : model_(model),
+      limit_(bucket_mb > 0 ? static_cast<size_t>(bucket_mb * (1 << 20)) : SIZE_MAX),
+      handed_(model.grads().size()) {}
+
+model::Transformer::GradsReady GradReducer::hook(int64_t micro, int64_t micros, const std::string& what) {
+  if (micro + 1 < micros) return nullptr;
+  what_ = what;
+  return [this](size_t first, size_t count) { ready(first, count); };
+}
+
+void GradReducer::ready(size_t first, size_t count) {
+  for (size_t i = first; i < first + count; ++i) {
+    if (handed_.at(i)) throw Error(model_.params()[i].name + ": backward handed its gradient over twice");
+    handed_[i] = true;
+    const model::Tensor& g = model_.grads()[i];
+    const size_t bytes = static_cast<size_t>(g.size()) * sizeof(float);  // gradients are float32
+    // At most the limit per bucket, except a tensor above it, which goes alone.
+    if (!bucket_.empty() && bucket_bytes_ + bytes > limit_) start();
+    bucket_.push_back(g);
+    bucket_bytes_ += bytes;
+    if (bucket_bytes_ >= limit_) start();
+  }
+}
+
+void GradReducer::start() {
+  model_.backend().start_allreduce_sum(bucket_, what_);
+  bucket_.clear();
+  bucket_bytes_ = 0;
+}
+
+void GradReducer::finish() {
+  for (size_t i = 0; i < handed_.size(); ++i)
+    if (!handed_[i]) throw Error(model_.params()[i].name + ": backward never handed its gradient over");
+  handed_.assign(handed_.size(), false);
+  if (!bucket_.empty()) start();
+  model_.backend().finish_allreduces(what_);
+}
+
+}  // namespace q2::train
