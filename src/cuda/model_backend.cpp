@@ -60,7 +60,8 @@ struct AttentionCache {
 
 class CudaBackend final : public model::Backend {
  public:
-  explicit CudaBackend(const model::DistConfig& dist) {
+  explicit CudaBackend(const model::BackendOptions& options) {
+    const model::DistConfig& dist = options.dist;
     int devices = 0;
     const cudaError_t e = cudaGetDeviceCount(&devices);
     if (e != cudaSuccess || devices == 0)
@@ -69,6 +70,10 @@ class CudaBackend final : public model::Backend {
     // Before any allocation: the communicator selects this rank's GPU.
     if (dist.world > 1) comm_ = std::make_unique<Communicator>(dist);
     id_check_ = std::make_unique<ops::IdCheck>();
+    native_nvfp4_ = options.gemm != "emulated" && blas::has_native_nvfp4();
+    if (options.gemm == "native" && !native_nvfp4_)
+      throw Error("device 'cuda': method.gemm = native needs FP4 tensor cores (Blackwell, compute capability 10.x or "
+                  "12.x), which this GPU lacks; use 'auto' or 'emulated'");
   }
 
   std::string name() const override { return "cuda"; }
@@ -113,7 +118,7 @@ class CudaBackend final : public model::Backend {
   }
 
   std::unique_ptr<model::LinearOp> make_linear(const linear::Scheme& s, const std::string& name) override {
-    return make_cuda_linear(s, name);
+    return make_cuda_linear(s, name, native_nvfp4_);
   }
 
   void embedding_forward(const Tensor& table, const std::vector<uint32_t>& ids, Tensor& out) override {
@@ -242,9 +247,12 @@ class CudaBackend final : public model::Backend {
 
   std::unique_ptr<ops::IdCheck> id_check_;  // on this rank's GPU, so made after the communicator
   std::unique_ptr<Communicator> comm_;  // world > 1 only
+  bool native_nvfp4_ = false;           // FP4 tensor-core GEMMs (model::BackendOptions::gemm)
 };
 
-std::unique_ptr<model::Backend> make(const model::DistConfig& dist) { return std::make_unique<CudaBackend>(dist); }
+std::unique_ptr<model::Backend> make(const model::BackendOptions& options) {
+  return std::make_unique<CudaBackend>(options);
+}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/gemm/gemm.h"
 #include "cuda/model_backend.h"
 #include "cuda/quant/quant.h"
 #include "cuda/test_util.h"
@@ -93,6 +94,23 @@ TEST(GpuBackend, Bf16StepAgreesWithCpu) {
 TEST(GpuBackend, Quartet2StepAgreesWithCpu) {
   REQUIRE_GPU();
   expect_agreement("quartet2", 0.9);
+}
+
+// The GEMM path is chosen at run time: 'auto' always works, 'native' only with FP4 tensor cores.
+TEST(GpuBackend, GemmPathIsChosenAtRunTime) {
+  REQUIRE_GPU();
+  register_cuda_backend();
+  auto gemm = [](const char* path) {
+    model::BackendOptions o;
+    o.gemm = path;
+    return o;
+  };
+  EXPECT_EQ(model::make_backend("cuda", gemm("auto"))->name(), "cuda");
+  EXPECT_EQ(model::make_backend("cuda", gemm("emulated"))->name(), "cuda");
+  if (blas::has_native_nvfp4())
+    EXPECT_EQ(model::make_backend("cuda", gemm("native"))->name(), "cuda");
+  else
+    test::expect_error([&] { model::make_backend("cuda", gemm("native")); }, "method.gemm = native needs FP4");
 }
 
 }  // namespace

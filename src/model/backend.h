@@ -116,14 +116,23 @@ struct DistConfig {
   double timeout_s = 120;  // start-up and every collective wait at most this long
 };
 
+// What a backend is made with besides its device name.
+struct BackendOptions {
+  DistConfig dist;
+  // How NVFP4 products are computed: "emulated" (expanded to BF16, BF16 tensor cores: exact,
+  // any GPU), "native" (the GPU's FP4 tensor cores; Blackwell only) or "auto" (native where the
+  // GPU has them). The CPU backend always emulates.
+  std::string gemm = "auto";
+};
+
 std::unique_ptr<Backend> make_cpu_backend();
 
 // Backends by device name ("cpu" always; "cuda" once a CUDA build registered it at start-up),
 // so the trainer never names a device itself.
-using BackendFactory = std::unique_ptr<Backend> (*)(const DistConfig&);
+using BackendFactory = std::unique_ptr<Backend> (*)(const BackendOptions&);
 void register_backend(const std::string& device, BackendFactory factory);
 // Throws q2::Error naming the device and the available ones when it is unknown, or when the
-// device cannot run dist.world > 1.
-std::unique_ptr<Backend> make_backend(const std::string& device, const DistConfig& dist = {});
+// device cannot run dist.world > 1 or the GEMM path asked for.
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options = {});
 
 }  // namespace q2::model

@@ -6,10 +6,11 @@
 namespace q2::model {
 
 namespace {
-std::unique_ptr<Backend> make_cpu(const DistConfig& dist) {
-  if (dist.world > 1)
-    throw Error("device 'cpu' runs a single process only (world size " + std::to_string(dist.world) +
+std::unique_ptr<Backend> make_cpu(const BackendOptions& o) {
+  if (o.dist.world > 1)
+    throw Error("device 'cpu' runs a single process only (world size " + std::to_string(o.dist.world) +
                 " needs --device cuda)");
+  if (o.gemm == "native") throw Error("device 'cpu' has no native NVFP4 GEMMs (use method.gemm = \"auto\" or \"emulated\")");
   return make_cpu_backend();
 }
 
@@ -21,9 +22,11 @@ std::map<std::string, BackendFactory>& registry() {
 
 void register_backend(const std::string& device, BackendFactory factory) { registry()[device] = factory; }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, const DistConfig& dist) {
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options) {
+  if (options.gemm != "auto" && options.gemm != "emulated" && options.gemm != "native")
+    throw Error("unknown NVFP4 GEMM path '" + options.gemm + "' (known: auto, emulated, native)");
   const auto it = registry().find(device);
-  if (it != registry().end()) return it->second(dist);
+  if (it != registry().end()) return it->second(options);
   std::string known;
   for (const auto& [name, f] : registry()) known += (known.empty() ? "" : ", ") + name;
   throw Error("device '" + device + "' is not available in this build (available: " + known +

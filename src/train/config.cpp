@@ -20,6 +20,7 @@ void for_each_field(C& c, F&& f) {
   f("method", "scheme", c.scheme);
   f("method", "hadamard", c.hadamard);
   f("method", "device", c.device);
+  f("method", "gemm", c.gemm);
   f("train", "batch_size", c.batch_size);
   f("train", "grad_accum", c.grad_accum);
   f("train", "steps", c.steps);
@@ -159,6 +160,8 @@ void validate(const TrainConfig& c) {
   if (c.warmup_frac < 0 || c.warmup_frac >= 1) bad("train.warmup_frac must be in [0, 1)");
   if (c.decay_frac <= 0 || c.decay_frac > 1) bad("train.decay_frac must be in (0, 1]");
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
+  if (c.gemm != "auto" && c.gemm != "emulated" && c.gemm != "native")
+    bad("method.gemm must be 'auto', 'emulated' or 'native', got '" + c.gemm + "'");
   if (c.log_every < 1 || c.eval_every < 1 || c.ckpt_every < 1 || c.eval_batches < 1)
     bad("log.log_every, log.eval_every, log.ckpt_every and log.eval_batches must be >= 1");
   if (c.dump_every < 0) bad("log.dump_every must be >= 0 (0: no tensor dumps)");

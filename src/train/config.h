@@ -21,6 +21,7 @@ struct TrainConfig {
   std::string scheme = "quartet2";
   int hadamard = 0;  // 0: the scheme's own rotation size
   std::string device = "cpu";
+  std::string gemm = "auto";  // NVFP4 products: auto | emulated | native (model::BackendOptions)
   // optimization
   int64_t batch_size = 8, grad_accum = 1, steps = 1000;
   double lr = 1e-3, min_lr_ratio = 0.1, warmup_frac = 0.1;

@@ -36,6 +36,7 @@ TEST(TrainConfig, BadInputIsNamed) {
   EXPECT_NE(msg([] { load_config("", {"--train.steps=1.5"}); }).find("train.steps"), std::string::npos);
   EXPECT_NE(msg([] { load_config("", {"train.steps"}); }).find("--section.key=value"), std::string::npos);
   EXPECT_NE(msg([] { load_config("", {"--train.schedule=linear"}); }).find("cosine"), std::string::npos);
+  EXPECT_NE(msg([] { load_config("", {"--method.gemm=fp4"}); }).find("method.gemm"), std::string::npos);
   EXPECT_NE(msg([] { load_config("/nonexistent/q2.toml", {}); }).find("/nonexistent/q2.toml"), std::string::npos);
   const std::string bad = write_temp("q2_cfg_bad.toml", "[train\nlr = 1\n");
   EXPECT_NE(msg([&] { load_config(bad, {}); }).find("line 1"), std::string::npos);

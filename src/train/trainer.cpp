@@ -91,7 +91,7 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
-  const auto backend = model::make_backend(cfg.device, dist_config(cfg));
+  const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
   const bool lead = backend->rank() == 0;
   const int world = backend->world();

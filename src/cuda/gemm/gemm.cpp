@@ -27,7 +27,8 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 struct Key {
   int64_t m, n, k;
   bool ta, tb, f32_out, accumulate, device_alpha;
-  auto tie() const { return std::tie(m, n, k, ta, tb, f32_out, accumulate, device_alpha); }
+  bool fp4 = false;  // E2M1 operands with VEC16 E4M3 scales instead of BF16
+  auto tie() const { return std::tie(m, n, k, ta, tb, f32_out, accumulate, device_alpha, fp4); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
 
@@ -50,13 +51,35 @@ class Lt {
                   ", K=" + std::to_string(p.k));
     std::lock_guard<std::mutex> lock(mu_);
     const Key key{p.m, p.n, p.k, p.trans_a, p.trans_b, p.d_type == OutType::kF32, p.accumulate, p.alpha.device != nullptr};
-    const Plan& plan = plan_for(key);
     const float beta_host = p.accumulate ? 1.0f : 0.0f;
     const void* alpha = p.alpha.device ? static_cast<const void*>(p.alpha.device) : &p.alpha.host;
     const void* beta = p.alpha.device ? static_cast<const void*>(consts_.get() + (p.accumulate ? 1 : 0)) : &beta_host;
-    check_lt(cublasLtMatmul(handle_, plan.desc, alpha, p.b, plan.a, p.a, plan.b, beta, p.d, plan.d, p.d, plan.d,
-                            &plan.algo, workspace_.get(), kWorkspaceBytes, 0),
-             "cublasLtMatmul");
+    launch(plan_for(key), alpha, beta, p.a, p.b, p.d);
+  }
+
+  // As run() with A [M, K] and op(B) = B^T, B [N, K]: cuBLASLt's "TN", the only layout of its
+  // FP4 GEMMs.
+  void run(const Nvfp4Matmul& p) {
+    if (!p.a || !p.b || !p.alpha) throw Error("NVFP4 GEMM: operands and alpha are required");
+    if (p.a->cols != p.k || p.b->cols != p.k || p.a->rows < p.m || p.b->rows < p.n)
+      throw Error("NVFP4 GEMM M=" + std::to_string(p.m) + ", N=" + std::to_string(p.n) + ", K=" + std::to_string(p.k) +
+                  ": A is [" + std::to_string(p.a->rows) + ", " + std::to_string(p.a->cols) + "], B is [" +
+                  std::to_string(p.b->rows) + ", " + std::to_string(p.b->cols) + "]");
+    if (!has_native_nvfp4())
+      throw Error("NVFP4 GEMM: this GPU has no FP4 tensor cores (compute capability 10.x or 12.x needed); use the "
+                  "emulated GEMM path");
+    std::lock_guard<std::mutex> lock(mu_);
+    if (p.m <= 0 || p.n <= 0 || p.k <= 0) throw Error("NVFP4 GEMM of empty shape");
+    const Key key{p.m, p.n, p.k, false, true, p.d_type == OutType::kF32, p.accumulate, true, true};
+    const Plan& plan = plan_for(key);
+    // cuBLASLt's A is our B (see Key), so the scales swap too.
+    const void* scales_a = p.b->scales.get();
+    const void* scales_b = p.a->scales.get();
+    check_lt(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scales_a, sizeof scales_a),
+             "A_SCALE_POINTER");
+    check_lt(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scales_b, sizeof scales_b),
+             "B_SCALE_POINTER");
+    launch(plan, p.alpha, consts_.get() + (p.accumulate ? 1 : 0), p.a->packed.get(), p.b->packed.get(), p.d);
   }
 
  private:
@@ -64,6 +87,13 @@ class Lt {
     check_lt(cublasLtCreate(&handle_), "cublasLtCreate");
     const float c[2] = {0.0f, 1.0f};
     check(cudaMemcpy(consts_.get(), c, sizeof c, cudaMemcpyHostToDevice), "GEMM constants");
+  }
+
+  // Row-major D = A op(B): cuBLASLt's operands swapped (see Key).
+  void launch(const Plan& plan, const void* alpha, const void* beta, const void* a, const void* b, void* d) {
+    check_lt(cublasLtMatmul(handle_, plan.desc, alpha, b, plan.a, a, plan.b, beta, d, plan.d, d, plan.d, &plan.algo,
+                            workspace_.get(), kWorkspaceBytes, 0),
+             "cublasLtMatmul");
   }
 
   const Plan& plan_for(const Key& k) {
@@ -77,10 +107,18 @@ class Lt {
     check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB");
     check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof mode),
              "POINTER_MODE");
+    if (k.fp4) {
+      const cublasLtMatmulMatrixScale_t vec16 = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec16, sizeof vec16),
+               "A_SCALE_MODE");
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec16, sizeof vec16),
+               "B_SCALE_MODE");
+    }
+    const cudaDataType_t in = k.fp4 ? CUDA_R_4F_E2M1 : CUDA_R_16BF;
     // Column-major shapes: cuBLASLt's A is op^-1 of [n, k], its B of [k, m], D is [n, m].
     const uint64_t n = static_cast<uint64_t>(k.n), m = static_cast<uint64_t>(k.m), kk = static_cast<uint64_t>(k.k);
-    check_lt(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, k.tb ? kk : n, k.tb ? n : kk, k.tb ? kk : n), "layout A");
-    check_lt(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, k.ta ? m : kk, k.ta ? kk : m, k.ta ? m : kk), "layout B");
+    check_lt(cublasLtMatrixLayoutCreate(&p.a, in, k.tb ? kk : n, k.tb ? n : kk, k.tb ? kk : n), "layout A");
+    check_lt(cublasLtMatrixLayoutCreate(&p.b, in, k.ta ? m : kk, k.ta ? kk : m, k.ta ? m : kk), "layout B");
     check_lt(cublasLtMatrixLayoutCreate(&p.d, k.f32_out ? CUDA_R_32F : CUDA_R_16BF, n, m, n), "layout D");
 
     cublasLtMatmulPreference_t pref;
@@ -94,8 +132,8 @@ class Lt {
     cublasLtMatmulPreferenceDestroy(pref);
     check_lt(s, "cublasLtMatmulAlgoGetHeuristic");
     if (found == 0)
-      throw Error("cuBLASLt has no algorithm for the BF16 GEMM M=" + std::to_string(k.m) + ", N=" +
-                  std::to_string(k.n) + ", K=" + std::to_string(k.k));
+      throw Error(std::string("cuBLASLt has no algorithm for the ") + (k.fp4 ? "NVFP4" : "BF16") +
+                  " GEMM M=" + std::to_string(k.m) + ", N=" + std::to_string(k.n) + ", K=" + std::to_string(k.k));
     p.algo = result.algo;
     return plans_.emplace(k, p).first->second;
   }
@@ -110,5 +148,14 @@ class Lt {
 }  // namespace
 
 void matmul(const Matmul& p) { Lt::get().run(p); }
+
+bool has_native_nvfp4() {
+  int device = 0, major = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  return major == 10 || major == 12;
+}
+
+void nvfp4_matmul(const Nvfp4Matmul& p) { Lt::get().run(p); }
 
 }  // namespace q2::cuda::blas

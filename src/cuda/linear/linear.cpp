@@ -96,7 +96,9 @@ std::string shape_str(const Tensor& t) { return "[" + std::to_string(t.rows) + "
 
 class Layer final : public CudaLinear {
  public:
-  Layer(linear::Scheme s, std::string name) : s_(std::move(s)), name_(std::move(name)) { check_supported(); }
+  Layer(linear::Scheme s, std::string name, bool native) : s_(std::move(s)), name_(std::move(name)), native_(native) {
+    check_supported();
+  }
 
   Tensor forward(const Tensor& x, const Tensor& w, bool keep) override {
     if (x.dtype != DType::kBF16 || w.dtype != DType::kF32)
@@ -296,13 +298,19 @@ class Layer final : public CudaLinear {
     return tq;
   }
 
-  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k], alpha = t_a * t_b written by the last expansion.
+  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k], alpha = t_a * t_b (written by the last expansion
+  // when emulating).
   void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, blas::OutType out,
                bool accumulate, AlphaSlot slot) {
     Scratch& sc = Scratch::get();
     const float* ta = a.q ? a.q->tensor_scale.get() : nullptr;
     const float* tb = b.q ? b.q->tensor_scale.get() : nullptr;
     float* alpha = ta || tb ? sc.alpha(slot) : nullptr;
+    if (native_ && a.q && b.q && a.k_major && b.k_major) {
+      tensor_scale_product_async(ta, tb, alpha);
+      blas::nvfp4_matmul(blas::Nvfp4Matmul{a.q, b.q, m, n, k, d, out, alpha, accumulate});
+      return;
+    }
     auto expand = [&](const Operand& o, bool last) -> const __nv_bfloat16* {
       if (!o.q) return o.data;
       __nv_bfloat16* buf = sc.bf16(o.slot, o.q->rows * o.q->cols);
@@ -326,6 +334,7 @@ class Layer final : public CudaLinear {
 
   linear::Scheme s_;
   std::string name_;
+  bool native_;  // NVFP4 x NVFP4 products on FP4 tensor cores
   Shapes saved_;
   DeviceNVFP4 saved_xq_, saved_wq_;
   BF16Buffer saved_x_dense_, saved_w_dense_;
@@ -336,8 +345,8 @@ class Layer final : public CudaLinear {
 
 }  // namespace
 
-std::unique_ptr<CudaLinear> make_cuda_linear(const linear::Scheme& scheme, const std::string& name) {
-  return std::make_unique<Layer>(scheme, name);
+std::unique_ptr<CudaLinear> make_cuda_linear(const linear::Scheme& scheme, const std::string& name, bool native) {
+  return std::make_unique<Layer>(scheme, name, native);
 }
 
 }  // namespace q2::cuda

@@ -7,7 +7,10 @@
 // quantized by the src/cuda kernels (bit-exact with the CPU reference, with the same derived
 // seeds and rotation as linear::Linear), expanded to BF16 without its tensor scale (exact), and
 // multiplied by a BF16 cuBLASLt GEMM with float32 accumulation and alpha = t_a * t_b read from
-// device memory. The weight is quantized from bf16(w) (docs/NUMERICS.md, "GPU linear layer").
+// device memory. With `native` (Blackwell's FP4 tensor cores, gemm.h) a product of two NVFP4
+// operands quantized along K goes straight to the FP4 GEMM instead; the others (BF16 operands,
+// nvidia's W_q used transposed) stay emulated. The weight is quantized from bf16(w)
+// (docs/NUMERICS.md, "GPU linear layer").
 // Token rows are padded with zero rows like the CPU backend (to the wgrad rotation size, or 16).
 // Saved for backward: X_q and W_q (packed NVFP4) for quantized schemes; for bf16 (and nvidia's
 // high-precision X) the dense BF16 X, kept by reference when no padding is needed, so the
@@ -35,6 +38,7 @@ class CudaLinear : public model::LinearOp {
 };
 
 // Throws q2::Error naming the scheme when the CUDA layer cannot run it (e.g. fp32).
-std::unique_ptr<CudaLinear> make_cuda_linear(const linear::Scheme& scheme, const std::string& name);
+std::unique_ptr<CudaLinear> make_cuda_linear(const linear::Scheme& scheme, const std::string& name,
+                                             bool native = false);
 
 }  // namespace q2::cuda

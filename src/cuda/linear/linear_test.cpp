@@ -294,6 +294,25 @@ TEST(GpuLinear, QuantizedSavesLessThanBf16AndRepeatsBitForBit) {
   EXPECT_EQ(first.dw.data, again.dw.data);
 }
 
+// The FP4 tensor-core path computes the same exact products as the emulation, summed in another
+// order. Without FP4 tensor cores (Hopper) it must refuse with a clear error.
+TEST(GpuLinear, NativeFp4GemmAgreesWithEmulationWhereAvailable) {
+  REQUIRE_GPU();
+  if (!blas::has_native_nvfp4()) {
+    DeviceNVFP4 a, b;
+    a.ensure(128, 64);
+    b.ensure(128, 64);
+    test::expect_error([&] { blas::nvfp4_matmul(blas::Nvfp4Matmul{&a, &b, 128, 128, 64, nullptr,
+                                                                  blas::OutType::kF32, b.tensor_scale.get()}); },
+                       "no FP4 tensor cores");
+    GTEST_SKIP() << "no FP4 tensor cores here: the native GEMM is compiled but not compared";
+  }
+  const Inputs in;
+  const linear::Scheme s = linear::scheme_by_name("quartet2");
+  auto emulated = make_cuda_linear(s, "emulated"), native = make_cuda_linear(s, "native", true);
+  expect_close(run_gpu(*native, in, 3), run_gpu(*emulated, in, 3), "native vs emulated");
+}
+
 TEST(GpuLinear, UnsupportedSchemesAreNamed) {
   // fp32 needs float32 GEMMs; the SR/RTN kernels rotate 16- or 32-point chunks only.
   for (const auto& [name, hadamard] : {std::pair<const char*, int>{"fp32", 0}, {"tetrajet2", 128}}) {

@@ -14,6 +14,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The GEMM's alpha: the product of the operands' tensor scales (1 for a missing one).
+__device__ __forceinline__ float scale_product(const float* t_a, const float* t_b) {
+  return (t_a ? *t_a : 1.0f) * (t_b ? *t_b : 1.0f);
+}
+
+__global__ void scale_product_kernel(const float* t_a, const float* t_b, float* alpha) {
+  *alpha = scale_product(t_a, t_b);
+}
+
 __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __restrict__ packed,
                                                             const uint8_t* __restrict__ scales,
                                                             const float* __restrict__ tensor_scale, int64_t halves,
@@ -22,7 +31,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __res
                                                             const float* t_b, float* alpha) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
-  if (alpha && blockIdx.x == 0 && threadIdx.x == 0) *alpha = (t_a ? *t_a : 1.0f) * (t_b ? *t_b : 1.0f);
+  if (alpha && blockIdx.x == 0 && threadIdx.x == 0) *alpha = scale_product(t_a, t_b);
   __syncthreads();
   const float t = tensor_scale ? *tensor_scale : 1.0f;  // unscaled: * 1 is exact
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -83,6 +92,11 @@ void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t str
 void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, const float* t_a, const float* t_b,
                                float* alpha, cudaStream_t stream) {
   detail::launch_dequant(a, out, nullptr, t_a, t_b, alpha, stream);
+}
+
+void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha, cudaStream_t stream) {
+  detail::scale_product_kernel<<<1, 1, 0, stream>>>(t_a, t_b, alpha);
+  check_launch("scale_product_kernel");
 }
 
 }  // namespace q2::cuda

@@ -163,6 +163,9 @@ void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t str
 // set, the kernel also writes *alpha = (t_a ? *t_a : 1) * (t_b ? *t_b : 1) (device floats).
 void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, const float* t_a = nullptr,
                                const float* t_b = nullptr, float* alpha = nullptr, cudaStream_t stream = 0);
+// *alpha = (t_a ? *t_a : 1) * (t_b ? *t_b : 1) alone (device floats), for GEMMs that take NVFP4
+// operands directly.
+void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha, cudaStream_t stream = 0);
 
 // ---- 6.-8. MS-EDEN (quant/ms_eden.cpp, default config: per-16 correction, post-hoc scale) ----
 // The rotation must be a 128-point Rht. Pass 1 rotates, rounds and writes float32 corrected
