@@ -77,6 +77,15 @@ class CudaBackend final : public model::Backend {
   }
 
   std::string name() const override { return "cuda"; }
+  std::string describe() const override {
+    int device = 0;
+    cudaDeviceProp p{};
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
+    return "cuda: GPU " + std::to_string(device) + ", " + p.name + " (compute capability " + std::to_string(p.major) +
+           "." + std::to_string(p.minor) + "); NVFP4 products " +
+           (native_nvfp4_ ? "on FP4 tensor cores (cuBLASLt)" : "emulated exactly on BF16 tensor cores");
+  }
 
   Tensor alloc(int64_t rows, int64_t cols, model::Role role) override {
     return device_tensor(rows, cols, role == model::Role::kParam ? DType::kF32 : DType::kBF16);

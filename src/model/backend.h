@@ -48,6 +48,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // One line for logs: the hardware and how NVFP4 products are computed on it.
+  virtual std::string describe() const { return name(); }
 
   // Tensors (zero-filled on allocation) and host transfers (float32 host matrices).
   virtual Tensor alloc(int64_t rows, int64_t cols, Role role) = 0;

@@ -62,6 +62,7 @@ class CpuLinear final : public LinearOp {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
+  std::string describe() const override { return "cpu (float32; NVFP4 products emulated exactly)"; }
   Tensor alloc(int64_t rows, int64_t cols, Role) override { return wrap(Matrix(rows, cols)); }
   void upload(const Matrix& src, Tensor& dst) override {
     if (src.rows != dst.rows || src.cols != dst.cols) throw Error("upload: shapes differ");

@@ -24,7 +24,7 @@ LoadedModel load_for_inference(const std::string& checkpoint, const std::string&
   const CheckpointInfo info = read_checkpoint_info(checkpoint);
   LoadedModel m;
   m.config = info.config;
-  m.backend = model::make_backend(device);
+  m.backend = model::make_backend(device, model::BackendOptions());  // "auto": wherever the checkpoint came from
   m.model = std::make_unique<model::Transformer>(info.model, linear::scheme_by_name(info.config.scheme, info.config.hadamard),
                                                  *m.backend);
   load_checkpoint(checkpoint, *m.model, nullptr, info.config.scheme);
@@ -119,6 +119,7 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   const nlohmann::json resolved = {{"config", to_json(cfg)}, {"model", model::to_json(mc)},
                                    {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
   log("config:\n" + resolved.dump(2));
+  log("device: " + backend->describe());
   if (lead) write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");
 
   // Global tokens: each rank scales its gradients by 1 / (all ranks' tokens), so the
