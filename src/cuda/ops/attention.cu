@@ -79,6 +79,18 @@ __device__ __forceinline__ void to_a(const float (&lo)[4], const float (&hi)[4],
   a[3] = pack_bf16(hi[2], hi[3]);
 }
 
+// The (batch, head) slice of block row blockIdx.y = batch * heads + head: offsets of its first
+// element in the packed QKV [batch * seq, 3 d] (and dQKV) and in [batch * seq, d] tensors (out, dO).
+template <int HD>
+struct Head {
+  int bh, d;
+  int64_t ld, qkv, rows;
+  __device__ Head(int seq, int heads)
+      : bh(blockIdx.y), d(heads * HD), ld(3LL * heads * HD),
+        qkv(static_cast<int64_t>(bh / heads) * seq * ld + (bh % heads) * HD),
+        rows(static_cast<int64_t>(bh / heads) * seq * d + (bh % heads) * HD) {}
+};
+
 // ---- swizzled tiles ----
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a tile of HD-column rows.
@@ -99,12 +111,35 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const bf16* g, int64_t 
   }
 }
 
+// The K and V tiles of keys [row0, row0 + BN) into buffer `stage` of the double-buffered sK, sV.
+template <int BN, int HD>
+__device__ __forceinline__ void load_kv(uint32_t sK, uint32_t sV, const bf16* k, const bf16* v, int64_t ld, int stage,
+                                        int row0, int seq) {
+  constexpr uint32_t kTile = BN * HD * 2;
+  load_tile<BN, HD>(sK + stage * kTile, k, ld, row0, seq);
+  load_tile<BN, HD>(sV + stage * kTile, v, ld, row0, seq);
+}
+
 // n values of a [bh, seq] float row into shared memory (zeros past seq).
 __device__ __forceinline__ void load_row(uint32_t dst, const float* src, int i0, int n, int seq) {
   for (int i = threadIdx.x; i < n; i += kThreads) {
     const bool valid = i0 + i < seq;
     cp_async4(dst + 4 * i, valid ? src + i0 + i : src, valid);
   }
+}
+
+// Double buffering: issues the next stage's copies (when there is one) behind the current
+// stage's, then waits until the current stage has landed for every thread of the block.
+template <class IssueNext>
+__device__ __forceinline__ void next_stage(bool has_next, IssueNext&& issue_next) {
+  if (has_next) {
+    issue_next();
+    cp_async_commit();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
 }
 
 // A fragments of the warp's 16 rows [row0, row0 + 16) x columns [16ks, 16ks + 16).
@@ -128,6 +163,13 @@ __device__ __forceinline__ void load_b_cols(uint32_t (&b)[4], uint32_t tile, int
   ldsm_x4_trans(b, tile + swz<HD>(16 * kk + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * np + (lane >> 4)));
 }
 
+// d[2 np] and d[2 np + 1] += a times the two n-tiles that one ldmatrix.x4 put in b.
+template <int NT>
+__device__ __forceinline__ void mma_pair(float (&d)[NT][4], int np, const uint32_t (&a)[4], const uint32_t (&b)[4]) {
+  mma(d[2 * np], a, b[0], b[1]);
+  mma(d[2 * np + 1], a, b[2], b[3]);
+}
+
 // acc[mt][n] += A_mt B for the MT m16 row blocks A_mt = atile rows [arow0 + 16 mt, +16) (all
 // HD columns, as the k index) and B[k][n] = btile[n][k] (btile rows are the n index).
 template <int HD, int MT, int NT>
@@ -142,10 +184,7 @@ __device__ __forceinline__ void mma_rows(float (&acc)[MT][NT][4], uint32_t atile
       uint32_t b[4];
       load_b_rows<HD>(b, btile, np, ks);
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma(acc[mt][2 * np], a[mt], b[0], b[1]);
-        mma(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
-      }
+      for (int mt = 0; mt < MT; ++mt) mma_pair(acc[mt], np, a[mt], b);
     }
   }
 }
@@ -163,10 +202,7 @@ __device__ __forceinline__ void mma_cols(float (&acc)[MT][HD / 8][4], const floa
       uint32_t b[4];
       load_b_cols<HD>(b, btile, kk, np);
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma(acc[mt][2 * np], a[mt], b[0], b[1]);
-        mma(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
-      }
+      for (int mt = 0; mt < MT; ++mt) mma_pair(acc[mt], np, a[mt], b);
     }
   }
 }
@@ -221,19 +257,17 @@ __global__ void __launch_bounds__(kThreads)
   const uint32_t sQ = smem_addr(smem), sK = sQ + BM * HD * 2, sV = sK + 2 * kTile;
 
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BM;  // the longest rows first
-  const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
-  const int d = heads * HD;
-  const int64_t ld = 3LL * d;
-  const bf16* q = qkv + static_cast<int64_t>(b) * seq * ld + h * HD;
-  const bf16 *k = q + d, *v = q + 2 * d;
+  const Head<HD> hd(seq, heads);
+  const int bh = hd.bh, d = hd.d;
+  const int64_t ld = hd.ld;
+  const bf16 *q = qkv + hd.qkv, *k = q + d, *v = q + 2 * d;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wrow0 = q0 + WR * warp;     // the warp's first query row
   const int row = wrow0 + (lane >> 2);  // this thread's rows: row + 16 mt + 8 r
   const int n_kv = ((q0 + BM < seq ? q0 + BM : seq) + BN - 1) / BN;
 
   load_tile<BM, HD>(sQ, q, ld, q0, seq);
-  load_tile<BN, HD>(sK, k, ld, 0, seq);
-  load_tile<BN, HD>(sV, v, ld, 0, seq);
+  load_kv<BN, HD>(sK, sV, k, v, ld, 0, 0, seq);
   cp_async_commit();
 
   float o[MT][NO][4] = {};
@@ -242,15 +276,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
   for (int j = 0; j < n_kv; ++j) {
     const uint32_t kbuf = sK + (j & 1) * kTile, vbuf = sV + (j & 1) * kTile;
-    if (j + 1 < n_kv) {
-      load_tile<BN, HD>(sK + ((j + 1) & 1) * kTile, k, ld, (j + 1) * BN, seq);
-      load_tile<BN, HD>(sV + ((j + 1) & 1) * kTile, v, ld, (j + 1) * BN, seq);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    next_stage(j + 1 < n_kv, [&] { load_kv<BN, HD>(sK, sV, k, v, ld, (j + 1) & 1, (j + 1) * BN, seq); });
 
     const int kv0 = j * BN;
     if (kv0 <= wrow0 + WR - 1) {  // else every key of the tile is after every row of the warp
@@ -306,7 +332,7 @@ __global__ void __launch_bounds__(kThreads)
       const int rr = row + 16 * mt + 8 * r;
       if ((lane & 3) == 0 && rr < seq) lse[static_cast<int64_t>(bh) * seq + rr] = (m[mt][r] + log2f(sum)) * kLn2;
     }
-  store_rows<HD, MT>(o, out + static_cast<int64_t>(b) * seq * d + h * HD, d, wrow0, seq, inv);
+  store_rows<HD, MT>(o, out + hd.rows, d, wrow0, seq, inv);
 }
 
 // delta[bh][s] = sum_c dO[t][h, c] * O[t][h, c]: a group of HD/8 lanes per (token, head), 16-byte loads.
@@ -350,12 +376,11 @@ __global__ void __launch_bounds__(kThreads)
   const uint32_t sQ = smem_addr(smem), sdO = sQ + BM * HD * 2, sK = sdO + BM * HD * 2, sV = sK + 2 * kTile;
 
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BM;
-  const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
-  const int d = heads * HD;
-  const int64_t ld = 3LL * d;
-  const bf16* q = qkv + static_cast<int64_t>(b) * seq * ld + h * HD;
-  const bf16 *k = q + d, *v = q + 2 * d;
-  const bf16* dO = dout + static_cast<int64_t>(b) * seq * d + h * HD;
+  const Head<HD> hd(seq, heads);
+  const int bh = hd.bh, d = hd.d;
+  const int64_t ld = hd.ld;
+  const bf16 *q = qkv + hd.qkv, *k = q + d, *v = q + 2 * d;
+  const bf16* dO = dout + hd.rows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wrow0 = q0 + WR * warp, row = wrow0 + (lane >> 2);
   const int n_kv = ((q0 + BM < seq ? q0 + BM : seq) + BN - 1) / BN;
@@ -373,22 +398,13 @@ __global__ void __launch_bounds__(kThreads)
 
   load_tile<BM, HD>(sQ, q, ld, q0, seq);
   load_tile<BM, HD>(sdO, dO, d, q0, seq);
-  load_tile<BN, HD>(sK, k, ld, 0, seq);
-  load_tile<BN, HD>(sV, v, ld, 0, seq);
+  load_kv<BN, HD>(sK, sV, k, v, ld, 0, 0, seq);
   cp_async_commit();
 
   float dq[MT][NO][4] = {};
   for (int j = 0; j < n_kv; ++j) {
     const uint32_t kbuf = sK + (j & 1) * kTile, vbuf = sV + (j & 1) * kTile;
-    if (j + 1 < n_kv) {
-      load_tile<BN, HD>(sK + ((j + 1) & 1) * kTile, k, ld, (j + 1) * BN, seq);
-      load_tile<BN, HD>(sV + ((j + 1) & 1) * kTile, v, ld, (j + 1) * BN, seq);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    next_stage(j + 1 < n_kv, [&] { load_kv<BN, HD>(sK, sV, k, v, ld, (j + 1) & 1, (j + 1) * BN, seq); });
 
     const int kv0 = j * BN;
     if (kv0 <= wrow0 + WR - 1) {
@@ -411,7 +427,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
   }
-  store_rows<HD, MT>(dq, dqkv + static_cast<int64_t>(b) * seq * ld + h * HD, ld, wrow0, seq, Uniform<MT>(scale).s);
+  store_rows<HD, MT>(dq, dqkv + hd.qkv, ld, wrow0, seq, Uniform<MT>(scale).s);
 }
 
 template <int HD>
@@ -435,12 +451,11 @@ __global__ void __launch_bounds__(kThreads)
   const float* fD = reinterpret_cast<const float*>(smem + (sD - sK));
 
   const int kv0 = blockIdx.x * BN;  // key tile 0 has the most query tiles: launched first
-  const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
-  const int d = heads * HD;
-  const int64_t ld = 3LL * d;
-  const bf16* q = qkv + static_cast<int64_t>(b) * seq * ld + h * HD;
-  const bf16 *k = q + d, *v = q + 2 * d;
-  const bf16* dO = dout + static_cast<int64_t>(b) * seq * d + h * HD;
+  const Head<HD> hd(seq, heads);
+  const int bh = hd.bh, d = hd.d;
+  const int64_t ld = hd.ld;
+  const bf16 *q = qkv + hd.qkv, *k = q + d, *v = q + 2 * d;
+  const bf16* dO = dout + hd.rows;
   const float *lrow = lse + static_cast<int64_t>(bh) * seq, *drow = delta + static_cast<int64_t>(bh) * seq;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wkey0 = kv0 + WR * warp, key = wkey0 + (lane >> 2);  // this thread's keys: key + 16 mt + 8 r
@@ -457,17 +472,12 @@ __global__ void __launch_bounds__(kThreads)
   float dk[MT][NO][4] = {}, dv[MT][NO][4] = {};
   for (int i = i0; i < n_q; ++i) {
     const int buf = (i - i0) & 1, nbuf = buf ^ 1;
-    if (i + 1 < n_q) {
+    next_stage(i + 1 < n_q, [&] {
       load_tile<BQ, HD>(sQ + nbuf * kTile, q, ld, (i + 1) * BQ, seq);
       load_tile<BQ, HD>(sdO + nbuf * kTile, dO, d, (i + 1) * BQ, seq);
       load_row(sL + nbuf * BQ * 4, lrow, (i + 1) * BQ, BQ, seq);
       load_row(sD + nbuf * BQ * 4, drow, (i + 1) * BQ, BQ, seq);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    });
 
     const int qs0 = i * BQ;
     if (qs0 + BQ - 1 >= wkey0) {  // else every query of the tile is before every key of the warp
@@ -494,7 +504,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
   }
-  bf16* base = dqkv + static_cast<int64_t>(b) * seq * ld + h * HD;
+  bf16* base = dqkv + hd.qkv;
   store_rows<HD, MT>(dk, base + d, ld, wkey0, seq, Uniform<MT>(scale).s);
   store_rows<HD, MT>(dv, base + 2 * d, ld, wkey0, seq, Uniform<MT>(1.0f).s);
 }
