@@ -252,4 +252,49 @@ __device__ __forceinline__ void cp_async_wait() {
 // read one word column in rows 16g + i (g = 0..7) hit 8 different bank quads.
 __device__ __forceinline__ int swizzled_word(int row, int word) { return row * 32 + (word ^ (((row >> 4) & 7) << 2)); }
 
+// Rows [0, 128) x bytes [byte0, byte0 + 128) of a row-major byte matrix (`stride` bytes a row)
+// into a swizzled tile, one 16-byte cp.async per chunk from 256 threads; chunks at or past
+// `row_bytes` are zero-filled.
+__device__ __forceinline__ void load_tile_128x128(uint32_t* tile, const uint8_t* src, int64_t stride, int64_t byte0,
+                                                  int64_t row_bytes) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int q = threadIdx.x + 256 * k, row = q >> 3, ch = q & 7;
+    const int64_t byte = byte0 + ch * 16;
+    const bool in = byte < row_bytes;
+    cp_async16(&tile[swizzled_word(row, ch * 4)], in ? src + row * stride + byte : src, in ? 16 : 0);
+  }
+}
+
+// A persistent block's tiles t = blockIdx.x, + gridDim.x, ... < tiles, double-buffered:
+// issue(t, stage) starts tile t's copies into buffer `stage` (0 or 1) while body(t, stage)
+// works on the previous tile, which has landed for every thread; a buffer is refilled only
+// after every thread has left the body that read it.
+template <class Issue, class Body>
+__device__ __forceinline__ void for_each_tile_double_buffered(int64_t tiles, Issue&& issue, Body&& body) {
+  int stage = 0;
+  if (blockIdx.x < tiles) issue(static_cast<int64_t>(blockIdx.x), 0);
+  cp_async_commit();
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    if (t + gridDim.x < tiles) issue(t + gridDim.x, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    body(t, stage);
+    __syncthreads();
+    stage ^= 1;
+  }
+}
+
+// The two transposed MS-EDEN groups of a column pair (output rows c and c + 1, group o and o +
+// out_row_groups): codes, corrected scales, and the running maximum of the corrected scales.
+__device__ __forceinline__ void store_column_pair(uint2* packed, float* corrected, int64_t o, int64_t out_row_groups,
+                                                  uint2 plo, float clo, uint2 phi, float chi, float& cmax) {
+  packed[o] = plo;
+  corrected[o] = clo;
+  packed[o + out_row_groups] = phi;
+  corrected[o + out_row_groups] = chi;
+  cmax = ref_max(ref_max(cmax, clo), chi);
+}
+
 }  // namespace q2::cuda::detail

@@ -31,26 +31,12 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
 
   auto issue = [&](int64_t t, int stage) {
     const int64_t r0 = t / tiles_c * kTileR, c0 = t % tiles_c * kTileC;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int q = threadIdx.x + kThreads * k, row = q >> 3, ch = q & 7;
-      const int64_t c = c0 + ch * 8;
-      const bool in = c < C;
-      cp_async16(&tile[stage][swizzled_word(row, ch * 4)], in ? x + (r0 + row) * C + c : x, in ? 16 : 0);
-    }
+    load_tile_128x128(tile[stage], reinterpret_cast<const uint8_t*>(x + r0 * C), 2 * C, 2 * c0, 2 * C);
   };
 
   float cmax = 0.0f;
   uint32_t emax = 0;
-  int stage = 0;
-  if (blockIdx.x < tiles) issue(blockIdx.x, 0);
-  cp_async_commit();
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    if (t + gridDim.x < tiles) issue(t + gridDim.x, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
-
+  for_each_tile_double_buffered(tiles, issue, [&](int64_t t, int stage) {
     float ylo[16], yhi[16];
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -66,17 +52,10 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
     const float clo = eden_group(ylo, plo), chi = eden_group(yhi, phi);
 
     const int64_t r0 = t / tiles_c * kTileR, c = t % tiles_c * kTileC + 2 * cp;
-    if (c < C) {
-      const int64_t o = c * groups_per_out_row + r0 / kBlock + g;
-      packed[o] = plo;
-      corrected[o] = clo;
-      packed[o + groups_per_out_row] = phi;
-      corrected[o + groups_per_out_row] = chi;
-      cmax = ref_max(ref_max(cmax, clo), chi);
-    }
-    __syncthreads();  // the stage is refilled by the next iteration's issue
-    stage ^= 1;
-  }
+    if (c < C)
+      store_column_pair(packed, corrected, c * groups_per_out_row + r0 / kBlock + g, groups_per_out_row, plo, clo, phi,
+                        chi, cmax);
+  });
   publish_cmax(cmax, exp_max2_nonfinite(emax), flags);
 }
 

@@ -39,14 +39,7 @@ __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __rest
 
   auto issue = [&](int64_t t, int stage) {
     const int64_t r0 = t / tiles_c * kTileR, c0 = t % tiles_c * kTileC;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int q = threadIdx.x + kThreads * k, row = q >> 3, ch = q & 7;
-      const int64_t byte = c0 / 2 + ch * 16;
-      const bool in = byte < row_bytes;
-      cp_async16(&tile[stage][swizzled_word(row, ch * 4)], in ? codes_in + (r0 + row) * row_bytes + byte : codes_in,
-                 in ? 16 : 0);
-    }
+    load_tile_128x128(tile[stage], codes_in + r0 * row_bytes, row_bytes, c0 / 2, row_bytes);
     if (threadIdx.x < 128) {  // 4 blocked tiles x 512 bytes = 128 chunks
       const int64_t kt = c0 / 64 + threadIdx.x / 32;
       const bool in = kt < tiles_per_row;
@@ -57,15 +50,8 @@ __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __rest
 
   float cmax = 0.0f;
   bool bad = !is_finite(t_in);
-  int stage = 0;
-  if (blockIdx.x < tiles) issue(blockIdx.x, 0);
-  cp_async_commit();
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    if (t + gridDim.x < tiles) issue(t + gridDim.x, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();  // also publishes the tables on the first pass
-
+  // The first tile's barrier also publishes the tables.
+  for_each_tile_double_buffered(tiles, issue, [&](int64_t t, int stage) {
     const int64_t r0 = t / tiles_c * kTileR, c0 = t % tiles_c * kTileC;
     const uint8_t* bytes = reinterpret_cast<const uint8_t*>(tile[stage]);
 #pragma unroll 1
@@ -92,17 +78,11 @@ __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __rest
       const int64_t c = c0 + 2 * bc;
       if (c < C) {
         bad = bad || emax == 0x7F800000u;
-        const int64_t o = c * groups_per_out_row + r0 / kBlock + g;
-        packed[o] = plo;
-        corrected[o] = clo;
-        packed[o + groups_per_out_row] = phi;
-        corrected[o + groups_per_out_row] = chi;
-        cmax = ref_max(ref_max(cmax, clo), chi);
+        store_column_pair(packed, corrected, c * groups_per_out_row + r0 / kBlock + g, groups_per_out_row, plo, clo,
+                          phi, chi, cmax);
       }
     }
-    __syncthreads();
-    stage ^= 1;
-  }
+  });
   publish_cmax(cmax, bad && tiles > 0, flags);
 }
 
