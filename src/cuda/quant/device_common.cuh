@@ -36,6 +36,10 @@ constexpr int kGroup = 16;
 int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed);
 // Shape/size validation with messages naming the tensor.
 void require(bool ok, const std::string& tensor, const std::string& problem);
+// What every BF16 -> NVFP4 kernel requires of its input: not empty, rows a multiple of
+// `row_multiple` long (`why`, when given, says what needs it), 16-byte aligned, fewer than 2^31
+// 16-groups. Returns the number of 16-groups.
+int64_t require_bf16_input(const BF16View& x, int64_t row_multiple, const std::string& why);
 
 // Unsigned 32-bit division by a run-time constant (Granlund-Montgomery), for n < 2^31.
 struct FastDiv {

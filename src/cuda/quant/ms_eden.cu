@@ -126,13 +126,8 @@ void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint
 void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
                             cudaStream_t stream) {
   detail::require_rht128(r, x.name);
-  detail::require(x.rows > 0 && x.cols > 0, x.name, "is empty");
-  detail::require(x.cols % 128 == 0, x.name,
-                  "row length " + std::to_string(x.cols) +
-                      " is not a multiple of 128 (MS-EDEN rotates whole Hadamard chunks along a row)");
-  detail::require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
-  const int64_t groups = x.rows * x.cols / kBlock;
-  detail::require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
+  const int64_t groups =
+      detail::require_bf16_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
   out.ensure(x.rows, x.cols);
   detail::Flags* flags = detail::flags_of(ws);
   float* corrected = detail::begin_eden_pass1(ws, groups, stream);

@@ -65,14 +65,10 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
 void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
                                        Workspace& ws, cudaStream_t stream) {
   detail::require_rht128(r, x.name);
-  detail::require(x.rows > 0 && x.cols > 0, x.name, "is empty");
+  const int64_t groups = detail::require_bf16_input(x, 8, "");
   detail::require(x.rows % 128 == 0, x.name,
                   std::to_string(x.rows) +
                       " rows is not a multiple of 128 (the transposed MS-EDEN rotates 128-row chunks)");
-  detail::require(x.cols % 8 == 0, x.name, "row length " + std::to_string(x.cols) + " is not a multiple of 8");
-  detail::require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
-  const int64_t groups = x.rows * x.cols / kBlock;
-  detail::require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
   out.ensure(x.cols, x.rows);
   detail::Flags* flags = detail::flags_of(ws);
   float* corrected = detail::begin_eden_pass1(ws, groups, stream);

@@ -155,13 +155,7 @@ Out make_out(DeviceNVFP4& out) {
              FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4};
 }
 
-void check_input(const BF16View& x) {
-  require(x.rows > 0 && x.cols > 0, x.name, "is empty");
-  require(x.cols % kBlock == 0, x.name,
-          "row length " + std::to_string(x.cols) + " is not a multiple of 16 (NVFP4 blocks are 16 elements along a row)");
-  require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
-  require(x.rows * x.cols / kBlock < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
-}
+void check_input(const BF16View& x) { require_bf16_input(x, kBlock, "NVFP4 blocks are 16 elements along a row"); }
 
 template <int Mode>
 void launch_1x16(const BF16View& x, const float* amax, float val_max, float scale_max, DeviceNVFP4& out,

@@ -94,6 +94,17 @@ void require(bool ok, const std::string& tensor, const std::string& problem) {
   if (!ok) throw Error("tensor '" + tensor + "': " + problem);
 }
 
+int64_t require_bf16_input(const BF16View& x, int64_t row_multiple, const std::string& why) {
+  require(x.rows > 0 && x.cols > 0, x.name, "is empty");
+  require(x.cols % row_multiple == 0, x.name,
+          "row length " + std::to_string(x.cols) + " is not a multiple of " + std::to_string(row_multiple) +
+              (why.empty() ? "" : " (" + why + ")"));
+  require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
+  const int64_t groups = x.rows * x.cols / kGroup;
+  require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
+  return groups;
+}
+
 void require_rht128(const quant::Rht& r, const std::string& tensor) {
   require(r.size == 128, tensor, "the GPU MS-EDEN kernels rotate 128-point chunks, got a " + std::to_string(r.size) +
                                      "-point Hadamard transform");

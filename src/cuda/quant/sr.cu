@@ -54,11 +54,7 @@ __global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restri
 
 void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
                        cudaStream_t stream) {
-  detail::require(x.rows > 0 && x.cols > 0, x.name, "is empty");
-  detail::require(x.cols % kBlock == 0, x.name,
-                  "row length " + std::to_string(x.cols) + " is not a multiple of 16 (NVFP4 blocks are 16 elements along a row)");
-  detail::require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
-  detail::require(x.rows * x.cols / kBlock < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
+  detail::require_bf16_input(x, kBlock, "NVFP4 blocks are 16 elements along a row");
   out.ensure(x.rows, x.cols);
   const int64_t groups = x.rows * x.cols / kBlock, g = x.cols / kBlock;
   const float val_max = 6.0f / scale_override;
