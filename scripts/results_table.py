@@ -60,14 +60,15 @@ def main():
                   f"| {x['train']:.4f} | {tgap:+.4f} | {x['wall']:.0f} |")
 
     print()
-    print("| recipe | seeds | mean val gap | min, max | mean train gap | Quartet II's val gap smaller by |")
-    print("|---|---|---|---|---|---|")
+    print("| recipe | forward | seeds | mean val gap | min, max | mean train gap | Quartet II's val gap smaller by |")
+    print("|---|---|---|---|---|---|---|")
     mean_gap = {r: statistics.mean(g for g, _ in v) for r, v in gaps.items()}
     for r in recipes[1:]:
         v = [g for g, _ in gaps[r]]
         q, mean = counterpart(r), mean_gap[r]
         rel = f"{100 * (1 - mean_gap[q] / mean):.0f}% ({q})" if q in mean_gap and q != r and mean > 0 else ""
-        print(f"| {r} | {len(v)} | {mean:+.4f} | {min(v):+.4f}, {max(v):+.4f} "
+        forward = "BF16" if q == "quartet2_bwd" else "NVFP4"
+        print(f"| {r} | {forward} | {len(v)} | {mean:+.4f} | {min(v):+.4f}, {max(v):+.4f} "
               f"| {statistics.mean(g for _, g in gaps[r]):+.4f} | {rel} |")
 
 

@@ -21,9 +21,9 @@ run quartet2_bwd 0 2.01 3.00; run quartet2_bwd 1 2.11 3.10  # .01 against sr's .
 out=$(python3 "$root/scripts/results_table.py" "$tmp")
 expect() { grep -qF -- "$1" <<<"$out" || { echo "results_table_test: missing '$1' in:" >&2; echo "$out" >&2; exit 1; }; }
 expect "| quartet2 | 1 | 2.1300 | 1.0000 | +0.0300 (+1.43%) | 3.1200 | +0.0200 | 5 |"
-expect "| quartet2 | 2 | +0.0200 | +0.0100, +0.0300 | +0.0200 |  |"
-expect "| nvidia | 2 | +0.0400 | +0.0400, +0.0400 | +0.0400 | 50% (quartet2) |"
-expect "| sr | 2 | +0.0200 | +0.0200, +0.0200 | +0.0000 | 50% (quartet2_bwd) |"
+expect "| quartet2 | NVFP4 | 2 | +0.0200 | +0.0100, +0.0300 | +0.0200 |  |"
+expect "| nvidia | NVFP4 | 2 | +0.0400 | +0.0400, +0.0400 | +0.0400 | 50% (quartet2) |"
+expect "| sr | BF16 | 2 | +0.0200 | +0.0200, +0.0200 | +0.0000 | 50% (quartet2_bwd) |"
 # A directory without baseline runs is an error.
 if python3 "$root/scripts/results_table.py" "$tmp" fp32 >/dev/null 2>&1; then
   echo "results_table_test: accepted a missing baseline" >&2
