@@ -127,6 +127,9 @@ struct BackendOptions {
   std::string gemm = "auto";
 };
 
+// Whether `path` names a BackendOptions::gemm value.
+bool is_gemm_path(const std::string& path);
+
 std::unique_ptr<Backend> make_cpu_backend();
 
 // Backends by device name ("cpu" always; "cuda" once a CUDA build registered it at start-up),

@@ -20,10 +20,12 @@ std::map<std::string, BackendFactory>& registry() {
 }
 }  // namespace
 
+bool is_gemm_path(const std::string& path) { return path == "auto" || path == "emulated" || path == "native"; }
+
 void register_backend(const std::string& device, BackendFactory factory) { registry()[device] = factory; }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options) {
-  if (options.gemm != "auto" && options.gemm != "emulated" && options.gemm != "native")
+  if (!is_gemm_path(options.gemm))
     throw Error("unknown NVFP4 GEMM path '" + options.gemm + "' (known: auto, emulated, native)");
   const auto it = registry().find(device);
   if (it != registry().end()) return it->second(options);

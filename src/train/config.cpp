@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include "common/error.h"
+#include "model/backend.h"
 
 namespace q2::train {
 
@@ -160,7 +161,7 @@ void validate(const TrainConfig& c) {
   if (c.warmup_frac < 0 || c.warmup_frac >= 1) bad("train.warmup_frac must be in [0, 1)");
   if (c.decay_frac <= 0 || c.decay_frac > 1) bad("train.decay_frac must be in (0, 1]");
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
-  if (c.gemm != "auto" && c.gemm != "emulated" && c.gemm != "native")
+  if (!model::is_gemm_path(c.gemm))
     bad("method.gemm must be 'auto', 'emulated' or 'native', got '" + c.gemm + "'");
   if (c.log_every < 1 || c.eval_every < 1 || c.ckpt_every < 1 || c.eval_batches < 1)
     bad("log.log_every, log.eval_every, log.ckpt_every and log.eval_batches must be >= 1");

@@ -61,15 +61,15 @@ class Lt {
   // FP4 GEMMs.
   void run(const Nvfp4Matmul& p) {
     if (!p.a || !p.b || !p.alpha) throw Error("NVFP4 GEMM: operands and alpha are required");
+    if (p.m <= 0 || p.n <= 0 || p.k <= 0) throw Error("NVFP4 GEMM of empty shape");
     if (p.a->cols != p.k || p.b->cols != p.k || p.a->rows < p.m || p.b->rows < p.n)
       throw Error("NVFP4 GEMM M=" + std::to_string(p.m) + ", N=" + std::to_string(p.n) + ", K=" + std::to_string(p.k) +
                   ": A is [" + std::to_string(p.a->rows) + ", " + std::to_string(p.a->cols) + "], B is [" +
                   std::to_string(p.b->rows) + ", " + std::to_string(p.b->cols) + "]");
-    if (!has_native_nvfp4())
+    if (!native_)
       throw Error("NVFP4 GEMM: this GPU has no FP4 tensor cores (compute capability 10.x or 12.x needed); use the "
                   "emulated GEMM path");
     std::lock_guard<std::mutex> lock(mu_);
-    if (p.m <= 0 || p.n <= 0 || p.k <= 0) throw Error("NVFP4 GEMM of empty shape");
     const Key key{p.m, p.n, p.k, false, true, p.d_type == OutType::kF32, p.accumulate, true, true};
     const Plan& plan = plan_for(key);
     // cuBLASLt's A is our B (see Key), so the scales swap too.
@@ -83,7 +83,8 @@ class Lt {
   }
 
  private:
-  Lt() : workspace_(kWorkspaceBytes), consts_(2) {
+  // One device per process: whether it has FP4 tensor cores is asked once, not per GEMM.
+  Lt() : workspace_(kWorkspaceBytes), consts_(2), native_(has_native_nvfp4()) {
     check_lt(cublasLtCreate(&handle_), "cublasLtCreate");
     const float c[2] = {0.0f, 1.0f};
     check(cudaMemcpy(consts_.get(), c, sizeof c, cudaMemcpyHostToDevice), "GEMM constants");
@@ -142,6 +143,7 @@ class Lt {
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer<uint8_t> workspace_;
   DeviceBuffer<float> consts_;  // beta = 0 and 1 for device pointer mode
+  bool native_;                 // FP4 tensor cores (has_native_nvfp4)
   std::map<Key, Plan> plans_;
 };
 
