@@ -101,22 +101,22 @@ __global__ void __launch_bounds__(128) transposed_kernel(TransposedArgs a, Src s
 }
 
 template <int H, class Src>
-void launch_transposed(const TransposedArgs& args, const Src& src, bool stochastic) {
+void launch_transposed(const TransposedArgs& args, const Src& src, bool stochastic, cudaStream_t stream) {
   constexpr int L = H > 0 ? H : 16;
   const dim3 grid(static_cast<unsigned>((args.cols + 127) / 128), static_cast<unsigned>(args.rows / L));
-  transposed_kernel<H, false, false><<<grid, 128>>>(args, src);
+  transposed_kernel<H, false, false><<<grid, 128, 0, stream>>>(args, src);
   check_launch("transposed_kernel (amax)");
   if (stochastic)
-    transposed_kernel<H, true, true><<<grid, 128>>>(args, src);
+    transposed_kernel<H, true, true><<<grid, 128, 0, stream>>>(args, src);
   else
-    transposed_kernel<H, true, false><<<grid, 128>>>(args, src);
+    transposed_kernel<H, true, false><<<grid, 128, 0, stream>>>(args, src);
   check_launch("transposed_kernel (quantize)");
 }
 
 // Quantizes RHT(S^T) of the [rows, cols] source into out [cols, rows].
 template <class Src>
 void quantize_source(const Src& src, int64_t rows, int64_t cols, const std::string& name, const TransposedQuant& q,
-                     float* amax, DeviceNVFP4& out) {
+                     float* amax, DeviceNVFP4& out, cudaStream_t stream) {
   const int chunk = q.hadamard > 0 ? q.hadamard : 16;
   detail::require(q.hadamard == 0 || q.hadamard == 16 || q.hadamard == 32, name,
                   "transposed quantization rotates 16- or 32-point chunks, got " + std::to_string(q.hadamard));
@@ -130,29 +130,31 @@ void quantize_source(const Src& src, int64_t rows, int64_t cols, const std::stri
   // quant::quantize_sr: val_max = 6 / scale_override; quant::quantize_rtn's default config: 6.
   args.val_max = q.stochastic ? 6.0f / q.sr_scale_override : 6.0f;
   for (int i = 0; i < 4; ++i) args.sign_bits[i] = q.sign_bits[i];
-  check(cudaMemsetAsync(amax, 0, sizeof(float), 0), "cudaMemsetAsync (amax)");
+  check(cudaMemsetAsync(amax, 0, sizeof(float), stream), "cudaMemsetAsync (amax)");
   if (q.hadamard == 32)
-    launch_transposed<32>(args, src, q.stochastic);
+    launch_transposed<32>(args, src, q.stochastic, stream);
   else if (q.hadamard == 16)
-    launch_transposed<16>(args, src, q.stochastic);
+    launch_transposed<16>(args, src, q.stochastic, stream);
   else
-    launch_transposed<0>(args, src, q.stochastic);
+    launch_transposed<0>(args, src, q.stochastic, stream);
 }
 
 }  // namespace
 
-void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out) {
-  quantize_source(Bf16Source{x.data, x.cols, 1}, x.rows, x.cols, x.name, q, amax, out);
+void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out,
+                         cudaStream_t stream) {
+  quantize_source(Bf16Source{x.data, x.cols, 1}, x.rows, x.cols, x.name, q, amax, out, stream);
 }
 
-void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out) {
-  quantize_source(Bf16Source{x.data, 1, x.cols}, x.cols, x.rows, x.name, q, amax, out);
+void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out,
+                   cudaStream_t stream) {
+  quantize_source(Bf16Source{x.data, 1, x.cols}, x.cols, x.rows, x.name, q, amax, out, stream);
 }
 
 void requantize_transposed(const DeviceNVFP4& a, const std::string& name, const TransposedQuant& q, float* amax,
-                           DeviceNVFP4& out) {
+                           DeviceNVFP4& out, cudaStream_t stream) {
   const Nvfp4Source src{a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.cols, (a.scale_cols() + 3) / 4};
-  quantize_source(src, a.rows, a.cols, name, q, amax, out);
+  quantize_source(src, a.rows, a.cols, name, q, amax, out, stream);
 }
 
 }  // namespace q2::cuda::linear_kernels

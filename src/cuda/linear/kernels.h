@@ -1,5 +1,5 @@
 #pragma once
-// Small kernels of the CUDA linear layer (all asynchronous on stream 0).
+// Small kernels of the CUDA linear layer (all asynchronous on `stream`).
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -21,16 +21,18 @@ struct TransposedQuant {
   int hadamard = 0;
   uint32_t sign_bits[4] = {0, 0, 0, 0};  // quant::Rht::sign_bits of the rotation
 };
-void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out);
+void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out,
+                         cudaStream_t stream = 0);
 
 // The same quantizers applied to RHT_n(x) along x's own rows: out is [x.rows, x.cols], as the
 // CPU quantizes quant::rht_forward(x). x.cols % max(16, hadamard) == 0. The kernel reads x as
 // the transpose of x^T (strided loads): a comparison baseline's path, not tuned.
-void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out);
+void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out,
+                   cudaStream_t stream = 0);
 
 // quantize_transposed of the float32 values of a saved NVFP4 tensor a, e2m1 * e4m3 * t left
 // to right (NVFP4Tensor::dequantize, NOT rounded to BF16), decoded from the packed tensor.
 void requantize_transposed(const DeviceNVFP4& a, const std::string& name, const TransposedQuant& q, float* amax,
-                           DeviceNVFP4& out);
+                           DeviceNVFP4& out, cudaStream_t stream = 0);
 
 }  // namespace q2::cuda::linear_kernels

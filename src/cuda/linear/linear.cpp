@@ -22,7 +22,8 @@ using model::DType;
 using model::Tensor;
 
 // A grow-only BF16 buffer from the stream-ordered pool: after the first steps it never
-// allocates again, and growing never waits for the GPU.
+// allocates again. Growing synchronizes stream 0 (rare), so the side stream may use the new
+// buffer at once; the old one is freed on stream 0, which has joined every earlier user.
 class BF16Buffer {
  public:
   BF16Buffer() = default;
@@ -37,6 +38,7 @@ class BF16Buffer {
       p_ = nullptr;
       void* p = nullptr;
       check(cudaMallocAsync(&p, static_cast<size_t>(n) * 2, 0), "cudaMallocAsync of " + std::to_string(n * 2) + " bytes");
+      check(cudaStreamSynchronize(0), "cudaStreamSynchronize (new buffer)");
       p_ = static_cast<__nv_bfloat16*>(p);
       n_ = n;
     }
@@ -49,11 +51,17 @@ class BF16Buffer {
   int64_t n_ = 0;
 };
 
-enum Slot { kPadded, kWeight, kDeqA, kDeqB, kBf16Slots };
+// Expansion buffers: kDeqA/kDeqB for the forward product and dgrad, kDeqC/kDeqD for wgrad,
+// whose operands are expanded on the side stream while dgrad still reads its own.
+enum Slot { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kBf16Slots };
 enum AlphaSlot { kFwdAlpha, kDgradAlpha, kWgradAlpha };
 
-// Scratch shared by every CUDA linear layer: all run on stream 0, one after another, so a
-// buffer is free again once the GEMM that read it has been queued.
+// Scratch shared by every CUDA linear layer, and the side stream. A layer call runs the
+// quantizations that do not feed its next GEMM's other operand on the side stream, so they
+// overlap those on stream 0 (the small W-side kernels and wgrad's operands, which fill the
+// GPU poorly alone). The side stream is non-blocking (stream 0 never waits for it
+// implicitly): each call forks it from stream 0 and joins it back before every GEMM, and
+// every call ends joined, so buffers are free again once the GEMM that read them is queued.
 class Scratch {
  public:
   static Scratch& get() {
@@ -67,25 +75,43 @@ class Scratch {
     t.ensure(rows, cols);
     return t;
   }
-  Workspace& ws() { return ws_; }
+  cudaStream_t side() const { return side_; }
+  // Status and scratch of the quantizers running on `stream` (one Workspace per stream).
+  Workspace& ws(cudaStream_t stream) { return stream == side_ ? side_ws_ : ws_; }
+  float* amax(cudaStream_t stream) { return floats_.get() + (stream == side_ ? 4 : 3); }
   float* alpha(AlphaSlot s) { return floats_.get() + s; }
-  float* amax() { return floats_.get() + 3; }
+  // The side stream starts after everything queued on stream 0 so far.
+  void fork() { hand_over(0, side_); }
+  // Stream 0 goes on after everything queued on the side stream so far.
+  void join() { hand_over(side_, 0); }
 
  private:
-  Scratch() : floats_(4) {}
+  Scratch() : floats_(5) {
+    check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  }
+  // Each wait is queued right after its record, so one event serves every hand-over.
+  void hand_over(cudaStream_t from, cudaStream_t to) {
+    check(cudaEventRecord(event_, from), "cudaEventRecord");
+    check(cudaStreamWaitEvent(to, event_, 0), "cudaStreamWaitEvent");
+  }
   BF16Buffer bf16_[kBf16Slots];
   std::map<std::tuple<int, int64_t, int64_t>, DeviceNVFP4> fp4_;
-  Workspace ws_;
-  DeviceBuffer<float> floats_;
+  Workspace ws_, side_ws_;
+  DeviceBuffer<float> floats_;  // 3 alphas, then the amax scratch of stream 0 and of the side stream
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t event_ = nullptr;
 };
 
-// A GEMM operand: dense BF16 `data`, or the NVFP4 tensor `q` that product() expands into
-// scratch `slot`; stored with the inner dimension contiguous ([rows, K]) or not ([K, rows]).
+// A GEMM operand: dense BF16 `data`, or the NVFP4 tensor `q`, produced on `stream`, that
+// product() expands into scratch `slot`; stored with the inner dimension contiguous
+// ([rows, K]) or not ([K, rows]).
 struct Operand {
   const __nv_bfloat16* data = nullptr;
   bool k_major = true;
   const DeviceNVFP4* q = nullptr;
   Slot slot = kDeqA;
+  cudaStream_t stream = 0;
 };
 
 const __nv_bfloat16* bf16_data(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.data); }
@@ -120,12 +146,14 @@ class Layer final : public CudaLinear {
       saved_x_ = dense_x ? xin : nullptr;
     }
     __nv_bfloat16* wb = keep && s_.w == FwdQuant::kBf16 ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
-    ops::convert(static_cast<const float*>(w.data), wb, N * K);
 
-    const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
-                                       kDeqA, LinearOperand::kFwdX);
+    // W's conversion and quantization on the side stream, X's on stream 0.
+    sc.fork();
+    ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
     const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
-                                       LinearOperand::kFwdW);
+                                       LinearOperand::kFwdW, sc.side());
+    const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
+                                       kDeqA, LinearOperand::kFwdX, 0);
     Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(xo, wo, M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
@@ -149,18 +177,21 @@ class Layer final : public CudaLinear {
     const BF16View wv{saved_w_dense_.data(), z.N, z.K, name_ + ".W"};
     const BF16View xv{saved_x_, z.Mp, z.K, name_ + ".X"};
 
+    // dgrad's dY on stream 0; its W^T, then wgrad's dY^T and X^T, on the side stream, where
+    // wgrad's quantizations overlap the dgrad GEMM.
+    sc.fork();
     const linear::ProductRecipe& d = s_.dgrad;
-    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1));
     const Operand db = transposed_operand(d.b, d.hadamard, z.w_dense ? nullptr : &saved_wq_, wv, rot_seed,
-                                          philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB);
+                                          philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB, sc.side());
+    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1));
     Tensor dx = device_tensor(z.M, z.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(da, db, z.M, z.K, z.N, dx.data, blas::OutType::kBF16, false, kDgradAlpha);
 
     const linear::ProductRecipe& g = s_.wgrad;
     const Operand wa = transposed_operand(g.a, g.hadamard, nullptr, ev, rot_seed, philox::derive_seed(seed, 3),
-                                          LinearOperand::kWgradA, kDeqA);
+                                          LinearOperand::kWgradA, kDeqC, sc.side());
     const Operand wb = transposed_operand(g.b, g.hadamard, z.x_dense ? nullptr : &saved_xq_, xv, rot_seed,
-                                          philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqB);
+                                          philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqD, sc.side());
     product(wa, wb, z.N, z.K, z.Mp, dw.data, blas::OutType::kF32, true, kWgradAlpha);
     return dx;
   }
@@ -218,37 +249,42 @@ class Layer final : public CudaLinear {
     return dst;
   }
 
-  Operand nvfp4_operand(const DeviceNVFP4& q, Slot slot, LinearOperand which, bool k_major = true) {
+  Operand nvfp4_operand(const DeviceNVFP4& q, Slot slot, LinearOperand which, cudaStream_t stream,
+                        bool k_major = true) {
     last_[static_cast<int>(which)] = &q;
-    return Operand{nullptr, k_major, &q, slot};
+    return Operand{nullptr, k_major, &q, slot, stream};
   }
 
-  // The forward quantizer of x or w, into `saved` (kept for backward) or else scratch.
-  Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which) {
-    if (q == FwdQuant::kBf16) return Operand{v.data};
+  // The forward quantizer of x or w on `stream`, into `saved` (kept for backward) or else scratch.
+  Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which,
+                          cudaStream_t stream) {
+    if (q == FwdQuant::kBf16) return Operand{v.data, true, nullptr, slot, stream};
     Scratch& sc = Scratch::get();
-    Workspace& ws = sc.ws();
+    Workspace& ws = sc.ws(stream);
     DeviceNVFP4& dst = saved ? *saved : sc.fp4(which, v.rows, v.cols);
-    amax_async(v, ws);
+    dst.ensure(v.rows, v.cols);  // before the kernels: reallocating synchronizes stream 0 only
+    amax_async(v, ws, stream);
     switch (q) {
-      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst); break;
-      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst); break;
-      case FwdQuant::kRtn16x16: quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst); break;
+      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst, stream); break;
+      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst, stream); break;
+      case FwdQuant::kRtn16x16:
+        quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst, stream);
+        break;
       default: throw Error("unreachable forward quantizer");
     }
-    return nvfp4_operand(dst, slot, which);
+    return nvfp4_operand(dst, slot, which, stream);
   }
 
-  // dY [Mp, N] quantized along its rows (dgrad's A).
+  // dY [Mp, N] quantized along its rows (dgrad's A), on stream 0.
   Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed) {
     if (q == BwdQuant::kBf16) return Operand{e.data};
     Scratch& sc = Scratch::get();
-    Workspace& ws = sc.ws();
+    Workspace& ws = sc.ws(0);
     DeviceNVFP4& dst = sc.fp4(LinearOperand::kDgradA, e.rows, e.cols);
     if (q == BwdQuant::kMsEden) {
       quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws);
     } else if (hadamard) {
-      linear_kernels::quantize_rows(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(), dst);
+      linear_kernels::quantize_rows(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(0), dst);
     } else {
       amax_async(e, ws);
       if (q == BwdQuant::kSr)
@@ -256,32 +292,34 @@ class Layer final : public CudaLinear {
       else
         quantize_rtn_async(e, ws.amax(), quant::RtnConfig{}, dst);
     }
-    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA);
+    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA, 0);
   }
 
   // The transpose of a [R, C] source (the saved NVFP4 tensor when `fp4` is set, else the dense
-  // BF16 `v`) as a [C, R] operand quantized along R.
+  // BF16 `v`) as a [C, R] operand quantized along R, on `stream`.
   Operand transposed_operand(BwdQuant q, int hadamard, const DeviceNVFP4* fp4, const BF16View& v, uint64_t rot_seed,
-                             uint64_t seed, LinearOperand which, Slot slot) {
-    if (q == BwdQuant::kBf16) return Operand{v.data, false};
+                             uint64_t seed, LinearOperand which, Slot slot, cudaStream_t stream) {
+    if (q == BwdQuant::kBf16) return Operand{v.data, false, nullptr, slot, stream};
     if (q == BwdQuant::kForward) {
-      return fp4 ? nvfp4_operand(*fp4, slot, which, false) : Operand{v.data, false};
+      return fp4 ? nvfp4_operand(*fp4, slot, which, stream, false) : Operand{v.data, false, nullptr, slot, stream};
     }
     Scratch& sc = Scratch::get();
     const int64_t rows = fp4 ? fp4->rows : v.rows, cols = fp4 ? fp4->cols : v.cols;
     DeviceNVFP4& dst = sc.fp4(which, cols, rows);
+    Workspace& ws = sc.ws(stream);
     if (q == BwdQuant::kMsEden) {
       const quant::Rht rot(hadamard, rot_seed);
       if (fp4)
-        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, sc.ws());
+        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, ws, stream);
       else
-        quantize_ms_eden_transposed_async(v, rot, seed, dst, sc.ws());
+        quantize_ms_eden_transposed_async(v, rot, seed, dst, ws, stream);
     } else if (fp4) {
-      linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(), dst);
+      linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst,
+                                            stream);
     } else {
-      linear_kernels::quantize_transposed(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(), dst);
+      linear_kernels::quantize_transposed(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst, stream);
     }
-    return nvfp4_operand(dst, slot, which);
+    return nvfp4_operand(dst, slot, which, stream);
   }
 
   // The SR or RTN quantizer of the linear_kernels, rotated by RHT_hadamard(rot_seed) unless 0.
@@ -298,8 +336,9 @@ class Layer final : public CudaLinear {
     return tq;
   }
 
-  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k], alpha = t_a * t_b (written by the last expansion
-  // when emulating).
+  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k] on stream 0, alpha = t_a * t_b. When emulating,
+  // operands from the side stream are expanded there, stream 0 joins it, then expands its
+  // own; the last expansion also writes alpha.
   void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, blas::OutType out,
                bool accumulate, AlphaSlot slot) {
     Scratch& sc = Scratch::get();
@@ -307,20 +346,31 @@ class Layer final : public CudaLinear {
     const float* tb = b.q ? b.q->tensor_scale.get() : nullptr;
     float* alpha = ta || tb ? sc.alpha(slot) : nullptr;
     if (native_ && a.q && b.q && a.k_major && b.k_major) {
+      sc.join();
       tensor_scale_product_async(ta, tb, alpha);
       blas::nvfp4_matmul(blas::Nvfp4Matmul{a.q, b.q, m, n, k, d, out, alpha, accumulate});
       return;
     }
-    auto expand = [&](const Operand& o, bool last) -> const __nv_bfloat16* {
-      if (!o.q) return o.data;
-      __nv_bfloat16* buf = sc.bf16(o.slot, o.q->rows * o.q->cols);
-      dequantize_unscaled_async(*o.q, buf, ta, tb, last ? alpha : nullptr);
-      return buf;
-    };
+    const Operand* order[2] = {&a, &b};  // side-stream operands first
+    if (b.q && b.stream != 0 && !(a.q && a.stream != 0)) std::swap(order[0], order[1]);
+    const Operand* last = order[1]->q ? order[1] : order[0];
+    const __nv_bfloat16* data[2] = {a.data, b.data};
+    bool joined = false;
+    for (const Operand* o : order) {
+      if (!o->q) continue;
+      if (o->stream == 0 && !joined) {
+        sc.join();
+        joined = true;
+      }
+      __nv_bfloat16* buf = sc.bf16(o->slot, o->q->rows * o->q->cols);
+      dequantize_unscaled_async(*o->q, buf, ta, tb, o == last ? alpha : nullptr, o->stream);
+      data[o == &b] = buf;
+    }
+    if (!joined) sc.join();
     blas::Matmul p;
-    p.a = expand(a, !b.q);
+    p.a = data[0];
     p.trans_a = !a.k_major;
-    p.b = expand(b, true);
+    p.b = data[1];
     p.trans_b = b.k_major;
     p.d = d;
     p.d_type = out;

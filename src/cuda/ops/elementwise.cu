@@ -120,11 +120,11 @@ void scale(bf16* x, int64_t n, float s) {
   check_launch("scale_bf16_kernel");
 }
 
-void convert(const float* src, bf16* dst, int64_t n) {
+void convert(const float* src, bf16* dst, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   detail::require_aligned(src, "convert", "src");
   detail::require_aligned(dst, "convert", "dst");
-  f32_to_bf16_kernel<<<grid_for(n / 8 + 1, kThreads), kThreads>>>(src, dst, n);
+  f32_to_bf16_kernel<<<grid_for(n / 8 + 1, kThreads), kThreads, 0, stream>>>(src, dst, n);
   check_launch("f32_to_bf16_kernel");
 }
 

@@ -4,8 +4,9 @@
 //   - activations BF16 row-major [tokens, features] (row t = b * seq + s); parameters,
 //     gradients and optimizer state float32; all pointers are device pointers, 16-byte aligned
 //     (cudaMalloc'ed or pool buffers are), unless a comment says otherwise;
-//   - everything runs asynchronously on the legacy default stream 0; only the functions that
-//     return a host value (cross_entropy, sum_squares, IdCheck::throw_if_invalid) synchronize.
+//   - everything runs asynchronously on the legacy default stream 0 (convert from float32 on
+//     any stream); only the functions that return a host value (cross_entropy, sum_squares,
+//     IdCheck::throw_if_invalid) synchronize.
 //   - temporaries are stream-ordered pool allocations (cudaMallocAsync on stream 0).
 // Math is float32 unless said otherwise; BF16 results are rounded to nearest even.
 #include <cuda_bf16.h>
@@ -83,7 +84,7 @@ void swiglu_backward(const bf16* dg, const bf16* h12, int64_t rows, int64_t hidd
 void add_inplace(bf16* a, const bf16* b, int64_t n);  // a = bf16(a + b), one rounding
 void scale(float* x, int64_t n, float s);
 void scale(bf16* x, int64_t n, float s);  // x = bf16(x * s)
-void convert(const float* src, bf16* dst, int64_t n);
+void convert(const float* src, bf16* dst, int64_t n, cudaStream_t stream = 0);
 void convert(const bf16* src, float* dst, int64_t n);
 // Sum of x^2 in float64, deterministic (fixed blocks, fixed-order reduction). The async form
 // writes the device double *result; the plain form returns it (synchronizes).

@@ -95,7 +95,8 @@ struct DeviceNVFP4 {
   DeviceNVFP4() = default;
   DeviceNVFP4(int64_t rows, int64_t cols);  // cols must be a positive multiple of 16
   int64_t scale_cols() const { return cols / kBlock; }
-  // Reallocates (zeroed scales) unless the shape already matches.
+  // Reallocates (zeroed scales) unless the shape already matches. Reallocating synchronizes,
+  // so any stream may write the tensor next.
   void ensure(int64_t rows, int64_t cols);
 };
 

@@ -34,6 +34,7 @@ void DeviceNVFP4::ensure(int64_t r, int64_t c) {
   scales = DeviceBuffer<uint8_t>(blocked_scale_bytes(r, c / kBlock));
   tensor_scale = DeviceBuffer<float>(1);
   check(cudaMemset(scales.get(), 0, scales.bytes()), "cudaMemset of the blocked scales");
+  check(cudaStreamSynchronize(0), "cudaStreamSynchronize (zeroed scales)");  // stream 0 alone orders the memset
 }
 
 NVFP4Tensor to_host(const DeviceNVFP4& t) {
