@@ -3,6 +3,7 @@
 #include <map>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 #include "cuda/gemm/gemm.h"
@@ -103,9 +104,9 @@ class Scratch {
   cudaEvent_t event_ = nullptr;
 };
 
-// A GEMM operand: dense BF16 `data`, or the NVFP4 tensor `q`, produced on `stream`, that
-// product() expands into scratch `slot`; stored with the inner dimension contiguous
-// ([rows, K]) or not ([K, rows]).
+// A GEMM operand: dense BF16 `data`, or the NVFP4 tensor `q`, produced on `stream`, with
+// `data` its BF16 expansion when its quantizer wrote one, else product() expands it into
+// scratch `slot`; stored with the inner dimension contiguous ([rows, K]) or not ([K, rows]).
 struct Operand {
   const __nv_bfloat16* data = nullptr;
   bool k_major = true;
@@ -147,13 +148,15 @@ class Layer final : public CudaLinear {
     }
     __nv_bfloat16* wb = keep && s_.w == FwdQuant::kBf16 ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
 
-    // W's conversion and quantization on the side stream, X's on stream 0.
+    // W's conversion and quantization on the side stream, X's on stream 0; when the product
+    // is emulated, the quantizers expand to BF16 as they go where they can.
+    const bool emulated = !(native_ && s_.x != FwdQuant::kBf16 && s_.w != FwdQuant::kBf16);
     sc.fork();
     ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
     const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
-                                       LinearOperand::kFwdW, sc.side());
+                                       LinearOperand::kFwdW, sc.side(), emulated);
     const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
-                                       kDeqA, LinearOperand::kFwdX, 0);
+                                       kDeqA, LinearOperand::kFwdX, 0, emulated);
     Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(xo, wo, M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
@@ -255,24 +258,29 @@ class Layer final : public CudaLinear {
     return Operand{nullptr, k_major, &q, slot, stream};
   }
 
-  // The forward quantizer of x or w on `stream`, into `saved` (kept for backward) or else scratch.
+  // The forward quantizer of x or w on `stream`, into `saved` (kept for backward) or else
+  // scratch; with `expand`, the 1x16 quantizers also write the BF16 expansion into `slot`.
   Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, bool expand) {
     if (q == FwdQuant::kBf16) return Operand{v.data, true, nullptr, slot, stream};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws(stream);
     DeviceNVFP4& dst = saved ? *saved : sc.fp4(which, v.rows, v.cols);
     dst.ensure(v.rows, v.cols);  // before the kernels: reallocating synchronizes stream 0 only
+    const bool one_by_16 = q == FwdQuant::kRtn || q == FwdQuant::kFourOverSix;
+    __nv_bfloat16* expanded = expand && one_by_16 ? sc.bf16(slot, v.rows * v.cols) : nullptr;
     amax_async(v, ws, stream);
     switch (q) {
-      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst, stream); break;
-      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst, stream); break;
+      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst, stream, expanded); break;
+      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst, stream, expanded); break;
       case FwdQuant::kRtn16x16:
         quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst, stream);
         break;
       default: throw Error("unreachable forward quantizer");
     }
-    return nvfp4_operand(dst, slot, which, stream);
+    Operand o = nvfp4_operand(dst, slot, which, stream);
+    o.data = expanded;
+    return o;
   }
 
   // dY [Mp, N] quantized along its rows (dgrad's A), on stream 0.
@@ -338,7 +346,7 @@ class Layer final : public CudaLinear {
 
   // D[m, n] (+)= alpha sum_k A[m, k] B[n, k] on stream 0, alpha = t_a * t_b. When emulating,
   // operands from the side stream are expanded there, stream 0 joins it, then expands its
-  // own; the last expansion also writes alpha.
+  // own; the last expansion also writes alpha where it can (else a kernel of its own).
   void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, blas::OutType out,
                bool accumulate, AlphaSlot slot) {
     Scratch& sc = Scratch::get();
@@ -351,22 +359,27 @@ class Layer final : public CudaLinear {
       blas::nvfp4_matmul(blas::Nvfp4Matmul{a.q, b.q, m, n, k, d, out, alpha, accumulate});
       return;
     }
-    const Operand* order[2] = {&a, &b};  // side-stream operands first
-    if (b.q && b.stream != 0 && !(a.q && a.stream != 0)) std::swap(order[0], order[1]);
-    const Operand* last = order[1]->q ? order[1] : order[0];
+    std::vector<const Operand*> todo;  // to expand: side-stream operands first
+    for (const Operand* o : {&a, &b})
+      if (o->q && !o->data) todo.insert(o->stream != 0 ? todo.begin() : todo.end(), o);
+    // The expansion that writes alpha must see both tensor scales: one on stream 0 (after the
+    // join), or any when neither operand comes from stream 0.
+    auto from_side = [](const Operand& o) { return !o.q || o.stream != 0; };
+    const Operand* writer =
+        !todo.empty() && (todo.back()->stream == 0 || (from_side(a) && from_side(b))) ? todo.back() : nullptr;
     const __nv_bfloat16* data[2] = {a.data, b.data};
     bool joined = false;
-    for (const Operand* o : order) {
-      if (!o->q) continue;
+    for (const Operand* o : todo) {
       if (o->stream == 0 && !joined) {
         sc.join();
         joined = true;
       }
       __nv_bfloat16* buf = sc.bf16(o->slot, o->q->rows * o->q->cols);
-      dequantize_unscaled_async(*o->q, buf, ta, tb, o == last ? alpha : nullptr, o->stream);
+      dequantize_unscaled_async(*o->q, buf, ta, tb, o == writer ? alpha : nullptr, o->stream);
       data[o == &b] = buf;
     }
     if (!joined) sc.join();
+    if (!writer && alpha) tensor_scale_product_async(ta, tb, alpha);
     blas::Matmul p;
     p.a = data[0];
     p.trans_a = !a.k_major;

@@ -115,6 +115,20 @@ __device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int6
   }
 }
 
+// Eight E2M1 codes (element 0 in the low nibble) as BF16: e2m1 * s * t left to right in
+// float32, rounded to nearest even (NVFP4Tensor::dequantize, then bf16::encode); `lut` holds
+// e2m1::decode of the 16 codes. cvt.rn.bf16x2.f32 rounds like bf16::encode (no NaN arises).
+__device__ __forceinline__ uint4 expand8(uint32_t p, float s, float t, const float* lut) {
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t bits = p >> (8 * j);
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lut[bits & 0xFu] * s * t, lut[(bits >> 4) & 0xFu] * s * t);
+    w[j] = *reinterpret_cast<const uint32_t*>(&pair);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // Byte offset of scale (row, k) in the cuBLASLt 128x4 blocked layout (scale_layout.cpp).
 __device__ __forceinline__ int64_t blocked_offset(int64_t row, int64_t k, int64_t tiles_per_row) {
   return ((row >> 7) * tiles_per_row + (k >> 2)) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4 + (k & 3);

@@ -4,8 +4,8 @@
 // Design: one thread owns half a 16-group (8 elements): a 4-byte code load, the group's scale
 // byte (blocked offset), one 16-byte BF16 store, so a warp's store instruction writes 512
 // contiguous bytes; two halves per iteration, both loaded before either is expanded. E2M1 values come from a
-// 16-entry shared table filled with e2m1::decode itself; the scale is decoded once per group;
-// pairs round to BF16 in one hardware conversion.
+// 16-entry shared table filled with e2m1::decode itself (expand8, device_common.cuh); the
+// scale is decoded once per half-group; pairs round to BF16 in one hardware conversion.
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -40,19 +40,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __res
     const uint32_t row = groups_per_row.div(gid);
     return __ldg(scales + blocked_offset(row, gid - row * groups_per_row.d, tiles_per_row));
   };
-  auto expand = [&](int64_t h, uint32_t p, uint8_t sc) {
-    const float s = e4m3_decode_fast(sc);
-    uint32_t w[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t bits = p >> (8 * j);
-      const float lo = lut[bits & 0xFu] * s * t, hi = lut[(bits >> 4) & 0xFu] * s * t;
-      // cvt.rn.bf16x2.f32: round to nearest even like bf16::encode (no NaN can arise here).
-      const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-      w[j] = *reinterpret_cast<const uint32_t*>(&pair);
-    }
-    out[h] = make_uint4(w[0], w[1], w[2], w[3]);
-  };
+  auto expand = [&](int64_t h, uint32_t p, uint8_t sc) { out[h] = expand8(p, e4m3_decode_fast(sc), t, lut); };
   // Two half-groups per iteration, both loaded before either is expanded.
   for (int64_t h = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; h < halves; h += 2 * stride) {
     const int64_t h2 = h + stride;

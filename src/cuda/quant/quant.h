@@ -136,9 +136,12 @@ float amax(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
 // quant::tensor_scale(amax, scale_max, val_max), computed on the device. `out` is (re)shaped
 // to [x.rows, x.cols].
 
+// With `expanded` (x.rows * x.cols BF16, 16-byte aligned) they also write what
+// dequantize_unscaled_async(out, expanded) would, sparing the GEMM emulation that pass.
 void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
-                        cudaStream_t stream = 0);
-void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream = 0);
+                        cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr);
+void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream = 0,
+                                  __nv_bfloat16* expanded = nullptr);
 void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
                        cudaStream_t stream = 0);
 // 16x16 square blocks; needs x.rows % 16 == 0.

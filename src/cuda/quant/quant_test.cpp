@@ -217,6 +217,40 @@ TEST(GpuRtnFamily, RejectsNaNAndInfAndBadShapes) {
   expect_error([&] { quantize_rtn_16x16(y.view(), 447.99f, out, ws); }, "tensor 'rows24'");
 }
 
+// The BF16 expansion that the 1x16 quantizers write beside their codes (for the emulated GEMM)
+// is the CPU reference's unscaled dequantization of the CPU-quantized tensor, bit for bit.
+TEST(GpuRtnFamily, ExpansionEqualsUnscaledDequantization) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const bool four_over_six : {false, true})
+    for (const Shape s : kShapes)
+      for (auto& [kind, m] : inputs(s.rows, s.cols, 81)) {
+        const Bf16Tensor x = upload(m, "x");
+        const std::string what = std::string(four_over_six ? "4/6 " : "rtn ") + kind + " " + shape(m);
+        const NVFP4Tensor ref = four_over_six ? quant::quantize_four_over_six(MatrixRef(x.host, "x"))
+                                              : quant::quantize_rtn(MatrixRef(x.host, "x"), quant::RtnConfig{});
+        DeviceBuffer<__nv_bfloat16> expanded(m.size());
+        amax_async(x.view(), ws);
+        if (four_over_six)
+          quantize_four_over_six_async(x.view(), ws.amax(), out, 0, expanded.get());
+        else
+          quantize_rtn_async(x.view(), ws.amax(), quant::RtnConfig{}, out, 0, expanded.get());
+        std::vector<uint16_t> got(static_cast<size_t>(m.size()));
+        check(cudaMemcpy(got.data(), expanded.get(), got.size() * 2, cudaMemcpyDeviceToHost), "download");
+        expect_same(to_host(out), ref, what);
+        std::vector<float> row(static_cast<size_t>(m.cols));
+        int64_t bad = 0;
+        for (int64_t r = 0; r < m.rows; ++r) {
+          ref.dequantize_row_unscaled(r, row.data());
+          for (int64_t c = 0; c < m.cols; ++c)
+            if (got[static_cast<size_t>(r * m.cols + c)] != bf16::encode(row[static_cast<size_t>(c)]) && bad++ == 0)
+              ADD_FAILURE() << what << ": first mismatch at (" << r << ", " << c << ")";
+        }
+        EXPECT_EQ(bad, 0) << what;
+      }
+}
+
 TEST(GpuDequant, MatchesCpuBitForBit) {
   REQUIRE_GPU();
   for (const Shape s : kShapes)

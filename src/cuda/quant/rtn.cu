@@ -59,13 +59,22 @@ struct Out {
   float* tensor_scale;
   FastDiv groups_per_row;
   int64_t tiles_per_row;
+  uint4* expanded;  // optional: the unscaled BF16 expansion, 2 x 16 bytes a group
 };
 
-__device__ __forceinline__ void store_group(const Out& o, int64_t gid, const uint32_t (&codes)[16], uint32_t s) {
-  o.packed[gid] = pack16(codes);
+// `lut` (e2m1::decode of the 16 codes) is read only when o.expanded is set.
+__device__ __forceinline__ void store_group(const Out& o, int64_t gid, const uint32_t (&codes)[16], uint32_t s,
+                                            const float* lut) {
+  const uint2 p = pack16(codes);
+  o.packed[gid] = p;
   const uint32_t row = o.groups_per_row.div(static_cast<uint32_t>(gid));
   const uint32_t k = static_cast<uint32_t>(gid) - row * o.groups_per_row.d;
   o.scales[blocked_offset(row, k, o.tiles_per_row)] = static_cast<uint8_t>(s);
+  if (o.expanded) {  // as dequantize_unscaled_async: tensor scale 1
+    const float sf = e4m3_decode_fast(static_cast<uint8_t>(s));
+    o.expanded[2 * gid] = expand8(p.x, sf, 1.0f, lut);
+    o.expanded[2 * gid + 1] = expand8(p.y, sf, 1.0f, lut);
+  }
 }
 
 // Mode 0: RTN (val_max, scale_max); mode 1: Four-over-Six (t = amax / (256 * 6)).
@@ -73,6 +82,9 @@ template <int Mode>
 __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
                                                              const float* __restrict__ amax, float val_max,
                                                              float scale_max, Out o) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
+  __syncthreads();
   const float t = tensor_scale(*amax, scale_max, val_max);
   if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
   for_each_group(x, groups, [&](int64_t gid, const float (&v)[16]) {
@@ -90,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
         for (int i = 0; i < 16; ++i) c6[i] = c4[i];
       }
     }
-    store_group(o, gid, c6, s);
+    store_group(o, gid, c6, s, lut);
   });
 }
 
@@ -139,7 +151,7 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
       uint32_t codes[16];
       float unused;
       const uint32_t s = quantize_block<false>(v, g_max, 6.0f, t, codes, unused);
-      store_group(o, gid, codes, s);
+      store_group(o, gid, codes, s, nullptr);
     }
     gid = next;
     valid = next_valid;
@@ -149,17 +161,18 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
   }
 }
 
-Out make_out(DeviceNVFP4& out) {
+Out make_out(DeviceNVFP4& out, __nv_bfloat16* expanded = nullptr) {
+  require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
   const int64_t g = out.scale_cols();
   return Out{reinterpret_cast<uint2*>(out.packed.get()), out.scales.get(), out.tensor_scale.get(),
-             FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4};
+             FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(expanded)};
 }
 
 void check_input(const BF16View& x) { require_bf16_input(x, kBlock, "NVFP4 blocks are 16 elements along a row"); }
 
 template <int Mode>
 void launch_1x16(const BF16View& x, const float* amax, float val_max, float scale_max, DeviceNVFP4& out,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, __nv_bfloat16* expanded) {
   check_input(x);
   out.ensure(x.rows, x.cols);
   const int64_t groups = x.rows * x.cols / kBlock;
@@ -167,7 +180,7 @@ void launch_1x16(const BF16View& x, const float* amax, float val_max, float scal
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0, (groups + kThreads - 1) / kThreads);
   kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x.data), groups, amax, val_max, scale_max,
-                                          make_out(out));
+                                          make_out(out, expanded));
   check_launch(Mode == 0 ? "rtn_1x16_kernel" : "four_over_six_1x16_kernel");
 }
 
@@ -175,12 +188,13 @@ void launch_1x16(const BF16View& x, const float* amax, float val_max, float scal
 }  // namespace detail
 
 void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
-                        cudaStream_t stream) {
-  detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream);
+                        cudaStream_t stream, __nv_bfloat16* expanded) {
+  detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream, expanded);
 }
 
-void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream) {
-  detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream);
+void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream,
+                                  __nv_bfloat16* expanded) {
+  detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream, expanded);
 }
 
 void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
