@@ -2,7 +2,8 @@
 // scheme, timed with CUDA events on stream 0 on random inputs: warm-ups, then 20 rounds that
 // time one step of every scheme in turn (so clock drift hits all alike), median per scheme.
 // The quartet2 breakdown times each launch of its step separately (same calls as
-// linear.cpp, each the median of 20), grouped into quantization, dequantization and GEMMs.
+// linear.cpp, on one stream, each the median of 20), grouped into quantization (with the BF16
+// expansions the emulated GEMMs read), GEMMs and other, plus reference GEMMs with a host alpha.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -109,7 +110,7 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
   const model::Tensor y = device_tensor(s.m, s.n, model::DType::kBF16), dx = device_tensor(s.m, s.k, model::DType::kBF16);
   DeviceBuffer<float> alpha(1);
   const quant::Rht rot(128, 5);
-  auto gemm_of = [&](int64_t m, int64_t n, int64_t k, void* d, blas::OutType t, bool acc) {
+  auto gemm_of = [&](int64_t m, int64_t n, int64_t k, void* d, blas::OutType t, bool acc, bool host_alpha = false) {
     blas::Matmul p;
     p.a = bf(deq_a);
     p.b = bf(deq_b);
@@ -120,7 +121,7 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
     p.n = n;
     p.k = k;
     p.accumulate = acc;
-    p.alpha.device = alpha.get();
+    p.alpha.device = host_alpha ? nullptr : alpha.get();
     return [p] { blas::matmul(p); };
   };
   std::vector<std::pair<std::string, std::function<void()>>> steps = {
@@ -133,19 +134,34 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
          amax_async(wv, ws);
          quantize_four_over_six_async(wv, ws.amax(), wq, 0, bf(deq_b));
        }},
-      {"other: alpha = t_x t_w", [&] { tensor_scale_product_async(xq.tensor_scale.get(), wq.tensor_scale.get(), alpha.get()); }},
+      {"other: alpha = t_x t_w", [&] {
+         tensor_scale_product_async(xq.tensor_scale.get(), wq.tensor_scale.get(), alpha.get());
+       }},
       {"gemm: forward", gemm_of(s.m, s.n, s.k, y.data, blas::OutType::kBF16, false)},
-      {"quantize: ms-eden dY", [&] { quantize_ms_eden_async(ev, rot, 1, eq, ws); }},
-      {"quantize: requant W_q^T", [&] { requantize_ms_eden_transposed_async(wq, "w", rot, 2, wtq, ws); }},
-      {"dequantize: dY", [&] { dequantize_unscaled_async(eq, bf(deq_a)); }},
-      {"dequantize: W^T", [&] { dequantize_unscaled_async(wtq, bf(deq_b)); }},
+      {"quantize: ms-eden dY, expanded", [&] { quantize_ms_eden_async(ev, rot, 1, eq, ws, 0, bf(deq_a)); }},
+      {"quantize: requant W_q^T, expanded", [&] {
+         requantize_ms_eden_transposed_async(wq, "w", rot, 2, wtq, ws, 0, bf(deq_b));
+       }},
+      {"other: alpha = t_dy t_w", [&] {
+         tensor_scale_product_async(eq.tensor_scale.get(), wtq.tensor_scale.get(), alpha.get());
+       }},
       {"gemm: dgrad", gemm_of(s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false)},
-      {"quantize: ms-eden dY^T", [&] { quantize_ms_eden_transposed_async(ev, rot, 3, etq, ws); }},
-      {"quantize: requant X_q^T", [&] { requantize_ms_eden_transposed_async(xq, "x", rot, 4, xtq, ws); }},
-      {"dequantize: dY^T", [&] { dequantize_unscaled_async(etq, bf(deq_a)); }},
-      {"dequantize: X^T", [&] { dequantize_unscaled_async(xtq, bf(deq_b)); }},
+      {"quantize: ms-eden dY^T, expanded", [&] {
+         quantize_ms_eden_transposed_async(ev, rot, 3, etq, ws, 0, bf(deq_a));
+       }},
+      {"quantize: requant X_q^T, expanded", [&] {
+         requantize_ms_eden_transposed_async(xq, "x", rot, 4, xtq, ws, 0, bf(deq_b));
+       }},
+      {"other: alpha = t_dy t_x", [&] {
+         tensor_scale_product_async(etq.tensor_scale.get(), xtq.tensor_scale.get(), alpha.get());
+       }},
       {"gemm: wgrad (f32 +=)", gemm_of(s.n, s.k, s.m, dw.data, blas::OutType::kF32, true)},
   };
+  // Not part of the step: its GEMMs with alpha from the host (as the bf16 scheme's), to show
+  // what the device-side alpha costs.
+  steps.push_back({"reference: forward GEMM, host alpha", gemm_of(s.m, s.n, s.k, y.data, blas::OutType::kBF16, false, true)});
+  steps.push_back({"reference: dgrad GEMM, host alpha", gemm_of(s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false, true)});
+  steps.push_back({"reference: wgrad GEMM, host alpha", gemm_of(s.n, s.k, s.m, dw.data, blas::OutType::kF32, true, true)});
   // Real tensor scales for alpha before the GEMMs are timed.
   for (auto& st : steps) st.second();
   std::vector<Part> parts;
@@ -211,6 +227,7 @@ void run_bench_layer(bool json) {
   std::vector<std::pair<std::string, double>> groups;
   for (const Part& p : parts) {
     std::fprintf(t, "  %-11s %-34s %8.3f ms\n", p.group.c_str(), p.name.c_str(), p.ms);
+    if (p.group == "reference") continue;
     total += p.ms;
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == p.group; });
     if (it == groups.end())

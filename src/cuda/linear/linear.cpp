@@ -184,17 +184,20 @@ class Layer final : public CudaLinear {
     // wgrad's quantizations overlap the dgrad GEMM.
     sc.fork();
     const linear::ProductRecipe& d = s_.dgrad;
+    const bool dgrad_emulated = !native_product(d), wgrad_emulated = !native_product(s_.wgrad);
     const Operand db = transposed_operand(d.b, d.hadamard, z.w_dense ? nullptr : &saved_wq_, wv, rot_seed,
-                                          philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB, sc.side());
-    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1));
+                                          philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB, sc.side(),
+                                          dgrad_emulated);
+    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1), dgrad_emulated);
     Tensor dx = device_tensor(z.M, z.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(da, db, z.M, z.K, z.N, dx.data, blas::OutType::kBF16, false, kDgradAlpha);
 
     const linear::ProductRecipe& g = s_.wgrad;
     const Operand wa = transposed_operand(g.a, g.hadamard, nullptr, ev, rot_seed, philox::derive_seed(seed, 3),
-                                          LinearOperand::kWgradA, kDeqC, sc.side());
+                                          LinearOperand::kWgradA, kDeqC, sc.side(), wgrad_emulated);
     const Operand wb = transposed_operand(g.b, g.hadamard, z.x_dense ? nullptr : &saved_xq_, xv, rot_seed,
-                                          philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqD, sc.side());
+                                          philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqD, sc.side(),
+                                          wgrad_emulated);
     product(wa, wb, z.N, z.K, z.Mp, dw.data, blas::OutType::kF32, true, kWgradAlpha);
     return dx;
   }
@@ -253,9 +256,9 @@ class Layer final : public CudaLinear {
   }
 
   Operand nvfp4_operand(const DeviceNVFP4& q, Slot slot, LinearOperand which, cudaStream_t stream,
-                        bool k_major = true) {
+                        const __nv_bfloat16* expanded, bool k_major = true) {
     last_[static_cast<int>(which)] = &q;
-    return Operand{nullptr, k_major, &q, slot, stream};
+    return Operand{expanded, k_major, &q, slot, stream};
   }
 
   // The forward quantizer of x or w on `stream`, into `saved` (kept for backward) or else
@@ -278,19 +281,27 @@ class Layer final : public CudaLinear {
         break;
       default: throw Error("unreachable forward quantizer");
     }
-    Operand o = nvfp4_operand(dst, slot, which, stream);
-    o.data = expanded;
-    return o;
+    return nvfp4_operand(dst, slot, which, stream, expanded);
   }
 
-  // dY [Mp, N] quantized along its rows (dgrad's A), on stream 0.
-  Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed) {
+  // Whether a backward product runs on FP4 tensor cores (both operands NVFP4 along K, as
+  // product() decides); otherwise its NVFP4 operands are expanded to BF16.
+  bool native_product(const linear::ProductRecipe& p) const {
+    auto along_k = [](BwdQuant q) { return q != BwdQuant::kBf16 && q != BwdQuant::kForward; };
+    return native_ && along_k(p.a) && along_k(p.b);
+  }
+
+  // dY [Mp, N] quantized along its rows (dgrad's A), on stream 0; with `expand`, MS-EDEN also
+  // writes the BF16 expansion.
+  Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed, bool expand) {
     if (q == BwdQuant::kBf16) return Operand{e.data};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws(0);
     DeviceNVFP4& dst = sc.fp4(LinearOperand::kDgradA, e.rows, e.cols);
+    __nv_bfloat16* expanded = nullptr;
     if (q == BwdQuant::kMsEden) {
-      quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws);
+      if (expand) expanded = sc.bf16(kDeqA, e.rows * e.cols);
+      quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws, 0, expanded);
     } else if (hadamard) {
       linear_kernels::quantize_rows(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(0), dst);
     } else {
@@ -300,34 +311,38 @@ class Layer final : public CudaLinear {
       else
         quantize_rtn_async(e, ws.amax(), quant::RtnConfig{}, dst);
     }
-    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA, 0);
+    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA, 0, expanded);
   }
 
   // The transpose of a [R, C] source (the saved NVFP4 tensor when `fp4` is set, else the dense
-  // BF16 `v`) as a [C, R] operand quantized along R, on `stream`.
+  // BF16 `v`) as a [C, R] operand quantized along R, on `stream`; with `expand`, MS-EDEN also
+  // writes the BF16 expansion into `slot`.
   Operand transposed_operand(BwdQuant q, int hadamard, const DeviceNVFP4* fp4, const BF16View& v, uint64_t rot_seed,
-                             uint64_t seed, LinearOperand which, Slot slot, cudaStream_t stream) {
+                             uint64_t seed, LinearOperand which, Slot slot, cudaStream_t stream, bool expand) {
     if (q == BwdQuant::kBf16) return Operand{v.data, false, nullptr, slot, stream};
     if (q == BwdQuant::kForward) {
-      return fp4 ? nvfp4_operand(*fp4, slot, which, stream, false) : Operand{v.data, false, nullptr, slot, stream};
+      return fp4 ? nvfp4_operand(*fp4, slot, which, stream, nullptr, false)
+                 : Operand{v.data, false, nullptr, slot, stream};
     }
     Scratch& sc = Scratch::get();
     const int64_t rows = fp4 ? fp4->rows : v.rows, cols = fp4 ? fp4->cols : v.cols;
     DeviceNVFP4& dst = sc.fp4(which, cols, rows);
     Workspace& ws = sc.ws(stream);
+    __nv_bfloat16* expanded = nullptr;
     if (q == BwdQuant::kMsEden) {
       const quant::Rht rot(hadamard, rot_seed);
+      if (expand) expanded = sc.bf16(slot, rows * cols);
       if (fp4)
-        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, ws, stream);
+        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, ws, stream, expanded);
       else
-        quantize_ms_eden_transposed_async(v, rot, seed, dst, ws, stream);
+        quantize_ms_eden_transposed_async(v, rot, seed, dst, ws, stream, expanded);
     } else if (fp4) {
       linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst,
                                             stream);
     } else {
       linear_kernels::quantize_transposed(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst, stream);
     }
-    return nvfp4_operand(dst, slot, which, stream);
+    return nvfp4_operand(dst, slot, which, stream, expanded);
   }
 
   // The SR or RTN quantizer of the linear_kernels, rotated by RHT_hadamard(rot_seed) unless 0.

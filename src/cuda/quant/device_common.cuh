@@ -244,9 +244,10 @@ float* begin_eden_pass1(Workspace& ws, int64_t groups, cudaStream_t stream);
 inline uint4 sign_words(const quant::Rht& r) {
   return make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]);
 }
-// Pass 2 of MS-EDEN, shared by the three pass-1 kernels (ms_eden.cu).
+// Pass 2 of MS-EDEN, shared by the three pass-1 kernels (ms_eden.cu); with `expanded`, also
+// the unscaled BF16 expansion of out.
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
-                        DeviceNVFP4& out, cudaStream_t stream);
+                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded);
 // Validates the rotation (128 points).
 void require_rht128(const quant::Rht& r, const std::string& tensor);
 

@@ -18,6 +18,8 @@
 // Philox call (the 4 words of indices 4q .. 4q+3 = row * cols/16 + 4k' .. +3, exactly
 // philox::word's addressing), t = max / 256, s8 = SR_E4M3(c / t) with the reference
 // encode_sr, and one 4-byte store (the 4 scales are contiguous in the blocked layout).
+// Optionally it also writes the unscaled BF16 expansion for the emulated GEMM, which needs the
+// final scales and so cannot come earlier.
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -78,28 +80,57 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
 
 constexpr int kScaleThreads = 256;
 
+// Expand: also the unscaled BF16 expansion of the codes (as dequantize_unscaled_async). A warp
+// owns 32 consecutive quads = 128 groups = 256 half-groups and writes them in 8 rounds of 32
+// consecutive 16-byte stores: in round j lane l expands half-group 32j + l, whose 4 codes it
+// loads itself and whose scale byte it takes from the word of lane 4j + l/8 (a shuffle).
+template <bool Expand>
 __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4* __restrict__ corrected,
                                                                      int64_t quads, FastDiv quads_per_row,
                                                                      int64_t tiles_per_row, uint64_t seed,
                                                                      const Flags* __restrict__ flags,
                                                                      uint32_t* __restrict__ scales,
-                                                                     float* __restrict__ tensor_scale) {
+                                                                     float* __restrict__ tensor_scale,
+                                                                     const uint32_t* __restrict__ packed,
+                                                                     uint4* __restrict__ expanded) {
+  __shared__ float lut[16];
+  if (Expand) {
+    if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
+    __syncthreads();
+  }
   const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < quads; q += stride) {
-    const float4 c = __ldg(corrected + q);
-    const uint32_t row = quads_per_row.div(static_cast<uint32_t>(q));
-    const uint32_t kq = static_cast<uint32_t>(q) - row * quads_per_row.d;
-    const philox::Block r = philox::words4(seed, philox::kScaleSR, static_cast<uint64_t>(q));
-    const float cs[4] = {c.x, c.y, c.z, c.w};
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  // Warp-uniform loop over the warps' tiles of 32 quads, so every lane joins the shuffles.
+  for (int64_t tile = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; tile * 32 < quads;
+       tile += warps) {
+    const int64_t q = tile * 32 + lane;
     uint32_t word = 0;
+    if (q < quads) {
+      const float4 c = __ldg(corrected + q);
+      const uint32_t row = quads_per_row.div(static_cast<uint32_t>(q));
+      const uint32_t kq = static_cast<uint32_t>(q) - row * quads_per_row.d;
+      const philox::Block r = philox::words4(seed, philox::kScaleSR, static_cast<uint64_t>(q));
+      const float cs[4] = {c.x, c.y, c.z, c.w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t s8 = t == 0.0f ? 0u : e4m3::encode_sr(cs[j] / t, r.v[j]);
-      word |= s8 << (8 * j);
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t s8 = t == 0.0f ? 0u : e4m3::encode_sr(cs[j] / t, r.v[j]);
+        word |= s8 << (8 * j);
+      }
+      scales[blocked_offset(row, 4 * kq, tiles_per_row) >> 2] = word;
     }
-    scales[blocked_offset(row, 4 * kq, tiles_per_row) >> 2] = word;
+    if (Expand) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * j + lane / 8);
+        const int64_t h = tile * 256 + 32 * j + lane;
+        if (h < 8 * quads) {
+          const float sf = e4m3_decode_fast(static_cast<uint8_t>(w >> (8 * ((lane / 2) % 4))));
+          expanded[h] = expand8(__ldg(packed + h), sf, 1.0f, lut);
+        }
+      }
+    }
   }
 }
 
@@ -111,20 +142,23 @@ float* begin_eden_pass1(Workspace& ws, int64_t groups, cudaStream_t stream) {
 }
 
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
-                        DeviceNVFP4& out, cudaStream_t stream) {
+                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded) {
+  require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
   const int64_t g = cols / kBlock, quads = rows * g / 4;
-  const int blocks = persistent_blocks(reinterpret_cast<const void*>(eden_scales_kernel), kScaleThreads, 0,
+  const auto kernel = expanded ? eden_scales_kernel<true> : eden_scales_kernel<false>;
+  const int blocks = persistent_blocks(reinterpret_cast<const void*>(kernel), kScaleThreads, 0,
                                        (quads + kScaleThreads - 1) / kScaleThreads);
-  eden_scales_kernel<<<blocks, kScaleThreads, 0, stream>>>(
+  kernel<<<blocks, kScaleThreads, 0, stream>>>(
       reinterpret_cast<const float4*>(corrected), quads, FastDiv(static_cast<uint32_t>(g / 4)), (g + 3) / 4, sr_seed,
-      flags, reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get());
+      flags, reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get(),
+      reinterpret_cast<const uint32_t*>(out.packed.get()), reinterpret_cast<uint4*>(expanded));
   check_launch("eden_scales_kernel");
 }
 
 }  // namespace detail
 
 void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, __nv_bfloat16* expanded) {
   detail::require_rht128(r, x.name);
   const int64_t groups =
       detail::require_bf16_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
@@ -137,7 +171,7 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
       reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_rows_kernel");
-  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags, out, stream);
+  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags, out, stream, expanded);
 }
 
 void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,

@@ -217,8 +217,22 @@ TEST(GpuRtnFamily, RejectsNaNAndInfAndBadShapes) {
   expect_error([&] { quantize_rtn_16x16(y.view(), 447.99f, out, ws); }, "tensor 'rows24'");
 }
 
-// The BF16 expansion that the 1x16 quantizers write beside their codes (for the emulated GEMM)
-// is the CPU reference's unscaled dequantization of the CPU-quantized tensor, bit for bit.
+// `got` (device, ref.rows * ref.cols BF16) is the CPU reference's unscaled dequantization of
+// ref, bit for bit: the expansion a quantizer writes beside its codes for the emulated GEMM.
+void expect_expansion(const NVFP4Tensor& ref, const DeviceBuffer<__nv_bfloat16>& got, const std::string& what) {
+  std::vector<uint16_t> bits(static_cast<size_t>(ref.rows * ref.cols));
+  check(cudaMemcpy(bits.data(), got.get(), bits.size() * 2, cudaMemcpyDeviceToHost), "download");
+  std::vector<float> row(static_cast<size_t>(ref.cols));
+  int64_t bad = 0;
+  for (int64_t r = 0; r < ref.rows; ++r) {
+    ref.dequantize_row_unscaled(r, row.data());
+    for (int64_t c = 0; c < ref.cols; ++c)
+      if (bits[static_cast<size_t>(r * ref.cols + c)] != bf16::encode(row[static_cast<size_t>(c)]) && bad++ == 0)
+        ADD_FAILURE() << what << ": first expansion mismatch at (" << r << ", " << c << ")";
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
 TEST(GpuRtnFamily, ExpansionEqualsUnscaledDequantization) {
   REQUIRE_GPU();
   Workspace ws;
@@ -236,18 +250,8 @@ TEST(GpuRtnFamily, ExpansionEqualsUnscaledDequantization) {
           quantize_four_over_six_async(x.view(), ws.amax(), out, 0, expanded.get());
         else
           quantize_rtn_async(x.view(), ws.amax(), quant::RtnConfig{}, out, 0, expanded.get());
-        std::vector<uint16_t> got(static_cast<size_t>(m.size()));
-        check(cudaMemcpy(got.data(), expanded.get(), got.size() * 2, cudaMemcpyDeviceToHost), "download");
         expect_same(to_host(out), ref, what);
-        std::vector<float> row(static_cast<size_t>(m.cols));
-        int64_t bad = 0;
-        for (int64_t r = 0; r < m.rows; ++r) {
-          ref.dequantize_row_unscaled(r, row.data());
-          for (int64_t c = 0; c < m.cols; ++c)
-            if (got[static_cast<size_t>(r * m.cols + c)] != bf16::encode(row[static_cast<size_t>(c)]) && bad++ == 0)
-              ADD_FAILURE() << what << ": first mismatch at (" << r << ", " << c << ")";
-        }
-        EXPECT_EQ(bad, 0) << what;
+        expect_expansion(ref, expanded, what);
       }
 }
 
@@ -330,6 +334,45 @@ TEST(GpuRequant, MatchesCpuBitForBit) {
       const Matrix at = transpose(a.dequantize());
       expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(at, "Xq^T"), r, 56),
                   "requant " + kind + " " + shape(m));
+    }
+}
+
+// Pass 2's BF16 expansion, for the three MS-EDEN variants; the shapes include a partial last
+// warp tile of 32 quads (4 scales each): 2 quads ({1, 128}), 80 ({128, 40} transposed).
+TEST(GpuMsEdenFamily, ExpansionEqualsUnscaledDequantization) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  const quant::Rht r(128, 4321);
+  for (const Shape s : std::vector<Shape>{{1, 128}, {7, 384}, {384, 256}, {640, 1024}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 121, 1e35)) {
+      const Bf16Tensor x = upload(m, "x");
+      const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(x.host, "x"), r, 3);
+      DeviceBuffer<__nv_bfloat16> expanded(m.size());
+      quantize_ms_eden_async(x.view(), r, 3, out, ws, 0, expanded.get());
+      expect_same(to_host(out), ref, "ms-eden " + kind + " " + shape(m));
+      expect_expansion(ref, expanded, "ms-eden " + kind + " " + shape(m));
+    }
+  for (const Shape s : std::vector<Shape>{{128, 40}, {384, 256}, {256, 1024}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 131, 1e35)) {
+      const Bf16Tensor x = upload(m, "x");
+      const Matrix xt = transpose(x.host);
+      const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(xt, "xt"), r, 4);
+      DeviceBuffer<__nv_bfloat16> expanded(m.size());
+      quantize_ms_eden_transposed_async(x.view(), r, 4, out, ws, 0, expanded.get());
+      expect_same(to_host(out), ref, "transposed " + kind + " " + shape(m));
+      expect_expansion(ref, expanded, "transposed " + kind + " " + shape(m));
+    }
+  for (const Shape s : std::vector<Shape>{{128, 32}, {384, 256}, {256, 800}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 141, 1e35)) {
+      const NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(m, "x"));
+      const DeviceNVFP4 da = to_device(a);
+      const Matrix at = transpose(a.dequantize());
+      const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(at, "xq^T"), r, 5);
+      DeviceBuffer<__nv_bfloat16> expanded(m.size());
+      requantize_ms_eden_transposed_async(da, "xq", r, 5, out, ws, 0, expanded.get());
+      expect_same(to_host(out), ref, "requant " + kind + " " + shape(m));
+      expect_expansion(ref, expanded, "requant " + kind + " " + shape(m));
     }
 }
 

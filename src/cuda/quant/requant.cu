@@ -90,7 +90,8 @@ __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __rest
 }  // namespace detail
 
 void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
-                                         uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream) {
+                                         uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream,
+                                         __nv_bfloat16* expanded) {
   detail::require_rht128(r, name);
   detail::require(a.rows > 0 && a.cols > 0 && a.packed.get(), name, "is empty");
   detail::require(a.rows % 128 == 0, name,
@@ -110,7 +111,7 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
       detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("requant_kernel");
-  detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags, out, stream);
+  detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags, out, stream, expanded);
 }
 
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
