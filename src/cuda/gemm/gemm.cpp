@@ -127,12 +127,33 @@ class Lt {
     const size_t ws = kWorkspaceBytes;
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
              "MAX_WORKSPACE_BYTES");
+    auto heuristic = [&](cublasLtMatmulHeuristicResult_t& r) {
+      int found = 0;
+      const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref, 1, &r, &found);
+      return s == CUBLAS_STATUS_SUCCESS && found > 0;
+    };
     cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+    // With alpha on the device the heuristic picks slower BF16 kernels than with the same
+    // product's host alpha (bench layer's reference rows): take the host-mode choice wherever
+    // cuBLASLt accepts it for the device-mode descriptor.
+    bool chosen = false;
+    if (k.device_alpha && !k.fp4) {
+      const cublasLtPointerMode_t host = CUBLASLT_POINTER_MODE_HOST;
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &host, sizeof host),
+               "POINTER_MODE");
+      cublasLtMatmulHeuristicResult_t host_result{};
+      const bool found = heuristic(host_result);
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof mode),
+               "POINTER_MODE");
+      chosen = found &&
+               cublasLtMatmulAlgoCheck(handle_, p.desc, p.a, p.b, p.d, p.d, &host_result.algo, &result) ==
+                   CUBLAS_STATUS_SUCCESS &&
+               result.workspaceSize <= kWorkspaceBytes;
+      result.algo = host_result.algo;
+    }
+    if (!chosen) chosen = heuristic(result);
     cublasLtMatmulPreferenceDestroy(pref);
-    check_lt(s, "cublasLtMatmulAlgoGetHeuristic");
-    if (found == 0)
+    if (!chosen)
       throw Error(std::string("cuBLASLt has no algorithm for the ") + (k.fp4 ? "NVFP4" : "BF16") +
                   " GEMM M=" + std::to_string(k.m) + ", N=" + std::to_string(k.n) + ", K=" + std::to_string(k.k));
     p.algo = result.algo;
