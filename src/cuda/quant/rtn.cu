@@ -23,12 +23,22 @@ constexpr int kThreads = 256;
 // Codes of one block against divisor q.d, and (Err) the squared error sum in order i = 0..15.
 // The error term |x| - |q| * d equals the reference's x - decode(q) * d up to its sign (q has
 // x's sign), and |q| <= 6 always, so a zero divisor gives the reference's x^2 terms.
-template <bool Err, bool Fast>
+// Quotients: kDivide IEEE division; kFast Quotient::near; kSmall the same when every |x / d|
+// is below 7, so the codes need no saturation (e2m1_round_small).
+enum class Path { kDivide, kFast, kSmall };
+template <bool Err, Path P>
 __device__ __forceinline__ float round_block(const float (&x)[16], const Quotient& q, uint32_t (&codes)[16]) {
   float e = 0.0f;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const E2m1Rounded r = e2m1_round_fast(Fast ? q.near(x[i]) : x[i] / q.d);
+    const float v = P == Path::kDivide ? x[i] / q.d : q.near(x[i]);
+    E2m1Rounded r;
+    if (P == Path::kSmall) {
+      r = e2m1_round_small(fabsf(v));
+      r.code |= (float_bits(v) >> 28) & 8u;
+    } else {
+      r = e2m1_round_fast(v);
+    }
     codes[i] = r.code;
     if (Err) {
       const float d = fabsf(x[i]) - r.mag * q.d;
@@ -45,7 +55,14 @@ __device__ __forceinline__ uint32_t quantize_block(const float (&x)[16], float g
                                                    uint32_t (&codes)[16], float& err) {
   const uint8_t s = e4m3_encode_fast((g_max / val_max) / t);
   const Quotient q(e4m3_decode_fast(s) * t);
-  err = q.fast ? round_block<Err, true>(x, q, codes) : round_block<Err, false>(x, q, codes);
+  // IEEE division is monotonic, so |x_i| <= g_max bounds every quotient by g_max's (a tiny
+  // inexact near() stays tiny).
+  if (!q.fast)
+    err = round_block<Err, Path::kDivide>(x, q, codes);
+  else if (q.near(g_max) < 7.0f)
+    err = round_block<Err, Path::kSmall>(x, q, codes);
+  else
+    err = round_block<Err, Path::kFast>(x, q, codes);
   if (q.d == 0.0f) {
 #pragma unroll
     for (int i = 0; i < 16; ++i) codes[i] = 0u;
