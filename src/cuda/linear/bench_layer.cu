@@ -181,14 +181,15 @@ void run_bench_layer(bool json) {
   check(cudaGetDevice(&dev), "cudaGetDevice");
   check(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
   const std::vector<Shape> shapes = {{8192, 2048, 2048}, {8192, 2048, 8192}, {8192, 8192, 2048}, {16384, 4096, 4096}};
-  const Shape breakdown_shape = shapes[0];
 
   std::vector<std::vector<Timing>> results;
   for (const Shape& s : shapes) results.push_back(time_shape(s));
-  const std::vector<Part> parts = quartet2_breakdown(breakdown_shape);
+  std::vector<std::vector<Part>> parts;  // per shape, the same launches in the same order
+  for (const Shape& s : shapes) parts.push_back(quartet2_breakdown(s));
   check(cudaDeviceSynchronize(), "benchmark");
 
   auto tflops = [](const Shape& s, double ms) { return 6.0 * s.m * s.k * s.n / (ms * 1e-3) / 1e12; };
+  auto shape_str = [](const Shape& s) { return std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n); };
   if (json) {
     std::printf("{\"device\": \"%s\", \"reps\": %d, \"shapes\": [", prop.name, kReps);
     for (size_t i = 0; i < shapes.size(); ++i) {
@@ -200,43 +201,51 @@ void run_bench_layer(bool json) {
         std::printf("%s{\"scheme\": \"%s\", \"ms\": %.4f, \"ratio_to_bf16\": %.3f, \"tflops\": %.1f}", j ? ", " : "",
                     t.scheme.c_str(), t.ms, t.ms / results[i][0].ms, tflops(s, t.ms));
       }
+      std::printf("], \"quartet2_breakdown\": [");
+      for (size_t j = 0; j < parts[i].size(); ++j)
+        std::printf("%s{\"group\": \"%s\", \"name\": \"%s\", \"ms\": %.4f}", j ? ", " : "",
+                    parts[i][j].group.c_str(), parts[i][j].name.c_str(), parts[i][j].ms);
       std::printf("]}");
     }
-    std::printf("], \"quartet2_breakdown\": {\"m\": %lld, \"k\": %lld, \"n\": %lld, \"kernels\": [",
-                static_cast<long long>(breakdown_shape.m), static_cast<long long>(breakdown_shape.k),
-                static_cast<long long>(breakdown_shape.n));
-    for (size_t i = 0; i < parts.size(); ++i)
-      std::printf("%s{\"group\": \"%s\", \"name\": \"%s\", \"ms\": %.4f}", i ? ", " : "", parts[i].group.c_str(),
-                  parts[i].name.c_str(), parts[i].ms);
-    std::printf("]}}\n");
+    std::printf("]}\n");
   }
   FILE* t = json ? stderr : stdout;
   std::fprintf(t, "device: %s; one linear layer, forward (keep) + backward, median of %d\n", prop.name, kReps);
   std::fprintf(t, "%-22s %-9s %9s %8s %8s\n", "M x K x N", "scheme", "ms", "vs bf16", "TFLOP/s");
   for (size_t i = 0; i < shapes.size(); ++i) {
     const Shape& s = shapes[i];
-    const std::string shape = std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
     for (const Timing& r : results[i])
-      std::fprintf(t, "%-22s %-9s %9.3f %7.2fx %8.1f\n", shape.c_str(), r.scheme.c_str(), r.ms, r.ms / results[i][0].ms,
-                   tflops(s, r.ms));
+      std::fprintf(t, "%-22s %-9s %9.3f %7.2fx %8.1f\n", shape_str(s).c_str(), r.scheme.c_str(), r.ms,
+                   r.ms / results[i][0].ms, tflops(s, r.ms));
   }
-  std::fprintf(t, "\nquartet2 step by launch at %lldx%lldx%lld (each timed alone, one stream):\n",
-               static_cast<long long>(breakdown_shape.m), static_cast<long long>(breakdown_shape.k),
-               static_cast<long long>(breakdown_shape.n));
-  double total = 0;
-  std::vector<std::pair<std::string, double>> groups;
-  for (const Part& p : parts) {
-    std::fprintf(t, "  %-11s %-34s %8.3f ms\n", p.group.c_str(), p.name.c_str(), p.ms);
-    if (p.group == "reference") continue;
-    total += p.ms;
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == p.group; });
-    if (it == groups.end())
-      groups.push_back({p.group, p.ms});
-    else
-      it->second += p.ms;
+  std::fprintf(t, "\nquartet2 step by launch, ms (each timed alone, one stream; reference rows not summed):\n");
+  std::fprintf(t, "  %-46s", "");
+  for (const Shape& s : shapes) std::fprintf(t, " %16s", shape_str(s).c_str());
+  std::fprintf(t, "\n");
+  std::vector<std::string> groups;  // in order of first appearance
+  for (size_t j = 0; j < parts[0].size(); ++j) {
+    const Part& p = parts[0][j];
+    std::fprintf(t, "  %-11s %-34s", p.group.c_str(), p.name.c_str());
+    for (const auto& per_shape : parts) std::fprintf(t, " %16.3f", per_shape[j].ms);
+    std::fprintf(t, "\n");
+    if (p.group != "reference" && std::find(groups.begin(), groups.end(), p.group) == groups.end())
+      groups.push_back(p.group);
   }
-  for (const auto& g : groups) std::fprintf(t, "  %-46s %8.3f ms (%4.1f%%)\n", ("total " + g.first).c_str(), g.second, 100 * g.second / total);
-  std::fprintf(t, "  %-46s %8.3f ms\n", "sum", total);
+  auto sum = [](const std::vector<Part>& ps, const std::string& group) {
+    double ms = 0;
+    for (const Part& p : ps)
+      if (p.group != "reference" && (group.empty() || p.group == group)) ms += p.ms;
+    return ms;
+  };
+  for (const std::string& g : groups) {
+    std::fprintf(t, "  %-46s", ("total " + g).c_str());
+    for (const auto& per_shape : parts)
+      std::fprintf(t, " %8.3f (%4.1f%%)", sum(per_shape, g), 100 * sum(per_shape, g) / sum(per_shape, ""));
+    std::fprintf(t, "\n");
+  }
+  std::fprintf(t, "  %-46s", "sum");
+  for (const auto& per_shape : parts) std::fprintf(t, " %16.3f", sum(per_shape, ""));
+  std::fprintf(t, "\n");
 }
 
 }  // namespace q2::cuda
