@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -344,35 +345,40 @@ TEST(GpuMsEdenFamily, ExpansionEqualsUnscaledDequantization) {
   Workspace ws;
   DeviceNVFP4 out;
   const quant::Rht r(128, 4321);
+  // quantize(expanded) runs one variant into `out`; both its codes and its expansion must match ref.
+  auto check_variant = [&](const NVFP4Tensor& ref, const std::function<void(__nv_bfloat16*)>& quantize,
+                           const std::string& what) {
+    DeviceBuffer<__nv_bfloat16> expanded(ref.rows * ref.cols);
+    quantize(expanded.get());
+    expect_same(to_host(out), ref, what);
+    expect_expansion(ref, expanded, what);
+  };
   for (const Shape s : std::vector<Shape>{{1, 128}, {7, 384}, {384, 256}, {640, 1024}})
     for (auto& [kind, m] : inputs(s.rows, s.cols, 121, 1e35)) {
       const Bf16Tensor x = upload(m, "x");
-      const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(x.host, "x"), r, 3);
-      DeviceBuffer<__nv_bfloat16> expanded(m.size());
-      quantize_ms_eden_async(x.view(), r, 3, out, ws, 0, expanded.get());
-      expect_same(to_host(out), ref, "ms-eden " + kind + " " + shape(m));
-      expect_expansion(ref, expanded, "ms-eden " + kind + " " + shape(m));
+      check_variant(
+          quant::quantize_ms_eden(MatrixRef(x.host, "x"), r, 3),
+          [&](__nv_bfloat16* e) { quantize_ms_eden_async(x.view(), r, 3, out, ws, 0, e); },
+          "ms-eden " + kind + " " + shape(m));
     }
   for (const Shape s : std::vector<Shape>{{128, 40}, {384, 256}, {256, 1024}})
     for (auto& [kind, m] : inputs(s.rows, s.cols, 131, 1e35)) {
       const Bf16Tensor x = upload(m, "x");
       const Matrix xt = transpose(x.host);
-      const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(xt, "xt"), r, 4);
-      DeviceBuffer<__nv_bfloat16> expanded(m.size());
-      quantize_ms_eden_transposed_async(x.view(), r, 4, out, ws, 0, expanded.get());
-      expect_same(to_host(out), ref, "transposed " + kind + " " + shape(m));
-      expect_expansion(ref, expanded, "transposed " + kind + " " + shape(m));
+      check_variant(
+          quant::quantize_ms_eden(MatrixRef(xt, "xt"), r, 4),
+          [&](__nv_bfloat16* e) { quantize_ms_eden_transposed_async(x.view(), r, 4, out, ws, 0, e); },
+          "transposed " + kind + " " + shape(m));
     }
   for (const Shape s : std::vector<Shape>{{128, 32}, {384, 256}, {256, 800}})
     for (auto& [kind, m] : inputs(s.rows, s.cols, 141, 1e35)) {
       const NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(m, "x"));
       const DeviceNVFP4 da = to_device(a);
       const Matrix at = transpose(a.dequantize());
-      const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(at, "xq^T"), r, 5);
-      DeviceBuffer<__nv_bfloat16> expanded(m.size());
-      requantize_ms_eden_transposed_async(da, "xq", r, 5, out, ws, 0, expanded.get());
-      expect_same(to_host(out), ref, "requant " + kind + " " + shape(m));
-      expect_expansion(ref, expanded, "requant " + kind + " " + shape(m));
+      check_variant(
+          quant::quantize_ms_eden(MatrixRef(at, "xq^T"), r, 5),
+          [&](__nv_bfloat16* e) { requantize_ms_eden_transposed_async(da, "xq", r, 5, out, ws, 0, e); },
+          "requant " + kind + " " + shape(m));
     }
 }
 
