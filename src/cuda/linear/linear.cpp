@@ -3,7 +3,6 @@
 #include <map>
 #include <tuple>
 #include <utility>
-#include <vector>
 
 #include "common/error.h"
 #include "cuda/gemm/gemm.h"
@@ -360,45 +359,32 @@ class Layer final : public CudaLinear {
   }
 
   // D[m, n] (+)= alpha sum_k A[m, k] B[n, k] on stream 0, alpha = t_a * t_b. When emulating,
-  // operands from the side stream are expanded there, stream 0 joins it, then expands its
-  // own; the last expansion also writes alpha where it can (else a kernel of its own).
+  // NVFP4 operands that their quantizer did not expand are expanded on the stream that made
+  // them; stream 0 then joins the side stream.
   void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, blas::OutType out,
                bool accumulate, AlphaSlot slot) {
     Scratch& sc = Scratch::get();
+    const bool native = native_ && a.q && b.q && a.k_major && b.k_major;
+    auto expanded = [&](const Operand& o) -> const __nv_bfloat16* {
+      if (native || !o.q || o.data) return o.data;
+      __nv_bfloat16* buf = sc.bf16(o.slot, o.q->rows * o.q->cols);
+      dequantize_unscaled_async(*o.q, buf, o.stream);
+      return buf;
+    };
+    const __nv_bfloat16 *a_data = expanded(a), *b_data = expanded(b);
+    sc.join();
     const float* ta = a.q ? a.q->tensor_scale.get() : nullptr;
     const float* tb = b.q ? b.q->tensor_scale.get() : nullptr;
     float* alpha = ta || tb ? sc.alpha(slot) : nullptr;
-    if (native_ && a.q && b.q && a.k_major && b.k_major) {
-      sc.join();
-      tensor_scale_product_async(ta, tb, alpha);
+    if (alpha) tensor_scale_product_async(ta, tb, alpha);
+    if (native) {
       blas::nvfp4_matmul(blas::Nvfp4Matmul{a.q, b.q, m, n, k, d, out, alpha, accumulate});
       return;
     }
-    std::vector<const Operand*> todo;  // to expand: side-stream operands first
-    for (const Operand* o : {&a, &b})
-      if (o->q && !o->data) todo.insert(o->stream != 0 ? todo.begin() : todo.end(), o);
-    // The expansion that writes alpha must see both tensor scales: one on stream 0 (after the
-    // join), or any when neither operand comes from stream 0.
-    auto from_side = [](const Operand& o) { return !o.q || o.stream != 0; };
-    const Operand* writer =
-        !todo.empty() && (todo.back()->stream == 0 || (from_side(a) && from_side(b))) ? todo.back() : nullptr;
-    const __nv_bfloat16* data[2] = {a.data, b.data};
-    bool joined = false;
-    for (const Operand* o : todo) {
-      if (o->stream == 0 && !joined) {
-        sc.join();
-        joined = true;
-      }
-      __nv_bfloat16* buf = sc.bf16(o->slot, o->q->rows * o->q->cols);
-      dequantize_unscaled_async(*o->q, buf, ta, tb, o == writer ? alpha : nullptr, o->stream);
-      data[o == &b] = buf;
-    }
-    if (!joined) sc.join();
-    if (!writer && alpha) tensor_scale_product_async(ta, tb, alpha);
     blas::Matmul p;
-    p.a = data[0];
+    p.a = a_data;
     p.trans_a = !a.k_major;
-    p.b = data[1];
+    p.b = b_data;
     p.trans_b = b.k_major;
     p.d = d;
     p.d_type = out;

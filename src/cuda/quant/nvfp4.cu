@@ -15,23 +15,17 @@ namespace {
 constexpr int kThreads = 256;
 
 // The GEMM's alpha: the product of the operands' tensor scales (1 for a missing one).
-__device__ __forceinline__ float scale_product(const float* t_a, const float* t_b) {
-  return (t_a ? *t_a : 1.0f) * (t_b ? *t_b : 1.0f);
-}
-
 __global__ void scale_product_kernel(const float* t_a, const float* t_b, float* alpha) {
-  *alpha = scale_product(t_a, t_b);
+  *alpha = (t_a ? *t_a : 1.0f) * (t_b ? *t_b : 1.0f);
 }
 
 __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __restrict__ packed,
                                                             const uint8_t* __restrict__ scales,
                                                             const float* __restrict__ tensor_scale, int64_t halves,
                                                             FastDiv groups_per_row, int64_t tiles_per_row,
-                                                            uint4* __restrict__ out, const float* t_a,
-                                                            const float* t_b, float* alpha) {
+                                                            uint4* __restrict__ out) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
-  if (alpha && blockIdx.x == 0 && threadIdx.x == 0) *alpha = scale_product(t_a, t_b);
   __syncthreads();
   const float t = tensor_scale ? *tensor_scale : 1.0f;  // unscaled: * 1 is exact
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -57,8 +51,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint32_t* __res
 
 namespace detail {
 namespace {
-void launch_dequant(const DeviceNVFP4& a, __nv_bfloat16* out, const float* tensor_scale, const float* t_a,
-                    const float* t_b, float* alpha, cudaStream_t stream) {
+void launch_dequant(const DeviceNVFP4& a, __nv_bfloat16* out, const float* tensor_scale, cudaStream_t stream) {
   require(a.rows > 0 && a.packed.get(), "NVFP4 input", "is empty");
   require(reinterpret_cast<uintptr_t>(out) % 16 == 0, "BF16 output", "device pointer is not 16-byte aligned");
   const int64_t g = a.scale_cols(), groups = a.rows * g;
@@ -67,19 +60,18 @@ void launch_dequant(const DeviceNVFP4& a, __nv_bfloat16* out, const float* tenso
                                        (groups + kThreads - 1) / kThreads);
   dequant_kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uint32_t*>(a.packed.get()), a.scales.get(),
                                                   tensor_scale, 2 * groups, FastDiv(static_cast<uint32_t>(g)),
-                                                  (g + 3) / 4, reinterpret_cast<uint4*>(out), t_a, t_b, alpha);
+                                                  (g + 3) / 4, reinterpret_cast<uint4*>(out));
   check_launch("dequant_kernel");
 }
 }  // namespace
 }  // namespace detail
 
 void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream) {
-  detail::launch_dequant(a, out, a.tensor_scale.get(), nullptr, nullptr, nullptr, stream);
+  detail::launch_dequant(a, out, a.tensor_scale.get(), stream);
 }
 
-void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, const float* t_a, const float* t_b,
-                               float* alpha, cudaStream_t stream) {
-  detail::launch_dequant(a, out, nullptr, t_a, t_b, alpha, stream);
+void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream) {
+  detail::launch_dequant(a, out, nullptr, stream);
 }
 
 void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha, cudaStream_t stream) {

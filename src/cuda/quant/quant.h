@@ -163,12 +163,10 @@ void quantize_rtn_16x16(const BF16View& x, float scale_max, DeviceNVFP4& out, Wo
 // `out` holds a.rows * a.cols BF16 values, 16-byte aligned.
 void dequantize_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream = 0);
 // out[r][c] = e2m1 * e4m3 WITHOUT the tensor scale: every such product is exact in BF16, so a
-// BF16 GEMM of two of these with alpha = t_a * t_b is the exact NVFP4 product. When `alpha` is
-// set, the kernel also writes *alpha = (t_a ? *t_a : 1) * (t_b ? *t_b : 1) (device floats).
-void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, const float* t_a = nullptr,
-                               const float* t_b = nullptr, float* alpha = nullptr, cudaStream_t stream = 0);
-// *alpha = (t_a ? *t_a : 1) * (t_b ? *t_b : 1) alone (device floats), for GEMMs that take NVFP4
-// operands directly.
+// BF16 GEMM of two of these with alpha = t_a * t_b (tensor_scale_product_async) is the exact
+// NVFP4 product.
+void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStream_t stream = 0);
+// *alpha = (t_a ? *t_a : 1) * (t_b ? *t_b : 1) (device floats): the GEMM's alpha.
 void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha, cudaStream_t stream = 0);
 
 // ---- 6.-8. MS-EDEN (quant/ms_eden.cpp, default config: per-16 correction, post-hoc scale) ----
