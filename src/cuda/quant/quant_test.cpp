@@ -3,6 +3,7 @@
 // present, so the binary is harmless on CPU-only machines (it is not part of ctest).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -336,6 +337,28 @@ TEST(GpuRequant, MatchesCpuBitForBit) {
       expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(at, "Xq^T"), r, 56),
                   "requant " + kind + " " + shape(m));
     }
+}
+
+// A tensor scale above ~1.27e35 (6 * 448 * t overflows) takes the kernel's checked path. Scales
+// of at most 2 keep every dequantized value and every rotation sum finite, so the result must
+// still match; then one product 6 * 448 * t overflows, which is an error.
+TEST(GpuRequant, HugeTensorScaleMatchesCpuOrOverflowIsAnError) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(random(256, 512, 6), "X"));
+  const uint8_t two = e4m3::encode_rne(2.0f);
+  for (uint8_t& s : a.scales) s = std::min(s, two);
+  a.tensor_scale = 1.5e35f;
+  const quant::Rht r(128, 99);
+  requantize_ms_eden_transposed(to_device(a), "Xq", r, 7, out, ws);
+  const Matrix at = transpose(a.dequantize());
+  expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(at, "Xq^T"), r, 7), "requant, t = 1.5e35");
+
+  a.scale(200, 17) = e4m3::encode_rne(448.0f);
+  a.set_code(200, 17 * 16 + 3, 7);  // 6.0
+  expect_error([&] { requantize_ms_eden_transposed(to_device(a), "Xq", r, 7, out, ws); },
+               "tensor 'Xq' contains NaN or Inf (detected on the GPU)");
 }
 
 // Pass 2's BF16 expansion, for the three MS-EDEN variants; the shapes include a partial last

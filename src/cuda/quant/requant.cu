@@ -2,22 +2,74 @@
 // tensor scale) to MS-EDEN of dequantize(A)^T ([C, R], rotated along R), reading only the
 // packed input. Equals quantize_ms_eden(transpose(A.dequantize()), Rht(128, seed), sr_seed).
 //
-// Design: as ms_eden_transpose.cu, on tiles of 128 rows x 256 columns of A: the tile's codes
+// Design: as ms_eden_transposed.cu, on tiles of 128 rows x 256 columns of A: the tile's codes
 // (128 rows x 128 bytes, swizzled like the BF16 tile) and its scales (the 4 consecutive 512-byte
 // blocked tiles that cover exactly these 128 rows x 16 scale columns) are copied into shared
-// memory with 16-byte cp.async, double-buffered. Each thread owns 4 units (byte column bc,
-// g = lane % 8): the 16 codes of rows 16g .. 16g+15 for columns c0 + 2bc and c0 + 2bc + 1.
-// Dequantized values follow NVFP4Tensor::dequantize: e2m1 * e4m3 * t, left to right in
-// float32, with 16- and 256-entry shared tables filled by e2m1::decode and e4m3::decode. Then
-// signs, rht128_spread8, eden_group, stores, and ms_eden.cu's pass 2. NaN/Inf in the
-// dequantized input (a NaN scale code, a non-finite product) raise the workspace flag.
+// memory with 16-byte cp.async, double-buffered. Each thread owns one word column (8 columns of
+// A, one scale column) of 16 rows 16g .. 16g+15 (g = lane % 8): 16 word and 16 scale loads for
+// 128 elements. Dequantization, exactly NVFP4Tensor::dequantize's e2m1 * e4m3 * t (left to
+// right in float32), is done in half precision first: a nibble n becomes the E4M3 bits
+// (n & 8) << 4 | (n & 7) << 2, which encode e2m1(n) * 2^-6; `cvt.rn.f16x2.e4m3x2` turns two of
+// them into an f16 pair, and one HMUL2 by the decoded scale gives e2m1 * s * 2^-6 exactly (at
+// most 5 significant bits, between 2^-16 and 42). Converted to float32 and multiplied by
+// t * 2^6 (exact), that is the reference's single rounding of e2m1 * s * t. The rotation's sign
+// is part of the per-row multiplier (x * -1 is exact). Then rht128_spread8, eden_group, stores
+// and ms_eden.cu's pass 2. NaN/Inf: a non-finite t or a NaN scale code raises the workspace
+// flag; products cannot overflow while 6 * 448 * |t| is finite, and otherwise (t above ~1.2e35)
+// a slower path also checks every value.
+#include <cuda_fp16.h>
+
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
 namespace detail {
 namespace {
 
-constexpr int kThreads = 256, kTileR = 128, kTileC = 256, kUnits = kTileC / 2 * 8 / kThreads;
+constexpr int kThreads = 256, kTileR = 128, kTileC = 256;
+
+// Two E2M1 codes (bytes 0 and 1 of `e`, already in the E4M3 form above) times the f16 pair s2.
+__device__ __forceinline__ __half2 e2m1x2_times(uint32_t e, __half2 s2) {
+  uint32_t h;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<uint16_t>(e & 0xFFFFu)));
+  return __hmul2(*reinterpret_cast<const __half2*>(&h), s2);
+}
+
+// The E4M3 form of the 4 nibbles in the low halves of the bytes of x (x & 0xF0F0F0F0 == 0):
+// (n & 7) << 2 | (n & 8) << 4 = 4 n + 12 (n & 8).
+__device__ __forceinline__ uint32_t e4m3_form(uint32_t x) { return (x + 3u * (x & 0x08080808u)) << 2; }
+
+// One unit: 16 rows x 8 columns, output groups o + col * gpr for columns col = 0..7 of the unit.
+// tm is t * 2^6, or t itself when Checked: then each value is the reference's (e2m1 * s) * t,
+// with e2m1 * s = p * 2^6 exact, and is checked for overflow.
+template <bool Checked>
+__device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __half2 (&s2)[16], float tm, uint32_t sb,
+                                             int lane, bool valid, int64_t gpr, int64_t o, uint2* __restrict__ packed,
+                                             float* __restrict__ corrected, float& cmax, bool& bad) {
+  uint32_t e[16];  // even columns 0, 2, 4, 6 first, then the odd ones
+#pragma unroll 1
+  for (int k = 0; k < 2; ++k) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) e[i] = e4m3_form((w[i] >> (4 * k)) & 0x0F0F0F0Fu);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // columns 4h + k and 4h + k + 2
+      float ya[16], yb[16];
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        const float2 p = __half22float2(e2m1x2_times(e[i] >> (16 * h), s2[i]));
+        const float m = (sb >> i) & 1u ? -tm : tm;
+        ya[i] = Checked ? (p.x * 64.0f) * m : p.x * m;
+        yb[i] = Checked ? (p.y * 64.0f) * m : p.y * m;
+        if (Checked) bad = bad || (valid && (!is_finite(ya[i]) || !is_finite(yb[i])));
+      }
+      rht128_spread8(ya, lane);
+      rht128_spread8(yb, lane);
+      uint2 pa, pb;
+      const float ca = eden_group(ya, pa), cb = eden_group(yb, pb);
+      const int64_t col = 4 * h + k;
+      if (valid) store_column_pair(packed, corrected, o + col * gpr, 2 * gpr, pa, ca, pb, cb, cmax);
+    }
+  }
+}
 
 __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __restrict__ codes_in,
                                                             const uint8_t* __restrict__ scales_in,
@@ -26,19 +78,18 @@ __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __rest
                                                             float* __restrict__ corrected, Flags* flags) {
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];  // codes, 128 bytes a row, swizzled
   __shared__ __align__(16) uint8_t sc[2][4 * 512];          // 4 blocked scale tiles
-  __shared__ float lut4[16], lut8[256];
-  if (threadIdx.x < 16) lut4[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
-  lut8[threadIdx.x] = e4m3::decode(static_cast<uint8_t>(threadIdx.x));
 
-  const int lane = threadIdx.x & 31, g = lane & 7;
+  const int lane = threadIdx.x & 31, g = lane & 7, wc = threadIdx.x >> 3;  // word column 0..31
   const uint32_t sb = group_sign_bits(signs, g);
-  const float t_in = *tensor_scale_in;
+  const float t = *tensor_scale_in;
+  // Products e2m1 * s stay within 6 * 448; below this t no value can overflow.
+  const bool checked = !(fabsf(t) <= 0x1.fffffep127f / 2688.0f);
   const int64_t row_bytes = C / 2, scale_cols = C / kBlock, tiles_per_row = (scale_cols + 3) / 4;
   const int64_t tiles_c = (C + kTileC - 1) / kTileC, tiles = R / kTileR * tiles_c;
-  const int64_t groups_per_out_row = R / kBlock;
+  const int64_t gpr = R / kBlock;  // groups per output row
 
-  auto issue = [&](int64_t t, int stage) {
-    const int64_t r0 = t / tiles_c * kTileR, c0 = t % tiles_c * kTileC;
+  auto issue = [&](int64_t tt, int stage) {
+    const int64_t r0 = tt / tiles_c * kTileR, c0 = tt % tiles_c * kTileC;
     load_tile_128x128(tile[stage], codes_in + r0 * row_bytes, row_bytes, c0 / 2, row_bytes);
     if (threadIdx.x < 128) {  // 4 blocked tiles x 512 bytes = 128 chunks
       const int64_t kt = c0 / 64 + threadIdx.x / 32;
@@ -49,39 +100,30 @@ __global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __rest
   };
 
   float cmax = 0.0f;
-  bool bad = !is_finite(t_in);
-  // The first tile's barrier also publishes the tables.
-  for_each_tile_double_buffered(tiles, issue, [&](int64_t t, int stage) {
-    const int64_t r0 = t / tiles_c * kTileR, c0 = t % tiles_c * kTileC;
-    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(tile[stage]);
-#pragma unroll 1
-    for (int u = 0; u < kUnits; ++u) {
-      const int bc = (threadIdx.x >> 3) + (kThreads / 8) * u;  // byte column 0..127
-      const int kk = bc >> 3;                                    // scale column in the tile
-      float ylo[16], yhi[16];
-      uint32_t emax = 0;
+  bool bad = !is_finite(t);
+  // Row 16g + i of word column wc: word (16g + i) * 32 + (wc ^ 4g); its scale (column wc / 2
+  // of the tile) at (wc / 8) * 512 + (16 (g % 2) + i) * 16 + (g / 2) * 4 + (wc / 2) % 4.
+  const int word0 = 16 * g * 32 + (wc ^ (g << 2));
+  const int scale0 = (wc >> 3) * 512 + (g & 1) * 256 + (g >> 1) * 4 + ((wc >> 1) & 3);
+  for_each_tile_double_buffered(tiles, issue, [&](int64_t tt, int stage) {
+    const int64_t r0 = tt / tiles_c * kTileR, c = tt % tiles_c * kTileC + 8 * wc;
+    const bool valid = c < C;
+    uint32_t w[16];
+    __half2 s2[16];
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        const int row = 16 * g + i;
-        const uint32_t code = bytes[4 * swizzled_word(row, bc >> 2) + (bc & 3)];
-        const float s = lut8[sc[stage][(kk >> 2) * 512 + (row & 31) * 16 + (row >> 5) * 4 + (kk & 3)]];
-        const float lo = lut4[code & 0xFu] * s * t_in, hi = lut4[code >> 4] * s * t_in;
-        const uint32_t flip = ((sb >> i) & 1u) << 31;
-        emax = max(emax, max(__float_as_uint(lo) & 0x7F800000u, __float_as_uint(hi) & 0x7F800000u));
-        ylo[i] = __uint_as_float(__float_as_uint(lo) ^ flip);  // x * -1 is a sign flip
-        yhi[i] = __uint_as_float(__float_as_uint(hi) ^ flip);
-      }
-      rht128_spread8(ylo, lane);
-      rht128_spread8(yhi, lane);
-      uint2 plo, phi;
-      const float clo = eden_group(ylo, plo), chi = eden_group(yhi, phi);
-      const int64_t c = c0 + 2 * bc;
-      if (c < C) {
-        bad = bad || emax == 0x7F800000u;
-        store_column_pair(packed, corrected, c * groups_per_out_row + r0 / kBlock + g, groups_per_out_row, plo, clo,
-                          phi, chi, cmax);
-      }
+    for (int i = 0; i < 16; ++i) {
+      w[i] = tile[stage][word0 + 32 * i];
+      const uint32_t s = sc[stage][scale0 + 16 * i];
+      bad = bad || (valid && (s & 0x7Fu) == 0x7Fu);  // a NaN scale: every product is NaN
+      uint32_t h;
+      asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<uint16_t>(s * 0x101u)));
+      s2[i] = *reinterpret_cast<const __half2*>(&h);
     }
+    const int64_t o = c * gpr + r0 / kBlock + g;
+    if (checked)
+      requant_unit<true>(w, s2, t, sb, lane, valid, gpr, o, packed, corrected, cmax, bad);
+    else
+      requant_unit<false>(w, s2, t * 64.0f, sb, lane, valid, gpr, o, packed, corrected, cmax, bad);
   });
   publish_cmax(cmax, bad && tiles > 0, flags);
 }
