@@ -139,13 +139,40 @@ __device__ __forceinline__ float tensor_scale(float amax, float scale_max, float
   return amax == 0.0f ? 1.0f : amax / (scale_max * val_max);
 }
 
-__device__ __forceinline__ uint2 pack16(const uint32_t (&codes)[16]) {
-  uint2 p{0u, 0u};
+// Packing of codes 0..15, pushed in this order: afterwards code i is in bits 4i..4i+3 of p.x
+// (i < 8) or p.y, whatever p held before. Only the low nibble of c counts: (c << 28) | (p >> 4)
+// is one funnel shift.
+__device__ __forceinline__ void push_code(uint2& p, int i, uint32_t c) {
+  if (i < 8)
+    p.x = (c << 28) | (p.x >> 4);
+  else
+    p.y = (c << 28) | (p.y >> 4);
+}
+
+// `init` is shifted out completely. A value the compiler cannot see into (a sign word) keeps the
+// first pushes single funnel shifts too; from a known zero it builds them with more instructions.
+__device__ __forceinline__ uint2 pack16(const uint32_t (&codes)[16], uint2 init = uint2{0u, 0u}) {
 #pragma unroll
-  for (int i = 0; i < 8; ++i) p.x |= codes[i] << (4 * i);
+  for (int i = 0; i < 16; ++i) push_code(init, i, codes[i]);
+  return init;
+}
+
+// Bit 4i + 3 of the result is the sign bit of v[i] (.x: i < 8, .y: the rest); the other bits
+// are unspecified. One funnel shift each, (s << 4) | (bits >> 28); the intrinsic keeps the
+// compiler from splitting it where it knows more about the bits (BF16 values).
+__device__ __forceinline__ uint2 sign_nibbles(const float (&v)[16]) {
+  uint2 s{0u, 0u};
 #pragma unroll
-  for (int i = 0; i < 8; ++i) p.y |= codes[8 + i] << (4 * i);
-  return p;
+  for (int i = 7; i >= 0; --i) {
+    s.x = __funnelshift_l(__float_as_uint(v[i]), s.x, 4);
+    s.y = __funnelshift_l(__float_as_uint(v[8 + i]), s.y, 4);
+  }
+  return s;
+}
+
+// Packed magnitude codes (bit 3 of every nibble clear, or already the sign) with signs.
+__device__ __forceinline__ uint2 with_signs(uint2 p, uint2 signs) {
+  return uint2{p.x | (signs.x & 0x88888888u), p.y | (signs.y & 0x88888888u)};
 }
 
 // The 128-point Hadamard transform of a chunk spread over 8 lanes: lane bits 0..2 = g, the
@@ -172,18 +199,23 @@ __device__ __forceinline__ void rht128_spread8(float (&y)[16], int lane) {
 
 // MS-EDEN pass 1 for one rotated 16-group y (ms_eden.cpp: round_group, eden_factor): codes
 // against m = RTZ_E8M4(g_max / s), sums in order i = 0..15; returns c = m * S. For m >= 2^-120
-// (m/(g_max/s) > 1 - 2^-4, so |v| < 6.5) the codes need no saturation: e2m1_round_small.
+// (m/(g_max/s) > 1 - 2^-4, so |v| < 6.5) the codes need no saturation: e2m1_round_small, whose
+// magnitude codes get their signs from v's sign bits.
 template <bool Small>
-__device__ __forceinline__ void eden_codes(const float (&y)[16], float f, uint32_t (&codes)[16], float& vv,
-                                           float& vq) {
+__device__ __forceinline__ uint2 eden_codes(const float (&y)[16], float f, float& vv, float& vq) {
+  float v[16];
+  uint32_t codes[16];
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const float v = y[i] * f;
-    const E2m1Rounded q = Small ? e2m1_round_small(fabsf(v)) : e2m1_round_fast(v);
-    codes[i] = Small ? q.code | ((float_bits(v) >> 28) & 8u) : q.code;
-    vv = vv + v * v;
-    vq = vq + fabsf(v) * q.mag;  // == v * e2m1::decode(code): same magnitudes, both >= 0
+    v[i] = y[i] * f;
+    const E2m1Rounded q = Small ? e2m1_round_small(v[i]) : e2m1_round_fast(v[i]);
+    codes[i] = q.code;
+    vv = vv + v[i] * v[i];
+    vq = vq + fabsf(v[i]) * q.mag;  // == v * e2m1::decode(code): same magnitudes, both >= 0
   }
+  if (!Small) return pack16(codes);
+  const uint2 signs = sign_nibbles(v);
+  return with_signs(pack16(codes, signs), signs);
 }
 
 __device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed) {
@@ -195,12 +227,7 @@ __device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed)
   }
   const float f = 1.0f / m;
   float vv = 0.0f, vq = 0.0f;
-  uint32_t codes[16];
-  if (m >= 0x1p-120f)
-    eden_codes<true>(y, f, codes, vv, vq);
-  else
-    eden_codes<false>(y, f, codes, vv, vq);
-  packed = pack16(codes);
+  packed = m >= 0x1p-120f ? eden_codes<true>(y, f, vv, vq) : eden_codes<false>(y, f, vv, vq);
   const float S = vq == 0.0f ? 1.0f : vv / vq;
   return m * S;
 }

@@ -2,19 +2,23 @@
 // Faster equivalents of the reference codecs for the kernels' inner loops, each checked
 // exhaustively against the reference on the GPU (quant_test.cpp, FastCodec.*):
 //   e2m1_round_fast  == e2m1::encode_rne / decode for every finite float (~10 instructions
-//                       where the reference's threshold count and branchy decode take ~36);
+//                       where the reference's threshold count and branchy decode take ~36),
+//                       e2m1_round_small the same magnitudes below 7 (5 instructions);
 //   e2m1_sr_fast     == e2m1::encode_sr for every finite float and every random word;
 //   Quotient         == IEEE x / d wherever a code depends on it;
 //   e4m3_*_fast      == e4m3::encode_rne / decode (hardware conversions).
 // NaN input gives unspecified codes here: every kernel detects NaN/Inf separately and reports
 // an error instead of returning codes.
 //
-// Rounding to the grid: for a = |v| let k = clamp(exponent(a), 0, 2) and C = 2^(22 + k). Then
-// a + C, rounded once to float32 (ties to even), is C + n * 2^(k-1) with n = a rounded to the
-// E2M1 grid step of a's binade (0.5 below 2, 1 in [2, 4), 2 from 4 on), ties to even n, exactly
-// the reference's tie rule (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4). The
-// magnitude code is n + 2k (7 is 6.0). Rounding toward zero instead gives the grid point below
-// a, the start of a stochastic rounding step of 2^(k-1).
+// Rounding to the grid: for a = |v| let k = clamp(exponent(a), 0, 2) and C = 2^(22 + k) +
+// k 2^k. Then a + C, rounded once to float32 (ties to even), is C + n * 2^(k-1) with n = a
+// rounded to the E2M1 grid step of a's binade (0.5 below 2, 1 in [2, 4), 2 from 4 on), ties to
+// even n, exactly the reference's tie rule (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4,
+// 5->4): C's k 2^k is 2k steps, an even number, so it leaves the ties alone, and the sum's low
+// mantissa bits are the magnitude code n + 2k (7 is 6.0). Rounding toward zero instead gives
+// the grid point below a, the start of a stochastic rounding step of 2^(k-1).
+// C's bits, (149 + k) << 23 | 2k, take integer operations only: r = max(exponent field + (22 <<
+// 23), 149 << 23) - 297 (one VIADDMNMX on sm_90), then r + (r >> 22), as r >> 22 = 297 + 2k.
 #include <cmath>
 
 #include "common/hd.h"
@@ -23,52 +27,60 @@
 namespace q2::cuda {
 
 struct E2m1Rounded {
-  uint32_t code;  // == e2m1::encode_rne(v)
+  uint32_t code;  // == e2m1::encode_rne(v) (e2m1_round_small: without the sign bit)
   float mag;      // == |e2m1::decode(code)|
 };
 
-// 2^k for a >= 0: a's binade clamped to [1, 4]; the float compares are exact on these bit patterns.
-Q2_HD float e2m1_binade(float a) { return fminf(fmaxf(bits_float(float_bits(a) & 0x7F800000u), 1.0f), 4.0f); }
-
-// n + 2k from the rounded sum a + C and 2^k.
-Q2_HD uint32_t e2m1_grid_code(float sum, float binade) {
-  const uint32_t eb = float_bits(binade);  // (127 + k) << 23; bits(C) = eb + (22 << 23)
-  return float_bits(sum) - eb + (eb >> 22) - (0x0B000000u + 254u);
+// r = bits(2^(22 + k)) - 297 with k = max(exponent(v), 0); v's sign does not matter.
+Q2_HD uint32_t e2m1_shifter_base(float v) {
+  const uint32_t r = (float_bits(v) & 0x7F800000u) + (0x0B000000u - 297u);
+  return r > 0x4A800000u - 297u ? r : 0x4A800000u - 297u;
 }
 
-// Round-to-nearest magnitude for 0 <= a < 7: code 0..7 and its value, without saturation
-// (MS-EDEN's values stay below 6.5 by construction, so the clamps can go: a < 8 also bounds
-// the binade by 4 without a clamp).
-Q2_HD E2m1Rounded e2m1_round_small(float a) {
-  const float e = fmaxf(bits_float(float_bits(a) & 0x7F800000u), 1.0f), c = e * 0x1p22f;
-  const float sum = a + c;
-  return {e2m1_grid_code(sum, e), sum - c};
+// The same with k at most 2.
+Q2_HD uint32_t e2m1_shifter_base_sat(float v) {
+  const uint32_t r = e2m1_shifter_base(v);
+  return r < 0x4B800000u - 297u ? r : 0x4B800000u - 297u;
+}
+
+// C from r.
+Q2_HD float e2m1_shifter(uint32_t r) { return bits_float(r + (r >> 22)); }
+
+// Round-to-nearest magnitude code (no sign) for |v| < 7 and its value, without saturation
+// (MS-EDEN's values stay below 6.5 by construction, so the clamps can go: |v| < 8 also bounds
+// the binade by 4 without a clamp). The code is the low nibble of the sum (n + 2k <= 7); masking
+// with 15 rather than 7 lets the packing's shift by 28 drop the mask.
+Q2_HD E2m1Rounded e2m1_round_small(float v) {
+  const float c = e2m1_shifter(e2m1_shifter_base(v)), sum = fabsf(v) + c;
+  return {float_bits(sum) & 15u, sum - c};
 }
 
 // Round-to-nearest-even with saturation at 6 and the sign kept (small negatives give -0).
+// From a = 7 on, n + 2k >= 8, also where a + C leaves C's binade (Inf; NaN: code 7, value 6).
 Q2_HD E2m1Rounded e2m1_round_fast(float v) {
-  const float a = fabsf(v), e = e2m1_binade(a), c = e * 0x1p22f;
-  const float sum = a + c;
-  E2m1Rounded m{e2m1_grid_code(sum, e), sum - c};
-  m.code = (m.code < 7u ? m.code : 7u) | ((float_bits(v) >> 28) & 8u);
-  m.mag = fminf(m.mag, 6.0f);
-  return m;
+  const uint32_t r = e2m1_shifter_base_sat(v);
+  const float c = e2m1_shifter(r), sum = fabsf(v) + c;
+  const uint32_t n2k = float_bits(sum) - r - 297u;
+  return {(n2k < 7u ? n2k : 7u) | ((float_bits(v) >> 28) & 8u), fminf(sum - c, 6.0f)};
 }
 
 // Stochastic rounding as e2m1::encode_sr: floor to the grid, then up with probability
 // p = (a - lo) / step, step = 2^(k-1), decided by u < p with u = (random >> 8) * 2^-24. The
 // division by the power of two is the exact multiplication by 2^(1-k).
 Q2_HD uint32_t e2m1_sr_fast(float v, uint32_t random) {
-  const float a = fabsf(v), e = e2m1_binade(a), c = e * 0x1p22f;
+  const float a = fabsf(v);
+  const uint32_t r = e2m1_shifter_base_sat(v);
+  const float c = e2m1_shifter(r);
 #ifdef __CUDA_ARCH__
   const float sum = __fadd_rz(a, c);
 #else
   float sum = a + c;
   if (sum - c > a) sum = bits_float(float_bits(sum) - 1u);
 #endif
-  const float p = (a - (sum - c)) * bits_float(0x7F800000u - float_bits(e));
+  // 2^(1-k), bits (128 - k) << 23 = (277 << 23) - (r + 297)
+  const float p = (a - (sum - c)) * bits_float(0x8A800000u - 297u - r);
   const float u = static_cast<float>(random >> 8) * 0x1p-24f;
-  const uint32_t code = e2m1_grid_code(sum, e) + (u < p ? 1u : 0u);  // a >= 6 goes past 7: saturate
+  const uint32_t code = float_bits(sum) - r - 297u + (u < p ? 1u : 0u);  // a >= 6 goes past 7: saturate
   return (code < 7u ? code : 7u) | ((float_bits(v) >> 28) & 8u);
 }
 

@@ -33,9 +33,14 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
                                                                  float* __restrict__ corrected, Flags* flags) {
   const int lane = threadIdx.x & 31;
   const uint32_t sb = group_sign_bits(signs, lane & 7);
-  uint32_t smask[8];  // BF16 sign bits to flip in each packed pair of the group
+  // The group's signs at bits 15 - 2j (element 2j) and 31 - 2j (element 2j + 1): the BF16 sign
+  // bits to flip in packed pair j are (smask << 2j) & 0x80008000, one register for all eight.
+  uint32_t smask = 0;
 #pragma unroll
-  for (int j = 0; j < 8; ++j) smask[j] = ((sb >> (2 * j)) & 1u) << 15 | ((sb >> (2 * j + 1)) & 1u) << 31;
+  for (int j = 0; j < 8; ++j) {
+    smask |= ((sb >> (2 * j)) & 1u) << (15 - 2 * j);
+    smask |= ((sb >> (2 * j + 1)) & 1u) << (31 - 2 * j);
+  }
 
   // Tiles of kThreads groups; the loop runs on blockIdx only (block-uniform), so every lane
   // joins the shuffles without the compiler adding convergence code.
@@ -49,6 +54,7 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
     a1 = __ldg(x + 2 * gid + 1);
   }
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    asm("" : "+r"(smask));  // opaque: otherwise ptxas rebuilds it from sb in every iteration
     gid = tile * kThreads + threadIdx.x;
     const int64_t next = gid + static_cast<int64_t>(gridDim.x) * kThreads;
     uint4 b0{}, b1{};
@@ -61,8 +67,9 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       emax = exp_max2(emax, w[j]);
-      y[2 * j] = bf16_lo(w[j] ^ smask[j]);
-      y[2 * j + 1] = bf16_hi(w[j] ^ smask[j]);
+      const uint32_t wj = w[j] ^ ((smask << (2 * j)) & 0x80008000u);
+      y[2 * j] = bf16_lo(wj);
+      y[2 * j + 1] = bf16_hi(wj);
     }
     rht128_spread8(y, lane);
     uint2 p;

@@ -20,26 +20,20 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Codes of one block against divisor q.d, and (Err) the squared error sum in order i = 0..15.
-// The error term |x| - |q| * d equals the reference's x - decode(q) * d up to its sign (q has
-// x's sign), and |q| <= 6 always, so a zero divisor gives the reference's x^2 terms.
+// Codes of one block against divisor q.d, packed, and (Err) the squared error sum in order
+// i = 0..15. The error term |x| - |q| * d equals the reference's x - decode(q) * d up to its
+// sign (q has x's sign), and |q| <= 6 always, so a zero divisor gives the reference's x^2 terms.
 // Quotients: kDivide IEEE division; kFast Quotient::near; kSmall the same when every |x / d|
-// is below 7, so the codes need no saturation (e2m1_round_small).
+// is below 7, so the codes need no saturation (e2m1_round_small, magnitudes only).
 enum class Path { kDivide, kFast, kSmall };
 template <bool Err, Path P>
-__device__ __forceinline__ float round_block(const float (&x)[16], const Quotient& q, uint32_t (&codes)[16]) {
+__device__ __forceinline__ float round_block(const float (&x)[16], const Quotient& q, uint2& packed) {
   float e = 0.0f;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
     const float v = P == Path::kDivide ? x[i] / q.d : q.near(x[i]);
-    E2m1Rounded r;
-    if (P == Path::kSmall) {
-      r = e2m1_round_small(fabsf(v));
-      r.code |= (float_bits(v) >> 28) & 8u;
-    } else {
-      r = e2m1_round_fast(v);
-    }
-    codes[i] = r.code;
+    const E2m1Rounded r = P == Path::kSmall ? e2m1_round_small(v) : e2m1_round_fast(v);
+    push_code(packed, i, r.code);
     if (Err) {
       const float d = fabsf(x[i]) - r.mag * q.d;
       e = e + d * d;
@@ -48,25 +42,24 @@ __device__ __forceinline__ float round_block(const float (&x)[16], const Quotien
   return e;
 }
 
-// rtn.cpp quantize_block (+ block_sq_error when Err): codes against (val_max, t); returns the
-// scale code and, through err, the squared error sum.
+// rtn.cpp quantize_block (+ block_sq_error when Err): packed codes against (val_max, t);
+// returns the scale code and, through err, the squared error sum. The signs are x's, `signs`
+// = sign_nibbles(x): x / d has x's sign for d > 0, and d = 0 makes every code +0.
 template <bool Err>
-__device__ __forceinline__ uint32_t quantize_block(const float (&x)[16], float g_max, float val_max, float t,
-                                                   uint32_t (&codes)[16], float& err) {
+__device__ __forceinline__ uint32_t quantize_block(const float (&x)[16], uint2 signs, float g_max, float val_max,
+                                                   float t, uint2& packed, float& err) {
   const uint8_t s = e4m3_encode_fast((g_max / val_max) / t);
   const Quotient q(e4m3_decode_fast(s) * t);
   // IEEE division is monotonic, so |x_i| <= g_max bounds every quotient by g_max's (a tiny
   // inexact near() stays tiny).
+  packed = signs;  // shifted out by the codes (pack16's init)
   if (!q.fast)
-    err = round_block<Err, Path::kDivide>(x, q, codes);
+    err = round_block<Err, Path::kDivide>(x, q, packed);
   else if (q.near(g_max) < 7.0f)
-    err = round_block<Err, Path::kSmall>(x, q, codes);
+    err = round_block<Err, Path::kSmall>(x, q, packed);
   else
-    err = round_block<Err, Path::kFast>(x, q, codes);
-  if (q.d == 0.0f) {
-#pragma unroll
-    for (int i = 0; i < 16; ++i) codes[i] = 0u;
-  }
+    err = round_block<Err, Path::kFast>(x, q, packed);
+  packed = q.d == 0.0f ? uint2{0u, 0u} : with_signs(packed, signs);
   return s;
 }
 
@@ -80,9 +73,7 @@ struct Out {
 };
 
 // `lut` (e2m1::decode of the 16 codes) is read only when o.expanded is set.
-__device__ __forceinline__ void store_group(const Out& o, int64_t gid, const uint32_t (&codes)[16], uint32_t s,
-                                            const float* lut) {
-  const uint2 p = pack16(codes);
+__device__ __forceinline__ void store_group(const Out& o, int64_t gid, uint2 p, uint32_t s, const float* lut) {
   o.packed[gid] = p;
   const uint32_t row = o.groups_per_row.div(static_cast<uint32_t>(gid));
   const uint32_t k = static_cast<uint32_t>(gid) - row * o.groups_per_row.d;
@@ -106,20 +97,20 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
   if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
   for_each_group(x, groups, [&](int64_t gid, const float (&v)[16]) {
     const float g_max = group_amax(v);
-    uint32_t c6[16];
+    const uint2 signs = sign_nibbles(v);
+    uint2 p;
     float e6;
-    uint32_t s = quantize_block<Mode == 1>(v, g_max, val_max, t, c6, e6);
+    uint32_t s = quantize_block<Mode == 1>(v, signs, g_max, val_max, t, p, e6);
     if (Mode == 1) {
-      uint32_t c4[16];
+      uint2 p4;
       float e4;
-      const uint32_t s4 = quantize_block<true>(v, g_max, 4.0f, t, c4, e4);
+      const uint32_t s4 = quantize_block<true>(v, signs, g_max, 4.0f, t, p4, e4);
       if (e4 < e6) {
         s = s4;
-#pragma unroll
-        for (int i = 0; i < 16; ++i) c6[i] = c4[i];
+        p = p4;
       }
     }
-    store_group(o, gid, c6, s, lut);
+    store_group(o, gid, p, s, lut);
   });
 }
 
@@ -165,10 +156,10 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
 #pragma unroll
     for (int r = 0; r < kTileRows; ++r) g_max = ref_max(g_max, s_max[buf][r][lane]);
     if (valid) {
-      uint32_t codes[16];
+      uint2 p;
       float unused;
-      const uint32_t s = quantize_block<false>(v, g_max, 6.0f, t, codes, unused);
-      store_group(o, gid, codes, s, nullptr);
+      const uint32_t s = quantize_block<false>(v, sign_nibbles(v), g_max, 6.0f, t, p, unused);
+      store_group(o, gid, p, s, nullptr);
     }
     gid = next;
     valid = next_valid;
