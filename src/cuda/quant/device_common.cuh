@@ -91,17 +91,20 @@ __device__ __forceinline__ float group_amax(const float (&x)[16]) {
 }
 
 // Persistent grid-stride loop over the 16-groups of a BF16 tensor (two 16-byte loads each),
-// the next group's loads issued before f(gid, values) runs on the current one.
+// the next group's loads issued before f(gid, valid, values) runs on the current one. The loop
+// is warp-uniform (the stride is a multiple of 32), so f may shuffle; lanes past the end get
+// valid = false and zeros.
 template <class F>
 __device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int64_t groups, F&& f) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int lane = threadIdx.x & 31;
   int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   uint4 a0{}, a1{};
   if (gid < groups) {
     a0 = __ldg(x + 2 * gid);
     a1 = __ldg(x + 2 * gid + 1);
   }
-  for (; gid < groups; gid += stride) {
+  for (; gid - lane < groups; gid += stride) {
     uint4 b0{}, b1{};
     if (gid + stride < groups) {
       b0 = __ldg(x + 2 * (gid + stride));
@@ -109,7 +112,7 @@ __device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int6
     }
     float v[16];
     unpack16(a0, a1, v);
-    f(gid, v);
+    f(gid, gid < groups, v);
     a0 = b0;
     a1 = b1;
   }

@@ -71,7 +71,7 @@ __device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __ha
   }
 }
 
-__global__ void __launch_bounds__(kThreads) requant_kernel(const uint8_t* __restrict__ codes_in,
+__global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __restrict__ codes_in,
                                                             const uint8_t* __restrict__ scales_in,
                                                             const float* __restrict__ tensor_scale_in, int64_t R,
                                                             int64_t C, uint4 signs, uint2* __restrict__ packed,

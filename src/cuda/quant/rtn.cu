@@ -5,9 +5,10 @@
 // a warp reads 1 KiB contiguous, the next group's loads issued before the current group is
 // computed), so every per-group computation, including the Four-over-Six error sum over
 // i = 0..15, runs in the reference's order inside one thread. Quotients x / (s t) come from
-// fast_codec.h's Quotient (one reciprocal per group, exhaustively checked against division). Codes leave
-// as one 8-byte store per thread (a warp writes 256 contiguous bytes), the scale as one byte
-// at its blocked offset. The tensor scale is computed on the device from the amax pointer by
+// fast_codec.h's Quotient (one reciprocal per group, exhaustively checked against division).
+// Codes leave as one 8-byte store per thread (a warp writes 256 contiguous bytes), the scale as
+// one byte at its blocked offset, the optional BF16 expansion in 16-byte stores that the warp
+// exchanges its codes for (shuffles), so that each store instruction covers 512 contiguous bytes. The tensor scale is computed on the device from the amax pointer by
 // every thread (same expression as quant::tensor_scale) and written by thread 0.
 // 16x16: a block of 16 warps covers 16 rows x 32 groups; the tile maximum goes through
 // shared memory (max is exact in any order for finite input), double-buffered, with the next
@@ -72,16 +73,27 @@ struct Out {
   uint4* expanded;  // optional: the unscaled BF16 expansion, 2 x 16 bytes a group
 };
 
-// `lut` (e2m1::decode of the 16 codes) is read only when o.expanded is set.
-__device__ __forceinline__ void store_group(const Out& o, int64_t gid, uint2 p, uint32_t s, const float* lut) {
+__device__ __forceinline__ void store_group(const Out& o, int64_t gid, uint2 p, uint32_t s) {
   o.packed[gid] = p;
   const uint32_t row = o.groups_per_row.div(static_cast<uint32_t>(gid));
   const uint32_t k = static_cast<uint32_t>(gid) - row * o.groups_per_row.d;
   o.scales[blocked_offset(row, k, o.tiles_per_row)] = static_cast<uint8_t>(s);
-  if (o.expanded) {  // as dequantize_unscaled_async: tensor scale 1
-    const float sf = e4m3_decode_fast(static_cast<uint8_t>(s));
-    o.expanded[2 * gid] = expand8(p.x, sf, 1.0f, lut);
-    o.expanded[2 * gid + 1] = expand8(p.y, sf, 1.0f, lut);
+}
+
+// The unscaled BF16 expansion (as dequantize_unscaled_async: tensor scale 1) of the warp's 32
+// consecutive groups from `first` on, in 16-byte stores that cover 512 contiguous bytes each:
+// in round j lane l expands half l % 2 of the group of lane 16j + l / 2. `lut` holds
+// e2m1::decode of the 16 codes. Every lane of the warp must call it.
+__device__ __forceinline__ void store_expansion(uint4* expanded, int64_t first, int64_t groups, uint2 p, uint32_t s,
+                                                const float* lut) {
+  const int lane = threadIdx.x & 31;
+  const float sf = e4m3_decode_fast(static_cast<uint8_t>(s));
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int src = 16 * j + lane / 2;
+    const uint32_t lo = __shfl_sync(0xFFFFFFFFu, p.x, src), hi = __shfl_sync(0xFFFFFFFFu, p.y, src);
+    const float sj = __shfl_sync(0xFFFFFFFFu, sf, src);
+    if (first + src < groups) expanded[2 * first + 32 * j + lane] = expand8(lane & 1 ? hi : lo, sj, 1.0f, lut);
   }
 }
 
@@ -95,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
   __syncthreads();
   const float t = tensor_scale(*amax, scale_max, val_max);
   if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
-  for_each_group(x, groups, [&](int64_t gid, const float (&v)[16]) {
+  for_each_group(x, groups, [&](int64_t gid, bool valid, const float (&v)[16]) {
     const float g_max = group_amax(v);
     const uint2 signs = sign_nibbles(v);
     uint2 p;
@@ -110,7 +122,8 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
         p = p4;
       }
     }
-    store_group(o, gid, p, s, lut);
+    if (valid) store_group(o, gid, p, s);
+    if (o.expanded) store_expansion(o.expanded, gid - (threadIdx.x & 31), groups, p, s, lut);
   });
 }
 
@@ -159,7 +172,7 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
       uint2 p;
       float unused;
       const uint32_t s = quantize_block<false>(v, sign_nibbles(v), g_max, 6.0f, t, p, unused);
-      store_group(o, gid, p, s, nullptr);
+      store_group(o, gid, p, s);
     }
     gid = next;
     valid = next_valid;

@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restri
   const float amax_v = *amax;
   const float t = amax_v == 0.0f ? 1.0f : amax_v / (448.0f * val_max);  // quant::tensor_scale(amax, 448, val_max)
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
-  for_each_group(x, groups, [&](int64_t gid, const float (&v)[16]) {
+  for_each_group(x, groups, [&](int64_t gid, bool valid, const float (&v)[16]) {
+    if (!valid) return;
     const uint8_t s = e4m3_encode_fast((group_amax(v) / val_max) / t);
     const Quotient q(e4m3_decode_fast(s) * t);
     bool fast = q.fast;  // the probabilities use every bit of x / d: near() only where it is exact
