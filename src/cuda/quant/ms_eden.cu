@@ -89,8 +89,9 @@ constexpr int kScaleThreads = 256;
 
 // Expand: also the unscaled BF16 expansion of the codes (as dequantize_unscaled_async). A warp
 // owns 32 consecutive quads = 128 groups = 256 half-groups and writes them in 8 rounds of 32
-// consecutive 16-byte stores: in round j lane l expands half-group 32j + l, whose 4 codes it
-// loads itself and whose scale byte it takes from the word of lane 4j + l/8 (a shuffle).
+// consecutive 16-byte stores: in round j lane l expands half-group 32j + l, whose 8 codes (one
+// word) it loads itself before the scales are computed, so that the 8 loads overlap that work,
+// and whose scale byte it takes from the word of lane 4j + l/8 (a shuffle).
 template <bool Expand>
 __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4* __restrict__ corrected,
                                                                      int64_t quads, FastDiv quads_per_row,
@@ -107,12 +108,22 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
   }
   const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
+  const Quotient by_t(t);  // c / t, exactly as IEEE division wherever by_t.exact_for(c)
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   // Warp-uniform loop over the warps' tiles of 32 quads, so every lane joins the shuffles.
   for (int64_t tile = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; tile * 32 < quads;
        tile += warps) {
     const int64_t q = tile * 32 + lane;
+    // The expansion's codes first: their loads overlap the scale computation below.
+    uint32_t codes[8];
+    if (Expand) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int64_t h = tile * 256 + 32 * j + lane;
+        codes[j] = h < 8 * quads ? __ldg(packed + h) : 0u;
+      }
+    }
     uint32_t word = 0;
     if (q < quads) {
       const float4 c = __ldg(corrected + q);
@@ -122,7 +133,8 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
       const float cs[4] = {c.x, c.y, c.z, c.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const uint32_t s8 = t == 0.0f ? 0u : e4m3::encode_sr(cs[j] / t, r.v[j]);
+        const float a = by_t.fast && by_t.exact_for(cs[j]) ? by_t.near(cs[j]) : cs[j] / t;
+        const uint32_t s8 = t == 0.0f ? 0u : e4m3::encode_sr(a, r.v[j]);
         word |= s8 << (8 * j);
       }
       scales[blocked_offset(row, 4 * kq, tiles_per_row) >> 2] = word;
@@ -134,7 +146,7 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
         const int64_t h = tile * 256 + 32 * j + lane;
         if (h < 8 * quads) {
           const float sf = e4m3_decode_fast(static_cast<uint8_t>(w >> (8 * ((lane / 2) % 4))));
-          expanded[h] = expand8(__ldg(packed + h), sf, 1.0f, lut);
+          expanded[h] = expand8(codes[j], sf, 1.0f, lut);
         }
       }
     }
