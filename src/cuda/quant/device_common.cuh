@@ -132,6 +132,62 @@ __device__ __forceinline__ uint4 expand8(uint32_t p, float s, float t, const flo
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// PTX prmt, default mode: bytes of {b, a} (a: bytes 0-3) chosen by the nibbles 0-3 of sel; a
+// nibble with bit 3 set gives the chosen byte's sign bit in all 8 bits (__byte_perm does not
+// document that).
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+// prmt selector for expand_scale: byte b, then its sign bit 8 times, in both halves.
+__device__ __forceinline__ uint32_t scale_byte_sel(uint32_t b) { return 0x8080u + 0x1111u * b; }
+
+// The scale operand of expand8_unscaled for the E4M3 code in the byte of w that
+// sel = scale_byte_sel(b) picks: s * 2^-120 as BF16 in both halves. The code's sign goes to bit
+// 15 and its other 7 bits to bits 10..4, where E4M3's exponent (bias 7) reads as BF16's (bias
+// 127) and E4M3 subnormals become BF16 subnormals.
+__device__ __forceinline__ uint32_t expand_scale(uint32_t w, uint32_t sel) {
+  return (prmt(w, 0u, sel) << 4) & 0x87F087F0u;
+}
+
+// The BF16 bytes of e2m1 * 2^120, byte i for magnitude code i: low bytes 0xC0804000'C0800000,
+// high bytes 0x7C7C7C7C'7B7B7B00. prmt takes one word of each table as an immediate, the other from a
+// register; those two come from a shuffle, so that ptxas keeps them in registers instead of
+// rebuilding them next to every use (3 to 6 instructions per expand8_unscaled). Every lane of the
+// warp must call expand_tables.
+struct ExpandTables {
+  uint32_t lo, hi;  // entries 0..3
+};
+__device__ __forceinline__ ExpandTables expand_tables() {
+  const uint32_t lane = threadIdx.x & 31;  // lane 0 sends the tables; lane-dependent values keep them opaque
+  return {__shfl_sync(0xFFFFFFFFu, 0xC0800000u + lane, 0), __shfl_sync(0xFFFFFFFFu, 0x7B7B7B00u + lane, 0)};
+}
+
+// expand8(p, s, 1.0f, lut) bit for bit with s2 = expand_scale(code of s), for every non-NaN
+// scale code (GPU test FastCodec.UnscaledExpansion*): e2m1 * s has at most 6 significant bits and
+// is zero or in [2^-10, 2688], so one BF16 multiply of e2m1 * 2^120 by s * 2^-120 is exact
+// (signed zeros included; BF16 arithmetic keeps subnormals). The low and high bytes of
+// e2m1 * 2^120 come from the tables by prmt with the magnitude codes as selectors, 4 elements at
+// a time, and two more prmt interleave them; each element's sign is bit 7 of a byte of p (odd
+// elements) or of p << 4 (even ones).
+__device__ __forceinline__ uint4 expand8_unscaled(uint32_t p, uint32_t s2, const ExpandTables& t) {
+  const uint32_t m = p & 0x77777777u, q = p << 4;
+  uint32_t w[4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // elements 4h .. 4h + 3
+    const uint32_t sel = h ? m >> 16 : m;
+    const uint32_t lo = prmt(t.lo, 0xC0804000u, sel);
+    const uint32_t hi = prmt(t.hi, 0x7C7C7C7Cu, sel) | (prmt(q, p, h ? 0x7362u : 0x5140u) & 0x80808080u);
+    w[2 * h] = prmt(lo, hi, 0x5140u);
+    w[2 * h + 1] = prmt(lo, hi, 0x7362u);
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) asm("mul.rn.bf16x2 %0, %0, %1;" : "+r"(w[j]) : "r"(s2));
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // Byte offset of scale (row, k) in the cuBLASLt 128x4 blocked layout (scale_layout.cpp).
 __device__ __forceinline__ int64_t blocked_offset(int64_t row, int64_t k, int64_t tiles_per_row) {
   return ((row >> 7) * tiles_per_row + (k >> 2)) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4 + (k & 3);

@@ -6,7 +6,8 @@
 //                       e2m1_round_small the same magnitudes below 7 (5 instructions);
 //   e2m1_sr_fast     == e2m1::encode_sr for every finite float and every random word;
 //   Quotient         == IEEE x / d wherever a code depends on it;
-//   e4m3_*_fast      == e4m3::encode_rne / decode (hardware conversions).
+//   e4m3_*_fast      == e4m3::encode_rne / decode (hardware conversions);
+//   e4m3_sr_fast     == e4m3::encode_sr for a >= 0 (zeros, finite, +Inf) and every random word.
 // NaN input gives unspecified codes here: every kernel detects NaN/Inf separately and reports
 // an error instead of returning codes.
 //
@@ -129,6 +130,32 @@ Q2_HD float e4m3_decode_fast(uint8_t code) {
 #else
   return e4m3::decode(code);
 #endif
+}
+
+// Stochastic rounding as e4m3::encode_sr, for a >= 0 (either zero, finite or +Inf), without its
+// branches and division (14 instructions on sm_90; the reference compiles to over 100). Clamping
+// to 448 first saturates: 448 has code 0x7E and p = 0. Then as e2m1_sr_fast: with k =
+// max(exponent(x), -6) (subnormals share the step 2^-9 of [2^-6, 2^-5)), C = 2^(k + 20) has the
+// grid step 2^(k - 3) as its ulp and x < 2^(k + 1), so x + C rounded toward zero is C + n step
+// with n = floor(x / step) < 16: the grid point below x, whose code is n + 8 (k + 6).
+Q2_HD uint32_t e4m3_sr_fast(float a, uint32_t random) {
+  const float x = fminf(a, e4m3::kMax);
+  const uint32_t e = (float_bits(x) & 0x7F800000u) + (20u << 23);
+  const uint32_t r = e > (141u << 23) ? e : 141u << 23;  // C's bits, (k + 147) << 23
+  const float c = bits_float(r);
+#ifdef __CUDA_ARCH__
+  const float sum = __fadd_rz(x, c);
+#else
+  float sum = x + c;
+  if (sum - c > x) sum = bits_float(float_bits(sum) - 1u);
+#endif
+  // p 2^24 = (x - lo) 2^(27 - k) exactly, as the reference's p; 2^(27 - k) has bits (301 << 23) - r.
+  const float p24 = (x - (sum - c)) * bits_float((301u << 23) - r);
+  // The reference's u < p is (random >> 8) < p24: the sign of their difference (a difference of
+  // floats is 0 only if they are equal, and rounding keeps its sign), one instruction fewer than
+  // a compare and select.
+  const uint32_t up = float_bits(static_cast<float>(random >> 8) - p24) >> 31;
+  return float_bits(sum) - r + (r >> 20) - 1128u + up;  // r >> 20 = 8 (k + 147)
 }
 
 }  // namespace q2::cuda

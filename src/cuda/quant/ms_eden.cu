@@ -16,8 +16,9 @@
 //
 // Pass 2 design: one thread owns 4 consecutive scales of a row: one 16-byte scratch load, one
 // Philox call (the 4 words of indices 4q .. 4q+3 = row * cols/16 + 4k' .. +3, exactly
-// philox::word's addressing), t = max / 256, s8 = SR_E4M3(c / t) with the reference
-// encode_sr, and one 4-byte store (the 4 scales are contiguous in the blocked layout).
+// philox::word's addressing), t = max / 256, s8 = SR_E4M3(c / t) with e4m3_sr_fast (the
+// reference encode_sr bit for bit, c / t >= 0), and one 4-byte store (the 4 scales are
+// contiguous in the blocked layout).
 // Optionally it also writes the unscaled BF16 expansion for the emulated GEMM, which needs the
 // final scales and so cannot come earlier.
 #include "cuda/quant/device_common.cuh"
@@ -101,15 +102,13 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
                                                                      float* __restrict__ tensor_scale,
                                                                      const uint32_t* __restrict__ packed,
                                                                      uint4* __restrict__ expanded) {
-  __shared__ float lut[16];
-  if (Expand) {
-    if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
-    __syncthreads();
-  }
   const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
   const Quotient by_t(t);  // c / t, exactly as IEEE division wherever by_t.exact_for(c)
   const int lane = threadIdx.x & 31;
+  // The expansion's tables, and the prmt selector of this lane's scale byte (round j below).
+  const ExpandTables tables = Expand ? expand_tables() : ExpandTables{};
+  uint32_t scale_sel = scale_byte_sel((lane / 2) % 4);
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   // Warp-uniform loop over the warps' tiles of 32 quads, so every lane joins the shuffles.
   for (int64_t tile = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; tile * 32 < quads;
@@ -134,20 +133,18 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const float a = by_t.fast && by_t.exact_for(cs[j]) ? by_t.near(cs[j]) : cs[j] / t;
-        const uint32_t s8 = t == 0.0f ? 0u : e4m3::encode_sr(a, r.v[j]);
+        const uint32_t s8 = t == 0.0f ? 0u : e4m3_sr_fast(a, r.v[j]);
         word |= s8 << (8 * j);
       }
       scales[blocked_offset(row, 4 * kq, tiles_per_row) >> 2] = word;
     }
     if (Expand) {
+      asm("" : "+r"(scale_sel));  // opaque: otherwise ptxas rebuilds it in every round
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * j + lane / 8);
         const int64_t h = tile * 256 + 32 * j + lane;
-        if (h < 8 * quads) {
-          const float sf = e4m3_decode_fast(static_cast<uint8_t>(w >> (8 * ((lane / 2) % 4))));
-          expanded[h] = expand8(codes[j], sf, 1.0f, lut);
-        }
+        if (h < 8 * quads) expanded[h] = expand8_unscaled(codes[j], expand_scale(w, scale_sel), tables);
       }
     }
   }

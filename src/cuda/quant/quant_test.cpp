@@ -26,7 +26,9 @@ namespace q2::cuda {
 namespace testing {
 unsigned long long e2m1_codec_mismatches(uint32_t* first_bad);
 unsigned long long quotient_mismatches(uint32_t* first_bad);
+unsigned long long expansion_mismatches(uint32_t* first_bad);
 unsigned long long e4m3_codec_mismatches(uint32_t* first_bad);
+unsigned long long e4m3_sr_mismatches(uint32_t* first_bad);
 }
 
 namespace {
@@ -99,10 +101,23 @@ TEST(FastCodec, E4m3HardwareConversionsEqualReference) {
   EXPECT_EQ(testing::e4m3_codec_mismatches(&first), 0ull) << "first mismatching float bits / code " << std::hex << first;
 }
 
+TEST(FastCodec, E4m3StochasticRoundingEqualsReferenceForAllNonNegativeFloats) {
+  REQUIRE_GPU();
+  uint32_t first = 0;
+  EXPECT_EQ(testing::e4m3_sr_mismatches(&first), 0ull) << "first mismatching float bits " << std::hex << first;
+}
+
 TEST(FastCodec, QuotientEqualsIeeeDivisionForAllBf16Numerators) {
   REQUIRE_GPU();
   uint32_t first = 0;
   EXPECT_EQ(testing::quotient_mismatches(&first), 0ull) << "first mismatching divisor index " << first;
+}
+
+TEST(FastCodec, UnscaledExpansionEqualsReferenceForAllCodesAndScales) {
+  REQUIRE_GPU();
+  uint32_t first = 0;
+  EXPECT_EQ(testing::expansion_mismatches(&first), 0ull)
+      << "first mismatching scale << 6 | scale byte << 4 | code word " << std::hex << first;
 }
 
 TEST(GpuAmax, MatchesCpuAndRejectsNaNAndInf) {

@@ -82,18 +82,18 @@ __device__ __forceinline__ void store_group(const Out& o, int64_t gid, uint2 p, 
 
 // The unscaled BF16 expansion (as dequantize_unscaled_async: tensor scale 1) of the warp's 32
 // consecutive groups from `first` on, in 16-byte stores that cover 512 contiguous bytes each:
-// in round j lane l expands half l % 2 of the group of lane 16j + l / 2. `lut` holds
-// e2m1::decode of the 16 codes. Every lane of the warp must call it.
+// in round j lane l expands half l % 2 of the group of lane 16j + l / 2. Every lane of the warp
+// must call it.
 __device__ __forceinline__ void store_expansion(uint4* expanded, int64_t first, int64_t groups, uint2 p, uint32_t s,
-                                                const float* lut) {
+                                                const ExpandTables& tables) {
   const int lane = threadIdx.x & 31;
-  const float sf = e4m3_decode_fast(static_cast<uint8_t>(s));
+  const uint32_t s2 = expand_scale(s, scale_byte_sel(0));
 #pragma unroll
   for (int j = 0; j < 2; ++j) {
     const int src = 16 * j + lane / 2;
     const uint32_t lo = __shfl_sync(0xFFFFFFFFu, p.x, src), hi = __shfl_sync(0xFFFFFFFFu, p.y, src);
-    const float sj = __shfl_sync(0xFFFFFFFFu, sf, src);
-    if (first + src < groups) expanded[2 * first + 32 * j + lane] = expand8(lane & 1 ? hi : lo, sj, 1.0f, lut);
+    const uint32_t sj = __shfl_sync(0xFFFFFFFFu, s2, src);
+    if (first + src < groups) expanded[2 * first + 32 * j + lane] = expand8_unscaled(lane & 1 ? hi : lo, sj, tables);
   }
 }
 
@@ -102,9 +102,7 @@ template <int Mode>
 __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
                                                              const float* __restrict__ amax, float val_max,
                                                              float scale_max, Out o) {
-  __shared__ float lut[16];
-  if (threadIdx.x < 16) lut[threadIdx.x] = e2m1::decode(static_cast<uint8_t>(threadIdx.x));
-  __syncthreads();
+  const ExpandTables tables = expand_tables();
   const float t = tensor_scale(*amax, scale_max, val_max);
   if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
   for_each_group(x, groups, [&](int64_t gid, bool valid, const float (&v)[16]) {
@@ -123,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
       }
     }
     if (valid) store_group(o, gid, p, s);
-    if (o.expanded) store_expansion(o.expanded, gid - (threadIdx.x & 31), groups, p, s, lut);
+    if (o.expanded) store_expansion(o.expanded, gid - (threadIdx.x & 31), groups, p, s, tables);
   });
 }
 

@@ -1,7 +1,9 @@
-// Device-side helpers for quant_test.cpp: exhaustive checks of fast_codec.h on the GPU
-// against the reference codecs (format/e2m1.h) and IEEE division.
+// Device-side helpers for quant_test.cpp: exhaustive checks of fast_codec.h and of the unscaled
+// BF16 expansion (device_common.cuh) on the GPU against the reference codecs (format/e2m1.h)
+// and IEEE division.
 #include <cuda_runtime.h>
 
+#include "cuda/quant/device_common.cuh"
 #include "cuda/quant/fast_codec.h"
 #include "cuda/quant/quant.h"
 #include "format/bf16.h"
@@ -91,6 +93,51 @@ __global__ void e4m3_codec_kernel(Tally t) {
   }
 }
 
+// e4m3_sr_fast over its domain, every float with the sign bit clear (NaN skipped) and -0
+// (i = 2^31), with three random words and the two words on either side of the reference's
+// decision threshold, as for e2m1_sr_fast.
+__global__ void e4m3_sr_kernel(Tally t) {
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
+  for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i <= (1ull << 31); i += stride) {
+    const float a = __uint_as_float(static_cast<uint32_t>(i));
+    if (a != a) continue;
+    uint32_t words[5] = {philox::word(13, philox::kData, i), 0u, 0xFFFFFFFFu, 0u, 0u};
+    int n_words = 3;
+    if (a < e4m3::kMax) {  // the reference's probability, as e4m3::encode_sr forms it
+      const uint8_t lo = e4m3::encode_magnitude_rtz(a);
+      const float lo_v = e4m3::decode(lo), step = e4m3::decode(static_cast<uint8_t>(lo + 1)) - lo_v;
+      const double n0 = ceil(static_cast<double>((a - lo_v) / step) * 0x1p24);
+      if (n0 >= 1.0 && n0 <= 0x1p24) words[n_words++] = (static_cast<uint32_t>(n0) - 1u) << 8;
+      if (n0 < 0x1p24) words[n_words++] = static_cast<uint32_t>(n0) << 8;
+    }
+    bool ok = true;
+    for (int w = 0; w < n_words; ++w) ok = ok && e4m3_sr_fast(a, words[w]) == e4m3::encode_sr(a, words[w]);
+    if (!ok) t.fail(static_cast<uint32_t>(i));
+  }
+}
+
+// expand8_unscaled with expand_scale against e2m1::decode(code) * e4m3::decode(scale), rounded
+// by bf16::encode: every non-NaN scale code in every byte of the scale word (the other bytes
+// random), with 16 code words that hold every code at every position. Failures are recorded as
+// scale << 6 | byte << 4 | word.
+__global__ void expansion_kernel(Tally t) {
+  const detail::ExpandTables tables = detail::expand_tables();  // by every lane, before any returns
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x, sc = i >> 6, b = (i >> 4) & 3u, r = i & 15u;
+  if (sc > 255u || e4m3::is_nan_code(static_cast<uint8_t>(sc))) return;
+  uint32_t p = 0;
+  for (uint32_t k = 0; k < 8; ++k) p |= ((r + 3u * k) & 15u) << (4 * k);
+  const uint32_t w = (philox::word(17, philox::kData, i) & ~(0xFFu << (8 * b))) | (sc << (8 * b));
+  const uint4 o = detail::expand8_unscaled(p, detail::expand_scale(w, detail::scale_byte_sel(b)), tables);
+  const uint32_t got[4] = {o.x, o.y, o.z, o.w};
+  const float s = e4m3::decode(static_cast<uint8_t>(sc));
+  bool ok = true;
+  for (uint32_t k = 0; k < 8; ++k) {
+    const uint16_t ref = bf16::encode(e2m1::decode(static_cast<uint8_t>((p >> (4 * k)) & 15u)) * s);
+    ok = ok && static_cast<uint16_t>(got[k / 2] >> (16 * (k % 2))) == ref;
+  }
+  if (!ok) t.fail(i);
+}
+
 template <class Kernel>
 unsigned long long run(Kernel kernel, uint32_t* first_bad) {
   DeviceBuffer<unsigned long long> count(1);
@@ -113,7 +160,14 @@ unsigned long long e2m1_codec_mismatches(uint32_t* first_bad) { return run(e2m1_
 // Mismatches of e4m3_encode_fast over all non-NaN floats and e4m3_decode_fast over all codes.
 unsigned long long e4m3_codec_mismatches(uint32_t* first_bad) { return run(e4m3_codec_kernel, first_bad); }
 
+// Mismatches of e4m3_sr_fast over all floats with the sign bit clear and -0 (first: float bits).
+unsigned long long e4m3_sr_mismatches(uint32_t* first_bad) { return run(e4m3_sr_kernel, first_bad); }
+
 // Mismatches of Quotient over all BF16 numerators x 2^14 divisors (first: divisor index).
 unsigned long long quotient_mismatches(uint32_t* first_bad) { return run(quotient_kernel, first_bad); }
+
+// Mismatches of the unscaled expansion over all codes, positions and non-NaN scale codes (first:
+// scale << 6 | scale byte << 4 | code word).
+unsigned long long expansion_mismatches(uint32_t* first_bad) { return run(expansion_kernel, first_bad); }
 
 }  // namespace q2::cuda::testing
