@@ -10,6 +10,9 @@
 #                                  carried gcide data, quartet2 and bf16 by default.
 #   scripts/device-test.sh profile [KERNEL...]   (on the GPU machine) Nsight Compute headline
 #                                  metrics of the quantization kernels.
+#   scripts/device-test.sh insts   (on the GPU machine) Nsight Compute: time, executed thread
+#                                  instructions per element and issue-slot use of each
+#                                  quantization kernel on 'bench quant's 128M-element input.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
@@ -140,6 +143,33 @@ profile() {
   done
 }
 
+# One launch of each kernel (after one warm-up): instructions per element are what limits the
+# issue-bound quantizers.
+insts() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}" k
+  mkdir -p "$out"
+  for k in 'rtn_1x16_kernel<\(int\)0>' 'rtn_1x16_kernel<\(int\)1>' ms_eden_rows ms_eden_transposed requant_kernel \
+    'eden_scales_kernel<\(bool\)0>' sr_1x16 rtn_16x16 dequant_kernel amax_kernel; do
+    ncu --clock-control none --kernel-name-base demangled -k "regex:$k" -s 1 -c 1 --csv --page raw \
+      --metrics gpu__time_duration.sum,sm__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active \
+      "$bundle/quartet2" bench quant >"$out/insts.csv" 2>&1 || true
+    python3 - "$out/insts.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+if len(rows) < 3:
+    sys.exit(f"no profile in {sys.argv[1]}")
+col = {k: i for i, k in enumerate(rows[0])}
+r = rows[2]
+num = lambda k: float(r[col[k]].replace(",", ""))
+elements = 8192 * 16384  # bench quant's input
+print(f"{r[col['Kernel Name']].split('(')[0].split('::')[-1]:28s} {num('gpu__time_duration.sum') / 1e3:8.1f} us "
+      f"{num('sm__inst_executed.sum') * 32 / elements:6.2f} thread instructions/element, "
+      f"issue slots {num('smsp__issue_active.avg.pct_of_peak_sustained_active'):.0f}% busy")
+PY
+  done
+}
+
 case "${1:-}" in
   build)
     shift
@@ -158,8 +188,9 @@ case "${1:-}" in
     shift
     profile "$@"
     ;;
+  insts) insts ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
