@@ -65,19 +65,25 @@ Q2_HD E2m1Rounded e2m1_round_fast(float v) {
   return {(n2k < 7u ? n2k : 7u) | ((float_bits(v) >> 28) & 8u), fminf(sum - c, 6.0f)};
 }
 
+// a + c rounded toward zero, for the shifters c > a >= 0 above: the sum stays in c's binade,
+// so the nearest sum minus c is exact and tells whether it rounded up (the host's way; the
+// GPU has the RZ add).
+Q2_HD float add_rz(float a, float c) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rz(a, c);
+#else
+  const float sum = a + c;
+  return sum - c > a ? bits_float(float_bits(sum) - 1u) : sum;
+#endif
+}
+
 // Stochastic rounding as e2m1::encode_sr: floor to the grid, then up with probability
 // p = (a - lo) / step, step = 2^(k-1), decided by u < p with u = (random >> 8) * 2^-24. The
 // division by the power of two is the exact multiplication by 2^(1-k).
 Q2_HD uint32_t e2m1_sr_fast(float v, uint32_t random) {
   const float a = fabsf(v);
   const uint32_t r = e2m1_shifter_base_sat(v);
-  const float c = e2m1_shifter(r);
-#ifdef __CUDA_ARCH__
-  const float sum = __fadd_rz(a, c);
-#else
-  float sum = a + c;
-  if (sum - c > a) sum = bits_float(float_bits(sum) - 1u);
-#endif
+  const float c = e2m1_shifter(r), sum = add_rz(a, c);
   // 2^(1-k), bits (128 - k) << 23 = (277 << 23) - (r + 297)
   const float p = (a - (sum - c)) * bits_float(0x8A800000u - 297u - r);
   const float u = static_cast<float>(random >> 8) * 0x1p-24f;
@@ -142,13 +148,7 @@ Q2_HD uint32_t e4m3_sr_fast(float a, uint32_t random) {
   const float x = fminf(a, e4m3::kMax);
   const uint32_t e = (float_bits(x) & 0x7F800000u) + (20u << 23);
   const uint32_t r = e > (141u << 23) ? e : 141u << 23;  // C's bits, (k + 147) << 23
-  const float c = bits_float(r);
-#ifdef __CUDA_ARCH__
-  const float sum = __fadd_rz(x, c);
-#else
-  float sum = x + c;
-  if (sum - c > x) sum = bits_float(float_bits(sum) - 1u);
-#endif
+  const float c = bits_float(r), sum = add_rz(x, c);
   // p 2^24 = (x - lo) 2^(27 - k) exactly, as the reference's p; 2^(27 - k) has bits (301 << 23) - r.
   const float p24 = (x - (sum - c)) * bits_float((301u << 23) - r);
   // The reference's u < p is (random >> 8) < p24: the sign of their difference (a difference of
