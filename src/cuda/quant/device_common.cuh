@@ -118,20 +118,6 @@ __device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int6
   }
 }
 
-// Eight E2M1 codes (element 0 in the low nibble) as BF16: e2m1 * s * t left to right in
-// float32, rounded to nearest even (NVFP4Tensor::dequantize, then bf16::encode); `lut` holds
-// e2m1::decode of the 16 codes. cvt.rn.bf16x2.f32 rounds like bf16::encode (no NaN arises).
-__device__ __forceinline__ uint4 expand8(uint32_t p, float s, float t, const float* lut) {
-  uint32_t w[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const uint32_t bits = p >> (8 * j);
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(lut[bits & 0xFu] * s * t, lut[(bits >> 4) & 0xFu] * s * t);
-    w[j] = *reinterpret_cast<const uint32_t*>(&pair);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 // PTX prmt, default mode: bytes of {b, a} (a: bytes 0-3) chosen by the nibbles 0-3 of sel; a
 // nibble with bit 3 set gives the chosen byte's sign bit in all 8 bits (__byte_perm does not
 // document that).
@@ -165,8 +151,9 @@ __device__ __forceinline__ ExpandTables expand_tables() {
   return {__shfl_sync(0xFFFFFFFFu, 0xC0800000u + lane, 0), __shfl_sync(0xFFFFFFFFu, 0x7B7B7B00u + lane, 0)};
 }
 
-// expand8(p, s, 1.0f, lut) bit for bit with s2 = expand_scale(code of s), for every non-NaN
-// scale code (GPU test FastCodec.UnscaledExpansion*): e2m1 * s has at most 6 significant bits and
+// Eight E2M1 codes (element 0 in the low nibble) as BF16 e2m1 * s, the unscaled expansion, with
+// s2 = expand_scale(code of s), for every non-NaN scale code (GPU test
+// FastCodec.UnscaledExpansion*): e2m1 * s has at most 6 significant bits and
 // is zero or in [2^-10, 2688], so one BF16 multiply of e2m1 * 2^120 by s * 2^-120 is exact
 // (signed zeros included; BF16 arithmetic keeps subnormals). The low and high bytes of
 // e2m1 * 2^120 come from the tables by prmt with the magnitude codes as selectors, 4 elements at

@@ -3,9 +3,9 @@
 //
 // Design: one thread owns half a 16-group (8 elements): a 4-byte code load, the group's scale
 // byte (blocked offset), one 16-byte BF16 store, so a warp's store instruction writes 512
-// contiguous bytes; two halves per iteration, both loaded before either is expanded. E2M1 values come from a
-// 16-entry shared table filled with e2m1::decode itself (expand8, device_common.cuh); the
-// scale is decoded once per half-group; pairs round to BF16 in one hardware conversion.
+// contiguous bytes; two halves per iteration, both loaded before either is expanded. E2M1
+// values come from a 16-entry shared table filled with e2m1::decode itself (expand8); the scale
+// is decoded once per half-group; pairs round to BF16 in one hardware conversion.
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -13,6 +13,20 @@ namespace detail {
 namespace {
 
 constexpr int kThreads = 256;
+
+// Eight E2M1 codes (element 0 in the low nibble) as BF16: e2m1 * s * t left to right in
+// float32, rounded to nearest even (NVFP4Tensor::dequantize, then bf16::encode); `lut` holds
+// e2m1::decode of the 16 codes. cvt.rn.bf16x2.f32 rounds like bf16::encode (no NaN arises).
+__device__ __forceinline__ uint4 expand8(uint32_t p, float s, float t, const float* lut) {
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t bits = p >> (8 * j);
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lut[bits & 0xFu] * s * t, lut[(bits >> 4) & 0xFu] * s * t);
+    w[j] = *reinterpret_cast<const uint32_t*>(&pair);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
 
 // The GEMM's alpha: the product of the operands' tensor scales (1 for a missing one).
 __global__ void scale_product_kernel(const float* t_a, const float* t_b, float* alpha) {

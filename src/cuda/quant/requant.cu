@@ -27,12 +27,15 @@ namespace {
 
 constexpr int kThreads = 256, kTileR = 128, kTileC = 256;
 
-// Two E2M1 codes (bytes 0 and 1 of `e`, already in the E4M3 form above) times the f16 pair s2.
-__device__ __forceinline__ __half2 e2m1x2_times(uint32_t e, __half2 s2) {
+// The two E4M3 codes in the low 16 bits of `e` as an f16 pair (exact).
+__device__ __forceinline__ __half2 e4m3x2_to_half2(uint32_t e) {
   uint32_t h;
   asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<uint16_t>(e & 0xFFFFu)));
-  return __hmul2(*reinterpret_cast<const __half2*>(&h), s2);
+  return *reinterpret_cast<const __half2*>(&h);
 }
+
+// Two E2M1 codes (bytes 0 and 1 of `e`, already in the E4M3 form above) times the f16 pair s2.
+__device__ __forceinline__ __half2 e2m1x2_times(uint32_t e, __half2 s2) { return __hmul2(e4m3x2_to_half2(e), s2); }
 
 // The E4M3 form of the 4 nibbles in the low halves of the bytes of x (x & 0xF0F0F0F0 == 0):
 // (n & 7) << 2 | (n & 8) << 4 = 4 n + 12 (n & 8).
@@ -115,9 +118,7 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
       w[i] = tile[stage][word0 + 32 * i];
       const uint32_t s = sc[stage][scale0 + 16 * i];
       bad = bad || (valid && (s & 0x7Fu) == 0x7Fu);  // a NaN scale: every product is NaN
-      uint32_t h;
-      asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h) : "h"(static_cast<uint16_t>(s * 0x101u)));
-      s2[i] = *reinterpret_cast<const __half2*>(&h);
+      s2[i] = e4m3x2_to_half2(s * 0x101u);
     }
     const int64_t o = c * gpr + r0 / kBlock + g;
     if (checked)

@@ -8,8 +8,9 @@
 // fast_codec.h's Quotient (one reciprocal per group, exhaustively checked against division).
 // Codes leave as one 8-byte store per thread (a warp writes 256 contiguous bytes), the scale as
 // one byte at its blocked offset, the optional BF16 expansion in 16-byte stores that the warp
-// exchanges its codes for (shuffles), so that each store instruction covers 512 contiguous bytes. The tensor scale is computed on the device from the amax pointer by
-// every thread (same expression as quant::tensor_scale) and written by thread 0.
+// exchanges its codes for (shuffles), so that each store instruction covers 512 contiguous
+// bytes. The tensor scale is computed on the device from the amax pointer by every thread
+// (same expression as quant::tensor_scale) and written by thread 0.
 // 16x16: a block of 16 warps covers 16 rows x 32 groups; the tile maximum goes through
 // shared memory (max is exact in any order for finite input), double-buffered, with the next
 // tile's input loaded ahead.
