@@ -13,6 +13,10 @@
 #   scripts/device-test.sh insts   (on the GPU machine) Nsight Compute: time, executed thread
 #                                  instructions per element and issue-slot use of each
 #                                  quantization kernel on 'bench quant's 128M-element input.
+#   scripts/device-test.sh trace [SHAPE]   (on the GPU machine) the GPU timeline of 'quartet2
+#                                  bench layer' through a CUPTI tracer (scripts/trace): both
+#                                  streams' kernels of the median quartet2 step at shape SHAPE (0-3,
+#                                  default 0: 8192x2048x2048), with the CPU-to-GPU delay of each.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
@@ -31,6 +35,12 @@ build() {
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
   cmake --build build-cuda -j"$(nproc)" --target quartet2 "${tests[@]}"
   bundle "$bundle" build-cuda/quartet2 "${tests[@]/#/build-cuda/src/cuda/}"
+  # The CUPTI tracer and its CUPTI (the device image may lack it).
+  local cuda
+  cuda=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  g++ -O2 -shared -fPIC -I"$cuda/include" scripts/trace/cupti_trace.cpp -o "$bundle/libcupti_trace.so" \
+    -L"$cuda/lib" -L"$cuda/lib64" -L"$cuda/extras/CUPTI/lib64" -lcupti
+  cp -L "$(ldd "$bundle/libcupti_trace.so" | awk '/libcupti/ {print $3}')" "$bundle/lib/"
   # Prepared datasets for GPU training runs, the programs and the libraries, compressed (xz: the
   # device has no zstd) to stay within what a device call can carry (64 MiB).
   local name
@@ -41,7 +51,8 @@ build() {
     [[ -f "data/$name/meta.json" ]] || { echo "device-test: data/$name is not a prepared dataset" >&2; exit 1; }
     tar -cJf "$bundle/$name.data.tar.xz" -C data "$name"
   done
-  (cd "$bundle" && tar -cJf programs.tar.xz lib quartet2 "${tests[@]}" && rm -rf lib quartet2 "${tests[@]}")
+  (cd "$bundle" && tar -cJf programs.tar.xz lib quartet2 libcupti_trace.so "${tests[@]}" &&
+    rm -rf lib quartet2 libcupti_trace.so "${tests[@]}")
   echo "device-test: $(du -sh "$bundle" | cut -f1) to carry"
 }
 
@@ -170,6 +181,17 @@ PY
   done
 }
 
+# The GPU timeline of 'bench layer' (CSV in $OUT/trace.csv) and the median quartet2 step of one
+# shape: where stream 0 waits, for the side stream or for the CPU's launches.
+trace() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}"
+  mkdir -p "$out"
+  CUDA_INJECTION64_PATH="$bundle/libcupti_trace.so" Q2_TRACE="$out/trace.csv" "$bundle/quartet2" bench layer \
+    >"$out/trace-bench.txt" 2>&1
+  python3 scripts/trace/timeline.py "$out/trace.csv" "${1:-0}"
+}
+
 case "${1:-}" in
   build)
     shift
@@ -189,8 +211,12 @@ case "${1:-}" in
     profile "$@"
     ;;
   insts) insts ;;
+  trace)
+    shift
+    trace "$@"
+    ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
