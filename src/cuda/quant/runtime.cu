@@ -1,4 +1,7 @@
 // Host plumbing of the GPU quantization layer: error checks, device tensors, workspace.
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "cuda/quant/device_common.cuh"
@@ -81,13 +84,26 @@ float* Workspace::scratch(int64_t n) {
 
 namespace detail {
 
+// Resident blocks on the whole device, looked up once per (device, kernel, block shape): the
+// occupancy query costs the CPU microseconds, and a layer step launches a dozen quantizers.
 int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed) {
-  int device = 0, sms = 0, per_sm = 0;
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, size_t>, int64_t> resident;
+  int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem),
-        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  const int64_t blocks = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+  int64_t blocks = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    int64_t& r = resident[std::make_tuple(device, kernel, threads, smem)];
+    if (r == 0) {
+      int sms = 0, per_sm = 0;
+      check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem),
+            "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+      r = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+    }
+    blocks = r;
+  }
   return static_cast<int>(std::max<int64_t>(1, std::min(blocks, needed)));
 }
 
