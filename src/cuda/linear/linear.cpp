@@ -147,15 +147,17 @@ class Layer final : public CudaLinear {
     }
     __nv_bfloat16* wb = keep && s_.w == FwdQuant::kBf16 ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
 
-    // W's conversion and quantization on the side stream, X's on stream 0; when the product
-    // is emulated, the quantizers expand to BF16 as they go where they can.
+    // X's quantization on stream 0, W's conversion and quantization on the side stream; when
+    // the product is emulated, the quantizers expand to BF16 as they go where they can. X's
+    // launches go first: after a synchronization the GPU runs each launch as soon as the CPU
+    // makes it, and X's chain is the longer one.
     const bool emulated = !(native_ && s_.x != FwdQuant::kBf16 && s_.w != FwdQuant::kBf16);
     sc.fork();
+    const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
+                                       kDeqA, LinearOperand::kFwdX, 0, emulated);
     ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
     const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
                                        LinearOperand::kFwdW, sc.side(), emulated);
-    const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
-                                       kDeqA, LinearOperand::kFwdX, 0, emulated);
     Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(xo, wo, M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
@@ -180,14 +182,14 @@ class Layer final : public CudaLinear {
     const BF16View xv{saved_x_, z.Mp, z.K, name_ + ".X"};
 
     // dgrad's dY on stream 0; its W^T, then wgrad's dY^T and X^T, on the side stream, where
-    // wgrad's quantizations overlap the dgrad GEMM.
+    // wgrad's quantizations overlap the dgrad GEMM. dY's launches go first, as X's in forward.
     sc.fork();
     const linear::ProductRecipe& d = s_.dgrad;
     const bool dgrad_emulated = !native_product(d), wgrad_emulated = !native_product(s_.wgrad);
+    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1), dgrad_emulated);
     const Operand db = transposed_operand(d.b, d.hadamard, z.w_dense ? nullptr : &saved_wq_, wv, rot_seed,
                                           philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB, sc.side(),
                                           dgrad_emulated);
-    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1), dgrad_emulated);
     Tensor dx = device_tensor(z.M, z.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(da, db, z.M, z.K, z.N, dx.data, blas::OutType::kBF16, false, kDgradAlpha);
 
