@@ -16,7 +16,8 @@ namespace {
 
 constexpr int kAmaxThreads = 256;
 
-__global__ void __launch_bounds__(kAmaxThreads) amax_kernel(const uint4* __restrict__ x, int64_t n16, Flags* flags) {
+__global__ void __launch_bounds__(kAmaxThreads) amax_kernel(const uint4* __restrict__ x, int64_t n16, FlagSet flags) {
+  clear_spare(flags.spare);
   uint32_t acc = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kAmaxThreads;
   int64_t i = static_cast<int64_t>(blockIdx.x) * kAmaxThreads + threadIdx.x;
@@ -45,9 +46,9 @@ __global__ void __launch_bounds__(kAmaxThreads) amax_kernel(const uint4* __restr
   m = Reduce(tmp).Reduce(m, [](uint32_t a, uint32_t b) { return a < b ? b : a; });
   if (threadIdx.x == 0) {
     if (m >= 0x7F80u)
-      flags->nonfinite = 1u;
+      flags.use->nonfinite = 1u;
     else if (m != 0u)
-      atomicMax(&flags->amax_bits, m << 16);
+      atomicMax(&flags.use->amax_bits, m << 16);
   }
 }
 
@@ -58,12 +59,11 @@ void amax_async(const BF16View& x, Workspace& ws, cudaStream_t stream) {
   detail::require(x.rows > 0 && x.cols > 0, x.name, "is empty");
   detail::require(x.cols % kBlock == 0, x.name, "row length " + std::to_string(x.cols) + " is not a multiple of 16");
   detail::require(reinterpret_cast<uintptr_t>(x.data) % 16 == 0, x.name, "device pointer is not 16-byte aligned");
-  detail::Flags* flags = detail::flags_of(ws);
-  check(cudaMemsetAsync(flags, 0, sizeof(detail::Flags), stream), "cudaMemsetAsync (amax flags)");
   const int64_t n16 = x.rows * x.cols / 8;
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::amax_kernel),
                                                detail::kAmaxThreads, 0, (n16 + detail::kAmaxThreads - 1) / detail::kAmaxThreads);
-  detail::amax_kernel<<<blocks, detail::kAmaxThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x.data), n16, flags);
+  detail::amax_kernel<<<blocks, detail::kAmaxThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x.data), n16,
+                                                                   detail::take_flags(ws));
   check_launch("amax_kernel");
 }
 

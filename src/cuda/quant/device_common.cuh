@@ -19,7 +19,7 @@
 
 namespace q2::cuda::detail {
 
-// Device status words of a Workspace (one allocation of 4 uint32).
+// Device status words of a Workspace (each of its two sets is 4 uint32).
 struct Flags {
   uint32_t amax_bits;  // max |x| as float bits; atomicMax on the bits orders non-negative floats
   uint32_t cmax_bits;  // MS-EDEN: max corrected scale, float bits
@@ -27,6 +27,21 @@ struct Flags {
   uint32_t unused;
 };
 inline Flags* flags_of(Workspace& ws) { return static_cast<Flags*>(ws.flags()); }
+
+// The status words of one quantization, taken right before its first kernel's launch (nothing
+// may throw in between, or the next quantization would find `spare` not cleared): `use` is
+// zeroed; the first kernel zeroes `spare` with clear_spare().
+struct FlagSet {
+  Flags* use;
+  Flags* spare;
+};
+inline FlagSet take_flags(Workspace& ws) {
+  ws.next_turn();
+  return {flags_of(ws), static_cast<Flags*>(ws.spare_flags())};
+}
+__device__ __forceinline__ void clear_spare(Flags* spare) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) *spare = Flags{};
+}
 
 constexpr int kGroup = 16;
 
@@ -287,8 +302,10 @@ __device__ __forceinline__ uint32_t group_sign_bits(const uint4& signs, int g) {
 }
 
 // Block-wide reduction of the per-thread corrected-scale maximum and NaN/Inf flag, then one
-// atomic per block. blockDim.x must be a multiple of 32 and at most 1024.
-__device__ __forceinline__ void publish_cmax(float cmax, bool bad, Flags* flags) {
+// atomic per block; also clears the spare status words. blockDim.x must be a multiple of 32
+// and at most 1024.
+__device__ __forceinline__ void publish_cmax(float cmax, bool bad, const FlagSet& flags) {
+  clear_spare(flags.spare);
   __shared__ float s_max[32];
   __shared__ int s_bad;
   if (threadIdx.x == 0) s_bad = 0;
@@ -304,15 +321,12 @@ __device__ __forceinline__ void publish_cmax(float cmax, bool bad, Flags* flags)
     float v = threadIdx.x < (blockDim.x >> 5) ? s_max[threadIdx.x] : 0.0f;
     v = warp_max(v);
     if (threadIdx.x == 0) {
-      if (v > 0.0f) atomicMax(&flags->cmax_bits, __float_as_uint(v));
-      if (s_bad) flags->nonfinite = 1u;
+      if (v > 0.0f) atomicMax(&flags.use->cmax_bits, __float_as_uint(v));
+      if (s_bad) flags.use->nonfinite = 1u;
     }
   }
 }
 
-// Set-up of an MS-EDEN pass 1 (ms_eden.cu): clears the corrected-scale maximum and the NaN/Inf
-// flag, and returns the workspace's float32 scratch for the `groups` corrected scales.
-float* begin_eden_pass1(Workspace& ws, int64_t groups, cudaStream_t stream);
 // The rotation's 128 sign bits as a kernel argument.
 inline uint4 sign_words(const quant::Rht& r) {
   return make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]);

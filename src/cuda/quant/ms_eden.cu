@@ -11,8 +11,8 @@
 // c = m * S. Codes leave as one 8-byte store, c as one float into the scratch [rows, cols/16]
 // (a warp writes 256 + 128 contiguous bytes). The maximum of c (the CPU's std::max, NaN never
 // wins) is reduced per block and merged with atomicMax on the float bits (non-negative
-// floats; the word is zeroed first). Input NaN/Inf: per-half maximum of the BF16 exponent
-// fields, reported through the workspace flag. No separate amax pass over the input.
+// floats; the word starts zeroed: Workspace::next_turn). Input NaN/Inf: per-half maximum of
+// the BF16 exponent fields, reported through the workspace flag. No separate amax pass.
 //
 // Pass 2 design: one thread owns 4 consecutive scales of a row: one 16-byte scratch load, one
 // Philox call (the 4 words of indices 4q .. 4q+3 = row * cols/16 + 4k' .. +3, exactly
@@ -31,7 +31,7 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __restrict__ x, int64_t groups,
                                                                  uint4 signs, uint2* __restrict__ packed,
-                                                                 float* __restrict__ corrected, Flags* flags) {
+                                                                 float* __restrict__ corrected, FlagSet flags) {
   const int lane = threadIdx.x & 31;
   const uint32_t sb = group_sign_bits(signs, lane & 7);
   // The group's signs at bits 15 - 2j (element 2j) and 31 - 2j (element 2j + 1): the BF16 sign
@@ -152,11 +152,6 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
 
 }  // namespace
 
-float* begin_eden_pass1(Workspace& ws, int64_t groups, cudaStream_t stream) {
-  check(cudaMemsetAsync(&flags_of(ws)->cmax_bits, 0, 2 * sizeof(uint32_t), stream), "cudaMemsetAsync (MS-EDEN flags)");
-  return ws.scratch(groups);
-}
-
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
                         DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded) {
   require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
@@ -179,15 +174,15 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   const int64_t groups =
       detail::require_bf16_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
   out.ensure(x.rows, x.cols);
-  detail::Flags* flags = detail::flags_of(ws);
-  float* corrected = detail::begin_eden_pass1(ws, groups, stream);
+  float* corrected = ws.scratch(groups);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel),
                                                detail::kThreads, 0, (groups + detail::kThreads - 1) / detail::kThreads);
+  const detail::FlagSet flags = detail::take_flags(ws);
   detail::ms_eden_rows_kernel<<<blocks, detail::kThreads, 0, stream>>>(
       reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_rows_kernel");
-  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags, out, stream, expanded);
+  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded);
 }
 
 void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,

@@ -22,7 +22,7 @@ constexpr int kThreads = 256, kTileR = 128, kTileC = 64;
 __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv_bfloat16* __restrict__ x, int64_t R,
                                                                        int64_t C, uint4 signs,
                                                                        uint2* __restrict__ packed,
-                                                                       float* __restrict__ corrected, Flags* flags) {
+                                                                       float* __restrict__ corrected, FlagSet flags) {
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];
   const int lane = threadIdx.x & 31, g = lane & 7, cp = (threadIdx.x >> 5) * 4 + (lane >> 3);
   const uint32_t sb = group_sign_bits(signs, g);
@@ -70,16 +70,16 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
                   std::to_string(x.rows) +
                       " rows is not a multiple of 128 (the transposed MS-EDEN rotates 128-row chunks)");
   out.ensure(x.cols, x.rows);
-  detail::Flags* flags = detail::flags_of(ws);
-  float* corrected = detail::begin_eden_pass1(ws, groups, stream);
+  float* corrected = ws.scratch(groups);
   const int64_t tiles = x.rows / detail::kTileR * ((x.cols + detail::kTileC - 1) / detail::kTileC);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_transposed_kernel),
                                                detail::kThreads, 0, tiles);
+  const detail::FlagSet flags = detail::take_flags(ws);
   detail::ms_eden_transposed_kernel<<<blocks, detail::kThreads, 0, stream>>>(
       x.data, x.rows, x.cols, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_transposed_kernel");
-  detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags, out, stream, expanded);
+  detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags.use, out, stream, expanded);
 }
 
 void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,

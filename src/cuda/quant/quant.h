@@ -115,18 +115,23 @@ class Workspace {
   // saw NaN or Inf.
   void throw_if_nonfinite(const std::string& name, cudaStream_t stream);
 
-  // Internals for the launchers.
-  void* flags() { return flags_.get(); }
+  // Internals for the launchers. Two sets of status words take turns, so that no
+  // quantization needs a memset launch: each starts with next_turn(), uses flags() (zeroed),
+  // and its first kernel zeroes spare_flags(), the set of the next quantization.
+  void next_turn() { turn_ ^= 1; }
+  void* flags() { return flags_.get() + 4 * turn_; }
+  void* spare_flags() { return flags_.get() + 4 * (turn_ ^ 1); }
   float* scratch(int64_t n);  // float32 corrected scales of MS-EDEN, grown on demand
 
  private:
-  DeviceBuffer<uint32_t> flags_;  // detail::Flags
+  DeviceBuffer<uint32_t> flags_;  // two detail::Flags
+  int turn_ = 0;
   DeviceBuffer<float> scratch_;
 };
 
 // ---- 1. absolute maximum -------------------------------------------------------------------
 
-// max |x| into ws.amax(); NaN/Inf raise the workspace flag. Resets the flag first.
+// max |x| into ws.amax(); NaN/Inf raise the workspace flag (both start cleared).
 void amax_async(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
 // Synchronizing: returns max |x|, throws if x contains NaN or Inf.
 float amax(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);

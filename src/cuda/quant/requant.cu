@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
                                                             const uint8_t* __restrict__ scales_in,
                                                             const float* __restrict__ tensor_scale_in, int64_t R,
                                                             int64_t C, uint4 signs, uint2* __restrict__ packed,
-                                                            float* __restrict__ corrected, Flags* flags) {
+                                                            float* __restrict__ corrected, FlagSet flags) {
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];  // codes, 128 bytes a row, swizzled
   __shared__ __align__(16) uint8_t sc[2][4 * 512];          // 4 blocked scale tiles
 
@@ -144,17 +144,17 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
   const int64_t groups = a.rows * a.cols / kBlock;
   detail::require(groups < (int64_t{1} << 31), name, "has 2^31 or more 16-groups (too large)");
   out.ensure(a.cols, a.rows);
-  detail::Flags* flags = detail::flags_of(ws);
-  float* corrected = detail::begin_eden_pass1(ws, groups, stream);
+  float* corrected = ws.scratch(groups);
   const int64_t tiles = a.rows / detail::kTileR * ((a.cols + detail::kTileC - 1) / detail::kTileC);
   const int blocks =
       detail::persistent_blocks(reinterpret_cast<const void*>(detail::requant_kernel), detail::kThreads, 0, tiles);
+  const detail::FlagSet flags = detail::take_flags(ws);
   detail::requant_kernel<<<blocks, detail::kThreads, 0, stream>>>(
       a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.rows, a.cols,
       detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("requant_kernel");
-  detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags, out, stream, expanded);
+  detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded);
 }
 
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,

@@ -61,11 +61,11 @@ DeviceNVFP4 to_device(const NVFP4Tensor& h) {
   return t;
 }
 
-Workspace::Workspace() : flags_(4) {
+Workspace::Workspace() : flags_(8) {
   check(cudaMemset(flags_.get(), 0, flags_.bytes()), "cudaMemset of the workspace flags");
 }
 
-const float* Workspace::amax() const { return reinterpret_cast<const float*>(flags_.get()); }
+const float* Workspace::amax() const { return reinterpret_cast<const float*>(flags_.get() + 4 * turn_); }
 
 void Workspace::throw_if_nonfinite(const std::string& name, cudaStream_t stream) {
   detail::Flags f{};
