@@ -3,9 +3,11 @@
 
 Each scheme's step holds exactly three GEMMs, and steps never overlap on the GPU (a step's
 side stream forks from stream 0 after the previous step's last GEMM), so the trace splits
-after every third GEMM. Prints the span of each timed step per scheme (first GPU activity to
-the end of the third GEMM), then every kernel of the median quartet2 step with its stream,
-start, duration, and the delay between its launch call on the CPU and its start on the GPU.
+after every third GEMM. Per shape, bench layer runs warm-ups, then single steps (each after a
+synchronization), then rounds of 10 steps in a row. Prints the span of the timed steps per
+scheme (first GPU activity to the end of the third GEMM), single and back to back (the first
+of each 10 left out), then every kernel of the median quartet2 step of each kind with its
+stream, start, duration, and the delay between its launch call on the CPU and its GPU start.
 
   timeline.py TRACE.csv [SHAPE_INDEX]   (0: 8192x2048x2048, the first shape timed)
 """
@@ -13,7 +15,7 @@ import csv
 import statistics
 import sys
 
-WARMUP, REPS, SCHEMES = 5, 20, ["bf16", "quartet2", "nvidia"]
+WARMUP, REPS, B2B, SCHEMES = 5, 20, 10, ["bf16", "quartet2", "nvidia"]  # as bench_layer.cu
 
 
 def is_gemm(name):
@@ -40,24 +42,41 @@ for r in gpu:
         if gemms % 3 == 0:
             steps.append(cur)
             cur = []
-per_shape = len(SCHEMES) * (WARMUP + REPS)
-timed = steps[shape * per_shape + len(SCHEMES) * WARMUP:(shape + 1) * per_shape]
+n = len(SCHEMES)
+per_shape = n * (WARMUP + REPS + REPS * B2B)
+first = shape * per_shape + n * WARMUP
+single = steps[first:first + n * REPS]
+rounds = steps[first + n * REPS:(shape + 1) * per_shape]  # round r, scheme i: block r * n + i of B2B steps
 
 
 def span(step):
     return (int(step[-1][4]) - int(step[0][3])) / 1e3
 
 
-for i, name in enumerate(SCHEMES):
-    spans = [span(s) for s in timed[i::len(SCHEMES)]]
-    print(f"{name:9s} step span median {statistics.median(spans):8.1f} us  min {min(spans):8.1f}  max {max(spans):8.1f}")
+def back_to_back(i):
+    return [st for b in range(i, len(rounds) // B2B, n) for st in rounds[b * B2B + 1:(b + 1) * B2B]]
 
-q = timed[1::len(SCHEMES)]
-step = sorted(q, key=span)[len(q) // 2]
-t0 = int(step[0][3])
-print(f"\nmedian quartet2 step ({span(step):.1f} us); times in us from its first GPU activity")
-print(f"{'stream':>6s} {'start':>7s} {'end':>7s} {'dur':>6s} {'cpu->gpu':>8s}  kernel")
-for r in step:
-    s, e = (int(r[3]) - t0) / 1e3, (int(r[4]) - t0) / 1e3
-    lag = (int(r[3]) - launch[int(r[5])]) / 1e3 if int(r[5]) in launch else float("nan")
-    print(f"{r[2]:>6s} {s:7.1f} {e:7.1f} {e - s:6.1f} {lag:8.1f}  {short(r[1])}")
+
+for i, name in enumerate(SCHEMES):
+    for kind, group in (("single", single[i::n]), ("back to back", back_to_back(i))):
+        spans = [span(st) for st in group]
+        if spans:
+            print(f"{name:9s} {kind:12s} step span median {statistics.median(spans):8.1f} us  "
+                  f"min {min(spans):8.1f}  max {max(spans):8.1f}")
+
+
+def show(kind, group):
+    if not group:
+        return
+    step = sorted(group, key=span)[len(group) // 2]
+    t0 = int(step[0][3])
+    print(f"\nmedian quartet2 step, {kind} ({span(step):.1f} us); times in us from its first GPU activity")
+    print(f"{'stream':>6s} {'start':>7s} {'end':>7s} {'dur':>6s} {'cpu->gpu':>8s}  kernel")
+    for r in step:
+        s, e = (int(r[3]) - t0) / 1e3, (int(r[4]) - t0) / 1e3
+        lag = (int(r[3]) - launch[int(r[5])]) / 1e3 if int(r[5]) in launch else float("nan")
+        print(f"{r[2]:>6s} {s:7.1f} {e:7.1f} {e - s:6.1f} {lag:8.1f}  {short(r[1])}")
+
+
+show("single", single[1::n])
+show("back to back", back_to_back(1))

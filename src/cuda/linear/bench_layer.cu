@@ -1,6 +1,9 @@
 // Linear-layer benchmark (run_bench_layer): forward(keep) + backward of one CudaLinear per
 // scheme, timed with CUDA events on stream 0 on random inputs: warm-ups, then 20 rounds that
-// time one step of every scheme in turn (so clock drift hits all alike), median per scheme.
+// time one step of every scheme in turn (so clock drift hits all alike), median per scheme
+// (`ms`); then as many rounds that time 10 steps of each scheme in a row, unsynchronized,
+// per step (`ms_back_to_back`). A step timed alone after a synchronization includes the GPU
+// waiting for the CPU's first launches; back to back the CPU runs ahead, as in a training loop.
 // The quartet2 breakdown times each launch of its step separately (same calls as
 // linear.cpp, on one stream, each the median of 20), grouped into quantization (with the BF16
 // expansions the emulated GEMMs read), GEMMs and other, plus reference GEMMs with a host alpha.
@@ -23,7 +26,7 @@
 namespace q2::cuda {
 namespace {
 
-constexpr int kWarmup = 5, kReps = 20;
+constexpr int kWarmup = 5, kReps = 20, kBackToBack = 10;
 
 // Uniform values in [-scale, scale): BF16 (Bf16 true) or float32.
 template <bool Bf16>
@@ -54,7 +57,7 @@ struct Shape {
 
 struct Timing {
   std::string scheme;
-  double ms;
+  double ms, ms_back_to_back;
 };
 
 struct Part {
@@ -87,11 +90,15 @@ std::vector<Timing> time_shape(const Shape& s) {
   for (size_t i = 0; i < ops.size(); ++i)
     for (int r = 0; r < kWarmup; ++r) step(i);
   check(cudaDeviceSynchronize(), "warm-up");
-  std::vector<std::vector<double>> t(ops.size());
+  std::vector<std::vector<double>> t(ops.size()), b(ops.size());
   for (int r = 0; r < kReps; ++r)
     for (size_t i = 0; i < ops.size(); ++i) t[i].push_back(event_ms([&] { step(i); }));
+  // scripts/trace/timeline.py relies on this order: warm-ups, single steps, back-to-back rounds.
+  for (int r = 0; r < kReps; ++r)
+    for (size_t i = 0; i < ops.size(); ++i)
+      b[i].push_back(event_ms([&] { for (int k = 0; k < kBackToBack; ++k) step(i); }) / kBackToBack);
   std::vector<Timing> out;
-  for (size_t i = 0; i < ops.size(); ++i) out.push_back({names[i], median(t[i])});
+  for (size_t i = 0; i < ops.size(); ++i) out.push_back({names[i], median(t[i]), median(b[i])});
   return out;
 }
 
@@ -191,15 +198,17 @@ void run_bench_layer(bool json) {
   auto tflops = [](const Shape& s, double ms) { return 6.0 * s.m * s.k * s.n / (ms * 1e-3) / 1e12; };
   auto shape_str = [](const Shape& s) { return std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n); };
   if (json) {
-    std::printf("{\"device\": \"%s\", \"reps\": %d, \"shapes\": [", prop.name, kReps);
+    std::printf("{\"device\": \"%s\", \"reps\": %d, \"back_to_back\": %d, \"shapes\": [", prop.name, kReps, kBackToBack);
     for (size_t i = 0; i < shapes.size(); ++i) {
       const Shape& s = shapes[i];
       std::printf("%s{\"m\": %lld, \"k\": %lld, \"n\": %lld, \"schemes\": [", i ? ", " : "",
                   static_cast<long long>(s.m), static_cast<long long>(s.k), static_cast<long long>(s.n));
       for (size_t j = 0; j < results[i].size(); ++j) {
         const Timing& t = results[i][j];
-        std::printf("%s{\"scheme\": \"%s\", \"ms\": %.4f, \"ratio_to_bf16\": %.3f, \"tflops\": %.1f}", j ? ", " : "",
-                    t.scheme.c_str(), t.ms, t.ms / results[i][0].ms, tflops(s, t.ms));
+        std::printf("%s{\"scheme\": \"%s\", \"ms\": %.4f, \"ratio_to_bf16\": %.3f, \"tflops\": %.1f, "
+                    "\"ms_back_to_back\": %.4f, \"ratio_back_to_back\": %.3f}", j ? ", " : "",
+                    t.scheme.c_str(), t.ms, t.ms / results[i][0].ms, tflops(s, t.ms), t.ms_back_to_back,
+                    t.ms_back_to_back / results[i][0].ms_back_to_back);
       }
       std::printf("], \"quartet2_breakdown\": [");
       for (size_t j = 0; j < parts[i].size(); ++j)
@@ -210,13 +219,16 @@ void run_bench_layer(bool json) {
     std::printf("]}\n");
   }
   FILE* t = json ? stderr : stdout;
-  std::fprintf(t, "device: %s; one linear layer, forward (keep) + backward, median of %d\n", prop.name, kReps);
-  std::fprintf(t, "%-22s %-9s %9s %8s %8s\n", "M x K x N", "scheme", "ms", "vs bf16", "TFLOP/s");
+  std::fprintf(t, "device: %s; one linear layer, forward (keep) + backward, median of %d; b2b: per step of %d in a row\n",
+               prop.name, kReps, kBackToBack);
+  std::fprintf(t, "%-22s %-9s %9s %8s %8s %9s %8s\n", "M x K x N", "scheme", "ms", "vs bf16", "TFLOP/s", "b2b ms",
+               "vs bf16");
   for (size_t i = 0; i < shapes.size(); ++i) {
     const Shape& s = shapes[i];
     for (const Timing& r : results[i])
-      std::fprintf(t, "%-22s %-9s %9.3f %7.2fx %8.1f\n", shape_str(s).c_str(), r.scheme.c_str(), r.ms,
-                   r.ms / results[i][0].ms, tflops(s, r.ms));
+      std::fprintf(t, "%-22s %-9s %9.3f %7.2fx %8.1f %9.3f %7.2fx\n", shape_str(s).c_str(), r.scheme.c_str(), r.ms,
+                   r.ms / results[i][0].ms, tflops(s, r.ms), r.ms_back_to_back,
+                   r.ms_back_to_back / results[i][0].ms_back_to_back);
   }
   std::fprintf(t, "\nquartet2 step by launch, ms (each timed alone, one stream; reference rows not summed):\n");
   std::fprintf(t, "  %-46s", "");
