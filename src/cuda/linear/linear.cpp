@@ -78,15 +78,24 @@ class Scratch {
   cudaStream_t side() const { return side_; }
   // Status and scratch of the quantizers running on `stream` (one Workspace per stream).
   Workspace& ws(cudaStream_t stream) { return stream == side_ ? side_ws_ : ws_; }
-  float* amax(cudaStream_t stream) { return floats_.get() + (stream == side_ ? 4 : 3); }
-  float* alpha(AlphaSlot s) { return floats_.get() + s; }
+  float* amax(cudaStream_t stream) { return amax_.get() + (stream == side_ ? 1 : 0); }
+  float* alpha(AlphaSlot s) { return &products_.get()[s].alpha; }
+  // The quantizers of a product's A and B compute its alpha (AlphaLink), in a new generation.
+  std::pair<AlphaLink, AlphaLink> alpha_links(AlphaSlot s) {
+    if (++generation_[s] == 0) ++generation_[s];  // 0 is the zeroed memory's
+    ScaleProduct* p = products_.get() + s;
+    return {AlphaLink{p, 0, generation_[s]}, AlphaLink{p, 1, generation_[s]}};
+  }
   // The side stream starts after everything queued on stream 0 so far.
   void fork() { hand_over(0, side_); }
   // Stream 0 goes on after everything queued on the side stream so far.
   void join() { hand_over(side_, 0); }
 
  private:
-  Scratch() : floats_(5) {
+  Scratch() : products_(3), amax_(2) {
+    // Zeroed before the side stream's first use.
+    check(cudaMemset(products_.get(), 0, products_.bytes()), "cudaMemset of the alpha products");
+    check(cudaStreamSynchronize(0), "cudaStreamSynchronize (zeroed alpha products)");
     check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
   }
@@ -98,7 +107,9 @@ class Scratch {
   BF16Buffer bf16_[kBf16Slots];
   std::map<std::tuple<int, int64_t, int64_t>, DeviceNVFP4> fp4_;
   Workspace ws_, side_ws_;
-  DeviceBuffer<float> floats_;  // 3 alphas, then the amax scratch of stream 0 and of the side stream
+  DeviceBuffer<ScaleProduct> products_;  // one per AlphaSlot
+  uint32_t generation_[3] = {};
+  DeviceBuffer<float> amax_;  // amax scratch of stream 0 and of the side stream
   cudaStream_t side_ = nullptr;
   cudaEvent_t event_ = nullptr;
 };
@@ -106,13 +117,17 @@ class Scratch {
 // A GEMM operand: dense BF16 `data`, or the NVFP4 tensor `q`, produced on `stream`, with
 // `data` its BF16 expansion when its quantizer wrote one, else product() expands it into
 // scratch `slot`; stored with the inner dimension contiguous ([rows, K]) or not ([K, rows]).
+// `linked`: its quantizer takes part in the product's alpha (AlphaLink).
 struct Operand {
   const __nv_bfloat16* data = nullptr;
   bool k_major = true;
   const DeviceNVFP4* q = nullptr;
   Slot slot = kDeqA;
   cudaStream_t stream = 0;
+  bool linked = false;
 };
+
+using AlphaLinks = std::pair<AlphaLink, AlphaLink>;
 
 const __nv_bfloat16* bf16_data(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.data); }
 
@@ -150,14 +165,16 @@ class Layer final : public CudaLinear {
     // X's quantization on stream 0, W's conversion and quantization on the side stream; when
     // the product is emulated, the quantizers expand to BF16 as they go where they can. X's
     // launches go first: after a synchronization the GPU runs each launch as soon as the CPU
-    // makes it, and X's chain is the longer one.
-    const bool emulated = !(native_ && s_.x != FwdQuant::kBf16 && s_.w != FwdQuant::kBf16);
+    // makes it, and X's chain is the longer one. Every forward quantizer can compute alpha.
+    const bool xq = s_.x != FwdQuant::kBf16, wq = s_.w != FwdQuant::kBf16;
+    const bool emulated = !native_product(xq, wq);
+    const AlphaLinks links = xq && wq ? sc.alpha_links(kFwdAlpha) : AlphaLinks{};
     sc.fork();
     const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
-                                       kDeqA, LinearOperand::kFwdX, 0, emulated);
+                                       kDeqA, LinearOperand::kFwdX, 0, emulated, links.first);
     ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
     const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
-                                       LinearOperand::kFwdW, sc.side(), emulated);
+                                       LinearOperand::kFwdW, sc.side(), emulated, links.second);
     Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(xo, wo, M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
@@ -185,20 +202,24 @@ class Layer final : public CudaLinear {
     // wgrad's quantizations overlap the dgrad GEMM. dY's launches go first, as X's in forward.
     sc.fork();
     const linear::ProductRecipe& d = s_.dgrad;
-    const bool dgrad_emulated = !native_product(d), wgrad_emulated = !native_product(s_.wgrad);
-    const Operand da = rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1), dgrad_emulated);
+    auto along_k = [](BwdQuant q) { return q != BwdQuant::kBf16 && q != BwdQuant::kForward; };
+    const bool dgrad_emulated = !native_product(along_k(d.a), along_k(d.b));
+    const bool wgrad_emulated = !native_product(along_k(s_.wgrad.a), along_k(s_.wgrad.b));
+    const AlphaLinks dl = alpha_links(d, kDgradAlpha), gl = alpha_links(s_.wgrad, kWgradAlpha);
+    const Operand da =
+        rows_operand(d.a, ev, d.hadamard, rot_seed, philox::derive_seed(seed, 1), dgrad_emulated, dl.first);
     const Operand db = transposed_operand(d.b, d.hadamard, z.w_dense ? nullptr : &saved_wq_, wv, rot_seed,
                                           philox::derive_seed(seed, 2), LinearOperand::kDgradB, kDeqB, sc.side(),
-                                          dgrad_emulated);
+                                          dgrad_emulated, dl.second);
     Tensor dx = device_tensor(z.M, z.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(da, db, z.M, z.K, z.N, dx.data, blas::OutType::kBF16, false, kDgradAlpha);
 
     const linear::ProductRecipe& g = s_.wgrad;
     const Operand wa = transposed_operand(g.a, g.hadamard, nullptr, ev, rot_seed, philox::derive_seed(seed, 3),
-                                          LinearOperand::kWgradA, kDeqC, sc.side(), wgrad_emulated);
+                                          LinearOperand::kWgradA, kDeqC, sc.side(), wgrad_emulated, gl.first);
     const Operand wb = transposed_operand(g.b, g.hadamard, z.x_dense ? nullptr : &saved_xq_, xv, rot_seed,
                                           philox::derive_seed(seed, 4), LinearOperand::kWgradB, kDeqD, sc.side(),
-                                          wgrad_emulated);
+                                          wgrad_emulated, gl.second);
     product(wa, wb, z.N, z.K, z.Mp, dw.data, blas::OutType::kF32, true, kWgradAlpha);
     return dx;
   }
@@ -257,15 +278,22 @@ class Layer final : public CudaLinear {
   }
 
   Operand nvfp4_operand(const DeviceNVFP4& q, Slot slot, LinearOperand which, cudaStream_t stream,
-                        const __nv_bfloat16* expanded, bool k_major = true) {
+                        const __nv_bfloat16* expanded, bool k_major = true, const AlphaLink& link = {}) {
     last_[static_cast<int>(which)] = &q;
-    return Operand{expanded, k_major, &q, slot, stream};
+    return Operand{expanded, k_major, &q, slot, stream, link.product != nullptr};
+  }
+
+  // A backward product's alpha comes from its quantizers when both are MS-EDEN (the kernels
+  // that can compute it), else from product()'s own kernel.
+  static AlphaLinks alpha_links(const linear::ProductRecipe& p, AlphaSlot slot) {
+    if (p.a != BwdQuant::kMsEden || p.b != BwdQuant::kMsEden) return {};
+    return Scratch::get().alpha_links(slot);
   }
 
   // The forward quantizer of x or w on `stream`, into `saved` (kept for backward) or else
   // scratch; with `expand`, the 1x16 quantizers also write the BF16 expansion into `slot`.
   Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which,
-                          cudaStream_t stream, bool expand) {
+                          cudaStream_t stream, bool expand, const AlphaLink& link) {
     if (q == FwdQuant::kBf16) return Operand{v.data, true, nullptr, slot, stream};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws(stream);
@@ -275,26 +303,26 @@ class Layer final : public CudaLinear {
     __nv_bfloat16* expanded = expand && one_by_16 ? sc.bf16(slot, v.rows * v.cols) : nullptr;
     amax_async(v, ws, stream);
     switch (q) {
-      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst, stream, expanded); break;
-      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst, stream, expanded); break;
+      case FwdQuant::kRtn: quantize_rtn_async(v, ws.amax(), quant::RtnConfig{}, dst, stream, expanded, link); break;
+      case FwdQuant::kFourOverSix: quantize_four_over_six_async(v, ws.amax(), dst, stream, expanded, link); break;
       case FwdQuant::kRtn16x16:
-        quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst, stream);
+        quantize_rtn_16x16_async(v, ws.amax(), quant::kSquareBlockScaleMax, dst, stream, link);
         break;
       default: throw Error("unreachable forward quantizer");
     }
-    return nvfp4_operand(dst, slot, which, stream, expanded);
+    return nvfp4_operand(dst, slot, which, stream, expanded, true, link);
   }
 
-  // Whether a backward product runs on FP4 tensor cores (both operands NVFP4 along K, as
-  // product() decides); otherwise its NVFP4 operands are expanded to BF16.
-  bool native_product(const linear::ProductRecipe& p) const {
-    auto along_k = [](BwdQuant q) { return q != BwdQuant::kBf16 && q != BwdQuant::kForward; };
-    return native_ && along_k(p.a) && along_k(p.b);
+  // Whether a product runs on FP4 tensor cores: both operands NVFP4 along K (the rule product()
+  // applies); otherwise its NVFP4 operands are expanded to BF16.
+  bool native_product(bool a_fp4_along_k, bool b_fp4_along_k) const {
+    return native_ && a_fp4_along_k && b_fp4_along_k;
   }
 
   // dY [Mp, N] quantized along its rows (dgrad's A), on stream 0; with `expand`, MS-EDEN also
   // writes the BF16 expansion.
-  Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed, bool expand) {
+  Operand rows_operand(BwdQuant q, const BF16View& e, int hadamard, uint64_t rot_seed, uint64_t seed, bool expand,
+                       const AlphaLink& link) {
     if (q == BwdQuant::kBf16) return Operand{e.data};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws(0);
@@ -302,7 +330,7 @@ class Layer final : public CudaLinear {
     __nv_bfloat16* expanded = nullptr;
     if (q == BwdQuant::kMsEden) {
       if (expand) expanded = sc.bf16(kDeqA, e.rows * e.cols);
-      quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws, 0, expanded);
+      quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws, 0, expanded, link);
     } else if (hadamard) {
       linear_kernels::quantize_rows(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(0), dst);
     } else {
@@ -312,14 +340,15 @@ class Layer final : public CudaLinear {
       else
         quantize_rtn_async(e, ws.amax(), quant::RtnConfig{}, dst);
     }
-    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA, 0, expanded);
+    return nvfp4_operand(dst, kDeqA, LinearOperand::kDgradA, 0, expanded, true, link);
   }
 
   // The transpose of a [R, C] source (the saved NVFP4 tensor when `fp4` is set, else the dense
   // BF16 `v`) as a [C, R] operand quantized along R, on `stream`; with `expand`, MS-EDEN also
   // writes the BF16 expansion into `slot`.
   Operand transposed_operand(BwdQuant q, int hadamard, const DeviceNVFP4* fp4, const BF16View& v, uint64_t rot_seed,
-                             uint64_t seed, LinearOperand which, Slot slot, cudaStream_t stream, bool expand) {
+                             uint64_t seed, LinearOperand which, Slot slot, cudaStream_t stream, bool expand,
+                             const AlphaLink& link) {
     if (q == BwdQuant::kBf16) return Operand{v.data, false, nullptr, slot, stream};
     if (q == BwdQuant::kForward) {
       return fp4 ? nvfp4_operand(*fp4, slot, which, stream, nullptr, false)
@@ -334,16 +363,16 @@ class Layer final : public CudaLinear {
       const quant::Rht rot(hadamard, rot_seed);
       if (expand) expanded = sc.bf16(slot, rows * cols);
       if (fp4)
-        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, ws, stream, expanded);
+        requantize_ms_eden_transposed_async(*fp4, v.name, rot, seed, dst, ws, stream, expanded, link);
       else
-        quantize_ms_eden_transposed_async(v, rot, seed, dst, ws, stream, expanded);
+        quantize_ms_eden_transposed_async(v, rot, seed, dst, ws, stream, expanded, link);
     } else if (fp4) {
       linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst,
                                             stream);
     } else {
       linear_kernels::quantize_transposed(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst, stream);
     }
-    return nvfp4_operand(dst, slot, which, stream, expanded);
+    return nvfp4_operand(dst, slot, which, stream, expanded, true, link);
   }
 
   // The SR or RTN quantizer of the linear_kernels, rotated by RHT_hadamard(rot_seed) unless 0.
@@ -360,13 +389,14 @@ class Layer final : public CudaLinear {
     return tq;
   }
 
-  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k] on stream 0, alpha = t_a * t_b. When emulating,
+  // D[m, n] (+)= alpha sum_k A[m, k] B[n, k] on stream 0, alpha = t_a * t_b (from the operands'
+  // quantizers when they are linked, else computed here). When emulating,
   // NVFP4 operands that their quantizer did not expand are expanded on the stream that made
   // them; stream 0 then joins the side stream.
   void product(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, void* d, blas::OutType out,
                bool accumulate, AlphaSlot slot) {
     Scratch& sc = Scratch::get();
-    const bool native = native_ && a.q && b.q && a.k_major && b.k_major;
+    const bool native = native_product(a.q && a.k_major, b.q && b.k_major);
     auto expanded = [&](const Operand& o) -> const __nv_bfloat16* {
       if (native || !o.q || o.data) return o.data;
       __nv_bfloat16* buf = sc.bf16(o.slot, o.q->rows * o.q->cols);
@@ -375,10 +405,11 @@ class Layer final : public CudaLinear {
     };
     const __nv_bfloat16 *a_data = expanded(a), *b_data = expanded(b);
     sc.join();
+    if (a.linked != b.linked) throw Error("CUDA layer '" + name_ + "': only one operand's quantizer computes alpha");
     const float* ta = a.q ? a.q->tensor_scale.get() : nullptr;
     const float* tb = b.q ? b.q->tensor_scale.get() : nullptr;
     float* alpha = ta || tb ? sc.alpha(slot) : nullptr;
-    if (alpha) tensor_scale_product_async(ta, tb, alpha);
+    if (alpha && !a.linked) tensor_scale_product_async(ta, tb, alpha);
     if (native) {
       blas::nvfp4_matmul(blas::Nvfp4Matmul{a.q, b.q, m, n, k, d, out, alpha, accumulate});
       return;

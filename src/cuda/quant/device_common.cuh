@@ -43,6 +43,21 @@ __device__ __forceinline__ void clear_spare(Flags* spare) {
   if (blockIdx.x == 0 && threadIdx.x == 0) *spare = Flags{};
 }
 
+// Writes a quantizer's tensor scale (one thread), and with a link takes part in its product's
+// alpha (quant.h, AlphaLink): t is out before the swap, so the second to swap reads both. The
+// product t_0 t_1 is the same float whichever finishes second.
+__device__ __forceinline__ void publish_tensor_scale(float t, float* dst, AlphaLink link) {
+  *dst = t;
+  if (!link.product) return;
+  volatile float* ts = link.product->t;
+  ts[link.side] = t;
+  __threadfence();
+  if (atomicExch(&link.product->generation, link.generation) == link.generation) {
+    __threadfence();
+    link.product->alpha = ts[0] * ts[1];
+  }
+}
+
 constexpr int kGroup = 16;
 
 // ---- launch helpers (host) ----
@@ -334,7 +349,7 @@ inline uint4 sign_words(const quant::Rht& r) {
 // Pass 2 of MS-EDEN, shared by the three pass-1 kernels (ms_eden.cu); with `expanded`, also
 // the unscaled BF16 expansion of out.
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
-                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded);
+                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link);
 // Validates the rotation (128 points).
 void require_rht128(const quant::Rht& r, const std::string& tensor);
 

@@ -101,9 +101,9 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
                                                                      uint32_t* __restrict__ scales,
                                                                      float* __restrict__ tensor_scale,
                                                                      const uint32_t* __restrict__ packed,
-                                                                     uint4* __restrict__ expanded) {
+                                                                     uint4* __restrict__ expanded, AlphaLink link) {
   const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
-  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
+  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, tensor_scale, link);
   const Quotient by_t(t);  // c / t, exactly as IEEE division wherever by_t.exact_for(c)
   const int lane = threadIdx.x & 31;
   // The expansion's tables, and the prmt selector of this lane's scale byte (round j below).
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
 }  // namespace
 
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
-                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded) {
+                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
   require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
   const int64_t g = cols / kBlock, quads = rows * g / 4;
   const auto kernel = expanded ? eden_scales_kernel<true> : eden_scales_kernel<false>;
@@ -162,14 +162,14 @@ void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint
   kernel<<<blocks, kScaleThreads, 0, stream>>>(
       reinterpret_cast<const float4*>(corrected), quads, FastDiv(static_cast<uint32_t>(g / 4)), (g + 3) / 4, sr_seed,
       flags, reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get(),
-      reinterpret_cast<const uint32_t*>(out.packed.get()), reinterpret_cast<uint4*>(expanded));
+      reinterpret_cast<const uint32_t*>(out.packed.get()), reinterpret_cast<uint4*>(expanded), link);
   check_launch("eden_scales_kernel");
 }
 
 }  // namespace detail
 
 void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
-                            cudaStream_t stream, __nv_bfloat16* expanded) {
+                            cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
   detail::require_rht128(r, x.name);
   const int64_t groups =
       detail::require_bf16_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
@@ -182,7 +182,7 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
       reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_rows_kernel");
-  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded);
+  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded, link);
 }
 
 void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,

@@ -63,7 +63,8 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
 }  // namespace detail
 
 void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
-                                       Workspace& ws, cudaStream_t stream, __nv_bfloat16* expanded) {
+                                       Workspace& ws, cudaStream_t stream, __nv_bfloat16* expanded,
+                                       AlphaLink link) {
   detail::require_rht128(r, x.name);
   const int64_t groups = detail::require_bf16_input(x, 8, "");
   detail::require(x.rows % 128 == 0, x.name,
@@ -79,7 +80,7 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
       x.data, x.rows, x.cols, detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("ms_eden_transposed_kernel");
-  detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags.use, out, stream, expanded);
+  detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 
 void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,

@@ -136,6 +136,25 @@ void amax_async(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
 // Synchronizing: returns max |x|, throws if x contains NaN or Inf.
 float amax(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
 
+// ---- a GEMM's alpha from its operands' quantizers -------------------------------------------
+// A product of two NVFP4 operands needs alpha = t_a t_b. Quantizers given an AlphaLink compute
+// it themselves, sparing the GEMM a one-thread kernel and its launch: each writes its tensor
+// scale into t[side] and swaps the link's generation into `generation`; the one that gets its
+// own generation back finished second and multiplies the two into alpha. The two quantizers of
+// a product get links that differ only in side (0 and 1), with a generation (never 0) that no
+// earlier product on this ScaleProduct used, so a pair left half done cannot confuse a later
+// one. The ScaleProduct is device memory, zeroed before its first use.
+struct ScaleProduct {
+  float t[2];
+  uint32_t generation;
+  float alpha;
+};
+struct AlphaLink {
+  ScaleProduct* product = nullptr;  // none: the quantizer only writes its tensor scale
+  int side = 0;
+  uint32_t generation = 0;
+};
+
 // ---- 2.-4. round-to-nearest family (quant/rtn.cpp, quant/sr.cpp) ---------------------------
 // `amax` is a device pointer to max |x| (e.g. ws.amax() after amax_async); the tensor scale is
 // quant::tensor_scale(amax, scale_max, val_max), computed on the device. `out` is (re)shaped
@@ -144,14 +163,14 @@ float amax(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
 // With `expanded` (x.rows * x.cols BF16, 16-byte aligned) they also write what
 // dequantize_unscaled_async(out, expanded) would, sparing the GEMM emulation that pass.
 void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
-                        cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr);
+                        cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
 void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream = 0,
-                                  __nv_bfloat16* expanded = nullptr);
+                                  __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
 void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
                        cudaStream_t stream = 0);
 // 16x16 square blocks; needs x.rows % 16 == 0.
 void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
-                              cudaStream_t stream = 0);
+                              cudaStream_t stream = 0, AlphaLink link = {});
 
 // Synchronizing conveniences: amax, NaN/Inf check (throws), then the quantizer.
 void quantize_rtn(const BF16View& x, const quant::RtnConfig& cfg, DeviceNVFP4& out, Workspace& ws,
@@ -180,18 +199,20 @@ void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha
 // and rounds the scales stochastically (Philox (sr_seed, kScaleSR, row * cols/16 + group)).
 // The async forms raise the workspace's NaN/Inf flag; the plain forms check it (synchronize).
 // With `expanded` (rows * cols BF16 of the output, 16-byte aligned) pass 2 also writes what
-// dequantize_unscaled_async(out, expanded) would.
+// dequantize_unscaled_async(out, expanded) would; with `link`, pass 2 takes part in alpha.
 
 // 6. MS-EDEN of x ([rows, cols], cols % 128 == 0), rotated along rows.
 void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
-                            Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr);
+                            Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr,
+                            AlphaLink link = {});
 void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
                       cudaStream_t stream = 0);
 
 // 7. MS-EDEN of x^T ([x.cols, x.rows], rotated along x.rows) without materializing the
 // transpose. Needs x.rows % 128 == 0 and x.cols % 8 == 0.
 void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
-                                       Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr);
+                                       Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr,
+                                       AlphaLink link = {});
 void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
                                  Workspace& ws, cudaStream_t stream = 0);
 
@@ -199,7 +220,7 @@ void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_
 // reading only the packed tensor. Needs a.rows % 128 == 0 and a.cols % 32 == 0.
 void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
                                          uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0,
-                                         __nv_bfloat16* expanded = nullptr);
+                                         __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
                                    uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0);
 

@@ -420,6 +420,42 @@ TEST(GpuMsEdenFamily, ExpansionEqualsUnscaledDequantization) {
     }
 }
 
+// Linked quantizers compute their product's alpha = t_a t_b, whichever finishes second, and a
+// pair left half done (one quantizer only) does not confuse the next pair.
+TEST(GpuAlphaLink, SecondQuantizerWritesTheProductOfBothTensorScales) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceBuffer<ScaleProduct> product(1);
+  check(cudaMemset(product.get(), 0, product.bytes()), "cudaMemset");
+  const quant::Rht r(128, 3);
+  DeviceNVFP4 a, b;
+  uint32_t generation = 0;
+  for (int round = 0; round < 4; ++round) {
+    const Bf16Tensor x = upload(random(256, 256, 40 + round, std::ldexp(1.0, 3 * round - 4)), "X");
+    const Bf16Tensor e = upload(random(256, 256, 50 + round, std::ldexp(1.0, -2 * round)), "E");
+    auto run_a = [&](AlphaLink link) {
+      amax_async(x.view(), ws);
+      quantize_four_over_six_async(x.view(), ws.amax(), a, 0, nullptr, link);
+    };
+    if (round == 2) run_a(AlphaLink{product.get(), 0, ++generation});  // its partner never runs
+    ++generation;
+    auto run_b = [&] {
+      quantize_ms_eden_async(e.view(), r, 7, b, ws, 0, nullptr, AlphaLink{product.get(), 1, generation});
+    };
+    if (round % 2) {
+      run_b();
+      run_a(AlphaLink{product.get(), 0, generation});
+    } else {
+      run_a(AlphaLink{product.get(), 0, generation});
+      run_b();
+    }
+    ScaleProduct got{};
+    check(cudaMemcpy(&got, product.get(), sizeof got, cudaMemcpyDeviceToHost), "reading the product");
+    const float ta = to_host(a).tensor_scale, tb = to_host(b).tensor_scale;
+    EXPECT_EQ(float_bits(got.alpha), float_bits(ta * tb)) << "round " << round;
+  }
+}
+
 TEST(GpuMsEdenFamily, RejectsNaNAndInfAndBadShapes) {
   REQUIRE_GPU();
   Workspace ws;

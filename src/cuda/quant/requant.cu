@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
 
 void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
                                          uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream,
-                                         __nv_bfloat16* expanded) {
+                                         __nv_bfloat16* expanded, AlphaLink link) {
   detail::require_rht128(r, name);
   detail::require(a.rows > 0 && a.cols > 0 && a.packed.get(), name, "is empty");
   detail::require(a.rows % 128 == 0, name,
@@ -154,7 +154,7 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
       detail::sign_words(r),
       reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   check_launch("requant_kernel");
-  detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded);
+  detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,

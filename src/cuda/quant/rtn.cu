@@ -10,7 +10,8 @@
 // one byte at its blocked offset, the optional BF16 expansion in 16-byte stores that the warp
 // exchanges its codes for (shuffles), so that each store instruction covers 512 contiguous
 // bytes. The tensor scale is computed on the device from the amax pointer by every thread
-// (same expression as quant::tensor_scale) and written by thread 0.
+// (same expression as quant::tensor_scale) and written by thread 0, which with an AlphaLink also
+// takes part in the GEMM's alpha.
 // 16x16: a block of 16 warps covers 16 rows x 32 groups; the tile maximum goes through
 // shared memory (max is exact in any order for finite input), double-buffered, with the next
 // tile's input loaded ahead.
@@ -72,6 +73,7 @@ struct Out {
   FastDiv groups_per_row;
   int64_t tiles_per_row;
   uint4* expanded;  // optional: the unscaled BF16 expansion, 2 x 16 bytes a group
+  AlphaLink link;
 };
 
 __device__ __forceinline__ void store_group(const Out& o, int64_t gid, uint2 p, uint32_t s) {
@@ -105,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
                                                              float scale_max, Out o) {
   const ExpandTables tables = expand_tables();
   const float t = tensor_scale(*amax, scale_max, val_max);
-  if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
+  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, o.tensor_scale, o.link);
   for_each_group(x, groups, [&](int64_t gid, bool valid, const float (&v)[16]) {
     const float g_max = group_amax(v);
     const uint2 signs = sign_nibbles(v);
@@ -136,7 +138,7 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
   // before the current one is reduced and quantized.
   __shared__ float s_max[2][kTileRows][kTileGroups];
   const float t = tensor_scale(*amax, scale_max, 6.0f);
-  if (blockIdx.x == 0 && threadIdx.x == 0) *o.tensor_scale = t;
+  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, o.tensor_scale, o.link);
   const int w = threadIdx.x / kTileGroups, lane = threadIdx.x % kTileGroups;
   const int64_t tiles_c = (groups_per_row + kTileGroups - 1) / kTileGroups, tiles = rows / kTileRows * tiles_c;
   auto gid_of = [&](int64_t tile, bool& valid) {
@@ -181,18 +183,18 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
   }
 }
 
-Out make_out(DeviceNVFP4& out, __nv_bfloat16* expanded = nullptr) {
+Out make_out(DeviceNVFP4& out, __nv_bfloat16* expanded, AlphaLink link) {
   require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
   const int64_t g = out.scale_cols();
   return Out{reinterpret_cast<uint2*>(out.packed.get()), out.scales.get(), out.tensor_scale.get(),
-             FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(expanded)};
+             FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(expanded), link};
 }
 
 void check_input(const BF16View& x) { require_bf16_input(x, kBlock, "NVFP4 blocks are 16 elements along a row"); }
 
 template <int Mode>
 void launch_1x16(const BF16View& x, const float* amax, float val_max, float scale_max, DeviceNVFP4& out,
-                 cudaStream_t stream, __nv_bfloat16* expanded) {
+                 cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
   check_input(x);
   out.ensure(x.rows, x.cols);
   const int64_t groups = x.rows * x.cols / kBlock;
@@ -200,7 +202,7 @@ void launch_1x16(const BF16View& x, const float* amax, float val_max, float scal
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0, (groups + kThreads - 1) / kThreads);
   kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x.data), groups, amax, val_max, scale_max,
-                                          make_out(out, expanded));
+                                          make_out(out, expanded, link));
   check_launch(Mode == 0 ? "rtn_1x16_kernel" : "four_over_six_1x16_kernel");
 }
 
@@ -208,17 +210,17 @@ void launch_1x16(const BF16View& x, const float* amax, float val_max, float scal
 }  // namespace detail
 
 void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
-                        cudaStream_t stream, __nv_bfloat16* expanded) {
-  detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream, expanded);
+                        cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
+  detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream, expanded, link);
 }
 
 void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream,
-                                  __nv_bfloat16* expanded) {
-  detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream, expanded);
+                                  __nv_bfloat16* expanded, AlphaLink link) {
+  detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream, expanded, link);
 }
 
 void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, AlphaLink link) {
   detail::check_input(x);
   detail::require(x.rows % 16 == 0, x.name,
                   std::to_string(x.rows) + " rows is not a multiple of 16 (16x16 square blocks)");
@@ -228,7 +230,7 @@ void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::rtn_16x16_kernel),
                                                detail::kSquareThreads, 0, tiles);
   detail::rtn_16x16_kernel<<<blocks, detail::kSquareThreads, 0, stream>>>(
-      reinterpret_cast<const uint4*>(x.data), x.rows, g, amax, scale_max, detail::make_out(out));
+      reinterpret_cast<const uint4*>(x.data), x.rows, g, amax, scale_max, detail::make_out(out, nullptr, link));
   check_launch("rtn_16x16_kernel");
 }
 
