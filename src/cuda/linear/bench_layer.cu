@@ -115,9 +115,14 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
   const model::Tensor deq_a = device_tensor(std::max(s.m, s.n), std::max(s.k, s.m), model::DType::kBF16);
   const model::Tensor deq_b = device_tensor(std::max(s.n, s.k), std::max(s.k, s.m), model::DType::kBF16);
   const model::Tensor y = device_tensor(s.m, s.n, model::DType::kBF16), dx = device_tensor(s.m, s.k, model::DType::kBF16);
-  DeviceBuffer<float> alpha(1);
+  // The alphas of the forward, dgrad and wgrad products, from their quantizers (one generation
+  // throughout: a quantizer timed alone recomputes alpha from its partner's last scale).
+  DeviceBuffer<ScaleProduct> products(3);
+  check(cudaMemset(products.get(), 0, products.bytes()), "cudaMemset");
+  auto link = [&](int product, int side) { return AlphaLink{products.get() + product, side, 1}; };
   const quant::Rht rot(128, 5);
-  auto gemm_of = [&](int64_t m, int64_t n, int64_t k, void* d, blas::OutType t, bool acc, bool host_alpha = false) {
+  auto gemm_of = [&](int product, int64_t m, int64_t n, int64_t k, void* d, blas::OutType t, bool acc,
+                     bool host_alpha = false) {
     blas::Matmul p;
     p.a = bf(deq_a);
     p.b = bf(deq_b);
@@ -128,47 +133,41 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
     p.n = n;
     p.k = k;
     p.accumulate = acc;
-    p.alpha.device = host_alpha ? nullptr : alpha.get();
+    p.alpha.device = host_alpha ? nullptr : &products.get()[product].alpha;
     return [p] { blas::matmul(p); };
   };
   std::vector<std::pair<std::string, std::function<void()>>> steps = {
       {"other: w f32 -> bf16", [&] { ops::convert(static_cast<const float*>(w.data), bf(wb), s.n * s.k); }},
       {"quantize: amax + 4/6 X, expanded", [&] {
          amax_async(xv, ws);
-         quantize_four_over_six_async(xv, ws.amax(), xq, 0, bf(deq_a));
+         quantize_four_over_six_async(xv, ws.amax(), xq, 0, bf(deq_a), link(0, 0));
        }},
       {"quantize: amax + 4/6 W, expanded", [&] {
          amax_async(wv, ws);
-         quantize_four_over_six_async(wv, ws.amax(), wq, 0, bf(deq_b));
+         quantize_four_over_six_async(wv, ws.amax(), wq, 0, bf(deq_b), link(0, 1));
        }},
-      {"other: alpha = t_x t_w", [&] {
-         tensor_scale_product_async(xq.tensor_scale.get(), wq.tensor_scale.get(), alpha.get());
-       }},
-      {"gemm: forward", gemm_of(s.m, s.n, s.k, y.data, blas::OutType::kBF16, false)},
-      {"quantize: ms-eden dY, expanded", [&] { quantize_ms_eden_async(ev, rot, 1, eq, ws, 0, bf(deq_a)); }},
+      {"gemm: forward", gemm_of(0, s.m, s.n, s.k, y.data, blas::OutType::kBF16, false)},
+      {"quantize: ms-eden dY, expanded", [&] { quantize_ms_eden_async(ev, rot, 1, eq, ws, 0, bf(deq_a), link(1, 0)); }},
       {"quantize: requant W_q^T, expanded", [&] {
-         requantize_ms_eden_transposed_async(wq, "w", rot, 2, wtq, ws, 0, bf(deq_b));
+         requantize_ms_eden_transposed_async(wq, "w", rot, 2, wtq, ws, 0, bf(deq_b), link(1, 1));
        }},
-      {"other: alpha = t_dy t_w", [&] {
-         tensor_scale_product_async(eq.tensor_scale.get(), wtq.tensor_scale.get(), alpha.get());
-       }},
-      {"gemm: dgrad", gemm_of(s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false)},
+      {"gemm: dgrad", gemm_of(1, s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false)},
       {"quantize: ms-eden dY^T, expanded", [&] {
-         quantize_ms_eden_transposed_async(ev, rot, 3, etq, ws, 0, bf(deq_a));
+         quantize_ms_eden_transposed_async(ev, rot, 3, etq, ws, 0, bf(deq_a), link(2, 0));
        }},
       {"quantize: requant X_q^T, expanded", [&] {
-         requantize_ms_eden_transposed_async(xq, "x", rot, 4, xtq, ws, 0, bf(deq_b));
+         requantize_ms_eden_transposed_async(xq, "x", rot, 4, xtq, ws, 0, bf(deq_b), link(2, 1));
        }},
-      {"other: alpha = t_dy t_x", [&] {
-         tensor_scale_product_async(etq.tensor_scale.get(), xtq.tensor_scale.get(), alpha.get());
-       }},
-      {"gemm: wgrad (f32 +=)", gemm_of(s.n, s.k, s.m, dw.data, blas::OutType::kF32, true)},
+      {"gemm: wgrad (f32 +=)", gemm_of(2, s.n, s.k, s.m, dw.data, blas::OutType::kF32, true)},
   };
   // Not part of the step: its GEMMs with alpha from the host (as the bf16 scheme's), to show
   // what the device-side alpha costs.
-  steps.push_back({"reference: forward GEMM, host alpha", gemm_of(s.m, s.n, s.k, y.data, blas::OutType::kBF16, false, true)});
-  steps.push_back({"reference: dgrad GEMM, host alpha", gemm_of(s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false, true)});
-  steps.push_back({"reference: wgrad GEMM, host alpha", gemm_of(s.n, s.k, s.m, dw.data, blas::OutType::kF32, true, true)});
+  steps.push_back(
+      {"reference: forward GEMM, host alpha", gemm_of(0, s.m, s.n, s.k, y.data, blas::OutType::kBF16, false, true)});
+  steps.push_back(
+      {"reference: dgrad GEMM, host alpha", gemm_of(1, s.m, s.k, s.n, dx.data, blas::OutType::kBF16, false, true)});
+  steps.push_back(
+      {"reference: wgrad GEMM, host alpha", gemm_of(2, s.n, s.k, s.m, dw.data, blas::OutType::kF32, true, true)});
   // Real tensor scales for alpha before the GEMMs are timed.
   for (auto& st : steps) st.second();
   std::vector<Part> parts;
