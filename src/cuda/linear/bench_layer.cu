@@ -6,7 +6,7 @@
 // waiting for the CPU's first launches; back to back the CPU runs ahead, as in a training loop.
 // The quartet2 breakdown times each launch of its step separately (same calls as
 // linear.cpp, on one stream, each the median of 20), grouped into quantization (with the BF16
-// expansions the emulated GEMMs read), GEMMs and other, plus reference GEMMs with a host alpha.
+// expansions the emulated GEMMs read) and GEMMs, plus reference GEMMs with a host alpha.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -18,7 +18,6 @@
 #include "cuda/linear/bench_layer.h"
 #include "cuda/timing.h"
 #include "cuda/linear/kernels.h"
-#include "cuda/ops/ops.h"
 #include "cuda/linear/linear.h"
 #include "cuda/tensor.h"
 #include "linear/scheme.h"
@@ -107,9 +106,9 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
   LayerTensors l(s);
   const model::Tensor &x = l.x, &w = l.w, &dy = l.dy;
   model::Tensor& dw = l.dw;
-  const model::Tensor wb = device_tensor(s.n, s.k, model::DType::kBF16);
   auto bf = [](const model::Tensor& t) { return static_cast<__nv_bfloat16*>(t.data); };
-  const BF16View xv{bf(x), s.m, s.k, "x"}, wv{bf(wb), s.n, s.k, "w"}, ev{bf(dy), s.m, s.n, "dy"};
+  const BF16View xv{bf(x), s.m, s.k, "x"}, ev{bf(dy), s.m, s.n, "dy"};
+  const F32View wv{static_cast<const float*>(w.data), s.n, s.k, "w"};
   Workspace ws;
   DeviceNVFP4 xq(s.m, s.k), wq(s.n, s.k), eq(s.m, s.n), wtq(s.k, s.n), etq(s.n, s.m), xtq(s.k, s.m);
   const model::Tensor deq_a = device_tensor(std::max(s.m, s.n), std::max(s.k, s.m), model::DType::kBF16);
@@ -137,7 +136,6 @@ std::vector<Part> quartet2_breakdown(const Shape& s) {
     return [p] { blas::matmul(p); };
   };
   std::vector<std::pair<std::string, std::function<void()>>> steps = {
-      {"other: w f32 -> bf16", [&] { ops::convert(static_cast<const float*>(w.data), bf(wb), s.n * s.k); }},
       {"quantize: amax + 4/6 X, expanded", [&] {
          amax_async(xv, ws);
          quantize_four_over_six_async(xv, ws.amax(), xq, 0, bf(deq_a), link(0, 0));

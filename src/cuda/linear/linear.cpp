@@ -160,21 +160,28 @@ class Layer final : public CudaLinear {
       saved_x_ref_ = dense_x && Mp == M ? x : Tensor{};
       saved_x_ = dense_x ? xin : nullptr;
     }
-    __nv_bfloat16* wb = keep && s_.w == FwdQuant::kBf16 ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
-
-    // X's quantization on stream 0, W's conversion and quantization on the side stream; when
-    // the product is emulated, the quantizers expand to BF16 as they go where they can. X's
-    // launches go first: after a synchronization the GPU runs each launch as soon as the CPU
-    // makes it, and X's chain is the longer one. Every forward quantizer can compute alpha.
+    // X's quantization on stream 0, W's on the side stream, reading the float32 master weights
+    // as their BF16 copy (a BF16 W is converted there instead); when the product is emulated,
+    // the quantizers expand to BF16 as they go where they can. X's launches go first: after a
+    // synchronization the GPU runs each launch as soon as the CPU makes it, and X's chain is
+    // the longer one. Every forward quantizer can compute alpha.
     const bool xq = s_.x != FwdQuant::kBf16, wq = s_.w != FwdQuant::kBf16;
     const bool emulated = !native_product(xq, wq);
     const AlphaLinks links = xq && wq ? sc.alpha_links(kFwdAlpha) : AlphaLinks{};
     sc.fork();
-    const Operand xo = forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"}, keep && !dense_x ? &saved_xq_ : nullptr,
-                                       kDeqA, LinearOperand::kFwdX, 0, emulated, links.first);
-    ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
-    const Operand wo = forward_operand(s_.w, BF16View{wb, N, K, name_ + ".W"}, keep ? &saved_wq_ : nullptr, kDeqB,
-                                       LinearOperand::kFwdW, sc.side(), emulated, links.second);
+    const Operand xo = xq ? forward_operand(s_.x, BF16View{xin, Mp, K, name_ + ".X"},
+                                            keep && !dense_x ? &saved_xq_ : nullptr, kDeqA, LinearOperand::kFwdX, 0,
+                                            emulated, links.first)
+                          : Operand{xin};
+    Operand wo;
+    if (wq) {
+      wo = forward_operand(s_.w, F32View{static_cast<const float*>(w.data), N, K, name_ + ".W"},
+                           keep ? &saved_wq_ : nullptr, kDeqB, LinearOperand::kFwdW, sc.side(), emulated, links.second);
+    } else {
+      __nv_bfloat16* wb = keep ? saved_w_dense_.get(N * K) : sc.bf16(kWeight, N * K);
+      ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
+      wo = Operand{wb};
+    }
     Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
     product(xo, wo, M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, s_.w == FwdQuant::kBf16};
@@ -290,11 +297,11 @@ class Layer final : public CudaLinear {
     return Scratch::get().alpha_links(slot);
   }
 
-  // The forward quantizer of x or w on `stream`, into `saved` (kept for backward) or else
-  // scratch; with `expand`, the 1x16 quantizers also write the BF16 expansion into `slot`.
-  Operand forward_operand(FwdQuant q, const BF16View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which,
+  // The forward quantizer (not kBf16) of x or w on `stream`, into `saved` (kept for backward) or
+  // else scratch; with `expand`, the 1x16 quantizers also write the BF16 expansion into `slot`.
+  template <class View>
+  Operand forward_operand(FwdQuant q, const View& v, DeviceNVFP4* saved, Slot slot, LinearOperand which,
                           cudaStream_t stream, bool expand, const AlphaLink& link) {
-    if (q == FwdQuant::kBf16) return Operand{v.data, true, nullptr, slot, stream};
     Scratch& sc = Scratch::get();
     Workspace& ws = sc.ws(stream);
     DeviceNVFP4& dst = saved ? *saved : sc.fp4(which, v.rows, v.cols);

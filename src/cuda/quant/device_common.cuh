@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common/error.h"
 #include "cuda/quant/fast_codec.h"
@@ -66,10 +67,11 @@ constexpr int kGroup = 16;
 int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed);
 // Shape/size validation with messages naming the tensor.
 void require(bool ok, const std::string& tensor, const std::string& problem);
-// What every BF16 -> NVFP4 kernel requires of its input: not empty, rows a multiple of
+// What every NVFP4 quantizer requires of its input: not empty, rows a multiple of
 // `row_multiple` long (`why`, when given, says what needs it), 16-byte aligned, fewer than 2^31
 // 16-groups. Returns the number of 16-groups.
-int64_t require_bf16_input(const BF16View& x, int64_t row_multiple, const std::string& why);
+int64_t require_input(const BF16View& x, int64_t row_multiple, const std::string& why);
+int64_t require_input(const F32View& x, int64_t row_multiple, const std::string& why);
 
 // Unsigned 32-bit division by a run-time constant (Granlund-Montgomery), for n < 2^31.
 struct FastDiv {
@@ -103,6 +105,29 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// The element type of a BF16View or F32View.
+template <class View>
+using element_t = std::remove_const_t<std::remove_pointer_t<decltype(View::data)>>;
+
+// Elements 8i .. 8i+7 of an input as BF16 pairs: BF16 loaded as it is, float32 rounded as
+// ops::convert rounds it (so float32 input quantizes exactly like its BF16 copy). Streaming:
+// evict-first loads, for data read once.
+template <bool Streaming = false>
+__device__ __forceinline__ uint4 load8(const __nv_bfloat16* x, int64_t i) {
+  const uint4* p = reinterpret_cast<const uint4*>(x) + i;
+  return Streaming ? __ldcs(p) : __ldg(p);
+}
+template <bool Streaming = false>
+__device__ __forceinline__ uint4 load8(const float* x, int64_t i) {
+  const float4* p = reinterpret_cast<const float4*>(x) + 2 * i;
+  const float4 lo = Streaming ? __ldcs(p) : __ldg(p), hi = Streaming ? __ldcs(p + 1) : __ldg(p + 1);
+  auto pair = [](float a, float b) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  };
+  return make_uint4(pair(lo.x, lo.y), pair(lo.z, lo.w), pair(hi.x, hi.y), pair(hi.z, hi.w));
+}
+
 __device__ __forceinline__ void unpack16(const uint4& a0, const uint4& a1, float (&x)[16]) {
   const uint32_t w[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
 #pragma unroll
@@ -120,25 +145,25 @@ __device__ __forceinline__ float group_amax(const float (&x)[16]) {
   return m;
 }
 
-// Persistent grid-stride loop over the 16-groups of a BF16 tensor (two 16-byte loads each),
-// the next group's loads issued before f(gid, valid, values) runs on the current one. The loop
-// is warp-uniform (the stride is a multiple of 32), so f may shuffle; lanes past the end get
+// Persistent grid-stride loop over the 16-groups of a BF16 (or float32, load8) tensor, the
+// next group's loads issued before f(gid, valid, values) runs on the current one. The loop is
+// warp-uniform (the stride is a multiple of 32), so f may shuffle; lanes past the end get
 // valid = false and zeros.
-template <class F>
-__device__ __forceinline__ void for_each_group(const uint4* __restrict__ x, int64_t groups, F&& f) {
+template <class T, class F>
+__device__ __forceinline__ void for_each_group(const T* __restrict__ x, int64_t groups, F&& f) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int lane = threadIdx.x & 31;
   int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   uint4 a0{}, a1{};
   if (gid < groups) {
-    a0 = __ldg(x + 2 * gid);
-    a1 = __ldg(x + 2 * gid + 1);
+    a0 = load8(x, 2 * gid);
+    a1 = load8(x, 2 * gid + 1);
   }
   for (; gid - lane < groups; gid += stride) {
     uint4 b0{}, b1{};
     if (gid + stride < groups) {
-      b0 = __ldg(x + 2 * (gid + stride));
-      b1 = __ldg(x + 2 * (gid + stride) + 1);
+      b0 = load8(x, 2 * (gid + stride));
+      b1 = load8(x, 2 * (gid + stride) + 1);
     }
     float v[16];
     unpack16(a0, a1, v);

@@ -172,7 +172,7 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
                             cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
   detail::require_rht128(r, x.name);
   const int64_t groups =
-      detail::require_bf16_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
+      detail::require_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
   out.ensure(x.rows, x.cols);
   float* corrected = ws.scratch(groups);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel),

@@ -66,7 +66,7 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
                                        Workspace& ws, cudaStream_t stream, __nv_bfloat16* expanded,
                                        AlphaLink link) {
   detail::require_rht128(r, x.name);
-  const int64_t groups = detail::require_bf16_input(x, 8, "");
+  const int64_t groups = detail::require_input(x, 8, "");
   detail::require(x.rows % 128 == 0, x.name,
                   std::to_string(x.rows) +
                       " rows is not a multiple of 128 (the transposed MS-EDEN rotates 128-row chunks)");

@@ -83,6 +83,14 @@ struct BF16View {
   int64_t rows = 0, cols = 0;
   std::string name;
 };
+// A float32 tensor that the forward quantizers (amax, RTN, Four-over-Six, 16x16) read as its
+// BF16 copy (round to nearest even, as ops::convert), without the copy: for float32 master
+// weights.
+struct F32View {
+  const float* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  std::string name;
+};
 
 // An NVFP4 tensor in device memory. The scale buffer is zeroed when allocated, so the padding
 // of the blocked layout stays zero (kernels write only real scales).
@@ -133,6 +141,7 @@ class Workspace {
 
 // max |x| into ws.amax(); NaN/Inf raise the workspace flag (both start cleared).
 void amax_async(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
+void amax_async(const F32View& x, Workspace& ws, cudaStream_t stream = 0);
 // Synchronizing: returns max |x|, throws if x contains NaN or Inf.
 float amax(const BF16View& x, Workspace& ws, cudaStream_t stream = 0);
 
@@ -164,12 +173,18 @@ struct AlphaLink {
 // dequantize_unscaled_async(out, expanded) would, sparing the GEMM emulation that pass.
 void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
                         cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
+void quantize_rtn_async(const F32View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
+                        cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
 void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream = 0,
+                                  __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
+void quantize_four_over_six_async(const F32View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream = 0,
                                   __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
 void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
                        cudaStream_t stream = 0);
 // 16x16 square blocks; needs x.rows % 16 == 0.
 void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
+                              cudaStream_t stream = 0, AlphaLink link = {});
+void quantize_rtn_16x16_async(const F32View& x, const float* amax, float scale_max, DeviceNVFP4& out,
                               cudaStream_t stream = 0, AlphaLink link = {});
 
 // Synchronizing conveniences: amax, NaN/Inf check (throws), then the quantizer.

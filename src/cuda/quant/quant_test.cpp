@@ -272,6 +272,56 @@ TEST(GpuRtnFamily, ExpansionEqualsUnscaledDequantization) {
       }
 }
 
+// Float32 input (the master weights) quantizes exactly as its BF16 copy: amax, RTN,
+// Four-over-Six with its expansion and 16x16, against the CPU reference on the rounded values.
+// NaN, Inf and finite values that round to Inf are errors.
+TEST(GpuF32Input, QuantizesAsItsBf16Copy) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  for (const Shape s : std::vector<Shape>{{1, 16}, {48, 80}, {384, 256}, {4096, 4096}})
+    for (auto& [kind, m] : inputs(s.rows, s.cols, 61)) {
+      const std::string what = kind + " " + shape(m);
+      DeviceBuffer<float> dev(m.size());
+      check(cudaMemcpy(dev.get(), m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
+      const F32View x{dev.get(), m.rows, m.cols, "W"};
+      Matrix r = m;
+      for (float& v : r.data) v = bf16::round(v);
+      const MatrixRef ref(r, "W");
+
+      amax_async(x, ws);
+      ws.throw_if_nonfinite(x.name, 0);
+      float a = 0.0f;
+      check(cudaMemcpy(&a, ws.amax(), sizeof a, cudaMemcpyDeviceToHost), "reading amax");
+      EXPECT_EQ(float_bits(a), float_bits(quant::checked_amax(ref))) << "amax " << what;
+
+      quantize_rtn_async(x, ws.amax(), quant::RtnConfig{}, out);
+      expect_same(to_host(out), quant::quantize_rtn(ref, quant::RtnConfig{}), "rtn " + what);
+      DeviceBuffer<__nv_bfloat16> expanded(m.size());
+      quantize_four_over_six_async(x, ws.amax(), out, 0, expanded.get());
+      const NVFP4Tensor four_six = quant::quantize_four_over_six(ref);
+      expect_same(to_host(out), four_six, "4/6 " + what);
+      expect_expansion(four_six, expanded, "4/6 " + what);
+      if (m.rows % 16 == 0) {
+        quantize_rtn_16x16_async(x, ws.amax(), quant::kSquareBlockScaleMax, out);
+        expect_same(to_host(out), quant::quantize_rtn_16x16(ref, quant::kSquareBlockScaleMax), "16x16 " + what);
+      }
+    }
+  for (float bad : {NAN, INFINITY, 3.4e38f}) {  // 3.4e38 rounds to BF16 Inf
+    Matrix m = random(384, 256, 3);
+    m.at(200, 17) = bad;
+    DeviceBuffer<float> dev(m.size());
+    check(cudaMemcpy(dev.get(), m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
+    const F32View x{dev.get(), m.rows, m.cols, "W"};
+    expect_error(
+        [&] {
+          amax_async(x, ws);
+          ws.throw_if_nonfinite(x.name, 0);
+        },
+        "tensor 'W' contains NaN or Inf (detected on the GPU)");
+  }
+}
+
 TEST(GpuDequant, MatchesCpuBitForBit) {
   REQUIRE_GPU();
   for (const Shape s : kShapes)

@@ -100,9 +100,10 @@ __device__ __forceinline__ void store_expansion(uint4* expanded, int64_t first, 
   }
 }
 
-// Mode 0: RTN (val_max, scale_max); mode 1: Four-over-Six (t = amax / (256 * 6)).
-template <int Mode>
-__global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
+// Mode 0: RTN (val_max, scale_max); mode 1: Four-over-Six (t = amax / (256 * 6)). T: BF16 or
+// float32 input (load8).
+template <int Mode, class T>
+__global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const T* __restrict__ x, int64_t groups,
                                                              const float* __restrict__ amax, float val_max,
                                                              float scale_max, Out o) {
   const ExpandTables tables = expand_tables();
@@ -130,7 +131,8 @@ __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const uint4* __restr
 
 constexpr int kTileRows = 16, kTileGroups = 32, kSquareThreads = kTileRows * kTileGroups;
 
-__global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* __restrict__ x, int64_t rows,
+template <class T>
+__global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const T* __restrict__ x, int64_t rows,
                                                                     int64_t groups_per_row,
                                                                     const float* __restrict__ amax, float scale_max,
                                                                     Out o) {
@@ -150,8 +152,8 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
   int64_t gid = gid_of(blockIdx.x, valid);
   uint4 a0{}, a1{};
   if (valid) {
-    a0 = __ldg(x + 2 * gid);
-    a1 = __ldg(x + 2 * gid + 1);
+    a0 = load8(x, 2 * gid);
+    a1 = load8(x, 2 * gid + 1);
   }
   int buf = 0;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -159,8 +161,8 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const uint4* 
     const int64_t next = gid_of(tile + gridDim.x, next_valid);
     uint4 b0{}, b1{};
     if (next_valid) {
-      b0 = __ldg(x + 2 * next);
-      b1 = __ldg(x + 2 * next + 1);
+      b0 = load8(x, 2 * next);
+      b1 = load8(x, 2 * next + 1);
     }
     float v[16];
     unpack16(a0, a1, v);
@@ -190,20 +192,36 @@ Out make_out(DeviceNVFP4& out, __nv_bfloat16* expanded, AlphaLink link) {
              FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4, reinterpret_cast<uint4*>(expanded), link};
 }
 
-void check_input(const BF16View& x) { require_bf16_input(x, kBlock, "NVFP4 blocks are 16 elements along a row"); }
+template <class View>
+void check_input(const View& x) {
+  require_input(x, kBlock, "NVFP4 blocks are 16 elements along a row");
+}
 
-template <int Mode>
-void launch_1x16(const BF16View& x, const float* amax, float val_max, float scale_max, DeviceNVFP4& out,
+template <int Mode, class View>
+void launch_1x16(const View& x, const float* amax, float val_max, float scale_max, DeviceNVFP4& out,
                  cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
   check_input(x);
   out.ensure(x.rows, x.cols);
   const int64_t groups = x.rows * x.cols / kBlock;
-  const auto kernel = rtn_1x16_kernel<Mode>;
+  const auto kernel = rtn_1x16_kernel<Mode, element_t<View>>;
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0, (groups + kThreads - 1) / kThreads);
-  kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uint4*>(x.data), groups, amax, val_max, scale_max,
-                                          make_out(out, expanded, link));
+  kernel<<<blocks, kThreads, 0, stream>>>(x.data, groups, amax, val_max, scale_max, make_out(out, expanded, link));
   check_launch(Mode == 0 ? "rtn_1x16_kernel" : "four_over_six_1x16_kernel");
+}
+
+template <class View>
+void launch_16x16(const View& x, const float* amax, float scale_max, DeviceNVFP4& out, cudaStream_t stream,
+                  AlphaLink link) {
+  check_input(x);
+  require(x.rows % 16 == 0, x.name, std::to_string(x.rows) + " rows is not a multiple of 16 (16x16 square blocks)");
+  out.ensure(x.rows, x.cols);
+  const int64_t g = x.cols / kBlock;
+  const int64_t tiles = x.rows / 16 * ((g + kTileGroups - 1) / kTileGroups);
+  const auto kernel = rtn_16x16_kernel<element_t<View>>;
+  const int blocks = persistent_blocks(reinterpret_cast<const void*>(kernel), kSquareThreads, 0, tiles);
+  kernel<<<blocks, kSquareThreads, 0, stream>>>(x.data, x.rows, g, amax, scale_max, make_out(out, nullptr, link));
+  check_launch("rtn_16x16_kernel");
 }
 
 }  // namespace
@@ -214,24 +232,29 @@ void quantize_rtn_async(const BF16View& x, const float* amax, const quant::RtnCo
   detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream, expanded, link);
 }
 
+void quantize_rtn_async(const F32View& x, const float* amax, const quant::RtnConfig& cfg, DeviceNVFP4& out,
+                        cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
+  detail::launch_1x16<0>(x, amax, cfg.val_max, cfg.scale_max, out, stream, expanded, link);
+}
+
 void quantize_four_over_six_async(const BF16View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream,
+                                  __nv_bfloat16* expanded, AlphaLink link) {
+  detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream, expanded, link);
+}
+
+void quantize_four_over_six_async(const F32View& x, const float* amax, DeviceNVFP4& out, cudaStream_t stream,
                                   __nv_bfloat16* expanded, AlphaLink link) {
   detail::launch_1x16<1>(x, amax, 6.0f, 256.0f, out, stream, expanded, link);
 }
 
 void quantize_rtn_16x16_async(const BF16View& x, const float* amax, float scale_max, DeviceNVFP4& out,
                               cudaStream_t stream, AlphaLink link) {
-  detail::check_input(x);
-  detail::require(x.rows % 16 == 0, x.name,
-                  std::to_string(x.rows) + " rows is not a multiple of 16 (16x16 square blocks)");
-  out.ensure(x.rows, x.cols);
-  const int64_t g = x.cols / kBlock;
-  const int64_t tiles = x.rows / 16 * ((g + detail::kTileGroups - 1) / detail::kTileGroups);
-  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::rtn_16x16_kernel),
-                                               detail::kSquareThreads, 0, tiles);
-  detail::rtn_16x16_kernel<<<blocks, detail::kSquareThreads, 0, stream>>>(
-      reinterpret_cast<const uint4*>(x.data), x.rows, g, amax, scale_max, detail::make_out(out, nullptr, link));
-  check_launch("rtn_16x16_kernel");
+  detail::launch_16x16(x, amax, scale_max, out, stream, link);
+}
+
+void quantize_rtn_16x16_async(const F32View& x, const float* amax, float scale_max, DeviceNVFP4& out,
+                              cudaStream_t stream, AlphaLink link) {
+  detail::launch_16x16(x, amax, scale_max, out, stream, link);
 }
 
 void quantize_rtn(const BF16View& x, const quant::RtnConfig& cfg, DeviceNVFP4& out, Workspace& ws,

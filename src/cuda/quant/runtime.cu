@@ -111,7 +111,10 @@ void require(bool ok, const std::string& tensor, const std::string& problem) {
   if (!ok) throw Error("tensor '" + tensor + "': " + problem);
 }
 
-int64_t require_bf16_input(const BF16View& x, int64_t row_multiple, const std::string& why) {
+namespace {
+
+template <class View>
+int64_t require_view(const View& x, int64_t row_multiple, const std::string& why) {
   require(x.rows > 0 && x.cols > 0, x.name, "is empty");
   require(x.cols % row_multiple == 0, x.name,
           "row length " + std::to_string(x.cols) + " is not a multiple of " + std::to_string(row_multiple) +
@@ -120,6 +123,16 @@ int64_t require_bf16_input(const BF16View& x, int64_t row_multiple, const std::s
   const int64_t groups = x.rows * x.cols / kGroup;
   require(groups < (int64_t{1} << 31), x.name, "has 2^31 or more 16-groups (too large)");
   return groups;
+}
+
+}  // namespace
+
+int64_t require_input(const BF16View& x, int64_t row_multiple, const std::string& why) {
+  return require_view(x, row_multiple, why);
+}
+
+int64_t require_input(const F32View& x, int64_t row_multiple, const std::string& why) {
+  return require_view(x, row_multiple, why);
 }
 
 void require_rht128(const quant::Rht& r, const std::string& tensor) {

@@ -23,7 +23,7 @@ __device__ __forceinline__ void sr_block(const float (&v)[16], const Quotient& q
   }
 }
 
-__global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restrict__ x, int64_t groups,
+__global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const __nv_bfloat16* __restrict__ x, int64_t groups,
                                                             const float* __restrict__ amax, float val_max,
                                                             uint64_t seed, uint2* __restrict__ packed,
                                                             uint8_t* __restrict__ scales, float* tensor_scale,
@@ -55,14 +55,14 @@ __global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const uint4* __restri
 
 void quantize_sr_async(const BF16View& x, const float* amax, float scale_override, uint64_t seed, DeviceNVFP4& out,
                        cudaStream_t stream) {
-  detail::require_bf16_input(x, kBlock, "NVFP4 blocks are 16 elements along a row");
+  detail::require_input(x, kBlock, "NVFP4 blocks are 16 elements along a row");
   out.ensure(x.rows, x.cols);
   const int64_t groups = x.rows * x.cols / kBlock, g = x.cols / kBlock;
   const float val_max = 6.0f / scale_override;
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::sr_1x16_kernel), detail::kThreads,
                                                0, (groups + detail::kThreads - 1) / detail::kThreads);
   detail::sr_1x16_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      reinterpret_cast<const uint4*>(x.data), groups, amax, val_max, seed, reinterpret_cast<uint2*>(out.packed.get()),
+      x.data, groups, amax, val_max, seed, reinterpret_cast<uint2*>(out.packed.get()),
       out.scales.get(), out.tensor_scale.get(), detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4);
   check_launch("sr_1x16_kernel");
 }
