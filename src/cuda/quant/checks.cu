@@ -20,6 +20,7 @@ constexpr int kAmaxThreads = 256;
 // T: BF16, or float32 read as its BF16 copy (load8).
 template <class T>
 __global__ void __launch_bounds__(kAmaxThreads) amax_kernel(const T* __restrict__ x, int64_t n8, FlagSet flags) {
+  dependent_launch_prologue();
   clear_spare(flags.spare);
   uint32_t acc = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kAmaxThreads;
@@ -64,8 +65,7 @@ void launch_amax(const View& x, Workspace& ws, cudaStream_t stream) {
   const auto kernel = amax_kernel<element_t<View>>;
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(kernel), kAmaxThreads, 0, (n8 + kAmaxThreads - 1) / kAmaxThreads);
-  kernel<<<blocks, kAmaxThreads, 0, stream>>>(x.data, n8, take_flags(ws));
-  check_launch("amax_kernel");
+  launch_dependent("amax_kernel", kernel, blocks, kAmaxThreads, stream, x.data, n8, take_flags(ws));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "common/error.h"
 #include "cuda/quant/fast_codec.h"
@@ -65,6 +66,34 @@ constexpr int kGroup = 16;
 
 // Blocks for a persistent grid: resident blocks per SM times SMs, at most `needed`.
 int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed);
+
+// Launches kernel<<<blocks, threads, 0, stream>>>(args...) as a programmatic dependent launch
+// (sm_90+): its blocks may be dispatched while the stream's previous kernel drains, sparing the
+// launch latency between the two. The kernel must begin with dependent_launch_prologue().
+template <class... Params, class... Args>
+void launch_dependent(const char* name, void (*kernel)(Params...), int blocks, int threads, cudaStream_t stream,
+                      Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), std::string("launch of ") + name);
+}
+
+// First statement of every kernel started by launch_dependent: waits until the previous kernel
+// on the stream has finished and its writes are visible (nothing may be read or written
+// before), then lets this kernel's own dependent be dispatched.
+__device__ __forceinline__ void dependent_launch_prologue() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 // Shape/size validation with messages naming the tensor.
 void require(bool ok, const std::string& tensor, const std::string& problem);
 // What every NVFP4 quantizer requires of its input: not empty, rows a multiple of

@@ -32,6 +32,7 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __restrict__ x, int64_t groups,
                                                                  uint4 signs, uint2* __restrict__ packed,
                                                                  float* __restrict__ corrected, FlagSet flags) {
+  dependent_launch_prologue();
   const int lane = threadIdx.x & 31;
   const uint32_t sb = group_sign_bits(signs, lane & 7);
   // The group's signs at bits 15 - 2j (element 2j) and 31 - 2j (element 2j + 1): the BF16 sign
@@ -102,6 +103,7 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
                                                                      float* __restrict__ tensor_scale,
                                                                      const uint32_t* __restrict__ packed,
                                                                      uint4* __restrict__ expanded, AlphaLink link) {
+  dependent_launch_prologue();
   const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
   if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, tensor_scale, link);
   const Quotient by_t(t);  // c / t, exactly as IEEE division wherever by_t.exact_for(c)
@@ -159,11 +161,11 @@ void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint
   const auto kernel = expanded ? eden_scales_kernel<true> : eden_scales_kernel<false>;
   const int blocks = persistent_blocks(reinterpret_cast<const void*>(kernel), kScaleThreads, 0,
                                        (quads + kScaleThreads - 1) / kScaleThreads);
-  kernel<<<blocks, kScaleThreads, 0, stream>>>(
-      reinterpret_cast<const float4*>(corrected), quads, FastDiv(static_cast<uint32_t>(g / 4)), (g + 3) / 4, sr_seed,
-      flags, reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get(),
-      reinterpret_cast<const uint32_t*>(out.packed.get()), reinterpret_cast<uint4*>(expanded), link);
-  check_launch("eden_scales_kernel");
+  launch_dependent("eden_scales_kernel", kernel, blocks, kScaleThreads, stream,
+                   reinterpret_cast<const float4*>(corrected), quads, FastDiv(static_cast<uint32_t>(g / 4)),
+                   (g + 3) / 4, sr_seed, flags,
+                   reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get(),
+                   reinterpret_cast<const uint32_t*>(out.packed.get()), reinterpret_cast<uint4*>(expanded), link);
 }
 
 }  // namespace detail
@@ -178,10 +180,9 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel),
                                                detail::kThreads, 0, (groups + detail::kThreads - 1) / detail::kThreads);
   const detail::FlagSet flags = detail::take_flags(ws);
-  detail::ms_eden_rows_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
-      reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
-  check_launch("ms_eden_rows_kernel");
+  detail::launch_dependent("ms_eden_rows_kernel", detail::ms_eden_rows_kernel, blocks, detail::kThreads, stream,
+                           reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
+                           reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded, link);
 }
 

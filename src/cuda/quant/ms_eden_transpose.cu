@@ -23,6 +23,7 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
                                                                        int64_t C, uint4 signs,
                                                                        uint2* __restrict__ packed,
                                                                        float* __restrict__ corrected, FlagSet flags) {
+  dependent_launch_prologue();
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];
   const int lane = threadIdx.x & 31, g = lane & 7, cp = (threadIdx.x >> 5) * 4 + (lane >> 3);
   const uint32_t sb = group_sign_bits(signs, g);
@@ -76,10 +77,9 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_transposed_kernel),
                                                detail::kThreads, 0, tiles);
   const detail::FlagSet flags = detail::take_flags(ws);
-  detail::ms_eden_transposed_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      x.data, x.rows, x.cols, detail::sign_words(r),
-      reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
-  check_launch("ms_eden_transposed_kernel");
+  detail::launch_dependent("ms_eden_transposed_kernel", detail::ms_eden_transposed_kernel, blocks, detail::kThreads,
+                           stream, x.data, x.rows, x.cols, detail::sign_words(r),
+                           reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 

@@ -79,6 +79,7 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
                                                             const float* __restrict__ tensor_scale_in, int64_t R,
                                                             int64_t C, uint4 signs, uint2* __restrict__ packed,
                                                             float* __restrict__ corrected, FlagSet flags) {
+  dependent_launch_prologue();
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];  // codes, 128 bytes a row, swizzled
   __shared__ __align__(16) uint8_t sc[2][4 * 512];          // 4 blocked scale tiles
 
@@ -149,11 +150,9 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
   const int blocks =
       detail::persistent_blocks(reinterpret_cast<const void*>(detail::requant_kernel), detail::kThreads, 0, tiles);
   const detail::FlagSet flags = detail::take_flags(ws);
-  detail::requant_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.rows, a.cols,
-      detail::sign_words(r),
-      reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
-  check_launch("requant_kernel");
+  detail::launch_dependent("requant_kernel", detail::requant_kernel, blocks, detail::kThreads, stream, a.packed.get(),
+                           a.scales.get(), a.tensor_scale.get(), a.rows, a.cols, detail::sign_words(r),
+                           reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
   detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 

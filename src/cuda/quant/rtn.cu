@@ -106,6 +106,7 @@ template <int Mode, class T>
 __global__ void __launch_bounds__(kThreads) rtn_1x16_kernel(const T* __restrict__ x, int64_t groups,
                                                              const float* __restrict__ amax, float val_max,
                                                              float scale_max, Out o) {
+  dependent_launch_prologue();
   const ExpandTables tables = expand_tables();
   const float t = tensor_scale(*amax, scale_max, val_max);
   if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, o.tensor_scale, o.link);
@@ -136,6 +137,7 @@ __global__ void __launch_bounds__(kSquareThreads) rtn_16x16_kernel(const T* __re
                                                                     int64_t groups_per_row,
                                                                     const float* __restrict__ amax, float scale_max,
                                                                     Out o) {
+  dependent_launch_prologue();
   // Double-buffered tile maxima: one barrier per tile. The next tile's input is loaded
   // before the current one is reduced and quantized.
   __shared__ float s_max[2][kTileRows][kTileGroups];
@@ -206,8 +208,8 @@ void launch_1x16(const View& x, const float* amax, float val_max, float scale_ma
   const auto kernel = rtn_1x16_kernel<Mode, element_t<View>>;
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(kernel), kThreads, 0, (groups + kThreads - 1) / kThreads);
-  kernel<<<blocks, kThreads, 0, stream>>>(x.data, groups, amax, val_max, scale_max, make_out(out, expanded, link));
-  check_launch(Mode == 0 ? "rtn_1x16_kernel" : "four_over_six_1x16_kernel");
+  launch_dependent(Mode == 0 ? "rtn_1x16_kernel" : "four_over_six_1x16_kernel", kernel, blocks, kThreads, stream,
+                   x.data, groups, amax, val_max, scale_max, make_out(out, expanded, link));
 }
 
 template <class View>
@@ -220,8 +222,8 @@ void launch_16x16(const View& x, const float* amax, float scale_max, DeviceNVFP4
   const int64_t tiles = x.rows / 16 * ((g + kTileGroups - 1) / kTileGroups);
   const auto kernel = rtn_16x16_kernel<element_t<View>>;
   const int blocks = persistent_blocks(reinterpret_cast<const void*>(kernel), kSquareThreads, 0, tiles);
-  kernel<<<blocks, kSquareThreads, 0, stream>>>(x.data, x.rows, g, amax, scale_max, make_out(out, nullptr, link));
-  check_launch("rtn_16x16_kernel");
+  launch_dependent("rtn_16x16_kernel", kernel, blocks, kSquareThreads, stream, x.data, x.rows, g, amax, scale_max,
+                   make_out(out, nullptr, link));
 }
 
 }  // namespace

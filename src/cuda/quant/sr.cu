@@ -28,6 +28,7 @@ __global__ void __launch_bounds__(kThreads) sr_1x16_kernel(const __nv_bfloat16* 
                                                             uint64_t seed, uint2* __restrict__ packed,
                                                             uint8_t* __restrict__ scales, float* tensor_scale,
                                                             FastDiv groups_per_row, int64_t tiles_per_row) {
+  dependent_launch_prologue();
   const float amax_v = *amax;
   const float t = amax_v == 0.0f ? 1.0f : amax_v / (448.0f * val_max);  // quant::tensor_scale(amax, 448, val_max)
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = t;
@@ -61,10 +62,9 @@ void quantize_sr_async(const BF16View& x, const float* amax, float scale_overrid
   const float val_max = 6.0f / scale_override;
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::sr_1x16_kernel), detail::kThreads,
                                                0, (groups + detail::kThreads - 1) / detail::kThreads);
-  detail::sr_1x16_kernel<<<blocks, detail::kThreads, 0, stream>>>(
-      x.data, groups, amax, val_max, seed, reinterpret_cast<uint2*>(out.packed.get()),
-      out.scales.get(), out.tensor_scale.get(), detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4);
-  check_launch("sr_1x16_kernel");
+  detail::launch_dependent("sr_1x16_kernel", detail::sr_1x16_kernel, blocks, detail::kThreads, stream, x.data, groups,
+                           amax, val_max, seed, reinterpret_cast<uint2*>(out.packed.get()), out.scales.get(),
+                           out.tensor_scale.get(), detail::FastDiv(static_cast<uint32_t>(g)), (g + 3) / 4);
 }
 
 void quantize_sr(const BF16View& x, float scale_override, uint64_t seed, DeviceNVFP4& out, Workspace& ws,
