@@ -17,6 +17,11 @@
 #                                  bench layer' through a CUPTI tracer (scripts/trace): both
 #                                  streams' kernels of the median quartet2 step at shape SHAPE (0-3,
 #                                  default 0: 8192x2048x2048), with the CPU-to-GPU delay of each.
+#   scripts/device-test.sh compare DIR...   (on the GPU machine) 'bench layer' of the programs
+#                                  of several bundles (from 'build', e.g. of another commit,
+#                                  renamed gpu-bundle-*, or from 'bundle'), interleaved over two
+#                                  rounds: quartet2's ratio to bf16 per shape, one step alone
+#                                  and back to back. JSON in $OUT/compare-*.json.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
@@ -25,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-bundle="$root/gpu-bundle"
+bundle="${GPU_BUNDLE:-$root/gpu-bundle}"  # GPU_BUNDLE: build or run another bundle
 # GPU test programs (src/cuda): kernels, model ops, linear layers, whole-model backend.
 tests=(quartet2_gpu_tests quartet2_gpu_ops_tests quartet2_gpu_linear_tests quartet2_gpu_model_tests)
 
@@ -192,6 +197,40 @@ trace() {
   python3 scripts/trace/timeline.py "$out/trace.csv" "${1:-0}"
 }
 
+compare() {
+  local out="${OUT:-$root/gpu-bundle/out}" round dir
+  mkdir -p "$out"
+  for round in 1 2; do
+    for dir in "$@"; do
+      # shellcheck source=scripts/gpu-env.sh
+      (bundle=$(cd "$dir" && pwd) && source scripts/gpu-env.sh && "$bundle/quartet2" bench layer --json) \
+        >"$out/compare-$(basename "$dir")-$round.json" 2>"$out/compare-$(basename "$dir")-$round.txt" ||
+        echo "compare: $dir, round $round: exit $?"
+    done
+  done
+  python3 - "$out" "$@" <<'PY'
+import json, os, sys
+out, dirs = sys.argv[1], sys.argv[2:]
+rows = []
+for d in dirs:
+    for r in (1, 2):
+        try:
+            j = json.load(open(f"{out}/compare-{os.path.basename(d)}-{r}.json"))
+        except (OSError, ValueError):
+            continue
+        cells = []
+        for s in j["shapes"]:
+            q = next(x for x in s["schemes"] if x["scheme"] == "quartet2")
+            cells.append(f"{q['ratio_to_bf16']:.2f}x / {q.get('ratio_back_to_back', float('nan')):.2f}x")
+        rows.append((os.path.basename(d), r, cells, [f"{s['m']}x{s['k']}x{s['n']}" for s in j["shapes"]]))
+if rows:
+    print("quartet2 / bf16, one step alone / back to back")
+    print(f"{'bundle':24s} {'round':>5s} " + " ".join(f"{h:>17s}" for h in rows[0][3]))
+    for name, r, cells, _ in rows:
+        print(f"{name:24s} {r:5d} " + " ".join(f"{c:>17s}" for c in cells))
+PY
+}
+
 case "${1:-}" in
   build)
     shift
@@ -215,8 +254,12 @@ case "${1:-}" in
     shift
     trace "$@"
     ;;
+  compare)
+    shift
+    compare "$@"
+    ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
