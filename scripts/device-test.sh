@@ -18,10 +18,11 @@
 #                                  streams' kernels of the median quartet2 step at shape SHAPE (0-3,
 #                                  default 0: 8192x2048x2048), with the CPU-to-GPU delay of each.
 #   scripts/device-test.sh compare DIR...   (on the GPU machine) 'bench layer' of the programs
-#                                  of several bundles (from 'build', e.g. of another commit,
-#                                  renamed gpu-bundle-*, or from 'bundle'), interleaved over two
-#                                  rounds: quartet2's ratio to bf16 per shape, one step alone
-#                                  and back to back. JSON in $OUT/compare-*.json.
+#                                  of several bundles (each DIR holds quartet2 or a
+#                                  programs.tar.xz with it, e.g. built from another commit;
+#                                  libraries missing there come from gpu-bundle), interleaved
+#                                  over two rounds: quartet2's ratio to bf16 per shape, one
+#                                  step alone and back to back. JSON in $OUT/compare-*.json.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
@@ -198,12 +199,15 @@ trace() {
 }
 
 compare() {
+  unpack  # gpu-bundle's libraries serve bundles that hold only a program
   local out="${OUT:-$root/gpu-bundle/out}" round dir
   mkdir -p "$out"
+  for dir in "$@"; do
+    [[ -x "$dir/quartet2" ]] || tar -xJf "$dir/programs.tar.xz" -C "$dir"
+  done
   for round in 1 2; do
     for dir in "$@"; do
-      # shellcheck source=scripts/gpu-env.sh
-      (bundle=$(cd "$dir" && pwd) && source scripts/gpu-env.sh && "$bundle/quartet2" bench layer --json) \
+      LD_LIBRARY_PATH="$dir/lib:$LD_LIBRARY_PATH" "$dir/quartet2" bench layer --json \
         >"$out/compare-$(basename "$dir")-$round.json" 2>"$out/compare-$(basename "$dir")-$round.txt" ||
         echo "compare: $dir, round $round: exit $?"
     done
