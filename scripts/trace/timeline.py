@@ -65,12 +65,40 @@ for i, name in enumerate(SCHEMES):
                   f"min {min(spans):8.1f}  max {max(spans):8.1f}")
 
 
+def busy(intervals):
+    """Total length of the union of (start, end) intervals."""
+    total, end = 0, None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
+def summarize(step):
+    """GEMM time, and how busy the GEMMs' stream and the other stream are within the step."""
+    iv = lambda rows: [(int(r[3]), int(r[4])) for r in rows]
+    gemms = [r for r in step if r[0] == "K" and is_gemm(r[1])]
+    main = gemms[0][2]
+    on_main = [r for r in step if r[2] == main]
+    others = [r for r in step if r[2] != main]
+    total = int(step[-1][4]) - int(step[0][3])
+    print(f"GEMMs {busy(iv(gemms)) / 1e3:.1f} us of {total / 1e3:.1f}; their stream busy "
+          f"{busy(iv(on_main)) / 1e3:.1f} us (idle {(total - busy(iv(on_main))) / 1e3:.1f}); other streams busy "
+          f"{busy(iv(others)) / 1e3:.1f} us, {busy(iv(others)) / 1e3 - (busy(iv(others + gemms)) - busy(iv(gemms))) / 1e3:.1f} of it "
+          f"under a GEMM")
+
+
 def show(kind, group):
     if not group:
         return
     step = sorted(group, key=span)[len(group) // 2]
     t0 = int(step[0][3])
     print(f"\nmedian quartet2 step, {kind} ({span(step):.1f} us); times in us from its first GPU activity")
+    summarize(step)
     print(f"{'stream':>6s} {'start':>7s} {'end':>7s} {'dur':>6s} {'cpu->gpu':>8s}  kernel")
     for r in step:
         s, e = (int(r[3]) - t0) / 1e3, (int(r[4]) - t0) / 1e3
