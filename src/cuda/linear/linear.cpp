@@ -356,7 +356,14 @@ class Layer final : public CudaLinear {
   Operand transposed_operand(BwdQuant q, int hadamard, const DeviceNVFP4* fp4, const BF16View& v, uint64_t rot_seed,
                              uint64_t seed, LinearOperand which, Slot slot, cudaStream_t stream, bool expand,
                              const AlphaLink& link) {
-    if (q == BwdQuant::kBf16) return Operand{v.data, false, nullptr, slot, stream};
+    if (q == BwdQuant::kBf16) {
+      if (!fp4) return Operand{v.data, false, nullptr, slot, stream};
+      // Only the NVFP4 tensor was saved (a forward-only scheme): its values rounded to BF16,
+      // as the CPU layer rounds them.
+      __nv_bfloat16* values = Scratch::get().bf16(slot, fp4->rows * fp4->cols);
+      dequantize_async(*fp4, values, stream);
+      return Operand{values, false, nullptr, slot, stream};
+    }
     if (q == BwdQuant::kForward) {
       return fp4 ? nvfp4_operand(*fp4, slot, which, stream, nullptr, false)
                  : Operand{v.data, false, nullptr, slot, stream};

@@ -218,6 +218,17 @@ TEST(GpuLinear, Bf16MatchesCpu) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(op->quantized(static_cast<LinearOperand>(i)), nullptr);
 }
 
+// Forward-only schemes keep only X_q and W_q; their BF16 backward reads those values.
+TEST(GpuLinear, ForwardOnlySchemesMatchCpu) {
+  REQUIRE_GPU();
+  const Inputs in;
+  for (const char* name : {"quartet2_fwd", "nvidia_fwd"}) {
+    const linear::Scheme s = linear::scheme_by_name(name);
+    auto op = make_cuda_linear(s, "layer");
+    expect_close(run_gpu(*op, in, 3), run_cpu(s, in, 3), name);
+  }
+}
+
 // The CPU reference of one backward operand, as linear::Linear::quantize_backward forms it.
 NVFP4Tensor cpu_backward_operand(linear::BwdQuant q, const Matrix& m, int hadamard, uint64_t rot_seed, uint64_t seed,
                                  float sr_override) {

@@ -65,7 +65,8 @@ void launch_amax(const View& x, Workspace& ws, cudaStream_t stream) {
   const auto kernel = amax_kernel<element_t<View>>;
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(kernel), kAmaxThreads, 0, (n8 + kAmaxThreads - 1) / kAmaxThreads);
-  launch_dependent("amax_kernel", kernel, blocks, kAmaxThreads, stream, x.data, n8, take_flags(ws));
+  launch_dependent("amax_kernel", kernel, blocks, kAmaxThreads, stream, x.data, n8, next_flags(ws));
+  ws.next_turn();
 }
 
 }  // namespace

@@ -30,17 +30,14 @@ struct Flags {
 };
 inline Flags* flags_of(Workspace& ws) { return static_cast<Flags*>(ws.flags()); }
 
-// The status words of one quantization, taken right before its first kernel's launch (nothing
-// may throw in between, or the next quantization would find `spare` not cleared): `use` is
-// zeroed; the first kernel zeroes `spare` with clear_spare().
+// The status words of the next quantization on ws: `use` is zeroed; `spare` holds the previous
+// quantization's, which the first kernel zeroes (clear_spare) for the one after. Once that
+// kernel is launched, ws.next_turn() makes `use` current; a failed launch changes nothing.
 struct FlagSet {
   Flags* use;
   Flags* spare;
 };
-inline FlagSet take_flags(Workspace& ws) {
-  ws.next_turn();
-  return {flags_of(ws), static_cast<Flags*>(ws.spare_flags())};
-}
+inline FlagSet next_flags(Workspace& ws) { return {static_cast<Flags*>(ws.spare_flags()), flags_of(ws)}; }
 __device__ __forceinline__ void clear_spare(Flags* spare) {
   if (blockIdx.x == 0 && threadIdx.x == 0) *spare = Flags{};
 }
@@ -82,7 +79,9 @@ void launch_dependent(const char* name, void (*kernel)(Params...), int blocks, i
   cfg.stream = stream;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
-  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), std::string("launch of ") + name);
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (e != cudaSuccess) cudaGetLastError();  // a later check_launch must not report this one
+  check(e, std::string("launch of ") + name);
 }
 
 // First statement of every kernel started by launch_dependent: waits until the previous kernel

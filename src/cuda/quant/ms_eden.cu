@@ -11,7 +11,7 @@
 // c = m * S. Codes leave as one 8-byte store, c as one float into the scratch [rows, cols/16]
 // (a warp writes 256 + 128 contiguous bytes). The maximum of c (the CPU's std::max, NaN never
 // wins) is reduced per block and merged with atomicMax on the float bits (non-negative
-// floats; the word starts zeroed: Workspace::next_turn). Input NaN/Inf: per-half maximum of
+// floats; the word starts zeroed, see Workspace). Input NaN/Inf: per-half maximum of
 // the BF16 exponent fields, reported through the workspace flag. No separate amax pass.
 //
 // Pass 2 design: one thread owns 4 consecutive scales of a row: one 16-byte scratch load, one
@@ -179,10 +179,11 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   float* corrected = ws.scratch(groups);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel),
                                                detail::kThreads, 0, (groups + detail::kThreads - 1) / detail::kThreads);
-  const detail::FlagSet flags = detail::take_flags(ws);
+  const detail::FlagSet flags = detail::next_flags(ws);
   detail::launch_dependent("ms_eden_rows_kernel", detail::ms_eden_rows_kernel, blocks, detail::kThreads, stream,
                            reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
                            reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
+  ws.next_turn();
   detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded, link);
 }
 

@@ -76,10 +76,11 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
   const int64_t tiles = x.rows / detail::kTileR * ((x.cols + detail::kTileC - 1) / detail::kTileC);
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_transposed_kernel),
                                                detail::kThreads, 0, tiles);
-  const detail::FlagSet flags = detail::take_flags(ws);
+  const detail::FlagSet flags = detail::next_flags(ws);
   detail::launch_dependent("ms_eden_transposed_kernel", detail::ms_eden_transposed_kernel, blocks, detail::kThreads,
                            stream, x.data, x.rows, x.cols, detail::sign_words(r),
                            reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
+  ws.next_turn();
   detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 

@@ -117,15 +117,17 @@ DeviceNVFP4 to_device(const NVFP4Tensor& t);
 class Workspace {
  public:
   Workspace();
-  // Device float: max |x| of the last amax_async (valid once the stream reaches it).
+  // Device float: max |x| of the last quantization's amax_async (valid once the stream reaches
+  // it, until the next amax_async or MS-EDEN on this workspace: ask again after each).
   const float* amax() const;
-  // Synchronizes the stream; throws q2::Error naming `name` if a kernel since the last reset
-  // saw NaN or Inf.
+  // Synchronizes the stream; throws q2::Error naming `name` if the last quantization (amax or
+  // MS-EDEN) saw NaN or Inf.
   void throw_if_nonfinite(const std::string& name, cudaStream_t stream);
 
   // Internals for the launchers. Two sets of status words take turns, so that no
-  // quantization needs a memset launch: each starts with next_turn(), uses flags() (zeroed),
-  // and its first kernel zeroes spare_flags(), the set of the next quantization.
+  // quantization needs a memset launch: flags() holds the last quantization's words; the next
+  // one uses spare_flags() (zeroed), its first kernel zeroes flags() for the one after, and
+  // once that kernel is launched next_turn() makes its set current.
   void next_turn() { turn_ ^= 1; }
   void* flags() { return flags_.get() + 4 * turn_; }
   void* spare_flags() { return flags_.get() + 4 * (turn_ ^ 1); }

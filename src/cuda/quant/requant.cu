@@ -149,10 +149,11 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
   const int64_t tiles = a.rows / detail::kTileR * ((a.cols + detail::kTileC - 1) / detail::kTileC);
   const int blocks =
       detail::persistent_blocks(reinterpret_cast<const void*>(detail::requant_kernel), detail::kThreads, 0, tiles);
-  const detail::FlagSet flags = detail::take_flags(ws);
+  const detail::FlagSet flags = detail::next_flags(ws);
   detail::launch_dependent("requant_kernel", detail::requant_kernel, blocks, detail::kThreads, stream, a.packed.get(),
                            a.scales.get(), a.tensor_scale.get(), a.rows, a.cols, detail::sign_words(r),
                            reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
+  ws.next_turn();
   detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 

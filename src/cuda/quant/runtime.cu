@@ -63,13 +63,15 @@ DeviceNVFP4 to_device(const NVFP4Tensor& h) {
 
 Workspace::Workspace() : flags_(8) {
   check(cudaMemset(flags_.get(), 0, flags_.bytes()), "cudaMemset of the workspace flags");
+  // Zeroed before any stream uses them: no quantization clears its own words.
+  check(cudaStreamSynchronize(0), "cudaStreamSynchronize (zeroed workspace flags)");
 }
 
 const float* Workspace::amax() const { return reinterpret_cast<const float*>(flags_.get() + 4 * turn_); }
 
 void Workspace::throw_if_nonfinite(const std::string& name, cudaStream_t stream) {
   detail::Flags f{};
-  check(cudaMemcpyAsync(&f, flags_.get(), sizeof f, cudaMemcpyDeviceToHost, stream), "reading the workspace flags");
+  check(cudaMemcpyAsync(&f, flags(), sizeof f, cudaMemcpyDeviceToHost, stream), "reading the workspace flags");
   check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   if (f.nonfinite) throw Error("tensor '" + name + "' contains NaN or Inf (detected on the GPU)");
 }
