@@ -26,7 +26,7 @@ struct Flags {
   uint32_t amax_bits;  // max |x| as float bits; atomicMax on the bits orders non-negative floats
   uint32_t cmax_bits;  // MS-EDEN: max corrected scale, float bits
   uint32_t nonfinite;  // 1 once a kernel saw NaN or Inf in its input
-  uint32_t unused;
+  uint32_t arrived;    // blocks past grid_barrier (the fused MS-EDEN)
 };
 inline Flags* flags_of(Workspace& ws) { return static_cast<Flags*>(ws.flags()); }
 
@@ -64,24 +64,44 @@ constexpr int kGroup = 16;
 // Blocks for a persistent grid: resident blocks per SM times SMs, at most `needed`.
 int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed);
 
-// Launches kernel<<<blocks, threads, 0, stream>>>(args...) as a programmatic dependent launch
-// (sm_90+): its blocks may be dispatched while the stream's previous kernel drains, sparing the
-// launch latency between the two. The kernel must begin with dependent_launch_prologue().
+// kernel<<<blocks, threads, smem, stream>>>(args...) with one launch attribute set to 1.
 template <class... Params, class... Args>
-void launch_dependent(const char* name, void (*kernel)(Params...), int blocks, int threads, cudaStream_t stream,
-                      Args&&... args) {
+void launch_with(cudaLaunchAttributeID id, const char* name, void (*kernel)(Params...), int blocks, int threads,
+                 size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+  attr.id = id;
+  if (id == cudaLaunchAttributeCooperative)
+    attr.val.cooperative = 1;
+  else
+    attr.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(blocks));
   cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (e != cudaSuccess) cudaGetLastError();  // a later check_launch must not report this one
   check(e, std::string("launch of ") + name);
+}
+
+// Launches kernel<<<blocks, threads, 0, stream>>>(args...) as a programmatic dependent launch
+// (sm_90+): its blocks may be dispatched while the stream's previous kernel drains, sparing the
+// launch latency between the two. The kernel must begin with dependent_launch_prologue().
+template <class... Params, class... Args>
+void launch_dependent(const char* name, void (*kernel)(Params...), int blocks, int threads, cudaStream_t stream,
+                      Args&&... args) {
+  launch_with(cudaLaunchAttributeProgrammaticStreamSerialization, name, kernel, blocks, threads, 0, stream,
+              std::forward<Args>(args)...);
+}
+
+// A cooperative launch: every block is resident at once (blocks at most what the device holds
+// with `smem` bytes of shared memory each), so the kernel may wait for all of them.
+template <class... Params, class... Args>
+void launch_cooperative(const char* name, void (*kernel)(Params...), int blocks, int threads, size_t smem,
+                        cudaStream_t stream, Args&&... args) {
+  launch_with(cudaLaunchAttributeCooperative, name, kernel, blocks, threads, smem, stream, std::forward<Args>(args)...);
 }
 
 // First statement of every kernel started by launch_dependent: waits until the previous kernel
@@ -359,6 +379,23 @@ __device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed)
   packed = m >= 0x1p-120f ? eden_codes<true>(y, f, vv, vq) : eden_codes<false>(y, f, vv, vq);
   const float S = vq == 0.0f ? 1.0f : vv / vq;
   return m * S;
+}
+
+// The unscaled BF16 expansion (as dequantize_unscaled_async: tensor scale 1) of the warp's 32
+// consecutive groups from `first` on, in 16-byte stores that cover 512 contiguous bytes each:
+// in round j lane l expands half l % 2 of the group of lane 16j + l / 2. Every lane of the warp
+// must call it.
+__device__ __forceinline__ void store_expansion(uint4* expanded, int64_t first, int64_t groups, uint2 p, uint32_t s,
+                                                const ExpandTables& tables) {
+  const int lane = threadIdx.x & 31;
+  const uint32_t s2 = expand_scale(s, scale_byte_sel(0));
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int src = 16 * j + lane / 2;
+    const uint32_t lo = __shfl_sync(0xFFFFFFFFu, p.x, src), hi = __shfl_sync(0xFFFFFFFFu, p.y, src);
+    const uint32_t sj = __shfl_sync(0xFFFFFFFFu, s2, src);
+    if (first + src < groups) expanded[2 * first + 32 * j + lane] = expand8_unscaled(lane & 1 ? hi : lo, sj, tables);
+  }
 }
 
 // Sign masks for the 16 elements 16g .. 16g+15 of a 128-chunk: bit i of the result is sign

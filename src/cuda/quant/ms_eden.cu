@@ -21,6 +21,13 @@
 // contiguous in the blocked layout).
 // Optionally it also writes the unscaled BF16 expansion for the emulated GEMM, which needs the
 // final scales and so cannot come earlier.
+//
+// Fused (rows only, when a block's tiles fit in 48 KB of shared memory): one cooperative launch
+// of the pass-1 kernel keeps each block's codes and corrected scales in shared memory, waits at
+// a grid-wide barrier once every block has published its maximum, then computes the scales
+// (one thread a quad, as pass 2, 4 tiles at a time) and writes the expansion with the
+// 1x16 quantizers' coalesced store_expansion. It saves pass 2's launch, the 4 bytes a group of
+// scratch written, and the 12 bytes a group (scratch and codes) pass 2 reads back.
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -29,10 +36,76 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// What pass 2 writes: the scales of out (blocked layout), its tensor scale (taking part in the
+// product's alpha with `link`) and optionally the unscaled BF16 expansion.
+struct ScalePass {
+  uint64_t seed;
+  FastDiv quads_per_row;
+  int64_t tiles_per_row;
+  uint32_t* scales;
+  float* tensor_scale;
+  uint4* expanded;
+  AlphaLink link;
+};
+
+ScalePass scale_pass(int64_t cols, uint64_t seed, DeviceNVFP4& out, __nv_bfloat16* expanded, AlphaLink link) {
+  require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
+  const int64_t g = cols / kBlock;
+  return ScalePass{seed, FastDiv(static_cast<uint32_t>(g / 4)), (g + 3) / 4,
+                   reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get(),
+                   reinterpret_cast<uint4*>(expanded), link};
+}
+
+// The 4 scales of quad q (groups 4q .. 4q+3, one row) from their corrected values c: c / t
+// rounded stochastically to E4M3 with the Philox words of index q (e4m3_sr_fast: the
+// reference encode_sr bit for bit, c / t >= 0), stored at their blocked offset (4 contiguous
+// bytes) and returned as one word.
+__device__ __forceinline__ uint32_t eden_quad_scales(float4 c, int64_t q, float t, const Quotient& by_t,
+                                                     const ScalePass& sp) {
+  const uint32_t row = sp.quads_per_row.div(static_cast<uint32_t>(q));
+  const uint32_t kq = static_cast<uint32_t>(q) - row * sp.quads_per_row.d;
+  const philox::Block r = philox::words4(sp.seed, philox::kScaleSR, static_cast<uint64_t>(q));
+  const float cs[4] = {c.x, c.y, c.z, c.w};
+  uint32_t word = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float a = by_t.fast && by_t.exact_for(cs[j]) ? by_t.near(cs[j]) : cs[j] / t;
+    const uint32_t s8 = t == 0.0f ? 0u : e4m3_sr_fast(a, r.v[j]);
+    word |= s8 << (8 * j);
+  }
+  sp.scales[blocked_offset(row, 4 * kq, sp.tiles_per_row) >> 2] = word;
+  return word;
+}
+
+// Grid-wide barrier on the quantization's zeroed `arrived` word; every block must be resident
+// (a cooperative launch).
+__device__ __forceinline__ void grid_barrier(uint32_t* arrived) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(arrived, 1u);
+    while (*static_cast<volatile uint32_t*>(arrived) < gridDim.x) __nanosleep(64);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// Fused: one cooperative launch whose blocks keep the codes and corrected scales of their
+// tiles in shared memory (tile k of a block at k * kThreads) instead of the scratch; a grid
+// barrier after the maximum is published replaces pass 2's launch, and pass 2 runs on them
+// (below). Otherwise pass 1 writes the scratch for eden_scales_kernel.
+template <bool Fused>
 __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __restrict__ x, int64_t groups,
                                                                  uint4 signs, uint2* __restrict__ packed,
-                                                                 float* __restrict__ corrected, FlagSet flags) {
+                                                                 float* __restrict__ corrected, FlagSet flags,
+                                                                 ScalePass sp) {
   dependent_launch_prologue();
+  extern __shared__ uint8_t fused_smem[];
+  const int per_block = Fused ? static_cast<int>((groups + kThreads - 1) / kThreads - blockIdx.x + gridDim.x - 1) /
+                                    static_cast<int>(gridDim.x)
+                              : 0;
+  uint2* s_codes = reinterpret_cast<uint2*>(fused_smem);
+  float* s_c = reinterpret_cast<float*>(s_codes + per_block * kThreads);
   const int lane = threadIdx.x & 31;
   const uint32_t sb = group_sign_bits(signs, lane & 7);
   // The group's signs at bits 15 - 2j (element 2j) and 31 - 2j (element 2j + 1): the BF16 sign
@@ -76,15 +149,50 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
     rht128_spread8(y, lane);
     uint2 p;
     const float c = eden_group(y, p);
+    if (Fused) {
+      const int k = static_cast<int>((tile - blockIdx.x) / gridDim.x);
+      s_codes[k * kThreads + threadIdx.x] = p;
+      s_c[k * kThreads + threadIdx.x] = c;
+    }
     if (gid < groups) {
       packed[gid] = p;
-      corrected[gid] = c;
+      if (!Fused) corrected[gid] = c;
       cmax = ref_max(cmax, c);
     }
     a0 = b0;
     a1 = b1;
   }
   publish_cmax(cmax, exp_max2_nonfinite(emax), flags);
+  if (!Fused) return;
+
+  // Pass 2 on this block's tiles, 4 at a time: thread i computes quad i % 64 of tile i / 64 (a
+  // tile's 64 quads are 4-aligned and never straddle a row: cols % 128 == 0), then every warp
+  // expands its 32 groups of each of the 4 tiles.
+  constexpr int kQuads = kThreads / 4;
+  grid_barrier(&flags.use->arrived);
+  const float t = __uint_as_float(*reinterpret_cast<volatile uint32_t*>(&flags.use->cmax_bits)) / 256.0f;
+  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, sp.tensor_scale, sp.link);
+  const Quotient by_t(t);
+  const ExpandTables tables = expand_tables();
+  __shared__ uint32_t s_words[4 * kQuads];
+  const int64_t quads = groups / 4;
+  for (int k0 = 0; k0 < per_block; k0 += 4) {
+    const int k = k0 + static_cast<int>(threadIdx.x) / kQuads;
+    const int64_t q = (blockIdx.x + static_cast<int64_t>(k) * gridDim.x) * kQuads + threadIdx.x % kQuads;
+    const float* c = s_c + k * kThreads + 4 * (threadIdx.x % kQuads);
+    s_words[threadIdx.x] =
+        k < per_block && q < quads ? eden_quad_scales(make_float4(c[0], c[1], c[2], c[3]), q, t, by_t, sp) : 0u;
+    __syncthreads();
+    if (sp.expanded) {
+      for (int kk = k0; kk < per_block && kk < k0 + 4; ++kk) {
+        const int64_t tile = blockIdx.x + static_cast<int64_t>(kk) * gridDim.x;
+        const uint32_t s = s_words[(kk - k0) * kQuads + threadIdx.x / 4] >> (8 * (threadIdx.x % 4)) & 0xFFu;
+        store_expansion(sp.expanded, tile * kThreads + (threadIdx.x & ~31), groups,
+                        s_codes[kk * kThreads + threadIdx.x], s, tables);
+      }
+    }
+    __syncthreads();  // s_words is rewritten for the next 4 tiles
+  }
 }
 
 constexpr int kScaleThreads = 256;
@@ -96,16 +204,12 @@ constexpr int kScaleThreads = 256;
 // and whose scale byte it takes from the word of lane 4j + l/8 (a shuffle).
 template <bool Expand>
 __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4* __restrict__ corrected,
-                                                                     int64_t quads, FastDiv quads_per_row,
-                                                                     int64_t tiles_per_row, uint64_t seed,
-                                                                     const Flags* __restrict__ flags,
-                                                                     uint32_t* __restrict__ scales,
-                                                                     float* __restrict__ tensor_scale,
+                                                                     int64_t quads, const Flags* __restrict__ flags,
                                                                      const uint32_t* __restrict__ packed,
-                                                                     uint4* __restrict__ expanded, AlphaLink link) {
+                                                                     ScalePass sp) {
   dependent_launch_prologue();
   const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
-  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, tensor_scale, link);
+  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, sp.tensor_scale, sp.link);
   const Quotient by_t(t);  // c / t, exactly as IEEE division wherever by_t.exact_for(c)
   const int lane = threadIdx.x & 31;
   // The expansion's tables, and the prmt selector of this lane's scale byte (round j below).
@@ -125,47 +229,50 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
         codes[j] = h < 8 * quads ? __ldg(packed + h) : 0u;
       }
     }
-    uint32_t word = 0;
-    if (q < quads) {
-      const float4 c = __ldg(corrected + q);
-      const uint32_t row = quads_per_row.div(static_cast<uint32_t>(q));
-      const uint32_t kq = static_cast<uint32_t>(q) - row * quads_per_row.d;
-      const philox::Block r = philox::words4(seed, philox::kScaleSR, static_cast<uint64_t>(q));
-      const float cs[4] = {c.x, c.y, c.z, c.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float a = by_t.fast && by_t.exact_for(cs[j]) ? by_t.near(cs[j]) : cs[j] / t;
-        const uint32_t s8 = t == 0.0f ? 0u : e4m3_sr_fast(a, r.v[j]);
-        word |= s8 << (8 * j);
-      }
-      scales[blocked_offset(row, 4 * kq, tiles_per_row) >> 2] = word;
-    }
+    const uint32_t word = q < quads ? eden_quad_scales(__ldg(corrected + q), q, t, by_t, sp) : 0u;
     if (Expand) {
       asm("" : "+r"(scale_sel));  // opaque: otherwise ptxas rebuilds it in every round
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * j + lane / 8);
         const int64_t h = tile * 256 + 32 * j + lane;
-        if (h < 8 * quads) expanded[h] = expand8_unscaled(codes[j], expand_scale(w, scale_sel), tables);
+        if (h < 8 * quads) sp.expanded[h] = expand8_unscaled(codes[j], expand_scale(w, scale_sel), tables);
       }
     }
   }
+}
+
+// A fused launch of the rows kernel over `tiles` tiles: its blocks (all resident) and the shared
+// memory for a block's tiles; none (0 blocks) where that would exceed 48 KB.
+struct FusedPlan {
+  int blocks = 0;
+  size_t smem = 0;
+};
+
+FusedPlan fused_plan(int64_t tiles) {
+  constexpr size_t kTileBytes = kThreads * (sizeof(uint2) + sizeof(float)), kMaxSmem = 48 * 1024;
+  const void* kernel = reinterpret_cast<const void*>(ms_eden_rows_kernel<true>);
+  for (int64_t per_block = 1; per_block * kTileBytes <= kMaxSmem;) {
+    const size_t smem = static_cast<size_t>(per_block) * kTileBytes;
+    const int64_t resident = persistent_blocks(kernel, kThreads, smem, tiles);
+    if (resident * per_block >= tiles) return {static_cast<int>((tiles + per_block - 1) / per_block), smem};
+    per_block = (tiles + resident - 1) / resident;  // more shared memory per block: fewer resident
+  }
+  return {};
 }
 
 }  // namespace
 
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
                         DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
-  require(reinterpret_cast<uintptr_t>(expanded) % 16 == 0, "BF16 expansion", "device pointer is not 16-byte aligned");
-  const int64_t g = cols / kBlock, quads = rows * g / 4;
+  const int64_t quads = rows * (cols / kBlock) / 4;
   const auto kernel = expanded ? eden_scales_kernel<true> : eden_scales_kernel<false>;
   const int blocks = persistent_blocks(reinterpret_cast<const void*>(kernel), kScaleThreads, 0,
                                        (quads + kScaleThreads - 1) / kScaleThreads);
   launch_dependent("eden_scales_kernel", kernel, blocks, kScaleThreads, stream,
-                   reinterpret_cast<const float4*>(corrected), quads, FastDiv(static_cast<uint32_t>(g / 4)),
-                   (g + 3) / 4, sr_seed, flags,
-                   reinterpret_cast<uint32_t*>(out.scales.get()), out.tensor_scale.get(),
-                   reinterpret_cast<const uint32_t*>(out.packed.get()), reinterpret_cast<uint4*>(expanded), link);
+                   reinterpret_cast<const float4*>(corrected), quads, flags,
+                   reinterpret_cast<const uint32_t*>(out.packed.get()),
+                   scale_pass(cols, sr_seed, out, expanded, link));
 }
 
 }  // namespace detail
@@ -176,13 +283,25 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   const int64_t groups =
       detail::require_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
   out.ensure(x.rows, x.cols);
+  const int64_t tiles = (groups + detail::kThreads - 1) / detail::kThreads;
+  const detail::ScalePass sp = detail::scale_pass(x.cols, sr_seed, out, expanded, link);
+  const auto* in = reinterpret_cast<const uint4*>(x.data);
+  auto* codes = reinterpret_cast<uint2*>(out.packed.get());
+  const detail::FusedPlan plan = detail::fused_plan(tiles);
+  if (plan.blocks) {
+    const detail::FlagSet flags = detail::next_flags(ws);
+    detail::launch_cooperative("ms_eden_rows_kernel (fused)", detail::ms_eden_rows_kernel<true>, plan.blocks,
+                               detail::kThreads, plan.smem, stream, in, groups, detail::sign_words(r), codes,
+                               nullptr, flags, sp);
+    ws.next_turn();
+    return;
+  }
   float* corrected = ws.scratch(groups);
-  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel),
-                                               detail::kThreads, 0, (groups + detail::kThreads - 1) / detail::kThreads);
+  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel<false>),
+                                               detail::kThreads, 0, tiles);
   const detail::FlagSet flags = detail::next_flags(ws);
-  detail::launch_dependent("ms_eden_rows_kernel", detail::ms_eden_rows_kernel, blocks, detail::kThreads, stream,
-                           reinterpret_cast<const uint4*>(x.data), groups, detail::sign_words(r),
-                           reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
+  detail::launch_dependent("ms_eden_rows_kernel", detail::ms_eden_rows_kernel<false>, blocks, detail::kThreads, stream,
+                           in, groups, detail::sign_words(r), codes, corrected, flags, sp);
   ws.next_turn();
   detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded, link);
 }

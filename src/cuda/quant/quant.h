@@ -218,7 +218,10 @@ void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha
 // With `expanded` (rows * cols BF16 of the output, 16-byte aligned) pass 2 also writes what
 // dequantize_unscaled_async(out, expanded) would; with `link`, pass 2 takes part in alpha.
 
-// 6. MS-EDEN of x ([rows, cols], cols % 128 == 0), rotated along rows.
+// 6. MS-EDEN of x ([rows, cols], cols % 128 == 0), rotated along rows. Where a block's share
+// fits in 48 KB of shared memory (up to about 2M 16-groups on an H100), both passes run in
+// one cooperative kernel with a grid-wide barrier between them, and the codes and corrected
+// scales never leave the chip.
 void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
                             Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr,
                             AlphaLink link = {});

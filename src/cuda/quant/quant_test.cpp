@@ -357,6 +357,22 @@ TEST(GpuMsEden, MatchesCpuBitForBit) {
       }
 }
 
+// Beyond what the fused kernel holds in shared memory (48 KB a block, about 2M 16-groups on an
+// H100), MS-EDEN along rows runs as two kernels.
+TEST(GpuMsEden, LargeTensorMatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  const quant::Rht r(128, 77);
+  const Bf16Tensor x = upload(random(8192, 12288, 88), "dY");
+  const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(x.host, "dY"), r, 5);
+  DeviceBuffer<__nv_bfloat16> expanded(x.host.size());
+  quantize_ms_eden_async(x.view(), r, 5, out, ws, 0, expanded.get());
+  ws.throw_if_nonfinite(x.name, 0);
+  expect_same(to_host(out), ref, "ms-eden 8192 x 12288");
+  expect_expansion(ref, expanded, "ms-eden 8192 x 12288");
+}
+
 TEST(GpuMsEden, OutliersUpToTheBf16Maximum) {
   REQUIRE_GPU();
   Workspace ws;
@@ -441,7 +457,8 @@ TEST(GpuMsEdenFamily, ExpansionEqualsUnscaledDequantization) {
     expect_same(to_host(out), ref, what);
     expect_expansion(ref, expanded, what);
   };
-  for (const Shape s : std::vector<Shape>{{1, 128}, {7, 384}, {384, 256}, {640, 1024}})
+  // 2048 x 4096: several tiles per block of the fused kernel.
+  for (const Shape s : std::vector<Shape>{{1, 128}, {7, 384}, {384, 256}, {640, 1024}, {2048, 4096}})
     for (auto& [kind, m] : inputs(s.rows, s.cols, 121, 1e35)) {
       const Bf16Tensor x = upload(m, "x");
       check_variant(

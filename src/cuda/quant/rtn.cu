@@ -83,23 +83,6 @@ __device__ __forceinline__ void store_group(const Out& o, int64_t gid, uint2 p, 
   o.scales[blocked_offset(row, k, o.tiles_per_row)] = static_cast<uint8_t>(s);
 }
 
-// The unscaled BF16 expansion (as dequantize_unscaled_async: tensor scale 1) of the warp's 32
-// consecutive groups from `first` on, in 16-byte stores that cover 512 contiguous bytes each:
-// in round j lane l expands half l % 2 of the group of lane 16j + l / 2. Every lane of the warp
-// must call it.
-__device__ __forceinline__ void store_expansion(uint4* expanded, int64_t first, int64_t groups, uint2 p, uint32_t s,
-                                                const ExpandTables& tables) {
-  const int lane = threadIdx.x & 31;
-  const uint32_t s2 = expand_scale(s, scale_byte_sel(0));
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const int src = 16 * j + lane / 2;
-    const uint32_t lo = __shfl_sync(0xFFFFFFFFu, p.x, src), hi = __shfl_sync(0xFFFFFFFFu, p.y, src);
-    const uint32_t sj = __shfl_sync(0xFFFFFFFFu, s2, src);
-    if (first + src < groups) expanded[2 * first + 32 * j + lane] = expand8_unscaled(lane & 1 ? hi : lo, sj, tables);
-  }
-}
-
 // Mode 0: RTN (val_max, scale_max); mode 1: Four-over-Six (t = amax / (256 * 6)). T: BF16 or
 // float32 input (load8).
 template <int Mode, class T>
