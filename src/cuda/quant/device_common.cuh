@@ -64,9 +64,10 @@ constexpr int kGroup = 16;
 // Blocks for a persistent grid: resident blocks per SM times SMs, at most `needed`.
 int persistent_blocks(const void* kernel, int threads, size_t smem, int64_t needed);
 
-// kernel<<<blocks, threads, smem, stream>>>(args...) with one launch attribute set to 1.
+// kernel<<<blocks, threads, smem, stream>>>(args...) with one launch attribute set to 1; false
+// (the error cleared) when a cooperative launch is too large for what the device holds now.
 template <class... Params, class... Args>
-void launch_with(cudaLaunchAttributeID id, const char* name, void (*kernel)(Params...), int blocks, int threads,
+bool launch_with(cudaLaunchAttributeID id, const char* name, void (*kernel)(Params...), int blocks, int threads,
                  size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attr{};
   attr.id = id;
@@ -83,7 +84,9 @@ void launch_with(cudaLaunchAttributeID id, const char* name, void (*kernel)(Para
   cfg.numAttrs = 1;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (e != cudaSuccess) cudaGetLastError();  // a later check_launch must not report this one
+  if (e == cudaErrorCooperativeLaunchTooLarge) return false;
   check(e, std::string("launch of ") + name);
+  return true;
 }
 
 // Launches kernel<<<blocks, threads, 0, stream>>>(args...) as a programmatic dependent launch
@@ -93,15 +96,17 @@ template <class... Params, class... Args>
 void launch_dependent(const char* name, void (*kernel)(Params...), int blocks, int threads, cudaStream_t stream,
                       Args&&... args) {
   launch_with(cudaLaunchAttributeProgrammaticStreamSerialization, name, kernel, blocks, threads, 0, stream,
-              std::forward<Args>(args)...);
+              std::forward<Args>(args)...);  // true: only cooperative launches report a refusal
 }
 
 // A cooperative launch: every block is resident at once (blocks at most what the device holds
-// with `smem` bytes of shared memory each), so the kernel may wait for all of them.
+// with `smem` bytes of shared memory each), so the kernel may wait for all of them. False when
+// the device cannot hold them now (nothing launched).
 template <class... Params, class... Args>
-void launch_cooperative(const char* name, void (*kernel)(Params...), int blocks, int threads, size_t smem,
-                        cudaStream_t stream, Args&&... args) {
-  launch_with(cudaLaunchAttributeCooperative, name, kernel, blocks, threads, smem, stream, std::forward<Args>(args)...);
+[[nodiscard]] bool launch_cooperative(const char* name, void (*kernel)(Params...), int blocks, int threads,
+                                      size_t smem, cudaStream_t stream, Args&&... args) {
+  return launch_with(cudaLaunchAttributeCooperative, name, kernel, blocks, threads, smem, stream,
+                     std::forward<Args>(args)...);
 }
 
 // First statement of every kernel started by launch_dependent: waits until the previous kernel

@@ -242,17 +242,24 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
   }
 }
 
-// A fused launch of the rows kernel over `tiles` tiles: its blocks (all resident) and the shared
-// memory for a block's tiles; none (0 blocks) where that would exceed 48 KB.
+// A fused launch of the rows kernel over `tiles` tiles: its blocks (all resident) and the
+// dynamic shared memory for a block's tiles; none (0 blocks) where that and the kernel's static
+// shared memory would exceed 48 KB, the limit without an opt-in.
 struct FusedPlan {
   int blocks = 0;
   size_t smem = 0;
 };
 
 FusedPlan fused_plan(int64_t tiles) {
-  constexpr size_t kTileBytes = kThreads * (sizeof(uint2) + sizeof(float)), kMaxSmem = 48 * 1024;
+  constexpr size_t kTileBytes = kThreads * (sizeof(uint2) + sizeof(float));
   const void* kernel = reinterpret_cast<const void*>(ms_eden_rows_kernel<true>);
-  for (int64_t per_block = 1; per_block * kTileBytes <= kMaxSmem;) {
+  static const size_t max_smem = [&] {
+    cudaFuncAttributes a{};
+    check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes (fused MS-EDEN)");
+    return 48 * 1024 - a.sharedSizeBytes;
+  }();
+  // Within that limit at least one block fits an SM, so persistent_blocks counts real residents.
+  for (int64_t per_block = 1; static_cast<size_t>(per_block) * kTileBytes <= max_smem;) {
     const size_t smem = static_cast<size_t>(per_block) * kTileBytes;
     const int64_t resident = persistent_blocks(kernel, kThreads, smem, tiles);
     if (resident * per_block >= tiles) return {static_cast<int>((tiles + per_block - 1) / per_block), smem};
@@ -288,11 +295,11 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   const auto* in = reinterpret_cast<const uint4*>(x.data);
   auto* codes = reinterpret_cast<uint2*>(out.packed.get());
   const detail::FusedPlan plan = detail::fused_plan(tiles);
-  if (plan.blocks) {
-    const detail::FlagSet flags = detail::next_flags(ws);
-    detail::launch_cooperative("ms_eden_rows_kernel (fused)", detail::ms_eden_rows_kernel<true>, plan.blocks,
-                               detail::kThreads, plan.smem, stream, in, groups, detail::sign_words(r), codes,
-                               nullptr, flags, sp);
+  // A device that holds fewer blocks than its occupancy says (e.g. under MPS) refuses the
+  // cooperative launch; the two kernels run instead.
+  if (plan.blocks && detail::launch_cooperative("ms_eden_rows_kernel (fused)", detail::ms_eden_rows_kernel<true>,
+                                                plan.blocks, detail::kThreads, plan.smem, stream, in, groups,
+                                                detail::sign_words(r), codes, nullptr, detail::next_flags(ws), sp)) {
     ws.next_turn();
     return;
   }

@@ -457,8 +457,9 @@ TEST(GpuMsEdenFamily, ExpansionEqualsUnscaledDequantization) {
     expect_same(to_host(out), ref, what);
     expect_expansion(ref, expanded, what);
   };
-  // 2048 x 4096: several tiles per block of the fused kernel.
-  for (const Shape s : std::vector<Shape>{{1, 128}, {7, 384}, {384, 256}, {640, 1024}, {2048, 4096}})
+  // 2048 x 4096: several tiles per block of the fused kernel; 9001 x 1152: blocks with unequal
+  // tile counts, a partial batch of 4 and a partial last tile (on an H100).
+  for (const Shape s : std::vector<Shape>{{1, 128}, {7, 384}, {384, 256}, {640, 1024}, {2048, 4096}, {9001, 1152}})
     for (auto& [kind, m] : inputs(s.rows, s.cols, 121, 1e35)) {
       const Bf16Tensor x = upload(m, "x");
       check_variant(
