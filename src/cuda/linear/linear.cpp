@@ -55,6 +55,7 @@ class BF16Buffer {
 // whose operands are expanded on the side stream while dgrad still reads its own.
 enum Slot { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kBf16Slots };
 enum AlphaSlot { kFwdAlpha, kDgradAlpha, kWgradAlpha };
+using AlphaLinks = std::pair<AlphaLink, AlphaLink>;  // a product's A and B
 
 // Scratch shared by every CUDA linear layer, and the side stream. A layer call runs the
 // quantizations that do not feed its next GEMM's other operand on the side stream, so they
@@ -81,7 +82,7 @@ class Scratch {
   float* amax(cudaStream_t stream) { return amax_.get() + (stream == side_ ? 1 : 0); }
   float* alpha(AlphaSlot s) { return &products_.get()[s].alpha; }
   // The quantizers of a product's A and B compute its alpha (AlphaLink), in a new generation.
-  std::pair<AlphaLink, AlphaLink> alpha_links(AlphaSlot s) {
+  AlphaLinks alpha_links(AlphaSlot s) {
     if (++generation_[s] == 0) ++generation_[s];  // 0 is the zeroed memory's
     ScaleProduct* p = products_.get() + s;
     return {AlphaLink{p, 0, generation_[s]}, AlphaLink{p, 1, generation_[s]}};
@@ -126,8 +127,6 @@ struct Operand {
   cudaStream_t stream = 0;
   bool linked = false;
 };
-
-using AlphaLinks = std::pair<AlphaLink, AlphaLink>;
 
 const __nv_bfloat16* bf16_data(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.data); }
 

@@ -77,6 +77,14 @@ __device__ __forceinline__ uint32_t eden_quad_scales(float4 c, int64_t q, float 
   return word;
 }
 
+// Pass 2's tensor scale t = max(c) / 256 (post-hoc range alignment) from the maximum's float
+// bits, written by block 0's thread 0 (taking part in the product's alpha).
+__device__ __forceinline__ float eden_tensor_scale(uint32_t cmax_bits, const ScalePass& sp) {
+  const float t = __uint_as_float(cmax_bits) / 256.0f;
+  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, sp.tensor_scale, sp.link);
+  return t;
+}
+
 // Grid-wide barrier on the quantization's zeroed `arrived` word; every block must be resident
 // (a cooperative launch).
 __device__ __forceinline__ void grid_barrier(uint32_t* arrived) {
@@ -170,8 +178,7 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
   // expands its 32 groups of each of the 4 tiles.
   constexpr int kQuads = kThreads / 4;
   grid_barrier(&flags.use->arrived);
-  const float t = __uint_as_float(*reinterpret_cast<volatile uint32_t*>(&flags.use->cmax_bits)) / 256.0f;
-  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, sp.tensor_scale, sp.link);
+  const float t = eden_tensor_scale(*reinterpret_cast<volatile uint32_t*>(&flags.use->cmax_bits), sp);
   const Quotient by_t(t);
   const ExpandTables tables = expand_tables();
   __shared__ uint32_t s_words[4 * kQuads];
@@ -208,8 +215,7 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
                                                                      const uint32_t* __restrict__ packed,
                                                                      ScalePass sp) {
   dependent_launch_prologue();
-  const float t = __uint_as_float(flags->cmax_bits) / 256.0f;
-  if (blockIdx.x == 0 && threadIdx.x == 0) publish_tensor_scale(t, sp.tensor_scale, sp.link);
+  const float t = eden_tensor_scale(flags->cmax_bits, sp);
   const Quotient by_t(t);  // c / t, exactly as IEEE division wherever by_t.exact_for(c)
   const int lane = threadIdx.x & 31;
   // The expansion's tables, and the prmt selector of this lane's scale byte (round j below).
