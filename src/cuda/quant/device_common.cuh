@@ -386,6 +386,11 @@ __device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed)
   return m * S;
 }
 
+// 8 elements of a BF16 expansion, stored evict-first: the GEMM reads an expansion once, and its
+// 2 bytes an element would otherwise push out of L2 the inputs that the next quantizer reads
+// again (X after its amax, dY for dY^T).
+__device__ __forceinline__ void store_expanded(uint4* p, uint4 v) { __stcs(p, v); }
+
 // The unscaled BF16 expansion (as dequantize_unscaled_async: tensor scale 1) of the warp's 32
 // consecutive groups from `first` on, in 16-byte stores that cover 512 contiguous bytes each:
 // in round j lane l expands half l % 2 of the group of lane 16j + l / 2. Every lane of the warp
@@ -399,7 +404,8 @@ __device__ __forceinline__ void store_expansion(uint4* expanded, int64_t first, 
     const int src = 16 * j + lane / 2;
     const uint32_t lo = __shfl_sync(0xFFFFFFFFu, p.x, src), hi = __shfl_sync(0xFFFFFFFFu, p.y, src);
     const uint32_t sj = __shfl_sync(0xFFFFFFFFu, s2, src);
-    if (first + src < groups) expanded[2 * first + 32 * j + lane] = expand8_unscaled(lane & 1 ? hi : lo, sj, tables);
+    if (first + src < groups)
+      store_expanded(expanded + 2 * first + 32 * j + lane, expand8_unscaled(lane & 1 ? hi : lo, sj, tables));
   }
 }
 

@@ -242,7 +242,8 @@ __global__ void __launch_bounds__(kScaleThreads) eden_scales_kernel(const float4
       for (int j = 0; j < 8; ++j) {
         const uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * j + lane / 8);
         const int64_t h = tile * 256 + 32 * j + lane;
-        if (h < 8 * quads) sp.expanded[h] = expand8_unscaled(codes[j], expand_scale(w, scale_sel), tables);
+        if (h < 8 * quads)
+          store_expanded(sp.expanded + h, expand8_unscaled(codes[j], expand_scale(w, scale_sel), tables));
       }
     }
   }
