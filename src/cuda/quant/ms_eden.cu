@@ -275,18 +275,23 @@ FusedPlan fused_plan(int64_t tiles) {
   return {};
 }
 
-}  // namespace
-
-void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
-                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
-  const int64_t quads = rows * (cols / kBlock) / 4;
-  const auto kernel = expanded ? eden_scales_kernel<true> : eden_scales_kernel<false>;
+// Pass 2's kernel over the `quads` quads of out, writing what `sp` says.
+void launch_scales(const float* corrected, int64_t quads, Flags* flags, const DeviceNVFP4& out, const ScalePass& sp,
+                   cudaStream_t stream) {
+  const auto kernel = sp.expanded ? eden_scales_kernel<true> : eden_scales_kernel<false>;
   const int blocks = persistent_blocks(reinterpret_cast<const void*>(kernel), kScaleThreads, 0,
                                        (quads + kScaleThreads - 1) / kScaleThreads);
   launch_dependent("eden_scales_kernel", kernel, blocks, kScaleThreads, stream,
                    reinterpret_cast<const float4*>(corrected), quads, flags,
-                   reinterpret_cast<const uint32_t*>(out.packed.get()),
-                   scale_pass(cols, sr_seed, out, expanded, link));
+                   reinterpret_cast<const uint32_t*>(out.packed.get()), sp);
+}
+
+}  // namespace
+
+void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
+                        DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
+  launch_scales(corrected, rows * (cols / kBlock) / 4, flags, out, scale_pass(cols, sr_seed, out, expanded, link),
+                stream);
 }
 
 }  // namespace detail
@@ -317,7 +322,7 @@ void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_
   detail::launch_dependent("ms_eden_rows_kernel", detail::ms_eden_rows_kernel<false>, blocks, detail::kThreads, stream,
                            in, groups, detail::sign_words(r), codes, corrected, flags, sp);
   ws.next_turn();
-  detail::launch_eden_scales(corrected, x.rows, x.cols, sr_seed, flags.use, out, stream, expanded, link);
+  detail::launch_scales(corrected, groups / 4, flags.use, out, sp, stream);
 }
 
 void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
