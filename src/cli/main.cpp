@@ -1,5 +1,7 @@
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <new>
 
 #include "cli/commands.h"
 #include "common/error.h"
@@ -27,6 +29,13 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const q2::Error& e) {
     std::fprintf(stderr, "quartet2: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // Sizes are checked before large allocations; this is the fallback for one that slipped through.
+    std::fprintf(stderr, "quartet2: error: out of memory (an allocation failed); try smaller sizes\n");
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fprintf(stderr, "quartet2: error: '%s': %s\n", e.path1().c_str(), e.code().message().c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "quartet2: internal error: %s\n", e.what());

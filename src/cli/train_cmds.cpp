@@ -1,6 +1,7 @@
 // quartet2 train | eval | generate | export
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
@@ -24,13 +25,16 @@ void print_line(const std::string& s) {
 void add_train(CLI::App& app) {
   struct Opts {
     std::string config, device, world_size, rank, rendezvous, timeout;
-    bool resume = false;
+    bool resume = false, overwrite = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = app.add_subcommand(
       "train", "Pre-train a model. Any config key can be overridden as --section.key=value, e.g. --train.lr=3e-4");
   sub->add_option("--config", o->config, "TOML config file (sections model, data, out, method, train, log, dist)");
-  sub->add_flag("--resume", o->resume, "Continue from out.dir/checkpoint.bin");
+  sub->add_flag("--resume", o->resume, "Continue the run in out.dir from its checkpoint.bin");
+  sub->add_flag("--overwrite", o->overwrite,
+                "Start a new run in an out.dir that holds one, deleting its checkpoint and metrics")
+      ->excludes(sub->get_option("--resume"));
   sub->add_option("--device", o->device, "cpu or cuda (same as --method.device)");
   // Data parallelism (docs/MULTI_GPU.md): one process per GPU. Without these, mpirun's
   // OMPI_COMM_WORLD_* variables are used, else a single process.
@@ -50,7 +54,10 @@ void add_train(CLI::App& app) {
       if (!flag->empty()) overrides.push_back(std::string("--") + key + "=" + *flag);
     train::TrainConfig cfg = train::load_config(o->config, overrides);
     train::resolve_dist(cfg, [](const char* name) { return std::getenv(name); });
-    const train::TrainSummary s = train::run_training(cfg, o->resume, print_line);
+    const train::StartMode mode = o->resume      ? train::StartMode::kResume
+                                  : o->overwrite ? train::StartMode::kOverwrite
+                                                 : train::StartMode::kFresh;
+    const train::TrainSummary s = train::run_training(cfg, mode, print_line);
     if (cfg.rank == 0)
       std::printf("done: %lld steps, last train loss %.4f, val loss %.4f, val bpb %.4f, checkpoint %s\n",
                   static_cast<long long>(s.steps), s.last_loss, s.val.loss, s.val.bpb, s.checkpoint.c_str());
@@ -70,7 +77,7 @@ void add_eval(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   sub->callback([o] {
     train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
-    const data::DatasetMeta d = data::load_dataset(o->data.empty() ? m.config.data_dir : o->data);
+    const data::DatasetMeta d = train::dataset_for(m, o->data);
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
     const train::EvalResult r = train::evaluate(*m.model, d, tok.byte_lengths(),
                                                 o->batches > 0 ? o->batches : m.config.eval_batches,
@@ -99,7 +106,7 @@ void add_generate(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   sub->callback([o] {
     train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
-    const data::DatasetMeta d = data::load_dataset(o->data.empty() ? m.config.data_dir : o->data);
+    const data::DatasetMeta d = train::dataset_for(m, o->data);
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
     std::vector<uint32_t> prompt = {tok.bos_id()};
     for (uint32_t t : tok.encode(o->prompt)) prompt.push_back(t);
@@ -118,6 +125,9 @@ void add_export(CLI::App& app) {
   sub->add_option("--out", o->out, "Output .safetensors file")->required();
   sub->add_option("--dtype", o->dtype, "f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   sub->callback([o] {
+    std::error_code ec;
+    if (std::filesystem::equivalent(o->checkpoint, o->out, ec))
+      throw Error("export: --out '" + o->out + "' is the checkpoint itself; choose another file");
     train::LoadedModel m = train::load_for_inference(o->checkpoint);
     train::export_safetensors(*m.model, o->out, o->dtype == "bf16");
     std::printf("wrote %s (%s)\n", o->out.c_str(), o->dtype.c_str());

@@ -1,7 +1,6 @@
 #include "train/checkpoint.h"
 
-#include <zlib.h>
-
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -23,17 +22,6 @@ void put(std::string& out, T v) {
 
 void put_matrix(std::string& out, const Matrix& m) {
   out.append(reinterpret_cast<const char*>(m.data.data()), m.data.size() * sizeof(float));
-}
-
-uint32_t crc(const char* p, size_t n) {
-  uLong c = crc32(0L, Z_NULL, 0);
-  while (n > 0) {
-    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    c = crc32(c, reinterpret_cast<const Bytef*>(p), chunk);
-    p += chunk;
-    n -= chunk;
-  }
-  return static_cast<uint32_t>(c);
 }
 
 // The whole file, verified; `body` is positioned after the header.
@@ -62,7 +50,7 @@ Verified read_verified(const std::string& path) {
     throw Error("checkpoint '" + path + "' has format version " + std::to_string(version) + "; this build reads " +
                 std::to_string(kVersion));
   std::memcpy(&stored, b.data() + b.size() - 4, 4);
-  if (crc(b.data(), b.size() - 4) != stored)
+  if (crc32_of(b.data(), b.size() - 4) != stored)
     throw Error("checkpoint '" + path + "' is corrupt or truncated (checksum mismatch)");
   if (16 + hlen > b.size() - 4) throw Error("checkpoint '" + path + "' is truncated (header)");
   try {
@@ -74,6 +62,12 @@ Verified read_verified(const std::string& path) {
   return v;
 }
 
+nlohmann::json param_list(model::Transformer& model) {
+  nlohmann::json params = nlohmann::json::array();
+  for (const model::Param& p : model.params()) params.push_back({p.name, p.value.rows, p.value.cols});
+  return params;
+}
+
 CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
   CheckpointInfo i;
   try {
@@ -81,6 +75,7 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
     i.step = h.at("step");
     i.config = from_json(h.at("config"));
     i.model = model::model_config_from_json(h.at("model"));
+    i.dataset = h.value("dataset", nlohmann::json());
   } catch (const nlohmann::json::exception& e) {
     throw Error("checkpoint '" + path + "': malformed header: " + e.what());
   }
@@ -90,12 +85,11 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, AdamW* optimizer,
-                     int64_t step, const nlohmann::json& loader_state) {
-  nlohmann::json params = nlohmann::json::array();
-  for (const model::Param& p : model.params()) params.push_back({p.name, p.value.rows, p.value.cols});
+                     int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset) {
   const nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
                                  {"step", step},              {"loader", loader_state},
-                                 {"params", params},          {"has_optimizer", optimizer != nullptr}};
+                                 {"dataset", dataset},        {"params", param_list(model)},
+                                 {"has_optimizer", optimizer != nullptr}};
   const std::string h = header.dump();
   std::string out;
   put(out, kMagic);
@@ -103,19 +97,28 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, model::
   put(out, static_cast<uint64_t>(h.size()));
   out += h;
   model::Backend& b = model.backend();
-  for (const model::Param& p : model.params()) put_matrix(out, b.download(p.value));
+  const auto& params = model.params();
+  auto put_finite = [&](const model::Tensor& t, const std::string& what, size_t i) {
+    const Matrix m = b.download(t);
+    for (const float x : m.data)
+      if (!std::isfinite(x))
+        throw Error("checkpoint '" + path + "' not written: " + what + " of '" + params[i].name +
+                    "' holds a non-finite value (" + std::to_string(x) + ")");
+    put_matrix(out, m);
+  };
+  for (size_t i = 0; i < params.size(); ++i) put_finite(params[i].value, "the weights", i);
   if (optimizer) {
-    for (const model::Tensor& m : optimizer->m()) put_matrix(out, b.download(m));
-    for (const model::Tensor& v : optimizer->v()) put_matrix(out, b.download(v));
+    for (size_t i = 0; i < params.size(); ++i) put_finite(optimizer->m()[i], "AdamW's first moment", i);
+    for (size_t i = 0; i < params.size(); ++i) put_finite(optimizer->v()[i], "AdamW's second moment", i);
   }
-  put(out, crc(out.data(), out.size()));
+  put(out, crc32_of(out.data(), out.size()));
   write_file_atomic(path, out);
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path) { return info_of(read_verified(path).header, path); }
 
 CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
-                               const std::string& expect_scheme) {
+                               const TrainConfig* resume) {
   const Verified v = read_verified(path);
   CheckpointInfo info = info_of(v.header, path);
   const nlohmann::json want = model::to_json(model.config()), have = v.header.at("model");
@@ -124,17 +127,28 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
     if (!have.contains(it.key()) || have[it.key()] != it.value())
       diff += " " + it.key() + " (checkpoint " + (have.contains(it.key()) ? have[it.key()].dump() : "none") +
               ", now " + it.value().dump() + ")";
-  if (!expect_scheme.empty() && info.config.scheme != expect_scheme)
-    diff += " scheme (checkpoint \"" + info.config.scheme + "\", now \"" + expect_scheme + "\")";
+  if (resume && info.config.scheme != resume->scheme)
+    diff += " method.scheme (checkpoint \"" + info.config.scheme + "\", now \"" + resume->scheme + "\")";
+  if (resume && info.config.hadamard != resume->hadamard)
+    diff += " method.hadamard (checkpoint " + std::to_string(info.config.hadamard) + ", now " +
+            std::to_string(resume->hadamard) + ")";
   if (!diff.empty()) throw Error("checkpoint '" + path + "' was made with another configuration:" + diff);
+  if (v.header.value("params", nlohmann::json()) != param_list(model))
+    throw Error("checkpoint '" + path + "': its parameter list does not match its model configuration");
   const bool has_opt = v.header.value("has_optimizer", false);
   if (optimizer && !has_opt) throw Error("checkpoint '" + path + "' holds no optimizer state; it cannot be resumed");
+  // The body must be exactly the tensors the header lists: no more, no less.
+  size_t floats = 0;
+  for (const model::Param& p : model.params()) floats += static_cast<size_t>(p.value.rows * p.value.cols);
+  const size_t body = v.bytes.size() - 4 - v.body, expect = floats * sizeof(float) * (has_opt ? 3 : 1);
+  if (body != expect)
+    throw Error("checkpoint '" + path + "': " + std::to_string(body) + " bytes of tensor data, its header describes " +
+                std::to_string(expect));
   size_t off = v.body;
   model::Backend& b = model.backend();
   auto take = [&](model::Tensor& t) {
     Matrix m(t.rows, t.cols);
     const size_t n = m.data.size() * sizeof(float);
-    if (off + n > v.bytes.size() - 4) throw Error("checkpoint '" + path + "' is truncated (tensor data)");
     std::memcpy(m.data.data(), v.bytes.data() + off, n);
     off += n;
     b.upload(m, t);

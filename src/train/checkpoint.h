@@ -1,7 +1,8 @@
 #pragma once
 // Checkpoint file: magic "Q2CK", version, a JSON header (the full training config, the model
-// config, step, data-loader position, parameter names and shapes), the float32 parameters,
-// then AdamW's m and v, and a CRC-32 of everything before it. Written atomically.
+// config, step, data-loader position, the dataset's identity, parameter names and shapes), the
+// float32 parameters, then AdamW's m and v, and a CRC-32 of everything before it. Written
+// atomically, and only from finite values.
 #include <cstdint>
 #include <string>
 
@@ -18,17 +19,23 @@ struct CheckpointInfo {
   int64_t step = 0;
   TrainConfig config;
   model::ModelConfig model;
+  nlohmann::json dataset;  // what it was trained on (vocabulary, tokenizer CRC); null in older checkpoints
 };
 
+// A parameter or optimizer value that is NaN or infinite is an error naming the tensor, and
+// nothing is written.
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model,
-                     AdamW* optimizer, int64_t step, const nlohmann::json& loader_state);
+                     AdamW* optimizer, int64_t step, const nlohmann::json& loader_state,
+                     const nlohmann::json& dataset);
 
 // Reads the header only (validating magic, version and checksum).
 CheckpointInfo read_checkpoint_info(const std::string& path);
 
 // Loads parameters (and optimizer state, if given) into a model built from the same model
-// config; a checkpoint of another shape or scheme is an error naming what differs.
+// config; a checkpoint of another shape, or whose parameter list or length disagrees with its
+// header, is an error naming what differs. With `resume`, the settings a run cannot change midway
+// (scheme, rotation size) must equal the checkpoint's.
 CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
-                               const std::string& expect_scheme);
+                               const TrainConfig* resume);
 
 }  // namespace q2::train

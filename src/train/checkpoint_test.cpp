@@ -3,10 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cmath>
+#include <cstring>
 #include <fstream>
+#include <functional>
 
 #include "common/error.h"
 #include "common/error_test_util.h"
+#include "common/file.h"
 
 namespace q2::train {
 namespace {
@@ -18,6 +22,27 @@ model::ModelConfig small() {
 }
 
 using test::error_of;
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A checkpoint's bytes with its JSON header replaced by edit(header) and `extra` bytes appended to
+// its body, under a valid checksum: damage that the CRC alone cannot catch.
+std::string rewritten(const std::string& bytes, const std::function<void(nlohmann::json&)>& edit,
+                      const std::string& extra = "") {
+  uint64_t hlen;
+  std::memcpy(&hlen, bytes.data() + 8, 8);
+  nlohmann::json h = nlohmann::json::parse(bytes.substr(16, hlen));
+  edit(h);
+  const std::string hs = h.dump();
+  const uint64_t n = hs.size();
+  std::string out = bytes.substr(0, 8) + std::string(reinterpret_cast<const char*>(&n), 8) + hs +
+                    bytes.substr(16 + hlen, bytes.size() - 4 - 16 - hlen) + extra;
+  const uint32_t crc = crc32_of(out.data(), out.size());
+  return out + std::string(reinterpret_cast<const char*>(&crc), 4);
+}
 
 TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
   const auto backend = model::make_cpu_backend();
@@ -31,11 +56,11 @@ TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
   Matrix m1 = backend->download(opt.m()[1]);
   m1.data[7] = 0.25f;
   backend->upload(m1, opt.m()[1]);
-  save_checkpoint(path, cfg, a, &opt, 42, {{"position", 123}});
+  save_checkpoint(path, cfg, a, &opt, 42, {{"position", 123}}, {{"vocab_size", 64}});
 
   model::Transformer b(small(), linear::scheme_by_name("quartet2"), *backend);
   AdamW opt_b(*backend, b.params());
-  const CheckpointInfo info = load_checkpoint(path, b, &opt_b, "quartet2");
+  const CheckpointInfo info = load_checkpoint(path, b, &opt_b, &cfg);
   EXPECT_EQ(info.step, 42);
   EXPECT_EQ(info.header.at("loader").at("position"), 123);
   for (size_t i = 0; i < a.params().size(); ++i)
@@ -47,9 +72,15 @@ TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
   wide.d_model = 128;
   wide.n_heads = 2;
   model::Transformer c(wide, linear::scheme_by_name("quartet2"), *backend);
-  EXPECT_NE(error_of([&] { load_checkpoint(path, c, nullptr, "quartet2"); }).find("another configuration: d_model"),
+  EXPECT_NE(error_of([&] { load_checkpoint(path, c, nullptr, nullptr); }).find("another configuration: d_model"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { load_checkpoint(path, b, nullptr, "bf16"); }).find("scheme"), std::string::npos);
+  TrainConfig other = cfg;
+  other.scheme = "bf16";
+  EXPECT_NE(error_of([&] { load_checkpoint(path, b, nullptr, &other); }).find("method.scheme"), std::string::npos);
+  other = cfg;
+  other.hadamard = 32;
+  EXPECT_NE(error_of([&] { load_checkpoint(path, b, nullptr, &other); }).find("method.hadamard (checkpoint 0, now 32)"),
+            std::string::npos);
 
   // A flipped byte, a truncated file, and something that is not a checkpoint.
   std::string bytes;
@@ -69,6 +100,76 @@ TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
             std::string::npos);
   EXPECT_NE(error_of([&] { read_checkpoint_info((dir / "missing.bin").string()); }).find("cannot open"),
             std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, IsNeverWrittenFromNonFiniteValues) {
+  const auto backend = model::make_cpu_backend();
+  const auto dir = std::filesystem::temp_directory_path() / "q2_ckpt_nan_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "c.bin").string();
+  model::Transformer a(small(), linear::scheme_by_name("bf16"), *backend);
+  a.init(1);
+  AdamW opt(*backend, a.params());
+  save_checkpoint(path, TrainConfig{}, a, &opt, 1, nullptr, nullptr);
+  const std::string before = read_all(path);
+  for (const float bad : {std::nanf(""), INFINITY}) {
+    for (const bool in_optimizer : {false, true}) {
+      model::Tensor& t = in_optimizer ? opt.v()[2] : a.params()[2].value;
+      Matrix m = backend->download(t);
+      const float keep = m.data[3];
+      m.data[3] = bad;
+      backend->upload(m, t);
+      const std::string e = error_of([&] { save_checkpoint(path, TrainConfig{}, a, &opt, 2, nullptr, nullptr); });
+      EXPECT_NE(e.find("not written"), std::string::npos) << e;
+      EXPECT_NE(e.find(in_optimizer ? "second moment" : "the weights"), std::string::npos) << e;
+      EXPECT_NE(e.find(a.params()[2].name), std::string::npos) << e;
+      EXPECT_EQ(read_all(path), before) << "the previous checkpoint must stay as it was";
+      m.data[3] = keep;
+      backend->upload(m, t);
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, BodyMustMatchTheHeadersParameterList) {
+  const auto backend = model::make_cpu_backend();
+  const auto dir = std::filesystem::temp_directory_path() / "q2_ckpt_body_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "c.bin").string(), bad = (dir / "bad.bin").string();
+  model::ModelConfig two = small();
+  two.n_layers = 2;
+  model::Transformer a(two, linear::scheme_by_name("bf16"), *backend);
+  a.init(3);
+  save_checkpoint(path, TrainConfig{}, a, nullptr, 1, nullptr, nullptr);
+  const std::string bytes = read_all(path);
+  // Loads the way `eval` does: a model built from the checkpoint's own header.
+  auto load_as_eval = [&] {
+    const CheckpointInfo info = read_checkpoint_info(bad);
+    model::Transformer m(info.model, linear::scheme_by_name("bf16"), *backend);
+    load_checkpoint(bad, m, nullptr, nullptr);
+  };
+  // A header edited to one layer: the parameter list still names two.
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json& h) { h["model"]["n_layers"] = 1; });
+  EXPECT_NE(error_of(load_as_eval).find("parameter list"), std::string::npos) << error_of(load_as_eval);
+  // The list edited too: the body is longer than the header describes.
+  model::ModelConfig one = small();
+  model::Transformer b(one, linear::scheme_by_name("bf16"), *backend);
+  nlohmann::json one_params = nlohmann::json::array();
+  for (const model::Param& p : b.params()) one_params.push_back({p.name, p.value.rows, p.value.cols});
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [&](nlohmann::json& h) {
+    h["model"]["n_layers"] = 1;
+    h["params"] = one_params;
+  });
+  EXPECT_NE(error_of(load_as_eval).find("bytes of tensor data"), std::string::npos) << error_of(load_as_eval);
+  // Trailing bytes after the tensors, and a header claiming optimizer state that is not there.
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json&) {}, "xxxx");
+  EXPECT_NE(error_of(load_as_eval).find("bytes of tensor data"), std::string::npos);
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json& h) { h["has_optimizer"] = true; });
+  EXPECT_NE(error_of(load_as_eval).find("bytes of tensor data"), std::string::npos);
+  // Unedited, it loads.
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json&) {});
+  EXPECT_EQ(error_of(load_as_eval), "no error");
   std::filesystem::remove_all(dir);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "common/error.h"
 #include "common/file.h"
@@ -20,15 +21,40 @@ namespace q2::train {
 
 std::string checkpoint_path(const TrainConfig& c) { return c.out_dir + "/checkpoint.bin"; }
 
+nlohmann::json dataset_identity(const data::DatasetMeta& data) {
+  char crc[16];
+  std::snprintf(crc, sizeof crc, "%08x", file_crc32(data.tokenizer));
+  return {{"vocab_size", data.vocab_size}, {"tokenizer_crc32", crc}};
+}
+
+void check_dataset(const CheckpointInfo& checkpoint, const std::string& checkpoint_path, const data::DatasetMeta& data,
+                   const std::string& data_dir) {
+  if (checkpoint.dataset.is_null()) return;
+  const nlohmann::json have = dataset_identity(data);
+  if (have != checkpoint.dataset)
+    throw Error("checkpoint '" + checkpoint_path + "' was trained on another tokenizer (" + checkpoint.dataset.dump() +
+                ") than the dataset '" + data_dir + "' holds (" + have.dump() +
+                "); its losses and bits per byte there would be meaningless: pass --data with the dataset it was "
+                "trained on");
+}
+
 LoadedModel load_for_inference(const std::string& checkpoint, const std::string& device) {
-  const CheckpointInfo info = read_checkpoint_info(checkpoint);
   LoadedModel m;
-  m.config = info.config;
+  m.path = checkpoint;
+  m.info = read_checkpoint_info(checkpoint);
+  m.config = m.info.config;
   m.backend = model::make_backend(device, model::BackendOptions());  // "auto": wherever the checkpoint came from
-  m.model = std::make_unique<model::Transformer>(info.model, linear::scheme_by_name(info.config.scheme, info.config.hadamard),
+  m.model = std::make_unique<model::Transformer>(m.info.model, linear::scheme_by_name(m.config.scheme, m.config.hadamard),
                                                  *m.backend);
-  load_checkpoint(checkpoint, *m.model, nullptr, info.config.scheme);
+  load_checkpoint(checkpoint, *m.model, nullptr, nullptr);
   return m;
+}
+
+data::DatasetMeta dataset_for(const LoadedModel& m, const std::string& data_dir) {
+  const std::string dir = data_dir.empty() ? m.config.data_dir : data_dir;
+  const data::DatasetMeta d = data::load_dataset(dir);
+  check_dataset(m.info, m.path, d, dir);
+  return d;
 }
 
 EvalResult evaluate(model::Transformer& model, const data::DatasetMeta& data, const std::vector<uint32_t>& byte_lengths,
@@ -86,10 +112,11 @@ model::DistConfig dist_config(const TrainConfig& c) {
 
 }  // namespace
 
-TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::function<void(const std::string&)>& log_all) {
+TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::function<void(const std::string&)>& log_all) {
   validate(cfg);
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
+  const nlohmann::json dataset = dataset_identity(data);
   const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
   const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
@@ -98,23 +125,34 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   auto log = [&](const std::string& m) {
     if (lead) log_all(m);
   };
+  std::unique_ptr<RunDir> dir;
+  if (lead) {
+    dir = std::make_unique<RunDir>(cfg.out_dir, log);
+    dir->start(mode);
+  }
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
   AdamW opt(*backend, model.params());
   GradReducer reducer(model, cfg.bucket_mb);
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
-  if (lead) std::filesystem::create_directories(cfg.out_dir);
   const std::string ckpt = checkpoint_path(cfg), metrics = cfg.out_dir + "/metrics.jsonl";
 
   int64_t start = 0;
-  if (resume) {
+  if (mode == StartMode::kResume) {
     // The loader state is global, so any world size resumes it.
-    const CheckpointInfo info = load_checkpoint(ckpt, model, &opt, cfg.scheme);
-    loader.restore(info.header.at("loader"));
+    const CheckpointInfo info = load_checkpoint(ckpt, model, &opt, &cfg);
+    check_dataset(info, ckpt, data, cfg.data_dir);
     start = info.step;
+    const int64_t end = cfg.stop_at > 0 ? cfg.stop_at : cfg.steps;
+    if (end <= start)
+      throw Error("cannot resume: the checkpoint '" + ckpt + "' is at step " + std::to_string(start) + ", and " +
+                  (cfg.stop_at > 0 ? "train.stop_at is " + std::to_string(cfg.stop_at)
+                                   : "train.steps is " + std::to_string(cfg.steps)) +
+                  ": nothing is left to train (raise train.steps to continue)");
+    loader.restore(info.header.at("loader"));
+    if (lead) dir->truncate_metrics(start);
     log("resumed from " + ckpt + " at step " + std::to_string(start));
   } else {
     model.init(cfg.seed);
-    if (lead) std::filesystem::remove(metrics);
   }
   const nlohmann::json resolved = {{"config", to_json(cfg)}, {"model", model::to_json(mc)},
                                    {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
@@ -127,19 +165,34 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
   const int64_t tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world;
   const float loss_scale = 1.0f / static_cast<float>(tokens_per_step);
   TrainSummary sum;
-  int64_t last_good = resume ? start : -1;
+  int64_t last_good = mode == StartMode::kResume ? start : -1;
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-  auto save = [&](int64_t step) {
-    save_checkpoint(ckpt, cfg, model, &opt, step, loader.state());
-    last_good = step;
-  };
-
   auto stopped = [&](int64_t step, const std::string& why) {
     return Error("training stopped at step " + std::to_string(step) + ": " + why + "; " +
                  (last_good >= 0 ? "the last good checkpoint is '" + ckpt + "' (step " + std::to_string(last_good) + ")"
                                  : "no checkpoint was written yet"));
   };
+  // A checkpoint due after step N is written once step N + 1's loss and gradients are found finite
+  // (the weights of step N produced them), so a checkpoint never holds weights that lead straight
+  // to a NaN. The last step's is written at once.
+  struct Pending {
+    int64_t step;
+    nlohmann::json loader;
+  };
+  std::optional<Pending> pending;
+  // Writes the checkpoint of `step` (rank 0); returns why it could not, or "".
+  auto save = [&](int64_t step, const nlohmann::json& loader_state) -> std::string {
+    if (!lead) return "";
+    try {
+      save_checkpoint(ckpt, cfg, model, &opt, step, loader_state, dataset);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    last_good = step;
+    return "";
+  };
+
   const int64_t end = cfg.stop_at > 0 ? cfg.stop_at : cfg.steps;
   for (int64_t step = start; step < end; ++step) {
     model.zero_grads();
@@ -167,6 +220,10 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
     double gnorm = grad_norm(*backend, model.grads());
     if (!std::isfinite(loss) || !std::isfinite(gnorm))
       throw stopped(step + 1, std::isfinite(loss) ? "the gradient norm is not finite" : "the loss is not finite (NaN)");
+    if (pending) {
+      if (const std::string err = save(pending->step, pending->loader); !err.empty()) throw stopped(pending->step, err);
+      pending.reset();
+    }
     if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm));
     const double lr = learning_rate(cfg, step);
     opt.step(model.params(), model.grads(), lr, cfg, step + 1);
@@ -188,7 +245,14 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
     }
     const bool last = step + 1 == end;
     if ((step + 1) % cfg.eval_every == 0 || last) {
-      sum.val = evaluate(model, data, tok.byte_lengths(), cfg.eval_batches, cfg.batch_size, cfg.seq_len);
+      try {
+        sum.val = evaluate(model, data, tok.byte_lengths(), cfg.eval_batches, cfg.batch_size, cfg.seq_len);
+        if (!std::isfinite(sum.val.loss)) throw Error("the validation loss is not finite (NaN)");
+      } catch (const Error& e) {
+        // The training step itself succeeded: keep it before stopping.
+        const std::string err = save(step + 1, loader.state());
+        throw stopped(step + 1, std::string("the evaluation failed: ") + e.what() + (err.empty() ? "" : "; " + err));
+      }
       append_line(metrics, nlohmann::json({{"step", step + 1}, {"val_loss", sum.val.loss}, {"val_bpb", sum.val.bpb},
                                            {"tokens", (step + 1) * tokens_per_step}, {"elapsed_s", elapsed()}}).dump());
       char line[160];
@@ -196,7 +260,11 @@ TrainSummary run_training(const TrainConfig& cfg, bool resume, const std::functi
                     sum.val.loss, sum.val.bpb);
       log(line);
     }
-    if ((step + 1) % cfg.ckpt_every == 0 || last) save(step + 1);
+    if (last) {
+      if (const std::string err = save(step + 1, loader.state()); !err.empty()) throw stopped(step + 1, err);
+    } else if ((step + 1) % cfg.ckpt_every == 0) {
+      pending = Pending{step + 1, loader.state()};
+    }
   }
   sum.checkpoint = ckpt;
   return sum;

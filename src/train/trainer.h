@@ -7,7 +7,9 @@
 
 #include "data/dataset.h"
 #include "model/transformer.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/run_dir.h"
 
 namespace q2::train {
 
@@ -29,18 +31,35 @@ struct TrainSummary {
   std::vector<double> losses;  // the mean training loss of every step run by this call
 };
 
-// Trains per the config; with `resume`, continues from out_dir/checkpoint.bin bit for bit.
-// Messages (the resolved config, progress lines, evaluations) go to `log`.
-TrainSummary run_training(const TrainConfig& config, bool resume, const std::function<void(const std::string&)>& log);
+// Trains per the config in out.dir (train/run_dir.h says what `mode` allows there); kResume
+// continues from out.dir/checkpoint.bin bit for bit. Messages (the resolved config, progress
+// lines, evaluations) go to `log`. Any failure is an Error naming the step and the last good
+// checkpoint: a checkpoint is written only from finite weights that the following step's
+// forward and backward pass have also found finite (or the last step's), and a failing
+// evaluation saves the progress before it stops.
+TrainSummary run_training(const TrainConfig& config, StartMode mode, const std::function<void(const std::string&)>& log);
 
 std::string checkpoint_path(const TrainConfig& c);
+
+// What a model was trained on, as checkpoints record it: the vocabulary size and the CRC-32 of
+// the tokenizer model file.
+nlohmann::json dataset_identity(const data::DatasetMeta& data);
+// An error when `data` is not what the checkpoint was trained on (naming both); older
+// checkpoints without a record pass.
+void check_dataset(const CheckpointInfo& checkpoint, const std::string& checkpoint_path, const data::DatasetMeta& data,
+                   const std::string& data_dir);
 
 // A trained model ready for evaluation or sampling (its GEMM backend lives with it).
 struct LoadedModel {
   std::unique_ptr<model::Backend> backend;
   std::unique_ptr<model::Transformer> model;
   TrainConfig config;
+  CheckpointInfo info;
+  std::string path;
 };
 LoadedModel load_for_inference(const std::string& checkpoint, const std::string& device = "cpu");
+// The prepared dataset of `data_dir` (empty: the one the model was trained on), checked with
+// check_dataset.
+data::DatasetMeta dataset_for(const LoadedModel& m, const std::string& data_dir);
 
 }  // namespace q2::train

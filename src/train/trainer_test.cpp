@@ -3,10 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/error_test_util.h"
+#include "data/tokenizer.h"
 #include "eval/grad_error.h"
 #include "train/checkpoint.h"
 
@@ -71,16 +75,16 @@ void quiet(const std::string&) {}
 
 TEST(Trainer, ResumingIsBitIdenticalAndLossFalls) {
   const TrainConfig full = small_config("full", "quartet2");
-  const TrainSummary a = run_training(full, false, quiet);
+  const TrainSummary a = run_training(full, StartMode::kFresh, quiet);
   ASSERT_EQ(a.losses.size(), 20u);
   EXPECT_LT(a.losses.back(), a.losses.front());
 
   TrainConfig half = small_config("resumed", "quartet2");
   half.stop_at = 10;
-  const TrainSummary b1 = run_training(half, false, quiet);
+  const TrainSummary b1 = run_training(half, StartMode::kFresh, quiet);
   ASSERT_EQ(b1.losses.size(), 10u);
   half.stop_at = 0;
-  const TrainSummary b2 = run_training(half, true, quiet);
+  const TrainSummary b2 = run_training(half, StartMode::kResume, quiet);
   ASSERT_EQ(b2.losses.size(), 10u);
   for (size_t i = 0; i < 10; ++i) {
     EXPECT_EQ(b1.losses[i], a.losses[i]) << "step " << i + 1;
@@ -93,7 +97,7 @@ TEST(Trainer, DumpsLinearOperandsThatGradErrorLoads) {
   TrainConfig c = small_config("dump", "quartet2");
   c.steps = 4;
   c.dump_every = 2;
-  run_training(c, false, quiet);
+  run_training(c, StartMode::kFresh, quiet);
   const model::ModelConfig mc = model::preset(c.preset, 300, c.seq_len);
   for (const char* step : {"step2", "step4"}) {
     const fs::path d = fs::path(c.out_dir) / "tensors" / step;
@@ -108,40 +112,164 @@ TEST(Trainer, DumpsLinearOperandsThatGradErrorLoads) {
   EXPECT_FALSE(fs::exists(fs::path(c.out_dir) / "tensors" / "step1"));
 }
 
-TEST(Trainer, NaNStopsNamingTheStepAndKeepsTheLastCheckpoint) {
+TEST(Trainer, NaNStopsNamingTheStepAndALastCheckpointThatLoadsAndResumes) {
   TrainConfig c = small_config("nan", "bf16");
   c.ckpt_every = 1;
-  c.lr = 1e30;  // the first update blows the weights up: step 2's loss is not finite
-  c.clip = 0;
+  c.steps = 8;
+  c.stop_at = 3;
+  run_training(c, StartMode::kFresh, quiet);
+  // Resumed with a learning rate that blows the weights up in step 4's update (to finite but huge
+  // values): step 5's loss is not finite. The checkpoint due after step 4 holds those weights, so
+  // it must not be written; step 3's is the last good one.
+  TrainConfig blow = c;
+  blow.stop_at = 0;
+  blow.lr = 1e30;
+  blow.clip = 0;
+  blow.warmup_frac = 0;
   try {
-    run_training(c, false, quiet);
+    run_training(blow, StartMode::kResume, quiet);
     FAIL() << "training should have stopped";
   } catch (const Error& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("training stopped at step 2"), std::string::npos) << m;
+    EXPECT_NE(m.find("training stopped at step 5"), std::string::npos) << m;
     EXPECT_NE(m.find("not finite"), std::string::npos) << m;
-    EXPECT_NE(m.find("the last good checkpoint is"), std::string::npos) << m;
+    EXPECT_NE(m.find("the last good checkpoint is '" + checkpoint_path(c) + "' (step 3)"), std::string::npos) << m;
   }
-  // The checkpoint left behind is intact and from before the failure.
+  EXPECT_EQ(read_checkpoint_info(checkpoint_path(c)).step, 3);
+  // It evaluates to a finite loss and resumes.
+  LoadedModel m = load_for_inference(checkpoint_path(c));
+  const data::DatasetMeta d = dataset_for(m, "");
+  const EvalResult r = evaluate(*m.model, d, data::Tokenizer::load(d.tokenizer).byte_lengths(), 2, 2, c.seq_len);
+  EXPECT_TRUE(std::isfinite(r.loss));
+  TrainConfig again = c;
+  again.stop_at = 0;
+  EXPECT_EQ(run_training(again, StartMode::kResume, quiet).losses.size(), 5u);
+}
+
+TEST(Trainer, AFailingEvaluationKeepsTheStepsProgress) {
+  // A copy of the dataset whose validation tokens are damaged past its header: the run starts, and
+  // the first evaluation (step 3) fails.
+  const fs::path data = test_root() / "badval";
+  fs::create_directories(data);
+  for (const auto& e : fs::directory_iterator(dataset_dir())) fs::copy(e.path(), data / e.path().filename());
+  {
+    std::fstream f(data / "val.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-2, std::ios::end);
+    f.write("\xff\xff", 2);  // token 65535 in a vocabulary of 300
+  }
+  TrainConfig c = small_config("evalfail", "bf16");
+  c.data_dir = data.string();
+  c.eval_every = 3;
+  c.ckpt_every = 1000;
+  const std::string m = test::error_of([&] { run_training(c, StartMode::kFresh, quiet); });
+  EXPECT_NE(m.find("training stopped at step 3: the evaluation failed: "), std::string::npos) << m;
+  EXPECT_NE(m.find("val.bin"), std::string::npos) << m;
+  EXPECT_NE(m.find("the last good checkpoint is '" + checkpoint_path(c) + "' (step 3)"), std::string::npos) << m;
+  EXPECT_EQ(read_checkpoint_info(checkpoint_path(c)).step, 3);
+}
+
+TEST(Trainer, RunFolderIsNeverReplacedByAccidentNorSharedAndLeftClean) {
+  TrainConfig c = small_config("folder", "bf16");
+  c.steps = 4;
+  run_training(c, StartMode::kFresh, quiet);
+  const std::string again = test::error_of([&] { run_training(c, StartMode::kFresh, quiet); });
+  EXPECT_NE(again.find("already holds a run"), std::string::npos) << again;
+  EXPECT_NE(again.find("--resume"), std::string::npos) << again;
+  EXPECT_EQ(read_checkpoint_info(checkpoint_path(c)).step, 4) << "the refused run must not touch the checkpoint";
+
+  // A second trainer on the folder while one holds it.
+  {
+    RunDir held(c.out_dir, quiet);
+    const std::string busy = test::error_of([&] { run_training(c, StartMode::kOverwrite, quiet); });
+    EXPECT_NE(busy.find("in use by another quartet2 process (pid " + std::to_string(::getpid()) + ")"),
+              std::string::npos)
+        << busy;
+  }
+  // Leftovers of a killed write go; --overwrite starts over.
+  const fs::path stale = fs::path(c.out_dir) / "checkpoint.bin.tmp.99999";
+  std::ofstream(stale) << "partial";
+  std::vector<std::string> lines;
+  c.steps = 2;
+  run_training(c, StartMode::kOverwrite, [&](const std::string& l) { lines.push_back(l); });
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_NE(lines.front().find("checkpoint.bin.tmp.99999"), std::string::npos) << lines.front();
+  EXPECT_EQ(read_checkpoint_info(checkpoint_path(c)).step, 2);
+
+  // Resuming a finished run, or one with no checkpoint, says what to do.
+  const std::string done = test::error_of([&] { run_training(c, StartMode::kResume, quiet); });
+  EXPECT_NE(done.find("nothing is left to train"), std::string::npos) << done;
+  TrainConfig empty = small_config("folder-empty", "bf16");
+  EXPECT_NE(test::error_of([&] { run_training(empty, StartMode::kResume, quiet); }).find("holds no checkpoint.bin"),
+            std::string::npos);
+}
+
+TEST(Trainer, ResumedRunLogsEveryStepOnce) {
+  TrainConfig c = small_config("metrics", "bf16");
+  c.steps = 6;
+  c.stop_at = 4;
+  c.ckpt_every = 2;
+  c.eval_every = 2;
+  run_training(c, StartMode::kFresh, quiet);
+  // As if killed after step 5 had been logged but before its checkpoint, mid-way through a line.
+  {
+    std::ofstream f(fs::path(c.out_dir) / "metrics.jsonl", std::ios::app);
+    f << "{\"step\": 5, \"loss\": 1.0}\n{\"step\": 5, \"val_lo";
+  }
+  c.stop_at = 0;
+  run_training(c, StartMode::kResume, quiet);
+  std::ifstream f(fs::path(c.out_dir) / "metrics.jsonl");
+  std::map<int64_t, int> train_lines, eval_lines;
+  for (std::string line; std::getline(f, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    ++(j.contains("val_loss") ? eval_lines : train_lines)[j.at("step").get<int64_t>()];
+  }
+  EXPECT_EQ(train_lines, (std::map<int64_t, int>{{1, 1}, {2, 1}, {3, 1}, {4, 1}, {5, 1}, {6, 1}}));
+  EXPECT_EQ(eval_lines, (std::map<int64_t, int>{{2, 1}, {4, 1}, {6, 1}}));
+}
+
+TEST(Trainer, CheckpointsRecordTheirTokenizer) {
+  TrainConfig c = small_config("identity", "bf16");
+  c.steps = 2;
+  run_training(c, StartMode::kFresh, quiet);
   const CheckpointInfo info = read_checkpoint_info(checkpoint_path(c));
-  EXPECT_EQ(info.step, 1);
+  EXPECT_EQ(info.dataset.at("vocab_size"), 300);
+  // A dataset of the same vocabulary size with a tokenizer trained on other text is refused.
+  {
+    std::ofstream text(test_root() / "other.txt");
+    for (int doc = 0; doc < 300; ++doc) text << "zebra yak xylophone walrus vole " << doc * 7919 << " umbrella.\n\n";
+  }
+  data::PrepareOptions o;
+  o.corpus = (test_root() / "other.txt").string();
+  o.vocab = 300;
+  o.out = (test_root() / "other").string();
+  o.val_fraction = 0.05;
+  data::prepare(o, [](const std::string&) {});
+  LoadedModel m = load_for_inference(checkpoint_path(c));
+  const std::string e = test::error_of([&] { dataset_for(m, o.out); });
+  EXPECT_NE(e.find("another tokenizer"), std::string::npos) << e;
+  EXPECT_NO_THROW(dataset_for(m, ""));
+  TrainConfig moved = c;
+  moved.data_dir = o.out;
+  moved.steps = 3;
+  EXPECT_NE(test::error_of([&] { run_training(moved, StartMode::kResume, quiet); }).find("another tokenizer"),
+            std::string::npos);
 }
 
 TEST(Trainer, ResumeRejectsAnotherConfigAndMissingData) {
   TrainConfig c = small_config("mismatch", "bf16");
   c.steps = 2;
-  run_training(c, false, quiet);
+  run_training(c, StartMode::kFresh, quiet);
   TrainConfig other = c;
   other.scheme = "quartet2";
   try {
-    run_training(other, true, quiet);
+    run_training(other, StartMode::kResume, quiet);
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("another configuration"), std::string::npos);
   }
   TrainConfig nodata = c;
   nodata.data_dir = "/nonexistent/q2data";
-  EXPECT_THROW(run_training(nodata, false, quiet), Error);
+  EXPECT_THROW(run_training(nodata, StartMode::kFresh, quiet), Error);
 }
 
 }  // namespace
