@@ -11,7 +11,7 @@ if [[ ! -f $data/meta.json ]]; then
 fi
 for scheme in quartet2 bf16; do
   echo "=== training tiny with scheme $scheme ==="
-  $q2 train --config configs/tiny-demo.toml --method.scheme=$scheme --out.dir=runs/demo-$scheme
+  $q2 train --config configs/tiny-demo.toml --method.scheme=$scheme --out.dir=runs/demo-$scheme --overwrite
 done
 
 echo

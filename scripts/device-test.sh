@@ -136,7 +136,7 @@ train() {
     local dir="runs/gpu-$scheme" t0=$SECONDS
     mkdir -p "$dir"
     # shellcheck disable=SC2086 # TRAIN_ARGS: extra --section.key=value overrides, split on spaces
-    "$bundle/quartet2" train --config "$config" --device cuda --method.scheme="$scheme" --out.dir="$dir" \
+    "$bundle/quartet2" train --config "$config" --device cuda --method.scheme="$scheme" --out.dir="$dir" --overwrite \
       ${TRAIN_ARGS:-} >"$out/$scheme.log" 2>&1 || echo "train $scheme: exit $?"
     cp "$dir/metrics.jsonl" "$out/$scheme.metrics.jsonl" 2>/dev/null || true
     echo "$scheme: $((SECONDS - t0)) s; $(tail -n 1 "$out/$scheme.log")"
