@@ -9,23 +9,17 @@
 # Usage: scripts/fault-run.sh [QUARTET2_BINARY] [KILLS]    (exit 0 when every check holds)
 set -euo pipefail
 q2=$(realpath "${1:-build/quartet2}")
+here=$(realpath "$(dirname "$0")")
 kills=${2:-30}
 work=$(mktemp -d "${TMPDIR:-/tmp}/q2-fault.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 # One thread: the run is about files and processes, and ctest runs other tests beside it.
 export OMP_NUM_THREADS=1
-RANDOM=17  # the kill moments differ run to run anyway (timing); this fixes their distribution's draws
 
-# A small corpus and dataset, made here so the script needs nothing else.
-words=(the quick brown fox jumps over lazy dog quartet scale model gradient hadamard rounding unbiased tensor)
-for ((doc = 0; doc < 300; doc++)); do
-  line=""
-  for ((w = 0; w < 50; w++)); do line+="${words[RANDOM % 16]} "; done
-  printf '%s.\n\n' "$line"
-done >corpus.txt
-"$q2" prepare --corpus corpus.txt --vocab 300 --out data >prepare.log 2>&1 || { cat prepare.log; exit 1; }
+"$here/tiny-dataset.sh" "$q2" data
 
+RANDOM=17  # the kill moments differ run to run anyway (timing); this fixes the draws
 steps=100000  # never reached: the last run stops at a chosen step (train.stop_at keeps the schedule)
 args=(--data.dir=data --model.seq_len=32 --train.batch_size=2 --train.steps=$steps --method.scheme=bf16
       --log.ckpt_every=1 --log.eval_every=5 --log.eval_batches=1 --log.log_every=1)

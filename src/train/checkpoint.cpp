@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -32,6 +33,10 @@ struct Verified {
 };
 
 Verified read_verified(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error("checkpoint '" + path + "' is a folder; pass the checkpoint file in it (e.g. '" + path +
+                "/checkpoint.bin')");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot open checkpoint '" + path + "'");
   std::stringstream ss;

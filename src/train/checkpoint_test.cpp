@@ -100,6 +100,7 @@ TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
             std::string::npos);
   EXPECT_NE(error_of([&] { read_checkpoint_info((dir / "missing.bin").string()); }).find("cannot open"),
             std::string::npos);
+  EXPECT_NE(error_of([&] { read_checkpoint_info(dir.string()); }).find("is a folder"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
 
