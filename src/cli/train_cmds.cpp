@@ -1,8 +1,10 @@
 // quartet2 train | eval | generate | export
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <tuple>
 
 #include "cli/commands.h"
 #include "common/error.h"
@@ -18,6 +20,20 @@ namespace {
 void print_line(const std::string& s) {
   std::printf("%s\n", s.c_str());
   std::fflush(stdout);
+}
+
+// A finite number >= lo (`what`: "an integer", "a finite number"), checked on the text given:
+// CLI11's NonNegativeNumber lets nan through, its range messages print the whole double
+// range, and an unsigned option would take "-1" as 2^64 - 1.
+CLI::Validator at_least(int lo, const std::string& what) {
+  const std::string rule = ">= " + std::to_string(lo);
+  return CLI::Validator(
+      [lo, what, rule](std::string& text) -> std::string {
+        double v = 0;
+        if (CLI::detail::lexical_cast(text, v) && std::isfinite(v) && v >= lo) return "";
+        return "must be " + what + " " + rule + ", got " + text;
+      },
+      rule);
 }
 
 }  // namespace
@@ -48,10 +64,19 @@ void add_train(CLI::App& app) {
   sub->allow_extras();
   sub->callback([o, sub] {
     std::vector<std::string> overrides = sub->remaining();
-    for (const auto& [flag, key] : {std::pair{&o->device, "method.device"}, {&o->world_size, "dist.world_size"},
-                                    {&o->rank, "dist.rank"}, {&o->rendezvous, "dist.rendezvous"},
-                                    {&o->timeout, "dist.timeout_s"}})
-      if (!flag->empty()) overrides.push_back(std::string("--") + key + "=" + *flag);
+    for (const auto& [flag, name, key] :
+         {std::tuple{&o->device, "--device", "method.device"}, {&o->world_size, "--world-size", "dist.world_size"},
+          {&o->rank, "--rank", "dist.rank"}, {&o->rendezvous, "--rendezvous", "dist.rendezvous"},
+          {&o->timeout, "--dist-timeout", "dist.timeout_s"}})
+      if (!flag->empty()) {
+        const std::string own = std::string("--") + key + "=" + *flag;
+        const nlohmann::json own_value = train::parse_override(own).second;
+        // Given both ways, the later one would silently win.
+        for (const std::string& given : sub->remaining())
+          if (const auto [k, v] = train::parse_override(given); k == key && v != own_value)
+            throw Error(std::string(name) + " " + *flag + " conflicts with " + given + " (give one)");
+        overrides.push_back(own);
+      }
     train::TrainConfig cfg = train::load_config(o->config, overrides);
     train::resolve_dist(cfg, [](const char* name) { return std::getenv(name); });
     const train::StartMode mode = o->resume      ? train::StartMode::kResume
@@ -73,14 +98,16 @@ void add_eval(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("eval", "Validation loss and bits per byte of a checkpoint");
   sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
   sub->add_option("--data", o->data, "Prepared data directory (default: the one the checkpoint trained on)");
-  sub->add_option("--batches", o->batches, "Validation batches (default: the training config's log.eval_batches)");
+  CLI::Option* batches =
+      sub->add_option("--batches", o->batches, "Validation batches (default: the training config's log.eval_batches)")
+          ->check(at_least(1, "an integer"));
   sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  sub->callback([o] {
+  sub->callback([o, batches] {
     train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
     const data::DatasetMeta d = train::dataset_for(m, o->data);
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
     const train::EvalResult r = train::evaluate(*m.model, d, tok.byte_lengths(),
-                                                o->batches > 0 ? o->batches : m.config.eval_batches,
+                                                batches->count() > 0 ? o->batches : m.config.eval_batches,
                                                 m.config.batch_size, m.config.seq_len);
     std::printf("val loss %.4f | val bpb %.4f | %lld tokens | scheme %s\n", r.loss, r.bpb,
                 static_cast<long long>(r.tokens), m.config.scheme.c_str());
@@ -97,12 +124,14 @@ void add_generate(CLI::App& app) {
   sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
   sub->add_option("--data", o->data, "Prepared data directory holding the tokenizer (default: the training one)");
   sub->add_option("--prompt", o->prompt, "Text to continue")->capture_default_str();
-  sub->add_option("--tokens", o->s.max_new_tokens, "New tokens")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--tokens", o->s.max_new_tokens, "New tokens")->check(at_least(1, "an integer"))->capture_default_str();
   sub->add_option("--temperature", o->s.temperature, "Sampling temperature (0: greedy)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(at_least(0, "a finite number"))
       ->capture_default_str();
-  sub->add_option("--top-k", o->s.top_k, "Sample among the k most likely tokens (0: all)")->capture_default_str();
-  sub->add_option("--seed", o->s.seed, "Sampling seed")->capture_default_str();
+  sub->add_option("--top-k", o->s.top_k, "Sample among the k most likely tokens (0: all)")
+      ->check(at_least(0, "an integer"))
+      ->capture_default_str();
+  sub->add_option("--seed", o->s.seed, "Sampling seed")->check(at_least(0, "an integer"))->capture_default_str();
   sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   sub->callback([o] {
     train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);

@@ -97,6 +97,7 @@ TEST(LinearShapes, BadShapesAndNamesAreReported) {
     EXPECT_NE(std::string(e.what()).find("known: fp32, bf16, quartet2"), std::string::npos);
   }
   EXPECT_THROW(scheme_by_name("quartet2", 8), Error);
+  EXPECT_THROW(scheme_by_name("quartet2", -16), Error);  // not silently the scheme's own
 }
 
 // With operands that are exact in BF16 (small dyadic numbers), the bf16 scheme must compute

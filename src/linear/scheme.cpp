@@ -83,14 +83,16 @@ Scheme scheme_by_name(const std::string& name, int hadamard) {
   if (bwd_only) {
     s.x = s.w = F::kBf16;
   }
-  if (hadamard > 0) {
-    if (!quant::valid_rht_size(hadamard))
-      throw Error("--hadamard " + std::to_string(hadamard) + " is not supported (use 16, 32, 64 or 128)");
+  if (!valid_hadamard(hadamard))
+    throw Error("--hadamard " + std::to_string(hadamard) + " is not supported (use 0 for the scheme's own, or " +
+                quant::kRhtSizes + ")");
+  if (hadamard > 0)
     for (ProductRecipe* p : {&s.dgrad, &s.wgrad})
       if (p->hadamard > 0) p->hadamard = hadamard;
-  }
   return s;
 }
+
+bool valid_hadamard(int hadamard) { return hadamard == 0 || quant::valid_rht_size(hadamard); }
 
 const char* to_string(FwdQuant q) {
   switch (q) {

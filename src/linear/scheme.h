@@ -28,6 +28,9 @@ struct Scheme {
 // (forward-only / backward-only quantization). hadamard > 0 replaces the rotation size of
 // every product that rotates. Unknown names throw, listing the known ones.
 Scheme scheme_by_name(const std::string& name, int hadamard = 0);
+// The hadamard scheme_by_name accepts: 0 (each product keeps its own size) or a supported
+// rotation size (quant::valid_rht_size).
+bool valid_hadamard(int hadamard);
 std::vector<std::string> scheme_names();
 
 const char* to_string(FwdQuant q);

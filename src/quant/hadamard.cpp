@@ -11,7 +11,7 @@ bool valid_rht_size(int n) { return n == 16 || n == 32 || n == 64 || n == 128; }
 
 Rht::Rht(int n, uint64_t s) : size(n), seed(s) {
   if (!valid_rht_size(n))
-    throw Error("Hadamard size " + std::to_string(n) + " is not supported (use 16, 32, 64 or 128)");
+    throw Error("Hadamard size " + std::to_string(n) + " is not supported (use " + kRhtSizes + ")");
   const philox::Block w = philox::words4(s, philox::kRhtSigns, 0);
   for (int i = 0; i < 4; ++i) sign_bits[i] = w.v[i];
 }

@@ -49,5 +49,7 @@ Matrix rht_forward(const MatrixRef& x, const Rht& r);
 Matrix rht_inverse(const MatrixRef& y, const Rht& r);
 
 bool valid_rht_size(int n);
+// The sizes valid_rht_size accepts, in words for error messages.
+inline constexpr const char* kRhtSizes = "16, 32, 64 or 128";
 
 }  // namespace q2::quant

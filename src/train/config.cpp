@@ -2,8 +2,17 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <utility>
+
 #include "common/error.h"
+#include "linear/scheme.h"
 #include "model/backend.h"
+#include "quant/hadamard.h"
 
 namespace q2::train {
 
@@ -65,7 +74,17 @@ TrainConfig from_json(const json& j) {
       // Checkpoints from before data parallelism (or before a dist key) lack it; the dist
       // section describes the launch, not the run, so the defaults stand in.
       if (std::string(section) == "dist" && !(j.contains(section) && j.at(section).contains(key))) return;
-      j.at(section).at(key).get_to(v);
+      const json& value = j.at(section).at(key);
+      // get_to would wrap or truncate an integer the field cannot hold (train.seed = -1 to 2^64 - 1).
+      using T = std::remove_reference_t<decltype(v)>;
+      if constexpr (std::is_integral_v<T>) {
+        if (value.is_number_integer() && !(value.is_number_unsigned() ? std::in_range<T>(value.get<uint64_t>())
+                                                                       : std::in_range<T>(value.get<int64_t>())))
+          throw Error(std::string("config: ") + section + "." + key + " must be in [" +
+                      std::to_string(std::numeric_limits<T>::min()) + ", " + std::to_string(std::numeric_limits<T>::max()) +
+                      "], got " + value.dump());
+      }
+      value.get_to(v);
     });
   } catch (const json::exception& e) {
     throw Error(std::string("config: ") + e.what());
@@ -86,9 +105,10 @@ void set_typed(json& j, const std::string& key, const json& value, const std::st
     if (!value.is_string()) bad();
     slot = value;
   } else if (slot.is_number_integer()) {
+    // A whole float (1e6) counts; the range test keeps the cast defined for 1e30 and inf.
+    const auto whole = [](double d) { return std::trunc(d) == d && std::abs(d) < 0x1p63; };
     if (value.is_number_integer()) slot = value;
-    else if (value.is_number_float() && value.get<double>() == static_cast<double>(static_cast<int64_t>(value.get<double>())))
-      slot = static_cast<int64_t>(value.get<double>());
+    else if (value.is_number_float() && whole(value.get<double>())) slot = static_cast<int64_t>(value.get<double>());
     else bad();
   } else if (slot.is_number_float()) {
     if (!value.is_number()) bad();
@@ -116,6 +136,13 @@ json parse_scalar(const std::string& text) {
 
 }  // namespace
 
+std::pair<std::string, json> parse_override(const std::string& o) {
+  const std::string s = o.rfind("--", 0) == 0 ? o.substr(2) : o;
+  const auto eq = s.find('=');
+  if (eq == std::string::npos) throw Error("override '" + o + "' must look like --section.key=value");
+  return {s.substr(0, eq), parse_scalar(s.substr(eq + 1))};
+}
+
 TrainConfig load_config(const std::string& toml_path, const std::vector<std::string>& overrides) {
   json j = to_json(TrainConfig{});
   if (!toml_path.empty()) {
@@ -142,38 +169,90 @@ TrainConfig load_config(const std::string& toml_path, const std::vector<std::str
     }
   }
   for (const std::string& o : overrides) {
-    std::string s = o.rfind("--", 0) == 0 ? o.substr(2) : o;
-    const auto eq = s.find('=');
-    if (eq == std::string::npos) throw Error("override '" + o + "' must look like --section.key=value");
-    set_typed(j, s.substr(0, eq), parse_scalar(s.substr(eq + 1)), "override '" + o + "'");
+    const auto [key, value] = parse_override(o);
+    set_typed(j, key, value, "override '" + o + "'");
   }
   TrainConfig c = from_json(j);
   validate(c);
   return c;
 }
 
+namespace {
+
+[[noreturn]] void bad(const std::string& m) { throw Error("config: " + m); }
+
+// The shortest text that reads back as v: 2, 1e-08, nan, inf.
+template <class T>
+std::string str(T v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    char buf[32];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  } else {
+    return std::to_string(v);
+  }
+}
+
+// Rules are written as what holds, so NaN (every comparison false) fails them too.
+template <class T>
+void require(bool ok, const char* key, const std::string& rule, T v) {
+  if (!ok) bad(std::string(key) + " must be " + rule + ", got " + str(v));
+}
+
+}  // namespace
+
 void validate(const TrainConfig& c) {
-  auto bad = [](const std::string& m) { throw Error("config: " + m); };
-  if (c.batch_size < 1 || c.grad_accum < 1 || c.steps < 1) bad("train.batch_size, train.grad_accum and train.steps must be >= 1");
-  if (!(c.lr > 0)) bad("train.lr must be positive");
-  if (c.stop_at < 0 || c.stop_at > c.steps) bad("train.stop_at must be in [0, train.steps]");
-  if (c.schedule != "cosine" && c.schedule != "wsd") bad("train.schedule must be 'cosine' or 'wsd', got '" + c.schedule + "'");
-  if (c.warmup_frac < 0 || c.warmup_frac >= 1) bad("train.warmup_frac must be in [0, 1)");
-  if (c.decay_frac <= 0 || c.decay_frac > 1) bad("train.decay_frac must be in (0, 1]");
+  require(c.seq_len >= 1, "model.seq_len", ">= 1", c.seq_len);
+  require(linear::valid_hadamard(c.hadamard), "method.hadamard",
+          std::string("0 (the scheme's own) or ") + quant::kRhtSizes, c.hadamard);
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
   if (!model::is_gemm_path(c.gemm))
     bad("method.gemm must be 'auto', 'emulated' or 'native', got '" + c.gemm + "'");
-  if (c.log_every < 1 || c.eval_every < 1 || c.ckpt_every < 1 || c.eval_batches < 1)
-    bad("log.log_every, log.eval_every, log.ckpt_every and log.eval_batches must be >= 1");
-  if (c.dump_every < 0) bad("log.dump_every must be >= 0 (0: no tensor dumps)");
-  if (c.world_size < 0) bad("dist.world_size must be >= 1 (0: from the environment)");
+
+  require(c.batch_size >= 1, "train.batch_size", ">= 1", c.batch_size);
+  require(c.grad_accum >= 1, "train.grad_accum", ">= 1", c.grad_accum);
+  require(c.steps >= 1, "train.steps", ">= 1", c.steps);
+  require(c.stop_at >= 0 && c.stop_at <= c.steps, "train.stop_at", "in [0, train.steps = " + str(c.steps) + "]", c.stop_at);
+  // The trainer counts the run's tokens in an int64.
+  int64_t tokens = c.steps;
+  for (const int64_t f : {c.batch_size, c.grad_accum, c.seq_len, std::max<int64_t>(c.world_size, 1)})
+    if (__builtin_mul_overflow(tokens, f, &tokens))
+      bad("the run's tokens, train.steps * train.batch_size * train.grad_accum * model.seq_len * dist.world_size, must "
+          "be below 2^63, got " + str(c.steps) + " * " + str(c.batch_size) + " * " + str(c.grad_accum) + " * " +
+          str(c.seq_len) + " * " + str(std::max<int64_t>(c.world_size, 1)));
+  require(c.lr > 0 && std::isfinite(c.lr), "train.lr", "finite and > 0", c.lr);
+  require(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1, "train.min_lr_ratio", "in [0, 1]", c.min_lr_ratio);
+  if (c.schedule != "cosine" && c.schedule != "wsd") bad("train.schedule must be 'cosine' or 'wsd', got '" + c.schedule + "'");
+  require(c.warmup_frac >= 0 && c.warmup_frac < 1, "train.warmup_frac", "in [0, 1)", c.warmup_frac);
+  require(c.decay_frac > 0 && c.decay_frac <= 1, "train.decay_frac", "in (0, 1]", c.decay_frac);
+  // Otherwise the learning rate jumps from its peak into the middle of the decay when warmup ends.
+  if (c.schedule == "wsd" && c.warmup_frac + c.decay_frac > 1)
+    bad("train.warmup_frac + train.decay_frac must be at most 1 with train.schedule 'wsd', got " + str(c.warmup_frac) +
+        " + " + str(c.decay_frac));
+  require(c.weight_decay >= 0 && std::isfinite(c.weight_decay), "train.weight_decay", "finite and >= 0", c.weight_decay);
+  require(c.beta1 >= 0 && c.beta1 < 1, "train.beta1", "in [0, 1)", c.beta1);
+  require(c.beta2 >= 0 && c.beta2 < 1, "train.beta2", "in [0, 1)", c.beta2);
+  require(c.eps > 0 && std::isfinite(c.eps), "train.eps", "finite and > 0", c.eps);
+  require(c.clip >= 0 && std::isfinite(c.clip), "train.clip", "finite and >= 0 (0: no clipping)", c.clip);
+
+  require(c.log_every >= 1, "log.log_every", ">= 1", c.log_every);
+  require(c.eval_every >= 1, "log.eval_every", ">= 1", c.eval_every);
+  require(c.eval_batches >= 1, "log.eval_batches", ">= 1", c.eval_batches);
+  require(c.ckpt_every >= 1, "log.ckpt_every", ">= 1", c.ckpt_every);
+  require(c.dump_every >= 0, "log.dump_every", ">= 0 (0: no tensor dumps)", c.dump_every);
+
+  require(c.world_size >= 0, "dist.world_size", ">= 1 (0: from the environment)", c.world_size);
+  require(c.rank >= -1, "dist.rank", ">= 0 (-1: from the environment)", c.rank);
   if (c.world_size == 0 && c.rank >= 0) bad("dist.rank needs dist.world_size (--world-size)");
   if (c.world_size > 0 && (c.rank < 0 || c.rank >= c.world_size))
     bad("dist.rank must be in [0, " + std::to_string(c.world_size) + "), got " + std::to_string(c.rank));
+  require(c.local_rank >= -1, "dist.local_rank", ">= 0 (-1: the rank)", c.local_rank);
   if (c.world_size > 1 && c.rendezvous.empty())
     bad("dist.rendezvous (--rendezvous DIR, a directory all ranks share) is required when dist.world_size > 1");
-  if (!(c.dist_timeout_s > 0)) bad("dist.timeout_s must be positive");
-  if (!(c.bucket_mb >= 0)) bad("dist.bucket_mb must be >= 0 (0: one all-reduce after backward)");
+  // Bounded because deadlines are steady_clock time points (int64 nanoseconds, ~292 years) and
+  // GradReducer turns the bucket size into a size_t of bytes.
+  require(c.dist_timeout_s > 0 && c.dist_timeout_s <= 1e9, "dist.timeout_s", "in (0, 1e9]", c.dist_timeout_s);
+  require(c.bucket_mb >= 0 && c.bucket_mb <= 1e9, "dist.bucket_mb", "in [0, 1e9] (0: one all-reduce after backward)",
+          c.bucket_mb);
 }
 
 void resolve_dist(TrainConfig& c, const std::function<const char*(const char*)>& env) {

@@ -4,6 +4,7 @@
 // start and stored in every checkpoint.
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -52,6 +53,9 @@ TrainConfig from_json(const nlohmann::json& j);
 // Defaults <- TOML file (if not empty) <- overrides ("section.key=value"). Unknown keys, bad
 // types and bad values are errors naming the key.
 TrainConfig load_config(const std::string& toml_path, const std::vector<std::string>& overrides);
+// One override, "--section.key=value" (dashes optional), as its key and its value typed the way
+// load_config reads it (an integer, else a number, else the text). Throws without a '='.
+std::pair<std::string, nlohmann::json> parse_override(const std::string& o);
 void validate(const TrainConfig& c);
 
 // Fills the data-parallel fields left unset: world size, rank and local rank from

@@ -44,6 +44,72 @@ TEST(TrainConfig, BadInputIsNamed) {
 
 using test::error_of;
 
+TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--train.beta1=2"}, "train.beta1 must be in [0, 1), got 2"},
+      {{"--train.beta2=1"}, "train.beta2 must be in [0, 1), got 1"},
+      {{"--train.eps=-1"}, "train.eps must be finite and > 0, got -1"},
+      {{"--train.weight_decay=-50"}, "train.weight_decay must be finite and >= 0, got -50"},
+      {{"--train.min_lr_ratio=-3"}, "train.min_lr_ratio must be in [0, 1], got -3"},
+      {{"--train.min_lr_ratio=1.5"}, "train.min_lr_ratio must be in [0, 1], got 1.5"},
+      {{"--train.seed=-1"}, "train.seed must be in [0, 18446744073709551615], got -1"},
+      {{"--method.hadamard=-16"}, "method.hadamard must be 0 (the scheme's own) or 16, 32, 64 or 128, got -16"},
+      {{"--method.hadamard=4294967312"}, "method.hadamard must be in [-2147483648, 2147483647], got 4294967312"},
+      {{"--train.lr=nan"}, "train.lr must be finite and > 0, got nan"},
+      {{"--train.lr=inf"}, "train.lr must be finite and > 0, got inf"},
+      {{"--train.clip=-1"}, "train.clip must be finite and >= 0 (0: no clipping), got -1"},
+      {{"--train.clip=inf"}, "train.clip must be finite and >= 0 (0: no clipping), got inf"},
+      {{"--train.warmup_frac=nan"}, "train.warmup_frac must be in [0, 1), got nan"},
+      {{"--train.decay_frac=nan"}, "train.decay_frac must be in (0, 1], got nan"},
+      {{"--train.schedule=wsd", "--train.warmup_frac=0.5", "--train.decay_frac=0.6"},
+       "train.warmup_frac + train.decay_frac must be at most 1 with train.schedule 'wsd', got 0.5 + 0.6"},
+      {{"--model.seq_len=0"}, "model.seq_len must be >= 1, got 0"},
+      {{"--train.steps=1000", "--model.seq_len=4611686018427387904"},
+       "the run's tokens, train.steps * train.batch_size * train.grad_accum * model.seq_len * dist.world_size, must be "
+       "below 2^63, got 1000 * 8 * 1 * 4611686018427387904 * 1"},
+      {{"--train.batch_size=0"}, "train.batch_size must be >= 1, got 0"},
+      {{"--train.stop_at=2000"}, "train.stop_at must be in [0, train.steps = 1000], got 2000"},
+      {{"--log.eval_batches=0"}, "log.eval_batches must be >= 1, got 0"},
+      {{"--log.ckpt_every=-1"}, "log.ckpt_every must be >= 1, got -1"},
+      {{"--dist.rank=-2"}, "dist.rank must be >= 0 (-1: from the environment), got -2"},
+      {{"--dist.local_rank=-2"}, "dist.local_rank must be >= 0 (-1: the rank), got -2"},
+      {{"--dist.timeout_s=inf"}, "dist.timeout_s must be in (0, 1e9], got inf"},
+      {{"--dist.bucket_mb=nan"}, "dist.bucket_mb must be in [0, 1e9] (0: one all-reduce after backward), got nan"},
+  };
+  for (const auto& [overrides, message] : cases)
+    EXPECT_EQ(error_of([&] { load_config("", overrides); }), "config: " + message) << overrides.back();
+}
+
+TEST(TrainConfig, TomlValuesMeetTheSameRules) {
+  const auto error_in = [](const std::string& toml) {
+    return error_of([&] { load_config(write_temp("q2_cfg_range.toml", toml), {}); });
+  };
+  EXPECT_EQ(error_in("[train]\nseed = -1\n"), "config: train.seed must be in [0, 18446744073709551615], got -1");
+  EXPECT_EQ(error_in("[train]\nlr = nan\n"), "config: train.lr must be finite and > 0, got nan");
+  EXPECT_EQ(error_in("[train]\nbeta1 = 2\n"), "config: train.beta1 must be in [0, 1), got 2");
+  EXPECT_EQ(error_in("[method]\nhadamard = -16\n"),
+            "config: method.hadamard must be 0 (the scheme's own) or 16, 32, 64 or 128, got -16");
+}
+
+TEST(TrainConfig, RangeEdgesAndWholeFloatsAreAccepted) {
+  const TrainConfig c = load_config("", {"--train.beta1=0", "--train.min_lr_ratio=1", "--train.clip=0", "--method.hadamard=16",
+                                         "--train.seed=9223372036854775807", "--train.steps=1e6", "--train.schedule=wsd",
+                                         "--train.warmup_frac=0.3", "--train.decay_frac=0.7", "--dist.bucket_mb=0"});
+  EXPECT_EQ(c.seed, 9223372036854775807u);
+  EXPECT_EQ(c.steps, 1000000);
+  EXPECT_EQ(c.hadamard, 16);
+  // Too large for an int64: an error, not an undefined cast.
+  EXPECT_NE(error_of([] { load_config("", {"--train.steps=1e30"}); }).find("option 'train.steps' expects a number"),
+            std::string::npos);
+}
+
+TEST(TrainConfig, OverrideSplitsIntoKeyAndTypedValue) {
+  EXPECT_EQ(parse_override("--method.device=cuda"), std::make_pair(std::string("method.device"), nlohmann::json("cuda")));
+  EXPECT_EQ(parse_override("dist.timeout_s=60").second, nlohmann::json(60));
+  EXPECT_EQ(parse_override("--train.lr=1e-4").second, nlohmann::json(1e-4));
+  EXPECT_NE(error_of([] { parse_override("--train.lr"); }).find("--section.key=value"), std::string::npos);
+}
+
 TEST(DistConfig, ValidationErrorsNameTheKey) {
   EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=2", "--dist.rank=1"}); }).find("dist.rendezvous"),
             std::string::npos);
