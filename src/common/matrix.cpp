@@ -9,9 +9,10 @@ namespace q2 {
 
 Matrix::Matrix(int64_t r, int64_t c) : rows(r), cols(c) {
   const std::string what = "float32 matrix [" + std::to_string(r) + ", " + std::to_string(c) + "]";
-  const int64_t bytes = checked_mul(checked_mul(r, c, what), sizeof(float), what + " in bytes");
+  const int64_t elements = checked_mul(r, c, what);
+  const int64_t bytes = checked_mul(elements, sizeof(float), what + " (elements x bytes each)");
   try {
-    data.assign(static_cast<size_t>(r * c), 0.0f);
+    data.assign(static_cast<size_t>(elements), 0.0f);
   } catch (const std::bad_alloc&) {
     throw Error(what + ": cannot allocate " + format_bytes(static_cast<uint64_t>(bytes)) + " (out of memory)");
   }
