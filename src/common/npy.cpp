@@ -1,5 +1,6 @@
 #include "common/npy.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -139,7 +140,7 @@ class HeaderParser {
 };
 
 template <typename T>
-bool read_le(std::ifstream& f, T& v) {
+bool read_pod(std::ifstream& f, T& v) {
   return static_cast<bool>(f.read(reinterpret_cast<char*>(&v), sizeof v));
 }
 
@@ -158,10 +159,10 @@ Matrix load_npy(const std::string& path) {
   bool length_read = false;
   if (major == 1) {
     uint16_t h16 = 0;
-    length_read = read_le(f, h16);
+    length_read = read_pod(f, h16);
     hlen = h16;
   } else if (major == 2 || major == 3) {
-    length_read = read_le(f, hlen);
+    length_read = read_pod(f, hlen);
   } else {
     throw Error("'" + path + "': unsupported .npy version " + std::to_string(major));
   }
@@ -192,11 +193,15 @@ Matrix load_npy(const std::string& path) {
   if (held > bytes) throw Error(shape + ": " + std::to_string(held - bytes) + " bytes after the data");
 
   Matrix out(h.shape[0], h.shape[1]);
-  if (f64) {
-    std::vector<double> d(static_cast<size_t>(n));
-    if (!f.read(reinterpret_cast<char*>(d.data()), static_cast<std::streamsize>(bytes)))
-      throw Error("'" + path + "': read failed");
-    for (size_t i = 0; i < d.size(); ++i) out.data[i] = static_cast<float>(d[i]);
+  if (f64) {  // in chunks, so that no float64 copy of the whole array is needed
+    std::vector<double> chunk(static_cast<size_t>(std::min<int64_t>(n, 1 << 20)));
+    for (int64_t done = 0; done < n;) {
+      const int64_t k = std::min<int64_t>(n - done, static_cast<int64_t>(chunk.size()));
+      if (!f.read(reinterpret_cast<char*>(chunk.data()), static_cast<std::streamsize>(k * 8)))
+        throw Error("'" + path + "': read failed");
+      for (int64_t i = 0; i < k; ++i) out.data[done + i] = static_cast<float>(chunk[i]);
+      done += k;
+    }
   } else if (!f.read(reinterpret_cast<char*>(out.data.data()), static_cast<std::streamsize>(bytes))) {
     throw Error("'" + path + "': read failed");
   }

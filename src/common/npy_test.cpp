@@ -85,6 +85,14 @@ TEST(Npy, ReadsFloat64AndVersion2Headers) {
   ASSERT_EQ(m.rows, 2);
   ASSERT_EQ(m.cols, 3);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(m.data[i], static_cast<float>(d[i]));
+  // More than one chunk of float64 (2^20 values) is converted.
+  std::vector<double> big(3 * 400'000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = 0.5 * static_cast<double>(i) - 1000.0;
+  write_npy(dir + "/big.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 400000), }",
+            std::string(reinterpret_cast<const char*>(big.data()), big.size() * sizeof(double)));
+  const Matrix b = load_npy(dir + "/big.npy");
+  ASSERT_EQ(b.size(), static_cast<int64_t>(big.size()));
+  for (size_t i = 0; i < big.size(); ++i) ASSERT_EQ(b.data[i], static_cast<float>(big[i])) << i;
   // Keys in any order, double quotes, no trailing comma: still the same Python dict.
   write_npy(dir + "/o.npy", "{\"shape\": (1, 2), \"fortran_order\": False, \"descr\": \"<f4\"}", floats({4, 5}));
   EXPECT_EQ(load_npy(dir + "/o.npy").data, (std::vector<float>{4, 5}));
