@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
+#include "common/memory.h"
 #include "eval/grad_error.h"
 #include "gemm/gemm.h"
 
@@ -25,6 +26,16 @@ struct GradErrorOptions {
 
 void run(const GradErrorOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
+  // Generated operands are checked before they exist; loaded ones once their shapes are known
+  // (counted twice then: a slight overestimate).
+  auto require_memory = [](int64_t m, int64_t k, int64_t n, const std::string& what) {
+    require_host_memory(eval::grad_error_bytes(m, k, n, what), what);
+  };
+  if (o.load.empty()) {
+    const std::string sizes =
+        "grad-error --m " + std::to_string(o.m) + " --k " + std::to_string(o.k) + " --n " + std::to_string(o.n);
+    require_memory(o.m, o.k, o.n, sizes);
+  }
   eval::LayerOperands ops = o.load.empty() ? eval::default_operands(o.m, o.k, o.n, o.seed) : eval::load_operands(o.load);
   if (o.rows > 0) {
     if (o.rows > ops.x.rows)
@@ -32,6 +43,10 @@ void run(const GradErrorOptions& o) {
     ops.x = first_rows(std::move(ops.x), o.rows);
     ops.dy = first_rows(std::move(ops.dy), o.rows);
   }
+  if (!o.load.empty())
+    require_memory(ops.x.rows, ops.x.cols, ops.w.rows,
+                   "grad-error --load " + o.load + " (M " + std::to_string(ops.x.rows) + ", K " +
+                       std::to_string(ops.x.cols) + ", N " + std::to_string(ops.w.rows) + ")");
   const auto backend = gemm::make_cpu_backend();
   const auto rows = eval::grad_error(ops, o.scheme, o.hadamard, o.draws, o.seed, *backend, [&](int done) {
     if (done % 16 == 0 || done == o.draws)

@@ -2,15 +2,12 @@
 
 #include <fcntl.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <vector>
 
 #include "common/error.h"
 
@@ -53,30 +50,6 @@ bool is_atomic_write_temp(const std::string& filename) {
   if (at == std::string::npos || at == 0 || at + 5 == filename.size()) return false;
   return std::all_of(filename.begin() + static_cast<std::ptrdiff_t>(at + 5), filename.end(),
                      [](char c) { return c >= '0' && c <= '9'; });
-}
-
-uint32_t crc32_of(const char* data, size_t n) {
-  uLong c = crc32(0L, Z_NULL, 0);
-  while (n > 0) {  // zlib takes at most 4 GiB a call
-    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    c = crc32(c, reinterpret_cast<const Bytef*>(data), chunk);
-    data += chunk;
-    n -= chunk;
-  }
-  return static_cast<uint32_t>(c);
-}
-
-uint32_t file_crc32(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read '" + path + "'");
-  uLong c = crc32(0L, Z_NULL, 0);
-  std::vector<char> buf(1 << 20);
-  while (f) {
-    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    c = crc32(c, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(f.gcount()));
-  }
-  if (!f.eof()) throw Error("cannot read '" + path + "'");
-  return static_cast<uint32_t>(c);
 }
 
 }  // namespace q2

@@ -1,6 +1,4 @@
 #pragma once
-#include <cstddef>
-#include <cstdint>
 #include <string>
 
 namespace q2 {
@@ -13,10 +11,5 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // True for the temporary names write_file_atomic uses ("<name>.tmp.<digits>"): left behind only
 // by a process killed while writing.
 bool is_atomic_write_temp(const std::string& filename);
-
-// CRC-32 (zlib's polynomial) of bytes, of any length.
-uint32_t crc32_of(const char* data, size_t n);
-// CRC-32 of a whole file; an error naming the file when it cannot be read.
-uint32_t file_crc32(const std::string& path);
 
 }  // namespace q2

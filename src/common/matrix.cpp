@@ -1,6 +1,22 @@
 #include "common/matrix.h"
 
+#include <new>
+
+#include "common/error.h"
+#include "common/memory.h"
+
 namespace q2 {
+
+Matrix::Matrix(int64_t r, int64_t c) : rows(r), cols(c) {
+  const std::string what = "float32 matrix [" + std::to_string(r) + ", " + std::to_string(c) + "]";
+  const int64_t elements = checked_mul(r, c, what);
+  const int64_t bytes = checked_mul(elements, sizeof(float), what + " (elements x bytes each)");
+  try {
+    data.assign(static_cast<size_t>(elements), 0.0f);
+  } catch (const std::bad_alloc&) {
+    throw Error(what + ": cannot allocate " + format_bytes(static_cast<uint64_t>(bytes)) + " (out of memory)");
+  }
+}
 
 Matrix first_rows(Matrix m, int64_t rows) {
   m.rows = rows;

@@ -12,7 +12,8 @@ struct Matrix {
   std::vector<float> data;
 
   Matrix() = default;
-  Matrix(int64_t r, int64_t c) : rows(r), cols(c), data(static_cast<size_t>(r * c), 0.0f) {}
+  // Zeros; a negative, overflowing or unallocatable shape throws an Error naming it.
+  Matrix(int64_t r, int64_t c);
   float* row(int64_t r) { return data.data() + r * cols; }
   const float* row(int64_t r) const { return data.data() + r * cols; }
   float& at(int64_t r, int64_t c) { return data[static_cast<size_t>(r * cols + c)]; }

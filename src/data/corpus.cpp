@@ -40,17 +40,21 @@ void cut(FileText& f, uint64_t limit) {
 FileText read_gzip(const std::string& path, uint64_t limit) {
   const std::unique_ptr<gzFile_s, int (*)(gzFile)> gz(gzopen(path.c_str(), "rb"), gzclose);
   if (!gz) throw Error("corpus file '" + path + "': cannot open");
+  // zlib would pass anything else through as raw bytes ("transparent" reading).
+  if (gzdirect(gz.get())) throw Error("corpus file '" + path + "': not gzip data");
   FileText out;
   std::string buf(kChunk, '\0');
+  int code = Z_OK;
   while (limit == 0 || out.text.size() <= limit) {
     const int n = gzread(gz.get(), buf.data(), static_cast<unsigned>(buf.size()));
-    if (n < 0) {
-      int code = 0;
-      throw Error("corpus file '" + path + "': gzip error: " + gzerror(gz.get(), &code));
-    }
+    if (n < 0) throw Error("corpus file '" + path + "': gzip error: " + gzerror(gz.get(), &code));
     if (n == 0) break;
     out.text.append(buf.data(), static_cast<size_t>(n));
   }
+  // A stream cut short is not a read error to gzread: it returns what it could decode and
+  // records Z_BUF_ERROR ("unexpected end of file").
+  const char* message = gzerror(gz.get(), &code);
+  if (code == Z_BUF_ERROR) throw Error("corpus file '" + path + "': truncated gzip stream (" + message + ")");
   cut(out, limit);
   return out;
 }

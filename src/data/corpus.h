@@ -9,6 +9,8 @@
 // followed by indented lines); in prose it is a paragraph, in source code roughly a top-level
 // definition. Blank lines around documents are dropped; lines keep their own text.
 //
+// A compressed file cut short (or a .gz that is not gzip) is an error, never a partial corpus.
+//
 // Bytes that are not valid UTF-8 are read as Windows-1252 (how stray bytes in English text are
 // almost always meant), so every document is valid UTF-8 and its byte count is exact.
 #include <cstdint>

@@ -6,8 +6,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "common/error.h"
+#include "common/error_test_util.h"
 #include "data/test_util.h"
 
 namespace q2::data {
@@ -28,6 +30,23 @@ const std::vector<std::string> kDocs = {
     "Second paragraph, first line;\nsecond line."};
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+// mode "wb" writes a new file, "ab" appends another gzip member.
+void write_gzip(const std::string& path, const std::string& text, const char* mode = "wb") {
+  gzFile gz = gzopen(path.c_str(), mode);
+  ASSERT_NE(gz, nullptr);
+  ASSERT_EQ(gzwrite(gz, text.data(), static_cast<unsigned>(text.size())), static_cast<int>(text.size()));
+  ASSERT_EQ(gzclose(gz), Z_OK);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::string error_of(const std::string& spec) {
+  return q2::test::error_of([&] { read_corpus(spec); });
+}
 
 TEST(Corpus, SplitsAtBlankLinesBeforeUnindentedLines) {
   EXPECT_EQ(split_documents(kText), kDocs);
@@ -71,10 +90,7 @@ TEST(Corpus, ReadsACommaSeparatedListInOrderSharingMaxBytes) {
 
 TEST(Corpus, ReadsGzipAndZstdFiles) {
   test::TempDir dir;
-  gzFile gz = gzopen((dir / "t.gz").c_str(), "wb");
-  ASSERT_NE(gz, nullptr);
-  ASSERT_EQ(gzwrite(gz, kText.data(), static_cast<unsigned>(kText.size())), static_cast<int>(kText.size()));
-  gzclose(gz);
+  write_gzip(dir / "t.gz", kText);
   EXPECT_EQ(read_corpus(dir / "t.gz"), kDocs);
 
   std::string z(ZSTD_compressBound(kText.size()), '\0');
@@ -83,6 +99,37 @@ TEST(Corpus, ReadsGzipAndZstdFiles) {
   EXPECT_EQ(read_corpus(dir / "t.zst"), kDocs);
   write_text(dir / "cut.zst", z.substr(0, z.size() - 4));
   EXPECT_THROW(read_corpus(dir / "cut.zst"), Error);
+}
+
+// gzread hands back what it decoded of a cut stream without failing; every cut must be caught.
+TEST(Corpus, RejectsEveryTruncationOfAGzipFile) {
+  test::TempDir dir;
+  write_gzip(dir / "t.gz", kText);
+  const std::string z = read_bytes(dir / "t.gz");
+  for (size_t n = 2; n < z.size(); ++n) {
+    write_text(dir / "cut.gz", z.substr(0, n));
+    const std::string e = error_of(dir / "cut.gz");
+    EXPECT_NE(e.find("corpus file '" + (dir / "cut.gz") + "': truncated gzip stream"), std::string::npos)
+        << n << " of " << z.size() << " bytes: " << e;
+  }
+  // One byte cannot even hold the gzip magic, so zlib would pass it through as text.
+  write_text(dir / "cut.gz", z.substr(0, 1));
+  EXPECT_NE(error_of(dir / "cut.gz").find("not gzip data"), std::string::npos);
+  write_text(dir / "plain.gz", kText);
+  EXPECT_NE(error_of(dir / "plain.gz").find("'" + (dir / "plain.gz") + "': not gzip data"), std::string::npos);
+  EXPECT_EQ(read_corpus(dir / "t.gz"), kDocs);  // the whole file still reads
+}
+
+// Concatenated members (what `cat a.gz b.gz` makes) are one stream; a cut in the last is still caught.
+TEST(Corpus, ReadsConcatenatedGzipMembers) {
+  test::TempDir dir;
+  const size_t half = kText.find("Second");
+  write_gzip(dir / "two.gz", kText.substr(0, half));
+  write_gzip(dir / "two.gz", kText.substr(half), "ab");
+  EXPECT_EQ(read_corpus(dir / "two.gz"), kDocs);
+  const std::string z = read_bytes(dir / "two.gz");
+  write_text(dir / "cut.gz", z.substr(0, z.size() - 3));
+  EXPECT_NE(error_of(dir / "cut.gz").find("truncated gzip stream"), std::string::npos);
 }
 
 TEST(Corpus, MaxBytesStopsReadingAndDropsTheCutDocument) {

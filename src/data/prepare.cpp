@@ -242,6 +242,11 @@ DatasetMeta load_dataset(const std::string& dir) {
     throw Error("dataset '" + path + "': corrupt: " + e.what());
   }
   if (!fs::exists(m.tokenizer)) throw Error("dataset '" + path + "': tokenizer '" + m.tokenizer + "' is missing");
+  // Another tokenizer would decode the shards into other text (and bits per byte with it).
+  const uint32_t tokenizer_vocab = Tokenizer::load(m.tokenizer).vocab_size();
+  if (tokenizer_vocab != m.vocab_size)
+    throw Error(format("dataset '%s': vocab_size is %u, but tokenizer '%s' has %u tokens", path.c_str(), m.vocab_size,
+                       m.tokenizer.c_str(), tokenizer_vocab));
   auto check = [&](const std::vector<std::string>& shards, uint64_t expected, const char* split) {
     uint64_t total = 0;
     for (const auto& s : shards) {

@@ -180,6 +180,12 @@ TEST_F(PrepareTest, LoadRejectsBrokenDirectories) {
   write_shard(vocab + "/val.bin", read_shard(vocab + "/val.bin").tokens, 512);
   expect_error(vocab, "vocab_size 512");
 
+  const std::string tokenizer = copy("tokenizer");
+  train_tokenizer(*dir_ / "corpus.txt", 380, tokenizer + "/tokenizer.model");
+  expect_error(tokenizer, "vocab_size is 400, but tokenizer '" + tokenizer + "/tokenizer.model' has 380 tokens");
+  std::ofstream(tokenizer + "/tokenizer.model") << "not a model";
+  expect_error(tokenizer, tokenizer + "/tokenizer.model");
+
   const std::string count = copy("count");
   write_shard(count + "/val.bin", {1, 5, 6}, 400);
   expect_error(count, "val shards hold 3 tokens");

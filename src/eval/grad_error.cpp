@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "common/npy.h"
 #include "eval/distributions.h"
 #include "linear/linear.h"
@@ -55,6 +56,20 @@ double cosine(const std::vector<double>& a, const std::vector<double>& b) {
 std::vector<double> as_f64(const Matrix& m) { return {m.data.begin(), m.data.end()}; }
 
 }  // namespace
+
+uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& what) {
+  // Per element: the operand, its transpose, float64 products and copies, the draws' sums.
+  const struct {
+    int64_t rows, cols, bytes_per_element;
+  } terms[] = {{m, k, 64}, {n, k, 48}, {m, n, 40}};
+  int64_t total = 0;
+  for (const auto& t : terms) {
+    const int64_t elements = checked_mul(t.rows, t.cols, what);
+    const int64_t bytes = checked_mul(elements, t.bytes_per_element, what + " (elements x bytes each)");
+    if (__builtin_add_overflow(total, bytes, &total)) throw Error(what + ": needs more than 8 EiB of memory");
+  }
+  return static_cast<uint64_t>(total);
+}
 
 std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string& scheme_name, int hadamard,
                                      int draws, uint64_t seed, const gemm::Backend& backend,

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "quant/hadamard.h"
 #include "quant/ms_eden.h"
 #include "quant/philox.h"
@@ -59,6 +60,12 @@ DrawErrors mean_of_draws(const Matrix& x, int n, const std::function<Matrix(uint
   for (size_t i = 0; i < sum.size(); ++i) mean[i] = static_cast<float>(sum[i] / n);
   e.mean = rel_sq_error(mean.data(), x.data.data(), x.size());
   return e;
+}
+
+uint64_t quant_error_bytes(int64_t rows, int64_t cols, const std::string& what) {
+  constexpr int64_t kBytesPerElement = 24;  // x, the float64 sum of the draws, a draw and its intermediates
+  const int64_t elements = checked_mul(rows, cols, what);
+  return static_cast<uint64_t>(checked_mul(elements, kBytesPerElement, what + " (elements x bytes each)"));
 }
 
 std::vector<QuantErrorRow> quant_error(const Matrix& x, int draws, uint64_t seed,

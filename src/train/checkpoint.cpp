@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/crc32.h"
 #include "common/error.h"
 #include "common/file.h"
 

@@ -8,9 +8,9 @@
 #include <fstream>
 #include <functional>
 
+#include "common/crc32.h"
 #include "common/error.h"
 #include "common/error_test_util.h"
-#include "common/file.h"
 
 namespace q2::train {
 namespace {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <optional>
 
+#include "common/crc32.h"
 #include "common/error.h"
 #include "common/file.h"
 #include "data/loader.h"
