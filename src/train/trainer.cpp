@@ -10,6 +10,7 @@
 #include "common/crc32.h"
 #include "common/error.h"
 #include "common/file.h"
+#include "common/memory.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "quant/philox.h"
@@ -119,6 +120,16 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const nlohmann::json dataset = dataset_identity(data);
   const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
+  if (cfg.device == "cpu") {
+    // A lower bound of what a CPU step holds at once: weights, gradients and AdamW's two moments,
+    // and one micro-batch's logits with their gradient. Refused here rather than as a failed
+    // allocation minutes in.
+    const std::string what = "train.batch_size " + std::to_string(cfg.batch_size) + " x model.seq_len " +
+                             std::to_string(cfg.seq_len) + " with vocabulary " + std::to_string(mc.vocab);
+    const int64_t logits = checked_mul(checked_mul(cfg.batch_size, cfg.seq_len, what), mc.vocab, what);
+    require_host_memory(static_cast<uint64_t>(checked_mul(2 * mc.total_params() + logits, 8, what)),
+                        what + " (at least the weights, gradients, AdamW state and logits)");
+  }
   const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
   const bool lead = backend->rank() == 0;
