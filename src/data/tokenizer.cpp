@@ -30,6 +30,9 @@ struct Tokenizer::Impl {
 
 void train_tokenizer(const std::string& text_file, uint32_t vocab_size, const std::string& model_path) {
   if (!std::filesystem::exists(text_file)) throw Error("tokenizer training text '" + text_file + "': not found");
+  if (vocab_size < 260)  // SentencePiece's own message for this is an internal assertion
+    throw Error("a vocabulary of " + std::to_string(vocab_size) +
+                " tokens is too small: 259 ids are reserved (<unk>, <s>, \"\\n\" and 256 byte tokens); use 260 or more");
   const std::string suffix = ".model";
   if (model_path.size() <= suffix.size() || model_path.compare(model_path.size() - suffix.size(), suffix.size(), suffix) != 0)
     throw Error("tokenizer model path '" + model_path + "' must end in .model");

@@ -46,6 +46,15 @@ TEST_F(TokenizerTest, TrainsTheRequestedVocabularyWithFixedSpecialIds) {
   EXPECT_LT(tok.encode("the quality of the water").size(), 10u);
 }
 
+TEST_F(TokenizerTest, AVocabularyWithoutRoomBeyondTheReservedIdsIsNamed) {
+  try {
+    train_tokenizer(*dir_ / "train.txt", 259, *dir_ / "small.model");
+    FAIL() << "259 tokens leave no room for a learned piece";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a vocabulary of 259 tokens is too small"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(TokenizerTest, RoundTripsTextExactly) {
   const Tokenizer tok = Tokenizer::load(*dir_ / "tok.model");
   for (const std::string& text : {std::string("The act of the horse, 17;\n   see also Latin."),
