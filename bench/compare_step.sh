@@ -3,7 +3,7 @@
 # gpu-bundle/ (scripts/device-test.sh build) carried along; about 3-5 minutes on an H100:
 #   1. quartet2 bench step: presets 100m and 200m, schemes bf16 and quartet2
 #   2. bench/torch_step.py at the same shapes (batch 16 x seq 1024, vocab 32768, 2 warm-up +
-#      5 timed steps): torch.compile, then eager
+#      5 timed steps): torch.compile (and eager with WITH_EAGER=1)
 #   3. bench step of 100m under the CUPTI tracer, bf16 and quartet2 each alone, and
 #      scripts/trace/breakdown.py of each trace
 # Logs, JSON and traces go to $OUT (default gpu-bundle/out); a short table is printed last.
@@ -33,7 +33,8 @@ if [[ -z "${SKIP_TORCH:-}" ]]; then
   for preset in 100m 200m; do  # one process each: a compile that runs long costs one preset only
     step "torch-compile-$preset" 200 python3 bench/torch_step.py --json --presets "$preset" --steps 5 --warmup 2
   done
-  step torch-eager 120 python3 bench/torch_step.py --json --presets 100m,200m --steps 5 --warmup 2 --no-compile
+  [[ -n "${WITH_EAGER:-}" ]] &&
+    step torch-eager 120 python3 bench/torch_step.py --json --presets 100m,200m --steps 5 --warmup 2 --no-compile
 fi
 
 if [[ -z "${SKIP_TRACE:-}" ]]; then
