@@ -149,9 +149,10 @@ TEST(Trainer, NaNStopsNamingTheStepAndALastCheckpointThatLoadsAndResumes) {
 TEST(Trainer, AFailingEvaluationKeepsTheStepsProgress) {
   // A copy of the dataset whose validation tokens are damaged past its header: the run starts, and
   // the first evaluation (step 3) fails.
+  const fs::path good = dataset_dir();  // first: making it clears test_root()
   const fs::path data = test_root() / "badval";
   fs::create_directories(data);
-  for (const auto& e : fs::directory_iterator(dataset_dir())) fs::copy(e.path(), data / e.path().filename());
+  for (const auto& e : fs::directory_iterator(good)) fs::copy(e.path(), data / e.path().filename());
   {
     std::fstream f(data / "val.bin", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(-2, std::ios::end);
