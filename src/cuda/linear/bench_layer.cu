@@ -16,10 +16,10 @@
 #include "cuda/quant/device_common.cuh"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/bench_layer.h"
-#include "cuda/timing.h"
+#include "cuda/runtime/timing.h"
 #include "cuda/linear/kernels.h"
 #include "cuda/linear/linear.h"
-#include "cuda/tensor.h"
+#include "cuda/runtime/tensor.h"
 #include "linear/scheme.h"
 
 namespace q2::cuda {

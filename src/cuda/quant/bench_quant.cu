@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "cuda/quant/device_common.cuh"
-#include "cuda/timing.h"
+#include "cuda/runtime/timing.h"
 #include "quant/sr.h"
 
 namespace q2::cuda {
