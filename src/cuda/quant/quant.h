@@ -151,10 +151,4 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
                                    uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0);
 
-// ---- benchmark -----------------------------------------------------------------------------
-
-// Times every kernel on >= 256 MiB BF16 inputs against a device-to-device copy; prints a table,
-// or one JSON object when json is true.
-void run_bench_quant(bool json);
-
 }  // namespace q2::cuda
