@@ -2,7 +2,7 @@
 """PyTorch reference for `quartet2 bench step`: the same model and step, in BF16 autocast.
 
 Trains the model `quartet2` builds for each preset (src/model/config.cpp, transformer.cpp,
-cpu_ops.cpp) on one fixed batch of random tokens, timed the way src/train/bench_step.cpp times
+cpu_ops.cpp) on one fixed batch of random tokens, timed the way bench/bench_step.cpp times
 it, and prints the same numbers (`--json`: the same keys as `quartet2 bench step --json`).
 
 Model (as src/model): token embedding [V, d]; per layer RMSNorm (eps 1e-5, weight, no bias) ->
@@ -25,7 +25,7 @@ norms and loss in float32); torch.optim.AdamW(fused=True); clip_grad_norm_ (no h
 where our step reads the norm and the loss back every step); optionally torch.compile of the
 model's forward + loss (the optimizer runs eagerly; fused AdamW is already few kernels).
 
-MFU uses bench_step.cpp's FLOP count, copied from src/train/bench_step.cpp (StepBenchRow,
+MFU uses bench_step.cpp's FLOP count, copied from bench/bench_step.cpp (StepBenchRow,
 "6 N + 12 L d seq (PaLM's model FLOPs, N without embeddings)", bench_step.h):
     flops_per_token = 6 * (non_embedding_params + vocab * d_model) + 12 * n_layers * d_model * seq
     non_embedding_params = n_layers * (4 d^2 + 3 d h + 2 d) + d          (config.cpp)

@@ -5,7 +5,7 @@
       gpu-bundle/quartet2 bench step --presets 100m --schemes quartet2 --steps 5
   breakdown.py trace.csv [--warmup 2] [--steps 5] [--labels 100m/quartet2] [--top 10] [--json]
 
-Steps. bench step (src/train/bench_step.cpp) puts no marker in the trace, but every step ends
+Steps. bench step (bench/bench_step.cpp) puts no marker in the trace, but every step ends
 with AdamW: one adamw_kernel launch per parameter tensor, back to back on stream 0, after the
 gradient norm was read back to the host, and nothing else runs on the GPU between them. So
 the trace (kernels, memsets and copies, in order of their GPU start) is cut after the last

@@ -4,14 +4,13 @@
 #include <functional>
 #include <memory>
 
+#include "bench/bench_step.h"
 #include "cli/commands.h"
 #include "common/error.h"
 
-#include "train/bench_step.h"
-
 #ifdef Q2_HAVE_CUDA
-#include "cuda/linear/bench_layer.h"
-#include "cuda/quant/quant.h"
+#include "bench/bench_layer.h"
+#include "bench/bench_quant.h"
 #endif
 
 namespace q2::cli {

@@ -12,7 +12,7 @@
 
 #include "common/error.h"
 #include "common/rendezvous.h"
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
 
 namespace q2::cuda {
 

@@ -17,8 +17,8 @@
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/linear.h"
 #include "cuda/ops/ops.h"
-#include "cuda/quant/quant.h"
-#include "cuda/tensor.h"
+#include "cuda/runtime/device.h"
+#include "cuda/runtime/tensor.h"
 #include "format/bf16.h"
 
 namespace q2::cuda {

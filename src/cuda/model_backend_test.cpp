@@ -10,8 +10,7 @@
 
 #include "cuda/gemm/gemm.h"
 #include "cuda/model_backend.h"
-#include "cuda/quant/quant.h"
-#include "cuda/test_util.h"
+#include "cuda/runtime/test_util.h"
 #include "model/transformer.h"
 #include "quant/philox.h"
 #include "train/config.h"

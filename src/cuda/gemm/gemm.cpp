@@ -9,7 +9,7 @@
 #include <tuple>
 
 #include "common/error.h"
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
 
 namespace q2::cuda::blas {
 

@@ -17,7 +17,7 @@
 
 #include <cstdint>
 
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/format.h"
 
 namespace q2::cuda::blas {
 

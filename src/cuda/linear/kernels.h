@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/format.h"
 
 namespace q2::cuda::linear_kernels {
 

@@ -8,7 +8,8 @@
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/kernels.h"
 #include "cuda/ops/ops.h"
-#include "cuda/tensor.h"
+#include "cuda/quant/quant.h"
+#include "cuda/runtime/tensor.h"
 #include "quant/philox.h"
 #include "quant/rtn.h"
 

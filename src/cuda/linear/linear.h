@@ -20,7 +20,7 @@
 #include <memory>
 #include <string>
 
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/format.h"
 #include "linear/scheme.h"
 #include "model/backend.h"
 

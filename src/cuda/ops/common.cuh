@@ -9,7 +9,7 @@
 
 #include "common/error.h"
 #include "cuda/ops/ops.h"
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
 
 namespace q2::cuda::ops::detail {
 

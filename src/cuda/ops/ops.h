@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
 #include "model/backend.h"
 
 namespace q2::cuda::ops {

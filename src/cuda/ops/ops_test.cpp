@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "cuda/test_util.h"
+#include "cuda/runtime/test_util.h"
 #include "eval/distributions.h"
 #include "format/bf16.h"
 #include "model/backend.h"

@@ -1,12 +1,7 @@
 #pragma once
 // The GPU side of the quantization layer: CUDA kernels that reproduce the CPU reference in
 // src/quant bit for bit (codes, scales, tensor scale). docs/NUMERICS.md is the definition.
-//
-// Device formats:
-//   BF16 tensor   __nv_bfloat16 [rows, cols], row-major (the CPU reference sees float(x), exact).
-//   NVFP4 tensor  DeviceNVFP4: packed E2M1 codes uint8 [rows, cols/2] (even element in the low
-//                 nibble), E4M3 scales in the cuBLASLt 128x4 blocked layout (scale_layout.h,
-//                 padding zero) and one float32 tensor scale, all in device memory.
+// Inputs and outputs are the device formats of cuda/runtime/format.h.
 //
 // Every launcher is asynchronous on the given stream unless its comment says it synchronizes.
 // Kernels that must reject NaN/Inf input raise a flag in the Workspace; the host turns it into
@@ -17,101 +12,13 @@
 
 #include <cstdint>
 #include <string>
-#include <utility>
 
-#include "format/nvfp4.h"
+#include "cuda/runtime/device.h"
+#include "cuda/runtime/format.h"
 #include "quant/hadamard.h"
 #include "quant/rtn.h"
 
 namespace q2::cuda {
-
-// ---- CUDA plumbing -------------------------------------------------------------------------
-
-// Throws q2::Error("CUDA error in <what>: <message>") unless e == cudaSuccess.
-void check(cudaError_t e, const std::string& what);
-// After a kernel launch: checks cudaGetLastError, naming the kernel.
-void check_launch(const char* kernel);
-// True when at least one CUDA device is usable (never throws).
-bool device_available();
-
-// An owning, move-only device allocation of n elements of T (cudaMalloc / cudaFree).
-template <class T>
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(int64_t n) : n_(n) {
-    if (n > 0) {
-      void* p = nullptr;
-      check(cudaMalloc(&p, static_cast<size_t>(n) * sizeof(T)), "cudaMalloc of " + std::to_string(n * sizeof(T)) + " bytes");
-      p_ = static_cast<T*>(p);
-    }
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = std::exchange(o.p_, nullptr);
-      n_ = std::exchange(o.n_, 0);
-    }
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { release(); }
-
-  T* get() { return p_; }
-  const T* get() const { return p_; }
-  int64_t size() const { return n_; }
-  size_t bytes() const { return static_cast<size_t>(n_) * sizeof(T); }
-
- private:
-  void release() {
-    if (p_) cudaFree(p_);
-    p_ = nullptr;
-    n_ = 0;
-  }
-  T* p_ = nullptr;
-  int64_t n_ = 0;
-};
-
-// ---- tensors -------------------------------------------------------------------------------
-
-// A BF16 row-major matrix in device memory (not owned); `name` appears in error messages.
-// `data` must be 16-byte aligned (cudaMalloc'ed buffers are).
-struct BF16View {
-  const __nv_bfloat16* data = nullptr;
-  int64_t rows = 0, cols = 0;
-  std::string name;
-};
-// A float32 tensor that the forward quantizers (amax, RTN, Four-over-Six, 16x16) read as its
-// BF16 copy (round to nearest even, as ops::convert), without the copy: for float32 master
-// weights.
-struct F32View {
-  const float* data = nullptr;
-  int64_t rows = 0, cols = 0;
-  std::string name;
-};
-
-// An NVFP4 tensor in device memory. The scale buffer is zeroed when allocated, so the padding
-// of the blocked layout stays zero (kernels write only real scales).
-struct DeviceNVFP4 {
-  int64_t rows = 0, cols = 0;
-  DeviceBuffer<uint8_t> packed;      // rows * cols / 2 bytes
-  DeviceBuffer<uint8_t> scales;      // blocked_scale_bytes(rows, cols / 16) bytes
-  DeviceBuffer<float> tensor_scale;  // one float
-
-  DeviceNVFP4() = default;
-  DeviceNVFP4(int64_t rows, int64_t cols);  // cols must be a positive multiple of 16
-  int64_t scale_cols() const { return cols / kBlock; }
-  // Reallocates (zeroed scales) unless the shape already matches. Reallocating synchronizes,
-  // so any stream may write the tensor next.
-  void ensure(int64_t rows, int64_t cols);
-};
-
-// Copies a device tensor back (synchronous), scales converted to row-major.
-NVFP4Tensor to_host(const DeviceNVFP4& t);
-// Uploads a host tensor (synchronous), scales converted to the blocked layout.
-DeviceNVFP4 to_device(const NVFP4Tensor& t);
 
 // Device-side status and scratch reused across calls (one per stream at a time).
 class Workspace {
@@ -243,11 +150,5 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
                                          __nv_bfloat16* expanded = nullptr, AlphaLink link = {});
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
                                    uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0);
-
-// ---- benchmark -----------------------------------------------------------------------------
-
-// Times every kernel on >= 256 MiB BF16 inputs against a device-to-device copy; prints a table,
-// or one JSON object when json is true.
-void run_bench_quant(bool json);
 
 }  // namespace q2::cuda

@@ -12,7 +12,7 @@
 
 #include "common/error.h"
 #include "cuda/quant/quant.h"
-#include "cuda/test_util.h"
+#include "cuda/runtime/test_util.h"
 #include "eval/distributions.h"
 #include "format/bf16.h"
 #include "format/e4m3.h"

@@ -1,4 +1,4 @@
-#include "train/bench_step.h"
+#include "bench/bench_step.h"
 
 #include <chrono>
 #include <cstdio>

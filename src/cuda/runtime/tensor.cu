@@ -1,4 +1,4 @@
-#include "cuda/tensor.h"
+#include "cuda/runtime/tensor.h"
 
 #include <cuda_runtime.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
 
 namespace q2::cuda {
 

@@ -1,10 +1,10 @@
-#include "cuda/timing.h"
+#include "cuda/runtime/timing.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 
-#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
 
 namespace q2::cuda {
 

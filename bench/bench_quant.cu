@@ -10,8 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "cuda/quant/device_common.cuh"
-#include "cuda/timing.h"
+#include "bench/bench_quant.h"
+#include "common/error.h"
+#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
+#include "cuda/runtime/timing.h"
+#include "format/bf16.h"
+#include "quant/philox.h"
 #include "quant/sr.h"
 
 namespace q2::cuda {

@@ -13,14 +13,16 @@
 #include <string>
 #include <vector>
 
-#include "cuda/quant/device_common.cuh"
+#include "bench/bench_layer.h"
+#include "common/error.h"
 #include "cuda/gemm/gemm.h"
-#include "cuda/linear/bench_layer.h"
-#include "cuda/timing.h"
-#include "cuda/linear/kernels.h"
 #include "cuda/linear/linear.h"
-#include "cuda/tensor.h"
+#include "cuda/quant/quant.h"
+#include "cuda/runtime/device.h"
+#include "cuda/runtime/tensor.h"
+#include "cuda/runtime/timing.h"
 #include "linear/scheme.h"
+#include "quant/philox.h"
 
 namespace q2::cuda {
 namespace {

@@ -6,7 +6,8 @@
 #include <string>
 
 #include "common/error.h"
-#include "cuda/quant/quant.h"
+#include "common/hd.h"
+#include "cuda/runtime/device.h"
 #include "format/nvfp4.h"
 
 #define REQUIRE_GPU() \
