@@ -69,7 +69,7 @@ for line in open(sys.argv[2]):
     j = json.loads(line)
     (ev if "val_loss" in j else train)[j["step"]] += 1
 want = collections.Counter(range(1, final + 1))
-want_ev = collections.Counter([s for s in range(1, final + 1) if s % 5 == 0] + [final])
+want_ev = collections.Counter({s for s in range(1, final + 1) if s % 5 == 0} | {final})
 assert train == want, f"train lines per step: {sorted((train - want).items())} extra, {sorted((want - train).items())} missing"
 assert ev == want_ev, f"eval lines per step: {sorted(ev.items())}"
 EOF
