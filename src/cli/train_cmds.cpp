@@ -52,7 +52,7 @@ void add_train(CLI::App& app) {
                 "Start a new run in an out.dir that holds one, deleting its checkpoint and metrics")
       ->excludes(sub->get_option("--resume"));
   sub->add_option("--device", o->device, "cpu or cuda (same as --method.device)");
-  // Data parallelism (docs/MULTI_GPU.md): one process per GPU. Without these, mpirun's
+  // Data parallelism (docs/ARCHITECTURE.md): one process per GPU. Without these, mpirun's
   // OMPI_COMM_WORLD_* variables are used, else a single process.
   sub->add_option("--world-size", o->world_size, "Processes in a data-parallel job (same as --dist.world_size)");
   sub->add_option("--rank", o->rank, "This process's rank, 0 .. world size - 1 (same as --dist.rank)");

@@ -1,5 +1,5 @@
 #pragma once
-// The file rendezvous of data-parallel start-up (docs/MULTI_GPU.md): rank 0 publishes a small
+// The file rendezvous of data-parallel start-up (docs/ARCHITECTURE.md): rank 0 publishes a small
 // blob (the NCCL unique id) in a shared directory; the other ranks wait for it. Kept free of
 // CUDA so the exchange and its timeout are testable on any machine.
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-// The NCCL communicator of a data-parallel job (docs/MULTI_GPU.md): one process per GPU, set
+// The NCCL communicator of a data-parallel job (docs/ARCHITECTURE.md): one process per GPU, set
 // up through the file rendezvous of common/rendezvous.h. Every wait is bounded by the job's
 // timeout, so a rank that died turns into an error on the others instead of a hang.
 #include <memory>

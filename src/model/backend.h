@@ -1,7 +1,7 @@
 #pragma once
 // The narrow interface between the model and the hardware: backend-owned 2-D tensors and the
 // operations the transformer, the optimizer and the trainer need. The CPU backend runs them
-// in float32 on the host; the CUDA backend (docs/GPU_BACKEND.md) on the device. Nothing above
+// in float32 on the host; the CUDA backend (docs/ARCHITECTURE.md) on the device. Nothing above
 // this interface knows which one runs.
 #include <cstdint>
 #include <memory>
@@ -95,7 +95,7 @@ class Backend {
   virtual size_t peak_memory_bytes() { return 0; }
   virtual void reset_peak_memory() {}
 
-  // Data parallelism (docs/MULTI_GPU.md): this process's place among world() replicas; `what`
+  // Data parallelism (docs/ARCHITECTURE.md): this process's place among world() replicas; `what`
   // names the data in the timeout error ("gradients of step 37"). World 1, the default and the
   // CPU's only size: nothing to sum.
   virtual int rank() const { return 0; }

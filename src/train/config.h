@@ -36,7 +36,7 @@ struct TrainConfig {
   // > 0: every dump_every steps, the X, W and dY of the first and last layer's linears (first
   // micro-batch) go to out.dir/tensors/step<N>/<linear>/{x,w,dy}.npy (grad-error --load reads them)
   int64_t dump_every = 0;
-  // data parallelism (docs/MULTI_GPU.md); 0 / -1 / "": taken from OpenMPI's environment or
+  // data parallelism (docs/ARCHITECTURE.md); 0 / -1 / "": taken from OpenMPI's environment or
   // world 1 by resolve_dist
   int64_t world_size = 0, rank = -1;
   int64_t local_rank = -1;   // picks the GPU; -1: the rank (one host)

@@ -1,5 +1,5 @@
 #pragma once
-// Data-parallel gradient sums overlapped with backward (docs/MULTI_GPU.md): the model's
+// Data-parallel gradient sums overlapped with backward (docs/ARCHITECTURE.md): the model's
 // backward tells which gradients are final; they go, in that order (reverse layer order), into
 // buckets of at most dist.bucket_mb, and each bucket's sum over all ranks starts as soon as it
 // is full, so that communication runs while backward computes the earlier layers. The backend
