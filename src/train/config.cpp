@@ -1,6 +1,6 @@
 #include "train/config.h"
 
-#include <toml++/toml.h>
+#include "train/tomlpp.h"
 
 #include "common/error.h"
 #include "model/backend.h"
