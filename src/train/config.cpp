@@ -1,9 +1,10 @@
 #include "train/config.h"
 
-#include "train/tomlpp.h"
+#include <type_traits>
 
 #include "common/error.h"
 #include "model/backend.h"
+#include "train/tomlpp.h"
 
 namespace q2::train {
 
@@ -65,7 +66,11 @@ TrainConfig from_json(const json& j) {
       // Checkpoints from before data parallelism (or before a dist key) lack it; the dist
       // section describes the launch, not the run, so the defaults stand in.
       if (std::string(section) == "dist" && !(j.contains(section) && j.at(section).contains(key))) return;
-      j.at(section).at(key).get_to(v);
+      const json& value = j.at(section).at(key);
+      // nlohmann casts a float to an integer field as it is: undefined behaviour out of range.
+      if (std::is_integral_v<std::decay_t<decltype(v)>> && !value.is_number_integer())
+        throw Error("config: '" + std::string(section) + "." + key + "' must be an integer, got " + value.dump());
+      value.get_to(v);
     });
   } catch (const json::exception& e) {
     throw Error(std::string("config: ") + e.what());
@@ -87,8 +92,10 @@ void set_typed(json& j, const std::string& key, const json& value, const std::st
     slot = value;
   } else if (slot.is_number_integer()) {
     if (value.is_number_integer()) slot = value;
-    else if (value.is_number_float() && value.get<double>() == static_cast<double>(static_cast<int64_t>(value.get<double>())))
-      slot = static_cast<int64_t>(value.get<double>());
+    // An integral float within int64's range (casting one outside it is undefined behaviour).
+    else if (const double d = value.is_number_float() ? value.get<double>() : 0.5;
+             d >= -0x1p63 && d < 0x1p63 && d == static_cast<double>(static_cast<int64_t>(d)))
+      slot = static_cast<int64_t>(d);
     else bad();
   } else if (slot.is_number_float()) {
     if (!value.is_number()) bad();
