@@ -25,16 +25,20 @@ export Q2_FUZZ_TMPDIR="$work/tmp"
 # shellcheck source=sanitizer_env.sh
 . "$here/sanitizer_env.sh"
 export OMP_NUM_THREADS=1
+dict=()
+[[ -f $here/dict/$name.dict ]] && dict=(-dict="$here/dict/$name.dict")
 "$tree/fuzz/${name}_fuzz" -runs="$runs" -seed=1 -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 \
-  -artifact_prefix="$work/" "$@" "$work/new" "$here/corpus/$name"
+  "${dict[@]}" -artifact_prefix="$work/" "$@" "$work/new" "$here/corpus/$name"
 rc=$?
 if ((rc != 0)); then
+  mkdir -p "$tree/artifacts"
   for a in "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* "$work"/slow-unit-*; do
     [[ -f $a ]] || continue
-    echo "reproducer $(basename "$a") ($(stat -c %s "$a") bytes), base64:"
+    cp "$a" "$tree/artifacts/$name-$(basename "$a")"
+    echo "reproducer $tree/artifacts/$name-$(basename "$a") ($(stat -c %s "$a") bytes), base64:"
     base64 "$a" | head -c 65536
     echo
   done
-  echo "FAILED: fuzz_$name (fuzz/run_fuzzer.sh $tree $name $runs; a reproducer runs as $tree/fuzz/${name}_fuzz FILE)"
+  echo "FAILED: fuzz_$name (re-run one input: $tree/fuzz/${name}_fuzz FILE)"
 fi
 exit $rc
