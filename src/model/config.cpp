@@ -53,15 +53,24 @@ nlohmann::json to_json(const ModelConfig& c) {
           {"norm_eps", c.norm_eps}};
 }
 
+namespace {
+// nlohmann casts a float to an integer as it is: undefined behaviour out of range.
+int64_t integer(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& v = j.at(key);
+  if (!v.is_number_integer()) throw Error(std::string("model config: '") + key + "' must be an integer, got " + v.dump());
+  return v.get<int64_t>();
+}
+}  // namespace
+
 ModelConfig model_config_from_json(const nlohmann::json& j) {
   ModelConfig c;
   c.preset = j.at("preset").get<std::string>();
-  c.n_layers = j.at("n_layers").get<int64_t>();
-  c.d_model = j.at("d_model").get<int64_t>();
-  c.n_heads = j.at("n_heads").get<int64_t>();
-  c.d_ff = j.at("d_ff").get<int64_t>();
-  c.vocab = j.at("vocab").get<int64_t>();
-  c.seq_len = j.at("seq_len").get<int64_t>();
+  c.n_layers = integer(j, "n_layers");
+  c.d_model = integer(j, "d_model");
+  c.n_heads = integer(j, "n_heads");
+  c.d_ff = integer(j, "d_ff");
+  c.vocab = integer(j, "vocab");
+  c.seq_len = integer(j, "seq_len");
   c.rope_theta = j.at("rope_theta").get<double>();
   c.norm_eps = j.at("norm_eps").get<double>();
   c.validate();

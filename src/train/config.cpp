@@ -1,6 +1,6 @@
 #include "train/config.h"
 
-#include <toml++/toml.h>
+#include <type_traits>
 
 #include <algorithm>
 #include <charconv>
@@ -13,6 +13,7 @@
 #include "linear/scheme.h"
 #include "model/backend.h"
 #include "quant/hadamard.h"
+#include "train/tomlpp.h"
 
 namespace q2::train {
 
@@ -75,11 +76,13 @@ TrainConfig from_json(const json& j) {
       // section describes the launch, not the run, so the defaults stand in.
       if (std::string(section) == "dist" && !(j.contains(section) && j.at(section).contains(key))) return;
       const json& value = j.at(section).at(key);
-      // get_to would wrap or truncate an integer the field cannot hold (train.seed = -1 to 2^64 - 1).
+      // get_to would cast a float into an integer field as it is (undefined behaviour out of range)
+      // and wrap an integer the field cannot hold (train.seed = -1 to 2^64 - 1).
       using T = std::remove_reference_t<decltype(v)>;
       if constexpr (std::is_integral_v<T>) {
-        if (value.is_number_integer() && !(value.is_number_unsigned() ? std::in_range<T>(value.get<uint64_t>())
-                                                                       : std::in_range<T>(value.get<int64_t>())))
+        if (!value.is_number_integer())
+          throw Error("config: '" + std::string(section) + "." + key + "' must be an integer, got " + value.dump());
+        if (!(value.is_number_unsigned() ? std::in_range<T>(value.get<uint64_t>()) : std::in_range<T>(value.get<int64_t>())))
           throw Error(std::string("config: ") + section + "." + key + " must be in [" +
                       std::to_string(std::numeric_limits<T>::min()) + ", " + std::to_string(std::numeric_limits<T>::max()) +
                       "], got " + value.dump());
