@@ -229,14 +229,22 @@ DatasetMeta load_dataset(const std::string& dir) {
     if (j.at("format") != kFormat) throw Error("dataset '" + path + "': not a quartet2 dataset");
     if (j.at("version") != kVersion)
       throw Error("dataset '" + path + "': unsupported version " + j.at("version").dump());
-    m.vocab_size = j.at("vocab_size").get<uint32_t>();
+    // get<> would cast a float or a negative number as it is (undefined, or wrapping).
+    auto count = [&](const char* key, uint64_t max) -> uint64_t {
+      const nlohmann::json& v = j.at(key);
+      if (!v.is_number_unsigned() || v.get<uint64_t>() > max)
+        throw Error("dataset '" + path + "': " + key + " must be a whole number from 0 to " + std::to_string(max) +
+                    ", got " + v.dump());
+      return v.get<uint64_t>();
+    };
+    m.vocab_size = static_cast<uint32_t>(count("vocab_size", UINT32_MAX));
     m.tokenizer = (root / j.at("tokenizer").get<std::string>()).string();
     for (const auto& s : j.at("train_shards")) m.train_shards.push_back((root / s.get<std::string>()).string());
     m.val_shard = (root / j.at("val_shard").get<std::string>()).string();
-    m.train_tokens = j.at("train_tokens").get<uint64_t>();
-    m.val_tokens = j.at("val_tokens").get<uint64_t>();
-    m.train_bytes = j.at("train_bytes").get<uint64_t>();
-    m.val_bytes = j.at("val_bytes").get<uint64_t>();
+    m.train_tokens = count("train_tokens", UINT64_MAX);
+    m.val_tokens = count("val_tokens", UINT64_MAX);
+    m.train_bytes = count("train_bytes", UINT64_MAX);
+    m.val_bytes = count("val_bytes", UINT64_MAX);
     m.bytes_per_token = j.at("bytes_per_token").get<double>();
   } catch (const nlohmann::json::exception& e) {
     throw Error("dataset '" + path + "': corrupt: " + e.what());

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -189,6 +191,18 @@ TEST_F(PrepareTest, LoadRejectsBrokenDirectories) {
   const std::string count = copy("count");
   write_shard(count + "/val.bin", {1, 5, 6}, 400);
   expect_error(count, "val shards hold 3 tokens");
+
+  // Counts that are not whole numbers in range (a float, a negative number) are named, not cast.
+  const std::string numbers = copy("numbers");
+  std::ifstream in(good + "/meta.json");
+  nlohmann::json meta = nlohmann::json::parse(in);
+  for (const auto& [key, value] : {std::pair<const char*, nlohmann::json>{"vocab_size", 1e10}, {"vocab_size", -400},
+                                   {"train_tokens", 1.5}, {"val_bytes", -1}}) {
+    nlohmann::json m = meta;
+    m[key] = value;
+    std::ofstream(numbers + "/meta.json") << m.dump();
+    expect_error(numbers, std::string(key) + " must be a whole number from 0 to ");
+  }
 }
 
 TEST(Prepare, RejectsBadOptions) {

@@ -20,6 +20,10 @@ void ModelConfig::validate() const {
   if (d_ff < 16 || d_ff % 16 != 0) bad("d_ff must be a positive multiple of 16");
   if (vocab < 2) bad("vocab must be at least 2");
   if (seq_len < 1) bad("seq_len must be at least 1");
+  // Far above any model trained here, and low enough that no parameter count overflows int64
+  // (a checkpoint's header is checked against its size with them).
+  if (n_layers > 4096 || d_model > 65536 || d_ff > (1 << 20) || vocab > (1 << 24) || seq_len > (1 << 24))
+    bad("a size is out of range (n_layers <= 4096, d_model <= 65536, d_ff <= 1048576, vocab and seq_len <= 16777216)");
 }
 
 namespace {

@@ -58,7 +58,7 @@ Verified read_verified(const std::string& path) {
   std::memcpy(&stored, b.data() + b.size() - 4, 4);
   if (crc32_of(b.data(), b.size() - 4) != stored)
     throw Error("checkpoint '" + path + "' is corrupt or truncated (checksum mismatch)");
-  if (16 + hlen > b.size() - 4) throw Error("checkpoint '" + path + "' is truncated (header)");
+  if (hlen > b.size() - 20) throw Error("checkpoint '" + path + "' is truncated (header)");
   try {
     v.header = nlohmann::json::parse(b.substr(16, hlen));
   } catch (const nlohmann::json::exception& e) {
@@ -78,10 +78,13 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
   CheckpointInfo i;
   try {
     i.header = h;
-    i.step = h.at("step");
+    if (!h.at("step").is_number_integer() || h["step"].get<int64_t>() < 0)
+      throw Error("checkpoint '" + path + "': malformed header: step " + h["step"].dump());
+    i.step = h["step"].get<int64_t>();
     i.config = from_json(h.at("config"));
     i.model = model::model_config_from_json(h.at("model"));
     i.dataset = h.value("dataset", nlohmann::json());
+    i.has_optimizer = h.value("has_optimizer", false);
   } catch (const nlohmann::json::exception& e) {
     throw Error("checkpoint '" + path + "': malformed header: " + e.what());
   }
@@ -121,12 +124,23 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, model::
   write_file_atomic(path, out);
 }
 
-CheckpointInfo read_checkpoint_info(const std::string& path) { return info_of(read_verified(path).header, path); }
+// The header's model must be the size of the body, checked before a model of that size is built.
+CheckpointInfo verified_info(const Verified& v, const std::string& path) {
+  CheckpointInfo info = info_of(v.header, path);
+  const uint64_t floats = static_cast<uint64_t>(info.model.total_params());
+  const uint64_t body = v.bytes.size() - 4 - v.body, expect = floats * sizeof(float) * (info.has_optimizer ? 3 : 1);
+  if (body != expect)
+    throw Error("checkpoint '" + path + "': " + std::to_string(body) + " bytes of tensor data, its header describes " +
+                std::to_string(expect));
+  return info;
+}
+
+CheckpointInfo read_checkpoint_info(const std::string& path) { return verified_info(read_verified(path), path); }
 
 CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
                                const TrainConfig* resume) {
   const Verified v = read_verified(path);
-  CheckpointInfo info = info_of(v.header, path);
+  CheckpointInfo info = verified_info(v, path);
   const nlohmann::json want = model::to_json(model.config()), have = v.header.at("model");
   std::string diff;
   for (auto it = want.begin(); it != want.end(); ++it)
@@ -141,15 +155,8 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
   if (!diff.empty()) throw Error("checkpoint '" + path + "' was made with another configuration:" + diff);
   if (v.header.value("params", nlohmann::json()) != param_list(model))
     throw Error("checkpoint '" + path + "': its parameter list does not match its model configuration");
-  const bool has_opt = v.header.value("has_optimizer", false);
-  if (optimizer && !has_opt) throw Error("checkpoint '" + path + "' holds no optimizer state; it cannot be resumed");
-  // The body must be exactly the tensors the header lists: no more, no less.
-  size_t floats = 0;
-  for (const model::Param& p : model.params()) floats += static_cast<size_t>(p.value.rows * p.value.cols);
-  const size_t body = v.bytes.size() - 4 - v.body, expect = floats * sizeof(float) * (has_opt ? 3 : 1);
-  if (body != expect)
-    throw Error("checkpoint '" + path + "': " + std::to_string(body) + " bytes of tensor data, its header describes " +
-                std::to_string(expect));
+  if (optimizer && !info.has_optimizer)
+    throw Error("checkpoint '" + path + "' holds no optimizer state; it cannot be resumed");
   size_t off = v.body;
   model::Backend& b = model.backend();
   auto take = [&](model::Tensor& t) {

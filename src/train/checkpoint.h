@@ -19,6 +19,7 @@ struct CheckpointInfo {
   int64_t step = 0;
   TrainConfig config;
   model::ModelConfig model;
+  bool has_optimizer = false;
   nlohmann::json dataset;  // what it was trained on (vocabulary, tokenizer CRC); null in older checkpoints
 };
 

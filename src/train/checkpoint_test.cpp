@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -150,10 +151,9 @@ TEST(Checkpoint, BodyMustMatchTheHeadersParameterList) {
     model::Transformer m(info.model, linear::scheme_by_name("bf16"), *backend);
     load_checkpoint(bad, m, nullptr, nullptr);
   };
-  // A header edited to one layer: the parameter list still names two.
+  // A header edited to one layer: the body holds two; so with the parameter list edited too.
   std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json& h) { h["model"]["n_layers"] = 1; });
-  EXPECT_NE(error_of(load_as_eval).find("parameter list"), std::string::npos) << error_of(load_as_eval);
-  // The list edited too: the body is longer than the header describes.
+  EXPECT_NE(error_of(load_as_eval).find("bytes of tensor data"), std::string::npos) << error_of(load_as_eval);
   model::ModelConfig one = small();
   model::Transformer b(one, linear::scheme_by_name("bf16"), *backend);
   nlohmann::json one_params = nlohmann::json::array();
@@ -163,6 +163,16 @@ TEST(Checkpoint, BodyMustMatchTheHeadersParameterList) {
     h["params"] = one_params;
   });
   EXPECT_NE(error_of(load_as_eval).find("bytes of tensor data"), std::string::npos) << error_of(load_as_eval);
+  // The right size, but a parameter list in another order than the model's.
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json& h) {
+    std::reverse(h["params"].begin(), h["params"].end());
+  });
+  EXPECT_NE(error_of(load_as_eval).find("parameter list"), std::string::npos) << error_of(load_as_eval);
+  // A header asking for a model far larger than the file is refused before any model is built.
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json& h) { h["model"]["n_layers"] = 4000; });
+  EXPECT_NE(error_of([&] { read_checkpoint_info(bad); }).find("bytes of tensor data"), std::string::npos);
+  std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json& h) { h["step"] = 1e30; });
+  EXPECT_NE(error_of([&] { read_checkpoint_info(bad); }).find("malformed header: step"), std::string::npos);
   // Trailing bytes after the tensors, and a header claiming optimizer state that is not there.
   std::ofstream(bad, std::ios::binary) << rewritten(bytes, [](nlohmann::json&) {}, "xxxx");
   EXPECT_NE(error_of(load_as_eval).find("bytes of tensor data"), std::string::npos);
