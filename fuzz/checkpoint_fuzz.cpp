@@ -36,9 +36,9 @@ void load(const std::string& path) {
     if (!(param_count(info.model) <= kMaxParams) || info.model.n_layers > 64) return;
     const q2::linear::Scheme scheme = q2::linear::scheme_by_name(info.config.scheme, info.config.hadamard);
     q2::model::Transformer model(info.model, scheme, *backend);
-    q2::train::load_checkpoint(path, model, nullptr, info.config.scheme);  // inference
+    q2::train::load_checkpoint(path, model, nullptr, nullptr);  // inference
     q2::train::AdamW opt(*backend, model.params());
-    q2::train::load_checkpoint(path, model, &opt, info.config.scheme);  // resume
+    q2::train::load_checkpoint(path, model, &opt, &info.config);  // resume
   } catch (const q2::Error& e) {
     q2::fuzz::rejected(e);
   }

@@ -22,9 +22,12 @@ TEST(Matrix, ShapesThatCannotExistAreNamed) {
   EXPECT_EQ(error_of([] { Matrix(int64_t{1} << 61, 2); }),
             "float32 matrix [2305843009213693952, 2] (elements x bytes each): 4611686018427387904 x 4 overflows a "
             "64-bit integer");
-  // 4 EiB fits every integer but no address space: the allocation itself fails.
+  // 4 EiB fits every integer but no address space: the allocation itself fails. (AddressSanitizer
+  // reports a failed operator new and aborts instead of throwing, so its build leaves this out.)
+#ifndef __SANITIZE_ADDRESS__
   EXPECT_EQ(error_of([] { Matrix(int64_t{1} << 40, int64_t{1} << 20); }),
             "float32 matrix [1099511627776, 1048576]: cannot allocate 4.00 EiB (out of memory)");
+#endif
 }
 
 }  // namespace
