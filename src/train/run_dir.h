@@ -29,8 +29,11 @@ class RunDir {
   // by a kill) are dropped, so every step appears once.
   void truncate_metrics(int64_t after_step) const;
 
-  std::string checkpoint() const { return dir_ + "/checkpoint.bin"; }
-  std::string metrics() const { return dir_ + "/metrics.jsonl"; }
+  std::string checkpoint() const { return checkpoint_file(dir_); }
+  std::string metrics() const { return metrics_file(dir_); }
+  // The files of a run folder, for every rank (only rank 0 holds a RunDir).
+  static std::string checkpoint_file(const std::string& dir) { return dir + "/checkpoint.bin"; }
+  static std::string metrics_file(const std::string& dir) { return dir + "/metrics.jsonl"; }
   const std::string& dir() const { return dir_; }
 
  private:

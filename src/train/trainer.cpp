@@ -21,7 +21,7 @@
 
 namespace q2::train {
 
-std::string checkpoint_path(const TrainConfig& c) { return c.out_dir + "/checkpoint.bin"; }
+std::string checkpoint_path(const TrainConfig& c) { return RunDir::checkpoint_file(c.out_dir); }
 
 nlohmann::json dataset_identity(const data::DatasetMeta& data) {
   char crc[16];
@@ -146,7 +146,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   AdamW opt(*backend, model.params());
   GradReducer reducer(model, cfg.bucket_mb);
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
-  const std::string ckpt = checkpoint_path(cfg), metrics = cfg.out_dir + "/metrics.jsonl";
+  const std::string ckpt = checkpoint_path(cfg), metrics = RunDir::metrics_file(cfg.out_dir);
 
   int64_t start = 0;
   if (mode == StartMode::kResume) {
