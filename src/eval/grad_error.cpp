@@ -10,14 +10,14 @@
 #include "common/npy.h"
 #include "eval/distributions.h"
 #include "linear/linear.h"
-#include "quant/philox.h"
+#include "quant/seeds.h"
 
 namespace q2::eval {
 
 LayerOperands default_operands(int64_t m, int64_t k, int64_t n, uint64_t seed) {
-  return {random_matrix(m, k, Dist::kGaussian, philox::derive_seed(seed, 100)),
-          random_matrix(n, k, Dist::kGaussian, philox::derive_seed(seed, 101), 1.0 / std::sqrt(static_cast<double>(k))),
-          random_matrix(m, n, Dist::kStudent3, philox::derive_seed(seed, 102))};
+  return {random_matrix(m, k, Dist::kGaussian, seeds::experiment_operand(seed, 0)),
+          random_matrix(n, k, Dist::kGaussian, seeds::experiment_operand(seed, 1), 1.0 / std::sqrt(static_cast<double>(k))),
+          random_matrix(m, n, Dist::kStudent3, seeds::experiment_operand(seed, 2))};
 }
 
 LayerOperands load_operands(const std::string& dir) {
@@ -94,7 +94,7 @@ std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string
   std::vector<double> dx_sum(dx_exact.size(), 0.0), dw_sum(dw_exact.size(), 0.0);
   ProductError dgrad{"dgrad", 0, 0, 0}, wgrad{"wgrad", 0, 0, 0};
   for (int k = 0; k < draws; ++k) {
-    const linear::Grads g = layer.backward(ops.dy, saved, philox::derive_seed(seed, 1000 + k));
+    const linear::Grads g = layer.backward(ops.dy, saved, seeds::experiment_backward(seed, k));
     const std::vector<double> dx = as_f64(g.dx), dw = as_f64(g.dw);
     if (k == 0) {
       dgrad.rel_err = rel_err(dx, dx_exact);

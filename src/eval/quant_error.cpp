@@ -6,7 +6,7 @@
 #include "common/memory.h"
 #include "quant/hadamard.h"
 #include "quant/ms_eden.h"
-#include "quant/philox.h"
+#include "quant/seeds.h"
 #include "quant/rtn.h"
 #include "quant/sr.h"
 
@@ -23,7 +23,7 @@ bool is_stochastic(const std::string& q) { return q != "rtn" && q != "four_over_
 
 Matrix quantize_dequantize(const std::string& q, const Matrix& x, uint64_t seed, uint64_t k) {
   const MatrixRef xr(x, "x");
-  const uint64_t s1 = philox::derive_seed(seed, 2 * k), s2 = philox::derive_seed(seed, 2 * k + 1);
+  const uint64_t s1 = seeds::quantizer_draw(seed, k, 0), s2 = seeds::quantizer_draw(seed, k, 1);
   if (q == "rtn") return quant::quantize_rtn(xr).dequantize();
   if (q == "four_over_six") return quant::quantize_four_over_six(xr).dequantize();
   if (q == "sr") return quant::quantize_sr(xr, quant::kSrScaleOverride, s1).dequantize();

@@ -2,7 +2,10 @@
 // Products of quantized operands: D[M, N] = alpha * sum_k A[m, k] B[n, k], both operands
 // K-major ("TN"), each either NVFP4 (alpha takes the tensor-scale product t_A * t_B) or a
 // dense float32 matrix (already rounded to BF16 where the scheme says so).
-// Backends: the exact CPU reference here; GPU backends implement the same interface.
+// The exact CPU reference only. The CUDA layer does not implement this interface: its operands
+// live on the device, arrive on two streams and keep alpha in device memory, so it multiplies
+// through cuda/gemm's cuBLASLt API instead. The two backends meet one level up, where both
+// execute the same linear::Plan.
 #include <memory>
 #include <string>
 

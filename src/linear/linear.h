@@ -1,13 +1,15 @@
 #pragma once
-// One linear layer under a scheme: Y = X W^T forward; dX = dY W and dW = dY^T X backward.
-// Shapes: X [T, in], W [out, in], dY [T, out]. The forward keeps only what the scheme saves
-// (for quartet2 the packed NVFP4 X_q and W_q); the backward draws a fresh rotation and fresh
-// rounding seeds from its `seed` argument on every call.
+// One linear layer under a scheme, the CPU reference executor of its Plan (linear/plan.h):
+// Y = X W^T forward; dX = dY W and dW = dY^T X backward. Shapes: X [T, in], W [out, in],
+// dY [T, out]. The forward keeps only what the plan saves (for quartet2 the packed NVFP4 X_q
+// and W_q); the backward draws a fresh rotation and fresh rounding seeds from its `seed`
+// argument on every call (the plan's seed streams).
 #include <string>
 #include <vector>
 
 #include "gemm/gemm.h"
 #include "gemm/operand.h"
+#include "linear/plan.h"
 #include "linear/scheme.h"
 
 namespace q2::linear {
@@ -27,6 +29,7 @@ using Trace = std::vector<std::string>;
 
 class Linear {
  public:
+  // Throws q2::Error naming the scheme when make_plan rejects it.
   Linear(Scheme scheme, const gemm::Backend& backend, std::string name = "linear");
 
   Matrix forward(const Matrix& x, const Matrix& w, Saved& saved, Trace* trace = nullptr) const;
@@ -35,16 +38,19 @@ class Linear {
   // The forward-pass operands exactly as the product used them (dequantized).
   gemm::OwnedOperand forward_x(const Matrix& x) const;
   gemm::OwnedOperand forward_w(const Matrix& w) const;
+  // A backward operand exactly as backward() uses it, from `e` (dY as backward reads it:
+  // rounded to BF16 unless the plan keeps dY exact), what the forward saved and the call's seed.
+  gemm::OwnedOperand backward_operand(const BackwardOperand& o, const Matrix& e, const Saved& saved, uint64_t seed,
+                                      Trace* trace = nullptr) const;
 
   const Scheme& scheme() const { return scheme_; }
+  const Plan& plan() const { return plan_; }
 
  private:
   gemm::OwnedOperand quantize_forward(FwdQuant q, const Matrix& m, const std::string& what) const;
-  gemm::OwnedOperand quantize_backward(BwdQuant q, const Matrix& m, int hadamard, uint64_t rot_seed, uint64_t seed,
-                                       const std::string& what, Trace* trace) const;
-  void check_backward_shapes(int64_t tokens, int64_t out) const;
 
   Scheme scheme_;
+  Plan plan_;
   const gemm::Backend& backend_;
   std::string name_;
 };

@@ -39,9 +39,7 @@ class CpuLinear final : public LinearOp {
   CpuLinear(const linear::Scheme& s, const gemm::Backend& g, const std::string& name) : lin_(s, g, name) {}
 
   Tensor forward(const Tensor& x, const Tensor& w, bool keep) override {
-    const linear::ProductRecipe& wg = lin_.scheme().wgrad;
-    const int64_t multiple = wg.hadamard ? wg.hadamard : 16;
-    const int64_t padded = (x.rows + multiple - 1) / multiple * multiple;
+    const int64_t padded = lin_.plan().padded_rows(x.rows);
     linear::Saved scratch;
     return wrap(first_rows(lin_.forward(pad_rows(mat(x), padded), mat(w), keep ? saved_ : scratch), x.rows));
   }

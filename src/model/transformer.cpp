@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "quant/philox.h"
+#include "quant/seeds.h"
 
 namespace q2::model {
 
@@ -57,7 +58,7 @@ void Transformer::init(uint64_t seed) {
         continue;
       }
       // Box-Muller from the parameter's own Philox counter space: independent of layout.
-      const philox::Block w = philox::words4(philox::derive_seed(seed, i), philox::kData, static_cast<uint64_t>(j));
+      const philox::Block w = philox::words4(seeds::parameter_init(seed, i), philox::kData, static_cast<uint64_t>(j));
       const double u1 = (w.v[0] + 0.5) * 0x1p-32, u2 = (w.v[1] + 0.5) * 0x1p-32;
       m.data[j] = static_cast<float>(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
     }
@@ -172,7 +173,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   Tensor dx = B.alloc(T, d, Role::kActivation);
   B.rmsnorm_backward(dxf, final_in_, params_[fnorm].value, final_rstd_, dx, grads_[fnorm]);
   announce(fnorm, 1);
-  auto lseed = [&](int l, int which) { return philox::derive_seed(seed, static_cast<uint64_t>(l * kLinears + which)); };
+  auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kLinears + which); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
     auto P = [&](int which) -> Tensor& { return params_[static_cast<size_t>(layer_param(l, which))].value; };

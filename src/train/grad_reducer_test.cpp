@@ -6,6 +6,7 @@
 
 #include "common/error_test_util.h"
 #include "quant/philox.h"
+#include "quant/seeds.h"
 
 namespace q2::train {
 namespace {
@@ -111,7 +112,7 @@ std::vector<Matrix> run(model::Transformer& m, int micros,
   m.zero_grads();
   for (int micro = 0; micro < micros; ++micro) {
     m.forward(tokens(2 * micro), tokens(2 * micro + 1), 2, 64);
-    m.backward(philox::derive_seed(7, micro), 0.01f, hook(micro));
+    m.backward(seeds::backward_call(7, micro), 0.01f, hook(micro));
   }
   std::vector<Matrix> g;
   for (const Tensor& t : m.grads()) g.push_back(m.backend().download(t));

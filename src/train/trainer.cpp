@@ -13,7 +13,7 @@
 #include "common/memory.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
-#include "quant/philox.h"
+#include "quant/seeds.h"
 #include "train/checkpoint.h"
 #include "common/npy.h"
 #include "train/grad_reducer.h"
@@ -219,7 +219,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
         // Each rank draws its own rotations and rounding (independent noise averages out in the
         // sum); world 1 keeps the single-process seeds.
         const int64_t draw = (step * cfg.grad_accum + micro) * world + backend->rank();
-        model.backward(philox::derive_seed(cfg.seed, static_cast<uint64_t>(draw)), loss_scale,
+        model.backward(seeds::backward_call(cfg.seed, draw), loss_scale,
                        reducer.hook(micro, cfg.grad_accum, "gradients" + of_step));
         if (dump) model.set_tap(nullptr);
       }

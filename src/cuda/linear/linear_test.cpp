@@ -20,11 +20,6 @@
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "model/backend.h"
-#include "quant/hadamard.h"
-#include "quant/ms_eden.h"
-#include "quant/philox.h"
-#include "quant/rtn.h"
-#include "quant/sr.h"
 
 namespace q2::cuda {
 namespace {
@@ -215,7 +210,7 @@ TEST(GpuLinear, Bf16MatchesCpu) {
   auto op = make_cuda_linear(s, "layer");
   expect_close(run_gpu(*op, in, 7), run_cpu(s, in, 7), "bf16");
   EXPECT_EQ(op->saved_bytes(), static_cast<size_t>(kM * kK * 2));
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(op->quantized(static_cast<LinearOperand>(i)), nullptr);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(op->quantized(static_cast<linear::OperandId>(i)), nullptr);
 }
 
 // Forward-only schemes keep only X_q and W_q; their BF16 backward reads those values.
@@ -229,16 +224,6 @@ TEST(GpuLinear, ForwardOnlySchemesMatchCpu) {
   }
 }
 
-// The CPU reference of one backward operand, as linear::Linear::quantize_backward forms it.
-NVFP4Tensor cpu_backward_operand(linear::BwdQuant q, const Matrix& m, int hadamard, uint64_t rot_seed, uint64_t seed,
-                                 float sr_override) {
-  const MatrixRef ref(m, "operand");
-  if (q == linear::BwdQuant::kMsEden) return quant::quantize_ms_eden(ref, quant::Rht(hadamard, rot_seed), seed);
-  const Matrix src = hadamard ? quant::rht_forward(ref, quant::Rht(hadamard, rot_seed)) : m;
-  if (q == linear::BwdQuant::kSr) return quant::quantize_sr(MatrixRef(src, "operand"), sr_override, seed);
-  return quant::quantize_rtn(MatrixRef(src, "operand"));
-}
-
 class GpuLinearQuantized : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
@@ -249,44 +234,34 @@ TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
   auto op = make_cuda_linear(s, "layer");
   const Outputs gpu = run_gpu(*op, in, seed);
   expect_close(gpu, run_cpu(s, in, seed), s.name);
-  auto host = [&](LinearOperand which) {
+  auto host = [&](linear::OperandId which) {
     const DeviceNVFP4* t = op->quantized(which);
     return t ? to_host(*t) : NVFP4Tensor();
   };
 
   // Forward operands: the CPU layer's own quantizers on the padded input and bf16(w).
-  const int64_t multiple = s.wgrad.hadamard ? s.wgrad.hadamard : 16;
-  const int64_t Mp = (kM + multiple - 1) / multiple * multiple;
   const auto cpu_gemm = gemm::make_cpu_backend();
   const linear::Linear lin(s, *cpu_gemm, "layer");
+  const int64_t Mp = lin.plan().padded_rows(kM);
   const Matrix xp = pad_rows(in.x, Mp);
   const gemm::OwnedOperand xq = lin.forward_x(xp), wq = lin.forward_w(in.w_bf16);
-  if (xq.fp4) expect_same(host(LinearOperand::kFwdX), *xq.fp4, s.name + " forward X");
-  if (wq.fp4) expect_same(host(LinearOperand::kFwdW), *wq.fp4, s.name + " forward W");
+  if (xq.fp4) expect_same(host(linear::OperandId::kFwdX), *xq.fp4, s.name + " forward X");
+  if (wq.fp4) expect_same(host(linear::OperandId::kFwdW), *wq.fp4, s.name + " forward W");
 
-  // Backward operands, from what the CPU saved (X_q or bf16(X); W_q or bf16(W)).
-  const uint64_t rot = philox::derive_seed(seed, 0);
+  // Backward operands: the CPU layer's own, from what its forward saved, for the same seed.
+  linear::Saved saved;
+  lin.forward(xp, in.w_bf16, saved);
   const Matrix e = pad_rows(in.dy, Mp);
-  const Matrix w_saved = wq.values();
-  const Matrix x_saved = s.save_x_high_precision ? xp : xq.values();
-  const float ovr = s.sr_scale_override;
-  const linear::ProductRecipe& d = s.dgrad;
-  const linear::ProductRecipe& g = s.wgrad;
-  expect_same(host(LinearOperand::kDgradA),
-              cpu_backward_operand(d.a, e, d.hadamard, rot, philox::derive_seed(seed, 1), ovr), s.name + " dgrad dY");
-  if (d.b == linear::BwdQuant::kForward)
-    expect_same(transpose_square_blocks(host(LinearOperand::kDgradB), "gpu W_q"),
-                transpose_square_blocks(*wq.fp4, "cpu W_q"), s.name + " dgrad W_q^T");
-  else
-    expect_same(host(LinearOperand::kDgradB),
-                cpu_backward_operand(d.b, transpose(w_saved), d.hadamard, rot, philox::derive_seed(seed, 2), ovr),
-                s.name + " dgrad W^T");
-  expect_same(host(LinearOperand::kWgradA),
-              cpu_backward_operand(g.a, transpose(e), g.hadamard, rot, philox::derive_seed(seed, 3), ovr),
-              s.name + " wgrad dY^T");
-  expect_same(host(LinearOperand::kWgradB),
-              cpu_backward_operand(g.b, transpose(x_saved), g.hadamard, rot, philox::derive_seed(seed, 4), ovr),
-              s.name + " wgrad X^T");
+  const linear::Plan& p = lin.plan();
+  for (const linear::BackwardOperand* o : {&p.dgrad.a, &p.dgrad.b, &p.wgrad.a, &p.wgrad.b}) {
+    const std::string what = s.name + " " + linear::to_string(o->id);
+    const gemm::OwnedOperand cpu = lin.backward_operand(*o, e, saved, seed);
+    ASSERT_TRUE(cpu.fp4) << what;
+    if (o->quant == linear::BwdQuant::kForward)  // the GPU's is W_q as stored, [N, K]
+      expect_same(transpose_square_blocks(host(o->id), "gpu W_q"), *cpu.fp4, what);
+    else
+      expect_same(host(o->id), *cpu.fp4, what);
+  }
 }
 
 // tetrajet2 requantizes the saved X_q / W_q (float32 values) and rotates dY along its rows.

@@ -1,0 +1,95 @@
+#include "linear/plan.h"
+
+#include "common/error.h"
+
+namespace q2::linear {
+
+namespace {
+
+using seeds::LinearStream;
+
+Kept kept(FwdQuant q) {
+  switch (q) {
+    case FwdQuant::kFp32: return Kept::kFp32;
+    case FwdQuant::kBf16: return Kept::kBf16;
+    default: return Kept::kNvfp4;
+  }
+}
+
+ProductPlan product(const ProductRecipe& r, BackwardOperand a, BackwardOperand b) {
+  ProductPlan p;
+  a.quant = r.a;
+  b.quant = r.b;
+  a.hadamard = b.hadamard = p.hadamard = r.hadamard;
+  p.a = a;
+  p.b = b;
+  p.inner_multiple = r.hadamard ? r.hadamard : (a.quantized() || b.quantized() ? 16 : 1);
+  return p;
+}
+
+void validate(const Scheme& s) {
+  auto fail = [&](const std::string& why) { throw Error("scheme '" + s.name + "': " + why); };
+  for (const ProductRecipe* p : {&s.dgrad, &s.wgrad})
+    if ((p->a == BwdQuant::kMsEden || p->b == BwdQuant::kMsEden) && p->hadamard == 0)
+      fail("MS-EDEN needs a Hadamard rotation");
+  if (s.dgrad.b == BwdQuant::kForward && s.dgrad.hadamard != 0) fail("a reused forward W cannot be rotated");
+  if (s.wgrad.a == BwdQuant::kForward || s.wgrad.b == BwdQuant::kForward || s.dgrad.a == BwdQuant::kForward)
+    fail("only dgrad's W operand can reuse the forward quantization");
+}
+
+}  // namespace
+
+Plan make_plan(const Scheme& s) {
+  validate(s);
+  Plan p;
+  p.scheme = s.name;
+  p.x = s.x;
+  p.w = s.w;
+  p.saved_x_from_input = s.save_x_high_precision;
+  p.saved_x = s.save_x_high_precision ? Kept::kBf16 : kept(s.x);
+  p.saved_w = kept(s.w);
+  p.exact_dy = s.dgrad.a == BwdQuant::kFp32;
+  p.dgrad = product(s.dgrad, {OperandId::kDgradA, {}, Source::kDy, false, 0, LinearStream::kDgradA},
+                    {OperandId::kDgradB, {}, Source::kSavedW, true, 0, LinearStream::kDgradB});
+  p.wgrad = product(s.wgrad, {OperandId::kWgradA, {}, Source::kDy, true, 0, LinearStream::kWgradA},
+                    {OperandId::kWgradB, {}, Source::kSavedX, true, 0, LinearStream::kWgradB});
+  const bool any = kept(s.x) == Kept::kNvfp4 || kept(s.w) == Kept::kNvfp4 || p.dgrad.a.quantized() ||
+                   p.dgrad.b.quantized() || p.wgrad.a.quantized() || p.wgrad.b.quantized();
+  p.row_multiple = any ? (s.wgrad.hadamard ? s.wgrad.hadamard : 16) : 1;
+  p.sr_scale_override = s.sr_scale_override;
+  return p;
+}
+
+void Plan::check_backward_shapes(const std::string& layer, int64_t tokens, int64_t out) const {
+  auto need = [&](const ProductPlan& p, const char* product, const char* dim, int64_t size, const char* hint) {
+    if (size % p.inner_multiple != 0)
+      throw Error("layer '" + layer + "' (scheme " + scheme + "): " + product + " quantizes along the " + dim +
+                  " dimension, so " + dim + " = " + std::to_string(size) + " must be a multiple of " +
+                  std::to_string(p.inner_multiple) + hint);
+  };
+  need(dgrad, "dgrad", "output-feature", out, "");
+  need(wgrad, "wgrad", "token", tokens, " (pad the batch with zero rows)");
+}
+
+const char* to_string(OperandId id) {
+  switch (id) {
+    case OperandId::kFwdX: return "fwd.x";
+    case OperandId::kFwdW: return "fwd.w";
+    case OperandId::kDgradA: return "dgrad.a(dY)";
+    case OperandId::kDgradB: return "dgrad.b(W^T)";
+    case OperandId::kWgradA: return "wgrad.a(dY^T)";
+    case OperandId::kWgradB: return "wgrad.b(X^T)";
+  }
+  return "?";
+}
+
+const char* to_string(Kept k) {
+  switch (k) {
+    case Kept::kNvfp4: return "nvfp4";
+    case Kept::kBf16: return "bf16";
+    case Kept::kFp32: return "fp32";
+  }
+  return "?";
+}
+
+}  // namespace q2::linear
