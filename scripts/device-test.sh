@@ -22,7 +22,9 @@
 #                                  programs.tar.xz with it, e.g. built from another commit;
 #                                  libraries missing there come from gpu-bundle), interleaved
 #                                  over two rounds: quartet2's ratio to bf16 per shape, one
-#                                  step alone and back to back. JSON in $OUT/compare-*.json.
+#                                  step alone and back to back. JSON in $OUT/compare-layer-*.json.
+#   scripts/device-test.sh compare-step DIR...   (on the GPU machine) the same for 'bench step'
+#                                  (the 100m and 200m training steps, bf16 and quartet2).
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
@@ -198,37 +200,46 @@ trace() {
   python3 scripts/trace/timeline.py "$out/trace.csv" "${1:-0}"
 }
 
-compare() {
+# interleave BENCH DIR...: 'quartet2 bench BENCH --json' of the programs of several bundles,
+# alternating over two rounds so that drifting clocks hit every build alike; JSON in
+# $OUT/compare-BENCH-<bundle>-<round>.json.
+interleave() {
   unpack  # gpu-bundle's libraries serve bundles that hold only a program
-  local out="${OUT:-$root/gpu-bundle/out}" round dir
+  local bench="$1" out="${OUT:-$root/gpu-bundle/out}" round dir
+  shift
   mkdir -p "$out"
   for dir in "$@"; do
     [[ -x "$dir/quartet2" ]] || tar -xJf "$dir/programs.tar.xz" -C "$dir"
   done
   for round in 1 2; do
     for dir in "$@"; do
-      LD_LIBRARY_PATH="$dir/lib:$LD_LIBRARY_PATH" "$dir/quartet2" bench layer --json \
-        >"$out/compare-$(basename "$dir")-$round.json" 2>"$out/compare-$(basename "$dir")-$round.txt" ||
+      LD_LIBRARY_PATH="$dir/lib:$LD_LIBRARY_PATH" "$dir/quartet2" bench "$bench" --json \
+        >"$out/compare-$bench-$(basename "$dir")-$round.json" 2>"$out/compare-$bench-$(basename "$dir")-$round.txt" ||
         echo "compare: $dir, round $round: exit $?"
     done
   done
-  python3 - "$out" "$@" <<'PY'
+  python3 - "$bench" "$out" "$@" <<'PY'
 import json, os, sys
-out, dirs = sys.argv[1], sys.argv[2:]
+bench, out, dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = []
 for d in dirs:
     for r in (1, 2):
         try:
-            j = json.load(open(f"{out}/compare-{os.path.basename(d)}-{r}.json"))
+            j = json.load(open(f"{out}/compare-{bench}-{os.path.basename(d)}-{r}.json"))
         except (OSError, ValueError):
             continue
-        cells = []
-        for s in j["shapes"]:
-            q = next(x for x in s["schemes"] if x["scheme"] == "quartet2")
-            cells.append(f"{q['ratio_to_bf16']:.2f}x / {q.get('ratio_back_to_back', float('nan')):.2f}x")
-        rows.append((os.path.basename(d), r, cells, [f"{s['m']}x{s['k']}x{s['n']}" for s in j["shapes"]]))
+        if bench == "layer":
+            heads = [f"{s['m']}x{s['k']}x{s['n']}" for s in j["shapes"]]
+            cells = []
+            for s in j["shapes"]:
+                q = next(x for x in s["schemes"] if x["scheme"] == "quartet2")
+                cells.append(f"{q['ratio_to_bf16']:.2f}x / {q.get('ratio_back_to_back', float('nan')):.2f}x")
+        else:
+            heads = [f"{x['preset']} {x['scheme']}" for x in j["rows"]]
+            cells = [f"{x['step_ms']:.1f} ms" for x in j["rows"]]
+        rows.append((os.path.basename(d), r, cells, heads))
 if rows:
-    print("quartet2 / bf16, one step alone / back to back")
+    print("quartet2 / bf16, one step alone / back to back" if bench == "layer" else "training step time")
     print(f"{'bundle':24s} {'round':>5s} " + " ".join(f"{h:>17s}" for h in rows[0][3]))
     for name, r, cells, _ in rows:
         print(f"{name:24s} {r:5d} " + " ".join(f"{c:>17s}" for c in cells))
@@ -260,10 +271,14 @@ case "${1:-}" in
     ;;
   compare)
     shift
-    compare "$@"
+    interleave layer "$@"
+    ;;
+  compare-step)
+    shift
+    interleave step "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
