@@ -25,10 +25,10 @@
 
 #include "common/error.h"
 #include "cuda/runtime/test_util.h"
-#include "eval/distributions.h"
 #include "format/bf16.h"
 #include "model/backend.h"
 #include "model/cpu_ops.h"
+#include "quant/distributions.h"
 
 namespace q2::cuda::ops {
 namespace {
@@ -39,7 +39,7 @@ constexpr double kU = 1.0 / 256;  // BF16 unit roundoff
 
 // Gaussian values rounded to BF16 (exact in float32 and in BF16).
 Matrix random_bf16(int64_t rows, int64_t cols, uint64_t seed, double stddev = 1.0) {
-  Matrix m = eval::random_matrix(rows, cols, eval::Dist::kGaussian, seed, stddev);
+  Matrix m = quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed, stddev);
   for (float& v : m.data) v = q2::bf16::round(v);
   return m;
 }
@@ -132,7 +132,7 @@ void expect_direction(const Matrix& gpu, const Matrix& cpu, double max_rel, doub
 }
 
 std::vector<uint32_t> random_ids(int64_t n, uint32_t vocab, uint64_t seed) {
-  const Matrix u = eval::random_matrix(1, n, eval::Dist::kGaussian, seed);
+  const Matrix u = quant::random_matrix(1, n, quant::Dist::kGaussian, seed);
   std::vector<uint32_t> ids(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
     ids[i] = static_cast<uint32_t>(static_cast<uint64_t>(std::fabs(u.data[i]) * 1e6) % vocab);
@@ -144,7 +144,7 @@ std::vector<uint32_t> random_ids(int64_t n, uint32_t vocab, uint64_t seed) {
 TEST(GpuEmbedding, ForwardGathersAndRoundsRows) {
   REQUIRE_GPU();
   const int64_t vocab = 1000, d = 200, T = 3 * 128 + 7;
-  const Matrix table = eval::random_matrix(vocab, d, eval::Dist::kGaussian, 1);  // float32, not BF16-exact
+  const Matrix table = quant::random_matrix(vocab, d, quant::Dist::kGaussian, 1);  // float32, not BF16-exact
   const std::vector<uint32_t> ids = random_ids(T, vocab, 2);
   auto dt = to_dev(table);
   auto di = to_dev(ids);
@@ -191,7 +191,7 @@ TEST(GpuEmbedding, BackwardEqualsCpuBitForBit) {
     for (int64_t t = 0; t < T; t += 2) ids[t] = 250;   // one run longer than the load batch
     ids[T - 1] = vocab - 1;
     const Matrix dout = random_bf16(T, d, 7);
-    Matrix dtable = eval::random_matrix(vocab, d, eval::Dist::kGaussian, 8);
+    Matrix dtable = quant::random_matrix(vocab, d, quant::Dist::kGaussian, 8);
     auto dd = to_dev_bf16(dout);
     auto di = to_dev(ids);
     auto dt = to_dev(dtable);
@@ -208,7 +208,7 @@ TEST(GpuRmsNorm, ForwardMatchesCpu) {
   for (const int64_t d : {768, 100}) {  // 16-byte path and scalar path
     const int64_t T = 3 * 128 + 7;
     const Matrix x = random_bf16(T, d, 10, 2.0);
-    const Matrix w = eval::random_matrix(1, d, eval::Dist::kGaussian, 11);
+    const Matrix w = quant::random_matrix(1, d, quant::Dist::kGaussian, 11);
     auto dx = to_dev_bf16(x);
     auto dw = to_dev(w);
     DeviceBuffer<bf16> y(T * d);
@@ -232,9 +232,9 @@ TEST(GpuRmsNorm, BackwardMatchesCpuAndDwIsBitExact) {
   for (const int64_t d : {1024, 100}) {
     const int64_t T = 3 * 128 + 7;
     const Matrix x = random_bf16(T, d, 12, 2.0), dy = random_bf16(T, d, 13);
-    const Matrix w = eval::random_matrix(1, d, eval::Dist::kGaussian, 14);
+    const Matrix w = quant::random_matrix(1, d, quant::Dist::kGaussian, 14);
     Matrix dx = random_bf16(T, d, 15);  // accumulated into
-    Matrix dw = eval::random_matrix(1, d, eval::Dist::kGaussian, 16);
+    Matrix dw = quant::random_matrix(1, d, quant::Dist::kGaussian, 16);
     Matrix y(T, d);
     std::vector<float> rstd;
     model::cpu::rmsnorm_forward(x, w.data.data(), 1e-5, y, rstd);
@@ -494,7 +494,7 @@ TEST(GpuElementwise, AddScaleConvert) {
     }
   }
 
-  const Matrix x = eval::random_matrix(1, n, eval::Dist::kGaussian, 82);
+  const Matrix x = quant::random_matrix(1, n, quant::Dist::kGaussian, 82);
   auto gx = to_dev(x);
   scale(gx.get(), n, 0.37f);
   Matrix xs = x;
@@ -508,7 +508,7 @@ TEST(GpuElementwise, AddScaleConvert) {
   expect_bits_equal(from_dev(gab, 1, n), as, "scale bf16");
 
   // float32 -> BF16 on random values plus exact ties, subnormals and the largest finite values.
-  Matrix f = eval::random_matrix(1, n, eval::Dist::kGaussian, 83, 1e3);
+  Matrix f = quant::random_matrix(1, n, quant::Dist::kGaussian, 83, 1e3);
   const uint32_t specials[] = {0x3F808000u, 0x3F818000u, 0x00008000u, 0x00018000u, 0x80000001u,
                                0x7F7FFFFFu, 0xFF7F0000u, 0x00000000u, 0x80000000u, 0x3F7FFFFFu};
   for (size_t i = 0; i < std::size(specials); ++i) f.data[i] = bits_float(specials[i]);
@@ -529,7 +529,7 @@ TEST(GpuElementwise, AddScaleConvert) {
 TEST(GpuElementwise, SumSquaresIsDeterministicFloat64) {
   REQUIRE_GPU();
   for (const int64_t n : {int64_t{1}, int64_t{3}, int64_t{1000003}, int64_t{20000000}}) {
-    const Matrix x = eval::random_matrix(1, n, eval::Dist::kStudent3, 90, 3.0);
+    const Matrix x = quant::random_matrix(1, n, quant::Dist::kStudent3, 90, 3.0);
     auto gx = to_dev(x);
     const double got = sum_squares(gx.get(), n), again = sum_squares(gx.get(), n);
     double ref = 0;
@@ -584,10 +584,10 @@ TEST(GpuAdamW, BitIdenticalToCpuBackend) {
   auto cpu = model::make_cpu_backend();
   const int64_t rows = 317, cols = 331;
   for (const bool decay : {true, false}) {
-    Matrix w = eval::random_matrix(rows, cols, eval::Dist::kGaussian, 120, 0.02);
-    Matrix g = eval::random_matrix(rows, cols, eval::Dist::kStudent3, 121, 1e-3);
-    Matrix m = eval::random_matrix(rows, cols, eval::Dist::kGaussian, 122, 1e-3);
-    Matrix v = eval::random_matrix(rows, cols, eval::Dist::kGaussian, 123, 1e-3);
+    Matrix w = quant::random_matrix(rows, cols, quant::Dist::kGaussian, 120, 0.02);
+    Matrix g = quant::random_matrix(rows, cols, quant::Dist::kStudent3, 121, 1e-3);
+    Matrix m = quant::random_matrix(rows, cols, quant::Dist::kGaussian, 122, 1e-3);
+    Matrix v = quant::random_matrix(rows, cols, quant::Dist::kGaussian, 123, 1e-3);
     for (float& x : v.data) x = x * x;
     const model::AdamWHyper h{3e-4, 0.9, 0.95, 1e-8, 0.1, 7};
     auto gw = to_dev(w), gg = to_dev(g), gm = to_dev(m), gv = to_dev(v);
