@@ -2,7 +2,7 @@
 // OMP_NUM_THREADS=1 to measure the one-core figure.
 #include <benchmark/benchmark.h>
 
-#include "eval/distributions.h"
+#include "quant/distributions.h"
 #include "quant/hadamard.h"
 #include "quant/ms_eden.h"
 #include "quant/rtn.h"
@@ -11,7 +11,7 @@
 namespace {
 
 const q2::Matrix& input() {
-  static const q2::Matrix x = q2::eval::random_matrix(4096, 4096, q2::eval::Dist::kGaussian, 0);
+  static const q2::Matrix x = q2::quant::random_matrix(4096, 4096, q2::quant::Dist::kGaussian, 0);
   return x;
 }
 

@@ -2,14 +2,21 @@
 """Folder dependency graph of src/ and bench/: for each folder, the folders its files include
 ("X/Y.h" resolved against src/ or the repository root, as the build does). Prints the graph of
 the library code, then the edges only tests add (files named *test*), then any cycle of either.
-Exits 1 if the library code has a cycle: the folders are layers and must stay a DAG.
+Exits 1 on any cycle, in the library code or through tests: the folders are layers and must stay
+a DAG, tests included.
 
   scripts/include_graph.py [REPO]      (REPO defaults to the repository holding this script)
+  scripts/include_graph.py -h|--help   (prints this text)
 """
 import os
 import re
 import sys
 
+if any(a in ("-h", "--help") for a in sys.argv[1:]):
+    print(__doc__.strip())
+    sys.exit(0)
+if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+    sys.exit(__doc__.strip() + "\n\nusage: scripts/include_graph.py [REPO]")
 root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 src = os.path.join(root, "src")
 include = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
@@ -72,7 +79,7 @@ for n in sorted(test):
 lib_cycles = cycles(lib)
 for c in lib_cycles:
     print("cycle in the library code: " + " -> ".join(c))
-for c in cycles(both):
-    if c not in lib_cycles:
-        print("cycle through tests: " + " -> ".join(c))
-sys.exit(1 if lib_cycles else 0)
+test_cycles = [c for c in cycles(both) if c not in lib_cycles]
+for c in test_cycles:
+    print("cycle through tests: " + " -> ".join(c))
+sys.exit(1 if lib_cycles or test_cycles else 0)

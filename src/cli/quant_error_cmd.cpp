@@ -5,8 +5,8 @@
 
 #include "cli/commands.h"
 #include "common/memory.h"
-#include "eval/distributions.h"
 #include "eval/quant_error.h"
+#include "quant/distributions.h"
 
 namespace q2::cli {
 
@@ -24,7 +24,7 @@ void run(const QuantErrorOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string sizes = "quant-error --rows " + std::to_string(o.rows) + " --cols " + std::to_string(o.cols);
   require_host_memory(eval::quant_error_bytes(o.rows, o.cols, sizes), sizes);
-  const Matrix x = eval::random_matrix(o.rows, o.cols, eval::parse_dist(o.dist), o.seed);
+  const Matrix x = quant::random_matrix(o.rows, o.cols, quant::parse_dist(o.dist), o.seed);
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   const auto rows = eval::quant_error(x, o.draws, o.seed, [&](const eval::QuantErrorRow& r) {
     std::fprintf(stderr, "[quant-error %6.1fs] %s done\n", elapsed(), r.quantizer.c_str());

@@ -8,16 +8,17 @@
 #include "common/error.h"
 #include "common/memory.h"
 #include "common/npy.h"
-#include "eval/distributions.h"
 #include "linear/linear.h"
+#include "quant/distributions.h"
 #include "quant/seeds.h"
 
 namespace q2::eval {
 
 LayerOperands default_operands(int64_t m, int64_t k, int64_t n, uint64_t seed) {
-  return {random_matrix(m, k, Dist::kGaussian, seeds::experiment_operand(seed, 0)),
-          random_matrix(n, k, Dist::kGaussian, seeds::experiment_operand(seed, 1), 1.0 / std::sqrt(static_cast<double>(k))),
-          random_matrix(m, n, Dist::kStudent3, seeds::experiment_operand(seed, 2))};
+  return {quant::random_matrix(m, k, quant::Dist::kGaussian, seeds::experiment_operand(seed, 0)),
+          quant::random_matrix(n, k, quant::Dist::kGaussian, seeds::experiment_operand(seed, 1),
+                               1.0 / std::sqrt(static_cast<double>(k))),
+          quant::random_matrix(m, n, quant::Dist::kStudent3, seeds::experiment_operand(seed, 2))};
 }
 
 LayerOperands load_operands(const std::string& dir) {

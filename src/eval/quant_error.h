@@ -30,12 +30,4 @@ uint64_t quant_error_bytes(int64_t rows, int64_t cols, const std::string& what);
 std::vector<QuantErrorRow> quant_error(const Matrix& x, int draws, uint64_t seed,
                                        const std::function<void(const QuantErrorRow&)>& progress = {});
 
-double rel_sq_error(const float* estimate, const float* exact, int64_t n);
-
-// Relative squared error of draw 0 alone and of the mean of draws 0..n-1 against x.
-struct DrawErrors {
-  double single, mean;
-};
-DrawErrors mean_of_draws(const Matrix& x, int n, const std::function<Matrix(uint64_t k)>& draw);
-
 }  // namespace q2::eval

@@ -1,6 +1,6 @@
 #pragma once
 // BF16: the top 16 bits of a float32. Rounding is to nearest even; NaN stays NaN.
-#include "common/hd.h"
+#include "common/host_device.h"
 
 namespace q2::bf16 {
 

@@ -1,7 +1,7 @@
 #pragma once
 // E2M1 (FP4): sign bit 3, exponent bits 2..1 (bias 1), mantissa bit 0; no Inf/NaN.
 // Magnitudes by code&7: 0, 0.5, 1, 1.5, 2, 3, 4, 6.
-#include "common/hd.h"
+#include "common/host_device.h"
 
 namespace q2::e2m1 {
 

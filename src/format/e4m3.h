@@ -1,7 +1,7 @@
 #pragma once
 // E4M3 "fn" (FP8): sign, 4 exponent bits (bias 7), 3 mantissa bits; no Inf;
 // NaN is S.1111.111; largest finite 448; smallest normal 2^-6; subnormal step 2^-9.
-#include "common/hd.h"
+#include "common/host_device.h"
 
 namespace q2::e4m3 {
 

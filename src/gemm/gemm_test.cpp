@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "eval/distributions.h"
+#include "quant/distributions.h"
 #include "quant/ms_eden.h"
 #include "quant/rtn.h"
 #include "quant/sr.h"
@@ -37,8 +37,8 @@ TEST(CpuGemm, NVFP4ProductEqualsFloat64OfDequantizedOperands) {
   const int64_t shapes[][3] = {{37, 48, 29}, {128, 256, 64}, {5, 80, 300}, {64, 1024, 96}};
   uint64_t seed = 1;
   for (const auto& s : shapes) {
-    const Matrix x = eval::random_matrix(s[0], s[1], eval::Dist::kGaussian, seed++);
-    const Matrix w = eval::random_matrix(s[2], s[1], eval::Dist::kStudent3, seed++);
+    const Matrix x = quant::random_matrix(s[0], s[1], quant::Dist::kGaussian, seed++);
+    const Matrix w = quant::random_matrix(s[2], s[1], quant::Dist::kStudent3, seed++);
     const NVFP4Tensor xq = quant::quantize_four_over_six(MatrixRef(x, "x"));
     const NVFP4Tensor wq = quant::quantize_sr(MatrixRef(w, "w"), quant::kSrScaleOverride, 3);
     const Matrix d = backend->product_nt(xq, wq, "test");

@@ -5,8 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "eval/distributions.h"
-#include "eval/grad_error.h"
+#include "quant/distributions.h"
 #include "quant/philox.h"
 
 namespace q2::linear {
@@ -14,9 +13,9 @@ namespace {
 
 struct Fixture {
   std::unique_ptr<gemm::Backend> backend = gemm::make_cpu_backend();
-  Matrix x = eval::random_matrix(128, 64, eval::Dist::kGaussian, 1);
-  Matrix w = eval::random_matrix(128, 64, eval::Dist::kGaussian, 2, 0.125);
-  Matrix dy = eval::random_matrix(128, 128, eval::Dist::kStudent3, 3);
+  Matrix x = quant::random_matrix(128, 64, quant::Dist::kGaussian, 1);
+  Matrix w = quant::random_matrix(128, 64, quant::Dist::kGaussian, 2, 0.125);
+  Matrix dy = quant::random_matrix(128, 128, quant::Dist::kStudent3, 3);
 
   Trace trace_of(const std::string& scheme, Saved* saved_out = nullptr, int hadamard = 0) {
     const Linear layer(scheme_by_name(scheme, hadamard), *backend, "l");
@@ -78,10 +77,10 @@ TEST(LinearShapes, BadShapesAndNamesAreReported) {
   const Linear layer(scheme_by_name("quartet2"), *f.backend, "mlp.up");
   Saved saved;
   EXPECT_THROW(layer.forward(f.x, Matrix(128, 48), saved), Error);
-  const Matrix x100 = eval::random_matrix(100, 64, eval::Dist::kGaussian, 1);
+  const Matrix x100 = quant::random_matrix(100, 64, quant::Dist::kGaussian, 1);
   layer.forward(x100, f.w, saved);
   try {
-    layer.backward(eval::random_matrix(100, 128, eval::Dist::kGaussian, 1), saved, 0);
+    layer.backward(quant::random_matrix(100, 128, quant::Dist::kGaussian, 1), saved, 0);
     FAIL();
   } catch (const Error& e) {
     const std::string m = e.what();
@@ -139,13 +138,6 @@ TEST(LinearBf16, BackwardMatchesFiniteDifferences) {
   check(grads.dx, x, [&](const Matrix& xx) { return loss(xx, w); });
   check(grads.dw, w, [&](const Matrix& ww) { return loss(x, ww); });
   EXPECT_LT(std::sqrt(num / den), 1e-6);
-}
-
-TEST(LinearQuartet2, BackwardIsUnbiasedForTheForwardQuantizedOperands) {
-  const auto backend = gemm::make_cpu_backend();
-  const eval::LayerOperands ops = eval::default_operands(256, 256, 128, 5);
-  const auto rows = eval::grad_error(ops, "quartet2", 0, 64, 1, *backend);
-  for (size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i].rel_err_mean, 1.3 * rows[i].rel_err / 64) << rows[i].product;
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "common/error.h"
-#include "eval/distributions.h"
+#include "quant/distributions.h"
 
 // Each op of the CPU reference against an independent float64 re-implementation written here,
 // each backward against central finite differences of that float64 reference.
@@ -22,8 +22,8 @@
 namespace q2::model {
 namespace {
 
-using eval::Dist;
-using eval::random_matrix;
+using quant::Dist;
+using quant::random_matrix;
 
 constexpr double kU = 0x1p-24;  // float32 unit roundoff
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();

@@ -9,7 +9,7 @@
 #include <array>
 #include <cstdint>
 
-#include "common/hd.h"
+#include "common/host_device.h"
 #include "common/matrix.h"
 #include "quant/philox.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "eval/distributions.h"
+#include "quant/distributions.h"
 #include "quant/reference64.h"
 
 namespace q2::quant {
@@ -13,7 +13,7 @@ namespace {
 
 TEST(Hadamard, ForwardEqualsTheFloat64MatrixProduct) {
   for (int n : {16, 32, 64, 128}) {
-    const Matrix x = eval::random_matrix(5, 256, eval::Dist::kGaussian, n);
+    const Matrix x = random_matrix(5, 256, Dist::kGaussian, n);
     const Rht r(n, 42 + n);
     const Matrix y = rht_forward(MatrixRef(x, "x"), r);
     const std::vector<double> want = ref64::rht(x, r);
@@ -23,7 +23,7 @@ TEST(Hadamard, ForwardEqualsTheFloat64MatrixProduct) {
 
 TEST(Hadamard, IsOrthogonalAndInvertsTo1e6) {
   for (int n : {16, 32, 64, 128}) {
-    const Matrix x = eval::random_matrix(16, 512, eval::Dist::kStudent3, 7);
+    const Matrix x = random_matrix(16, 512, Dist::kStudent3, 7);
     const Rht r(n, 99);
     const Matrix y = rht_forward(MatrixRef(x, "x"), r);
     const Matrix back = rht_inverse(MatrixRef(y, "y"), r);

@@ -5,9 +5,9 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "eval/distributions.h"
-#include "eval/quant_error.h"
 #include "format/e4m3.h"
+#include "quant/distributions.h"
+#include "quant/error_stats.h"
 #include "quant/reference64.h"
 
 namespace q2::quant {
@@ -16,7 +16,7 @@ namespace {
 TEST(MsEden, MatchesFloat64RederivationWithTheSameRandomStream) {
   for (bool chunk : {false, true})
     for (int n : {128, 16}) {
-      const Matrix x = eval::random_matrix(40, 512, eval::Dist::kStudent3, 21);
+      const Matrix x = random_matrix(40, 512, Dist::kStudent3, 21);
       const Rht r(n, 5);
       MsEdenConfig cfg;
       cfg.group = chunk ? EdenGroup::kChunk : EdenGroup::k16;
@@ -30,7 +30,7 @@ TEST(MsEden, MatchesFloat64RederivationWithTheSameRandomStream) {
 }
 
 TEST(MsEden, LargestCorrectedScaleMapsTo256) {
-  const Matrix x = eval::random_matrix(64, 256, eval::Dist::kLaplace, 2);
+  const Matrix x = random_matrix(64, 256, Dist::kLaplace, 2);
   const NVFP4Tensor q = quantize_ms_eden(MatrixRef(x, "x"), Rht(128, 1), 2);
   float top = 0;
   for (uint8_t s : q.scales) top = std::max(top, e4m3::decode(s));
@@ -39,7 +39,7 @@ TEST(MsEden, LargestCorrectedScaleMapsTo256) {
 
 // Mean over n draws, each with fresh rotation and rounding seeds, un-rotated.
 double bias_ratio(const Matrix& x, int n, const MsEdenConfig& cfg, double* single_out = nullptr) {
-  const eval::DrawErrors e = eval::mean_of_draws(x, n, [&](uint64_t k) {
+  const DrawErrors e = mean_of_draws(x, n, [&](uint64_t k) {
     const Rht r(128, 500 + k);
     const Matrix y = quantize_ms_eden(MatrixRef(x, "x"), r, 900 + k, cfg).dequantize();
     return rht_inverse(MatrixRef(y, "y"), r);
@@ -49,7 +49,7 @@ double bias_ratio(const Matrix& x, int n, const MsEdenConfig& cfg, double* singl
 }
 
 TEST(MsEden, IsUnbiasedOnGaussianDataAndBeatsSrByTwo) {
-  const Matrix x = eval::random_matrix(32, 1024, eval::Dist::kGaussian, 8);
+  const Matrix x = random_matrix(32, 1024, Dist::kGaussian, 8);
   double single;
   const double r = bias_ratio(x, 256, {}, &single);
   EXPECT_GT(r, 0.7);
@@ -59,7 +59,7 @@ TEST(MsEden, IsUnbiasedOnGaussianDataAndBeatsSrByTwo) {
 }
 
 TEST(MsEden, ResearchVariantsAreAlsoUnbiased) {
-  const Matrix x = eval::random_matrix(32, 512, eval::Dist::kGaussian, 8);
+  const Matrix x = random_matrix(32, 512, Dist::kGaussian, 8);
   MsEdenConfig cfg;
   cfg.group = EdenGroup::kChunk;
   cfg.tensor_scale = EdenTensorScale::kRotatedAmax;

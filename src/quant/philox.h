@@ -4,7 +4,7 @@
 // 64-bit seed, the counter is (index / 4 as 64 bits, stream, 0) and the word is
 // output[index % 4]. Any thread on any device can therefore regenerate the exact word a
 // given element or block used, independent of how work is split.
-#include "common/hd.h"
+#include "common/host_device.h"
 
 namespace q2::philox {
 

@@ -5,15 +5,13 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "eval/distributions.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
+#include "quant/distributions.h"
 #include "quant/reference64.h"
 
 namespace q2::quant {
 namespace {
-
-using eval::Dist;
 
 void expect_agrees(const NVFP4Tensor& q, const ref64::Result& ref) {
   const ref64::Agreement a = ref64::compare(q.dequantize(), ref, 1e-6);
@@ -24,7 +22,7 @@ void expect_agrees(const NVFP4Tensor& q, const ref64::Result& ref) {
 
 TEST(Rtn, MatchesFloat64Rederivation) {
   for (Dist d : {Dist::kGaussian, Dist::kLaplace, Dist::kStudent3}) {
-    const Matrix x = eval::random_matrix(37, 256, d, 11);
+    const Matrix x = random_matrix(37, 256, d, 11);
     expect_agrees(quantize_rtn(MatrixRef(x, "x")), ref64::rtn(x, 6.0, 448.0));
     expect_agrees(quantize_rtn(MatrixRef(x, "x"), {6.0f / (17.0f / 16.0f), 448.0f}), ref64::rtn(x, 96.0 / 17.0, 448.0));
   }
@@ -32,13 +30,13 @@ TEST(Rtn, MatchesFloat64Rederivation) {
 
 TEST(FourOverSix, MatchesFloat64Rederivation) {
   for (Dist d : {Dist::kGaussian, Dist::kStudent3}) {
-    const Matrix x = eval::random_matrix(64, 512, d, 12);
+    const Matrix x = random_matrix(64, 512, d, 12);
     expect_agrees(quantize_four_over_six(MatrixRef(x, "x")), ref64::four_over_six(x));
   }
 }
 
 TEST(FourOverSix, LowersErrorAndTiesGoToSix) {
-  const Matrix x = eval::random_matrix(128, 256, Dist::kGaussian, 3);
+  const Matrix x = random_matrix(128, 256, Dist::kGaussian, 3);
   auto err = [&](const NVFP4Tensor& q) {
     const Matrix d = q.dequantize();
     double n = 0, s = 0;

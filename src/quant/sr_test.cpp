@@ -5,16 +5,16 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "eval/distributions.h"
-#include "eval/quant_error.h"
 #include "format/e4m3.h"
+#include "quant/distributions.h"
+#include "quant/error_stats.h"
 #include "quant/reference64.h"
 
 namespace q2::quant {
 namespace {
 
 TEST(Sr, MatchesFloat64RederivationWithTheSameRandomStream) {
-  const Matrix x = eval::random_matrix(33, 256, eval::Dist::kLaplace, 5);
+  const Matrix x = random_matrix(33, 256, Dist::kLaplace, 5);
   for (float so : {kSrScaleOverride, 1.0f}) {
     const NVFP4Tensor q = quantize_sr(MatrixRef(x, "x"), so, 77);
     const ref64::Result ref = ref64::sr(x, so, 77);
@@ -26,13 +26,13 @@ TEST(Sr, MatchesFloat64RederivationWithTheSameRandomStream) {
 
 // Mean of n draws versus one draw: for an unbiased quantizer E||mean - x||^2 = E||q - x||^2 / n.
 double bias_ratio(const Matrix& x, float scale_override, int n) {
-  const eval::DrawErrors e = eval::mean_of_draws(
+  const DrawErrors e = mean_of_draws(
       x, n, [&](uint64_t k) { return quantize_sr(MatrixRef(x, "x"), scale_override, 1000 + k).dequantize(); });
   return e.mean * n / e.single;
 }
 
 TEST(Sr, IsUnbiasedWithTheSixteenSeventeenthsOverride) {
-  const Matrix x = eval::random_matrix(64, 256, eval::Dist::kGaussian, 9);
+  const Matrix x = random_matrix(64, 256, Dist::kGaussian, 9);
   const double r = bias_ratio(x, kSrScaleOverride, 256);
   EXPECT_GT(r, 0.7);
   EXPECT_LT(r, 1.3);
@@ -41,12 +41,12 @@ TEST(Sr, IsUnbiasedWithTheSixteenSeventeenthsOverride) {
 TEST(Sr, WithoutTheOverrideClippingShowsAsBias) {
   // The statistical test above must be able to fail: plain scales clip the largest
   // elements, and the mean of many draws stops converging.
-  const Matrix x = eval::random_matrix(64, 256, eval::Dist::kGaussian, 9);
+  const Matrix x = random_matrix(64, 256, Dist::kGaussian, 9);
   EXPECT_GT(bias_ratio(x, 1.0f, 256), 2.0);
 }
 
 TEST(Sr, NeverClipsWithTheOverride) {
-  const Matrix x = eval::random_matrix(64, 256, eval::Dist::kStudent3, 4);
+  const Matrix x = random_matrix(64, 256, Dist::kStudent3, 4);
   const NVFP4Tensor q = quantize_sr(MatrixRef(x, "x"), kSrScaleOverride, 1);
   // Every scaled magnitude |x| / (s t) stays within the grid's maximum 6.
   for (int64_t r = 0; r < x.rows; ++r)

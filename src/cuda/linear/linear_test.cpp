@@ -15,11 +15,11 @@
 #include "cuda/quant/quant.h"
 #include "cuda/runtime/tensor.h"
 #include "cuda/runtime/test_util.h"
-#include "eval/distributions.h"
 #include "format/bf16.h"
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "model/backend.h"
+#include "quant/distributions.h"
 
 namespace q2::cuda {
 namespace {
@@ -35,7 +35,7 @@ Matrix bf16_round(Matrix m) {
 }
 
 Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0) {
-  return eval::random_matrix(rows, cols, eval::Dist::kGaussian, seed, scale);
+  return quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed, scale);
 }
 
 // A device tensor holding m (BF16: m must already be BF16-exact).

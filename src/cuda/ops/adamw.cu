@@ -1,4 +1,4 @@
-// AdamW, bit-identical to the CPU backend's loop (model/cpu_backend.cpp): the same float32
+// AdamW, bit-identical to the CPU backend's loop (model/cpu_model_backend.cpp): the same float32
 // constants computed on the host the same way, and the same float32 operations in the same
 // order. The _rn intrinsics are never contracted into FMAs, whatever the compiler flags.
 #include <cmath>

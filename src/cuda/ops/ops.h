@@ -100,7 +100,7 @@ double cross_entropy(const bf16* logits, int64_t rows, int64_t vocab, const uint
                      float scale);
 
 // ---- AdamW ----
-// The CPU backend's update (model/cpu_backend.cpp), the same float32 operations in the same
+// The CPU backend's update (model/cpu_model_backend.cpp), the same float32 operations in the same
 // order: bit-identical results.
 void adamw(float* w, const float* g, float* m, float* v, int64_t n, const model::AdamWHyper& h, bool decay);
 

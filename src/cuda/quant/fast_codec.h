@@ -22,7 +22,7 @@
 // 23), 149 << 23) - 297 (one VIADDMNMX on sm_90), then r + (r >> 22), as r >> 22 = 297 + 2k.
 #include <cmath>
 
-#include "common/hd.h"
+#include "common/host_device.h"
 #include "format/e4m3.h"
 
 namespace q2::cuda {

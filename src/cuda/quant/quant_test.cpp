@@ -13,10 +13,10 @@
 #include "common/error.h"
 #include "cuda/quant/quant.h"
 #include "cuda/runtime/test_util.h"
-#include "eval/distributions.h"
 #include "format/bf16.h"
 #include "format/e4m3.h"
 #include "quant/checks.h"
+#include "quant/distributions.h"
 #include "quant/ms_eden.h"
 #include "quant/philox.h"
 #include "quant/rtn.h"
@@ -57,8 +57,8 @@ Bf16Tensor upload(const Matrix& values, const std::string& name) {
 }
 
 Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0,
-              eval::Dist dist = eval::Dist::kGaussian) {
-  return eval::random_matrix(rows, cols, dist, seed, scale);
+              quant::Dist dist = quant::Dist::kGaussian) {
+  return quant::random_matrix(rows, cols, dist, seed, scale);
 }
 
 std::string shape(const Matrix& m) {
@@ -82,7 +82,7 @@ const std::vector<Shape> kEdenShapes = {{1, 128}, {7, 384}, {384, 256}, {640, 10
 std::vector<std::pair<std::string, Matrix>> inputs(int64_t rows, int64_t cols, uint64_t seed, double huge = 1e37) {
   std::vector<std::pair<std::string, Matrix>> v;
   v.emplace_back("gaussian", random(rows, cols, seed));
-  v.emplace_back("student3", random(rows, cols, seed + 1, 3.0, eval::Dist::kStudent3));
+  v.emplace_back("student3", random(rows, cols, seed + 1, 3.0, quant::Dist::kStudent3));
   v.emplace_back("huge", random(rows, cols, seed + 2, huge));
   v.emplace_back("tiny", random(rows, cols, seed + 3, 1e-30));
   v.emplace_back("zeros", Matrix(rows, cols));

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "common/hd.h"
+#include "common/host_device.h"
 #include "cuda/runtime/device.h"
 #include "format/nvfp4.h"
 

@@ -1,4 +1,4 @@
-#include "eval/distributions.h"
+#include "quant/distributions.h"
 
 #include <cmath>
 #include <numbers>
@@ -6,7 +6,7 @@
 #include "common/error.h"
 #include "quant/philox.h"
 
-namespace q2::eval {
+namespace q2::quant {
 
 Dist parse_dist(const std::string& name) {
   if (name == "gaussian") return Dist::kGaussian;
@@ -68,4 +68,4 @@ Matrix random_matrix(int64_t rows, int64_t cols, Dist dist, uint64_t seed, doubl
   return m;
 }
 
-}  // namespace q2::eval
+}  // namespace q2::quant
