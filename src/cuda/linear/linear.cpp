@@ -6,7 +6,6 @@
 
 #include "common/error.h"
 #include "cuda/gemm/gemm.h"
-#include "cuda/linear/kernels.h"
 #include "cuda/ops/ops.h"
 #include "cuda/quant/quant.h"
 #include "cuda/runtime/tensor.h"
@@ -339,7 +338,7 @@ class Layer final : public CudaLinear {
       if (expand) expanded = sc.bf16(kDeqA, e.rows * e.cols);
       quantize_ms_eden_async(e, quant::Rht(hadamard, rot_seed), seed, dst, ws, 0, expanded, link);
     } else if (hadamard) {
-      linear_kernels::quantize_rows(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(0), dst);
+      quantize_sr_rtn_rows_async(e, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(0), dst);
     } else {
       amax_async(e, ws);
       if (q == BwdQuant::kSr)
@@ -381,17 +380,17 @@ class Layer final : public CudaLinear {
       else
         quantize_ms_eden_transposed_async(v, rot, seed, dst, ws, stream, expanded, link);
     } else if (fp4) {
-      linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst,
-                                            stream);
+      requantize_sr_rtn_transposed_async(*fp4, v.name, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst,
+                                         stream);
     } else {
-      linear_kernels::quantize_transposed(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst, stream);
+      quantize_sr_rtn_transposed_async(v, sr_rtn(q, hadamard, rot_seed, seed), sc.amax(stream), dst, stream);
     }
     return nvfp4_operand(dst, slot, which, stream, expanded, true, link);
   }
 
-  // The SR or RTN quantizer of the linear_kernels, rotated by RHT_hadamard(rot_seed) unless 0.
-  linear_kernels::TransposedQuant sr_rtn(BwdQuant q, int hadamard, uint64_t rot_seed, uint64_t seed) const {
-    linear_kernels::TransposedQuant tq;
+  // The SR or RTN quantizer of quantize_sr_rtn_*_async, rotated by RHT_hadamard(rot_seed) unless 0.
+  RotatedSrRtn sr_rtn(BwdQuant q, int hadamard, uint64_t rot_seed, uint64_t seed) const {
+    RotatedSrRtn tq;
     tq.stochastic = q == BwdQuant::kSr;
     tq.sr_scale_override = s_.sr_scale_override;
     tq.seed = seed;
