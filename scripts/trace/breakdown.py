@@ -29,8 +29,8 @@ either mangled, as CUPTI gives them, or demangled):
                sum_one_block_kernel<double>) and clipping (scale_f32_kernel)
   quantizer    every kernel of src/cuda/quant (amax, rtn_1x16, rtn_16x16, sr_1x16,
                ms_eden_rows, eden_scales, ms_eden_transposed, requant, scale_product,
-               dequant: the NVFP4 -> BF16 expansion of the Hopper emulation) and
-               src/cuda/linear's transposed_kernel
+               dequant: the NVFP4 -> BF16 expansion of the Hopper emulation, and
+               transposed: the rotated SR/RTN of sr_rtn_rotated.cu)
   elementwise  swiglu_*, rope_kernel, add_bf16_kernel, the f32<->bf16 converts, embedding
                forward/backward with its iota_kernel and cub's DeviceRadixSort
   gemm         cuBLAS/cuBLASLt/CUTLASS: timeline.py's is_gemm (gemm, nvjet, sm90_xmma,

@@ -3,7 +3,6 @@
 #include <utility>
 
 #include "common/error.h"
-#include "cuda/linear/kernels.h"
 #include "cuda/linear/product.h"
 #include "cuda/linear/scratch.h"
 #include "cuda/ops/ops.h"
@@ -236,7 +235,7 @@ class Layer final : public CudaLinear {
       if (expand) expanded = sc.bf16(slot, e.rows * e.cols);
       quantize_ms_eden_async(e, rotation(o, seed), o.rounding_seed(seed), dst, ws, 0, expanded, link);
     } else if (o.hadamard) {
-      linear_kernels::quantize_rows(e, sr_rtn(o, seed), sc.amax(0), dst);
+      quantize_sr_rtn_rows_async(e, sr_rtn(o, seed), sc.amax(0), dst);
     } else {
       amax_async(e, ws);
       if (o.quant == BwdQuant::kSr)
@@ -278,9 +277,9 @@ class Layer final : public CudaLinear {
       else
         quantize_ms_eden_transposed_async(v, rotation(o, seed), o.rounding_seed(seed), dst, ws, stream, expanded, link);
     } else if (fp4) {
-      linear_kernels::requantize_transposed(*fp4, v.name, sr_rtn(o, seed), sc.amax(stream), dst, stream);
+      requantize_sr_rtn_transposed_async(*fp4, v.name, sr_rtn(o, seed), sc.amax(stream), dst, stream);
     } else {
-      linear_kernels::quantize_transposed(v, sr_rtn(o, seed), sc.amax(stream), dst, stream);
+      quantize_sr_rtn_transposed_async(v, sr_rtn(o, seed), sc.amax(stream), dst, stream);
     }
     return nvfp4_operand(dst, slot, o.id, stream, expanded, true, link);
   }
@@ -290,9 +289,9 @@ class Layer final : public CudaLinear {
     return quant::Rht(o.hadamard, seeds::linear_stream(seed, seeds::LinearStream::kRotation));
   }
 
-  // The operand's SR or RTN quantizer of the linear_kernels, rotated unless its hadamard is 0.
-  linear_kernels::TransposedQuant sr_rtn(const BackwardOperand& o, uint64_t seed) const {
-    linear_kernels::TransposedQuant tq;
+  // The operand's SR or RTN quantizer of quantize_sr_rtn_*_async, rotated unless its hadamard is 0.
+  RotatedSrRtn sr_rtn(const BackwardOperand& o, uint64_t seed) const {
+    RotatedSrRtn tq;
     tq.stochastic = o.quant == BwdQuant::kSr;
     tq.sr_scale_override = p_.sr_scale_override;
     tq.seed = o.rounding_seed(seed);

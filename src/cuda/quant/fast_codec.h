@@ -1,6 +1,6 @@
 #pragma once
 // Faster equivalents of the reference codecs for the kernels' inner loops, each checked
-// exhaustively against the reference on the GPU (quant_test.cpp, FastCodec.*):
+// exhaustively against the reference on the GPU (fast_codec_test.cpp, FastCodec.*):
 //   e2m1_round_fast  == e2m1::encode_rne / decode for every finite float (~10 instructions
 //                       where the reference's threshold count and branchy decode take ~36),
 //                       e2m1_round_small the same magnitudes below 7 (5 instructions);

@@ -1,6 +1,6 @@
-// Device-side helpers for quant_test.cpp: exhaustive checks of fast_codec.h and of the unscaled
-// BF16 expansion (device_common.cuh) on the GPU against the reference codecs (format/e2m1.h)
-// and IEEE division.
+// Device-side helpers for fast_codec_test.cpp (declared in test_support.h): exhaustive checks of
+// fast_codec.h and of the unscaled BF16 expansion (device_common.cuh) on the GPU against the
+// reference codecs (format/e2m1.h) and IEEE division.
 #include <cuda_runtime.h>
 
 #include "cuda/quant/device_common.cuh"

@@ -1,9 +1,16 @@
-#include "cuda/linear/kernels.h"
-
+// 9. SR / RTN quantization of rotated transposes and rows (quant/sr.cpp, quant/rtn.cpp applied
+// after quant::rht_forward): the backward operands of the nvidia, sr and tetrajet2 schemes.
+//
+// Design: two passes over the source, the amax of the rotated values and then the 1x16
+// quantizer, each with one thread per (column of the source, rotation chunk or 16-group): the
+// chunk is loaded down the column and rotated in registers in the CPU's order (see
+// transposed_kernel). The source is a BF16 tensor read as itself or as its transpose, or a
+// packed NVFP4 tensor decoded to its float32 values.
 #include "cuda/quant/device_common.cuh"
+#include "cuda/quant/quant.h"
 
-namespace q2::cuda::linear_kernels {
-
+namespace q2::cuda {
+namespace detail {
 namespace {
 
 struct TransposedArgs {
@@ -115,7 +122,7 @@ void launch_transposed(const TransposedArgs& args, const Src& src, bool stochast
 
 // Quantizes RHT(S^T) of the [rows, cols] source into out [cols, rows].
 template <class Src>
-void quantize_source(const Src& src, int64_t rows, int64_t cols, const std::string& name, const TransposedQuant& q,
+void quantize_source(const Src& src, int64_t rows, int64_t cols, const std::string& name, const RotatedSrRtn& q,
                      float* amax, DeviceNVFP4& out, cudaStream_t stream) {
   const int chunk = q.hadamard > 0 ? q.hadamard : 16;
   detail::require(q.hadamard == 0 || q.hadamard == 16 || q.hadamard == 32, name,
@@ -140,21 +147,23 @@ void quantize_source(const Src& src, int64_t rows, int64_t cols, const std::stri
 }
 
 }  // namespace
+}  // namespace detail
 
-void quantize_transposed(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out,
-                         cudaStream_t stream) {
-  quantize_source(Bf16Source{x.data, x.cols, 1}, x.rows, x.cols, x.name, q, amax, out, stream);
+void quantize_sr_rtn_transposed_async(const BF16View& x, const RotatedSrRtn& q, float* amax, DeviceNVFP4& out,
+                                      cudaStream_t stream) {
+  detail::quantize_source(detail::Bf16Source{x.data, x.cols, 1}, x.rows, x.cols, x.name, q, amax, out, stream);
 }
 
-void quantize_rows(const BF16View& x, const TransposedQuant& q, float* amax, DeviceNVFP4& out,
-                   cudaStream_t stream) {
-  quantize_source(Bf16Source{x.data, 1, x.cols}, x.cols, x.rows, x.name, q, amax, out, stream);
+void quantize_sr_rtn_rows_async(const BF16View& x, const RotatedSrRtn& q, float* amax, DeviceNVFP4& out,
+                                cudaStream_t stream) {
+  detail::quantize_source(detail::Bf16Source{x.data, 1, x.cols}, x.cols, x.rows, x.name, q, amax, out, stream);
 }
 
-void requantize_transposed(const DeviceNVFP4& a, const std::string& name, const TransposedQuant& q, float* amax,
-                           DeviceNVFP4& out, cudaStream_t stream) {
-  const Nvfp4Source src{a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.cols, (a.scale_cols() + 3) / 4};
-  quantize_source(src, a.rows, a.cols, name, q, amax, out, stream);
+void requantize_sr_rtn_transposed_async(const DeviceNVFP4& a, const std::string& name, const RotatedSrRtn& q,
+                                        float* amax, DeviceNVFP4& out, cudaStream_t stream) {
+  const detail::Nvfp4Source src{a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.cols,
+                                (a.scale_cols() + 3) / 4};
+  detail::quantize_source(src, a.rows, a.cols, name, q, amax, out, stream);
 }
 
-}  // namespace q2::cuda::linear_kernels
+}  // namespace q2::cuda
