@@ -26,6 +26,8 @@
 #   scripts/device-test.sh compare-step DIR...   (on the GPU machine) the same for 'bench step'
 #                                  (the 100m and 200m training steps, bf16 and quartet2).
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
+#   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
+#                                  gpu-bundle/ carried along) only the GPU test programs.
 #   scripts/device-test.sh run     (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) runs the GPU tests (logs in $OUT
 #                                  when set), 'quartet2 bench quant' and 'bench layer' (JSON in
@@ -90,17 +92,28 @@ bundle() {
   ls -l "$dir" "$dir/lib"
 }
 
+# The GPU test programs, logs in $OUT/<program>.log, a summary line each; fails if any failed.
+gpu_tests() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}" rc=0 t
+  mkdir -p "$out"
+  nvidia-smi -L || true
+  for t in "${tests[@]}"; do
+    "$bundle/$t" --gtest_color=no >"$out/$t.log" 2>&1 || rc=$?
+    grep -E '^\[(  FAILED|  SKIPPED) ' "$out/$t.log" | tail -n 40 || true
+  done
+  for t in "${tests[@]}"; do
+    echo "$t: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/$t.log" | tr '\n' ' ')"
+  done
+  return $rc
+}
+
 run() {
   unpack
   local out="${OUT:-$root/gpu-bundle/out}"
   mkdir -p "$out"
-  nvidia-smi -L || true
-
-  local tests_rc=0 t
-  for t in "${tests[@]}"; do
-    "$bundle/$t" --gtest_color=no >"$out/$t.log" 2>&1 || tests_rc=$?
-    grep -E '^\[( +OK|  FAILED|  SKIPPED) ' "$out/$t.log" | tail -n 40 || true
-  done
+  local tests_rc=0
+  gpu_tests >"$out/tests-summary.txt" || tests_rc=$?
 
   local bench_rc=0 b
   for b in quant layer; do
@@ -109,9 +122,7 @@ run() {
 
   echo
   echo "==== summary ===="
-  for t in "${tests[@]}"; do
-    echo "$t: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$out/$t.log" | tr '\n' ' ')"
-  done
+  cat "$out/tests-summary.txt"
   echo "benchmarks: exit $bench_rc (JSON: $out/bench-*.json)"
   cat "$out/bench-quant.txt" "$out/bench-layer.txt"
   [[ $tests_rc -eq 0 && $bench_rc -eq 0 ]]
@@ -256,6 +267,7 @@ case "${1:-}" in
     bundle "$@"
     ;;
   run) run ;;
+  tests) gpu_tests ;;
   train)
     shift
     train "$@"
@@ -278,7 +290,7 @@ case "${1:-}" in
     interleave step "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
