@@ -25,6 +25,10 @@
 #                                  step alone and back to back. JSON in $OUT/compare-layer-*.json.
 #   scripts/device-test.sh compare-step DIR...   (on the GPU machine) the same for 'bench step'
 #                                  (the 100m and 200m training steps, bf16 and quartet2).
+#   scripts/device-test.sh verify BEFORE_DIR CONFIG REFERENCE_DIR   (on the GPU machine) that a
+#                                  change kept behaviour: GPU tests, CONFIG's quartet2 and bf16
+#                                  losses against REFERENCE_DIR's, bench layer and step against
+#                                  BEFORE_DIR's build.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) only the GPU test programs.
@@ -211,6 +215,30 @@ trace() {
   python3 scripts/trace/timeline.py "$out/trace.csv" "${1:-0}"
 }
 
+# verify BEFORE_DIR CONFIG REFERENCE_DIR: that a change kept behaviour, in one call: the GPU
+# tests, training runs of CONFIG (quartet2 and bf16) compared value for value with the
+# metrics in REFERENCE_DIR (scripts/compare_losses.py), then 'bench layer' and 'bench step' of
+# BEFORE_DIR's programs and of gpu-bundle's, interleaved. Each part logs to $OUT; a summary last.
+verify() {
+  local before="$1" config="$2" reference="$3" out="${OUT:-$root/gpu-bundle/out}"
+  mkdir -p "$out"
+  local tests_rc=0 losses_rc=0
+  gpu_tests >"$out/tests-summary.txt" 2>&1 || tests_rc=$?
+  OUT="$out/train" train "$config" quartet2 bf16 >"$out/train-summary.txt" 2>&1
+  scripts/compare_losses.py "$out/train" "$reference" >"$out/losses.txt" 2>&1 || losses_rc=$?
+  interleave layer "$before" "$bundle" >"$out/layer.txt" 2>&1 || true
+  interleave step "$before" "$bundle" >"$out/step.txt" 2>&1 || true
+  echo "==== tests (exit $tests_rc)"
+  tail -n 4 "$out/tests-summary.txt"
+  echo "==== losses against $reference (exit $losses_rc)"
+  cat "$out/losses.txt"
+  echo "==== bench layer"
+  cat "$out/layer.txt"
+  echo "==== bench step"
+  cat "$out/step.txt"
+  [[ $tests_rc -eq 0 && $losses_rc -eq 0 ]]
+}
+
 # interleave BENCH DIR...: 'quartet2 bench BENCH --json' of the programs of several bundles,
 # alternating over two rounds so that drifting clocks hit every build alike; JSON in
 # $OUT/compare-BENCH-<bundle>-<round>.json.
@@ -289,8 +317,12 @@ case "${1:-}" in
     shift
     interleave step "$@"
     ;;
+  verify)
+    shift
+    verify "$@"
+    ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | tests | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
