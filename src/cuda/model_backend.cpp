@@ -52,11 +52,23 @@ std::shared_ptr<void> upload_ids(const std::vector<uint32_t>& ids, uint32_t** ou
   return t.owner;
 }
 
+// The kernels' shape: multi-head attention over every earlier position only.
+ops::AttentionShape shape_of(const model::AttentionDims& a) {
+  if (a.n_kv_heads != a.n_heads || a.window >= 0)
+    throw Error("CUDA backend: grouped-query and sliding-window attention are CPU-only for now");
+  return {a.batch, a.seq, a.n_heads, a.head_dim};
+}
+
 // What attention's forward keeps for its backward: the log-sum-exp and the output itself
 // (shared with the caller's tensor, not copied).
 struct AttentionCache {
   Tensor lse, out;
 };
+
+// A norm without a gain (an empty weight) would read a null pointer in the kernels.
+void require_gain(const Tensor& w) {
+  if (!w.data) throw Error("CUDA backend: RMSNorm without a gain (model.norm_weights = false) is CPU-only for now");
+}
 
 class CudaBackend final : public model::Backend {
  public:
@@ -126,6 +138,8 @@ class CudaBackend final : public model::Backend {
     check(cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.size()) * dtype_bytes(t.dtype), 0), "cudaMemsetAsync");
   }
 
+  void check_supported(const model::ModelConfig& c) const override { check_model_supported(c); }
+
   std::unique_ptr<model::LinearOp> make_linear(const linear::Scheme& s, const std::string& name) override {
     return make_cuda_linear(s, name, native_nvfp4_);
   }
@@ -148,12 +162,14 @@ class CudaBackend final : public model::Backend {
   }
 
   void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
+    require_gain(w);
     rstd = device_tensor(1, x.rows, DType::kF32, Fill::kNone);
     ops::rmsnorm_forward(bf(x), f32(w), x.rows, x.cols, eps, bf(y), f32(rstd));
   }
 
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
                         Tensor& dw) override {
+    require_gain(w);
     ops::rmsnorm_backward(bf(dy), bf(x), f32(w), f32(rstd), x.rows, x.cols, bf(dx), f32(dw));
   }
 
@@ -162,21 +178,20 @@ class CudaBackend final : public model::Backend {
     ops::rope(bf(x), x.rows, x.cols, col0, n_heads, head_dim, seq, theta, direction);
   }
 
-  void attention_forward(const Tensor& qkv, int64_t batch, int64_t seq, int64_t n_heads, Tensor& out,
-                         Tensor& cache) override {
-    const ops::AttentionShape s{batch, seq, n_heads, out.cols / n_heads};
+  void attention_forward(const Tensor& qkv, const model::AttentionDims& a, Tensor& out, Tensor& cache) override {
+    const ops::AttentionShape s = shape_of(a);
     auto c = std::make_shared<AttentionCache>();
-    c->lse = device_tensor(batch * n_heads, seq, DType::kF32, Fill::kNone);
+    c->lse = device_tensor(a.batch * a.n_heads, a.seq, DType::kF32, Fill::kNone);
     c->out = out;
     ops::attention_forward(bf(qkv), s, bf(out), f32(c->lse));
     cache = c->lse;
     cache.owner = c;
   }
 
-  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, int64_t batch, int64_t seq,
-                          int64_t n_heads, Tensor& dqkv) override {
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, const model::AttentionDims& a,
+                          Tensor& dqkv) override {
     const auto& c = *static_cast<const AttentionCache*>(cache.owner.get());
-    const ops::AttentionShape s{batch, seq, n_heads, dout.cols / n_heads};
+    const ops::AttentionShape s = shape_of(a);
     ops::attention_backward(bf(dout), bf(qkv), bf(c.out), f32(c.lse), s, bf(dqkv));
   }
 
@@ -264,6 +279,14 @@ std::unique_ptr<model::Backend> make(const model::BackendOptions& options) {
 }
 
 }  // namespace
+
+void check_model_supported(const model::ModelConfig& c) {
+  std::string lacking;
+  for (const model::ModelConfig::Extension& e : c.extensions()) lacking += (lacking.empty() ? "" : ", ") + e.option;
+  if (!lacking.empty())
+    throw Error("device 'cuda' does not implement " + lacking + " yet (model preset '" + c.preset +
+                "'): CPU-only for now; train it with --device cpu, or choose the Llama options");
+}
 
 void register_cuda_backend() { model::register_backend("cuda", &make); }
 

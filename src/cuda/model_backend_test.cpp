@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error_test_util.h"
 #include "cuda/gemm/gemm.h"
 #include "cuda/model_backend.h"
 #include "cuda/runtime/test_util.h"
@@ -110,6 +111,22 @@ TEST(GpuBackend, GemmPathIsChosenAtRunTime) {
     EXPECT_EQ(model::make_backend("cuda", gemm("native"))->name(), "cuda");
   else
     test::expect_error([&] { model::make_backend("cuda", gemm("native")); }, "method.gemm = native needs FP4");
+}
+
+// The nanochat architecture's options run on the CPU only for now: the backend refuses a model
+// that uses any of them before it allocates, naming each. Needs no GPU.
+TEST(GpuBackend, RefusesTheCpuOnlyModelOptionsByName) {
+  EXPECT_NO_THROW(check_model_supported(model::preset("200m", 32000, 512)));
+  const std::string e = q2::test::error_of([] { check_model_supported(model::preset("nanochat-d20", 65536, 2048)); });
+  for (const char* option : {"model.mlp = \"relu2\"", "model.qk_norm = true", "model.norm_weights = false",
+                             "model.embed_norm = true", "model.resid_x0_lambdas = true", "model.logit_softcap = 15",
+                             "model.window_pattern = \"SSSL\"", "CPU-only for now"})
+    EXPECT_NE(e.find(option), std::string::npos) << option << " in: " << e;
+  model::ModelConfig llama = model::preset("tiny", 100, 64);
+  llama.n_kv_heads = 2;
+  llama.tie_embeddings = true;
+  const std::string g = q2::test::error_of([&] { check_model_supported(llama); });
+  EXPECT_NE(g.find("model.n_kv_heads = 2 (grouped-query attention), model.tie_embeddings = true"), std::string::npos) << g;
 }
 
 }  // namespace

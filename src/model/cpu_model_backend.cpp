@@ -14,6 +14,12 @@ namespace {
 
 Matrix& mat(Tensor& t) { return *static_cast<Matrix*>(t.owner.get()); }
 const Matrix& mat(const Tensor& t) { return *static_cast<const Matrix*>(t.owner.get()); }
+// A norm's gain, or null for an empty tensor (a norm without one).
+const float* gain(const Tensor& w) { return w.owner ? mat(w).data.data() : nullptr; }
+float* gain(Tensor& w) { return w.owner ? mat(w).data.data() : nullptr; }
+// Element i of a parameter vector.
+float& at(Tensor& v, int64_t i) { return mat(v).data.at(static_cast<size_t>(i)); }
+float at(const Tensor& v, int64_t i) { return mat(v).data.at(static_cast<size_t>(i)); }
 
 Tensor wrap(Matrix m) {
   auto owner = std::make_shared<Matrix>(std::move(m));
@@ -23,6 +29,13 @@ Tensor wrap(Matrix m) {
   t.data = owner->data.data();
   t.owner = owner;
   return t;
+}
+
+// A float vector as a [1, n] tensor.
+Tensor wrap_vector(std::vector<float> v) {
+  Matrix m(1, static_cast<int64_t>(v.size()));
+  m.data = std::move(v);
+  return wrap(std::move(m));
 }
 
 // Zero rows make whole quantization groups along tokens; they quantize to zero and leave
@@ -83,32 +96,55 @@ class CpuBackend final : public Backend {
   }
   void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
     std::vector<float> r;
-    cpu::rmsnorm_forward(mat(x), mat(w).data.data(), eps, mat(y), r);
-    rstd = wrap(Matrix(1, x.rows));
-    mat(rstd).data = std::move(r);
-    rstd.data = mat(rstd).data.data();
+    cpu::rmsnorm_forward(mat(x), gain(w), eps, mat(y), r);
+    rstd = wrap_vector(std::move(r));
   }
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
                         Tensor& dw) override {
-    cpu::rmsnorm_backward(mat(dy), mat(x), mat(w).data.data(), mat(rstd).data, mat(dx), mat(dw).data.data());
+    cpu::rmsnorm_backward(mat(dy), mat(x), gain(w), mat(rstd).data, mat(dx), gain(dw));
+  }
+  void head_rmsnorm_forward(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, double eps,
+                            Tensor& rstd) override {
+    std::vector<float> r;
+    cpu::head_rmsnorm_forward(mat(x), col0, n_heads, head_dim, eps, r);
+    rstd = wrap_vector(std::move(r));
+  }
+  void head_rmsnorm_backward(Tensor& dy, const Tensor& y, int64_t col0, int64_t n_heads, int64_t head_dim,
+                             const Tensor& rstd) override {
+    cpu::head_rmsnorm_backward(mat(dy), mat(y), col0, n_heads, head_dim, mat(rstd).data);
   }
   void rope(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta,
             int direction) override {
     cpu::rope(mat(x), col0, n_heads, head_dim, seq, theta, direction);
   }
-  void attention_forward(const Tensor& qkv, int64_t batch, int64_t seq, int64_t n_heads, Tensor& out,
-                         Tensor& cache) override {
-    Matrix probs(batch * n_heads * seq, seq);
-    cpu::attention_forward(mat(qkv), batch, seq, n_heads, mat(out), probs.data);
-    cache = wrap(std::move(probs));
+  void attention_forward(const Tensor& qkv, const AttentionDims& a, Tensor& out, Tensor& cache) override {
+    std::vector<float> probs;
+    cpu::attention_forward(mat(qkv), a, mat(out), probs);
+    cache = wrap_vector(std::move(probs));
   }
-  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, int64_t batch, int64_t seq,
-                          int64_t n_heads, Tensor& dqkv) override {
-    cpu::attention_backward(mat(dout), mat(qkv), mat(cache).data, batch, seq, n_heads, mat(dqkv));
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, const AttentionDims& a,
+                          Tensor& dqkv) override {
+    cpu::attention_backward(mat(dout), mat(qkv), mat(cache).data, a, mat(dqkv));
   }
   void swiglu_forward(const Tensor& h12, Tensor& g) override { cpu::swiglu_forward(mat(h12), mat(g)); }
   void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) override {
     cpu::swiglu_backward(mat(dg), mat(h12), mat(dh12));
+  }
+  void relu2_forward(const Tensor& h, Tensor& g) override { cpu::relu2_forward(mat(h), mat(g)); }
+  void relu2_backward(const Tensor& dg, const Tensor& h, Tensor& dh) override {
+    cpu::relu2_backward(mat(dg), mat(h), mat(dh));
+  }
+  void residual_mix_forward(const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
+                            Tensor& y) override {
+    cpu::residual_mix_forward(mat(x), mat(x0), at(a, i), at(b, i), mat(y));
+  }
+  void residual_mix_backward(Tensor& dxy, const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
+                             Tensor& dx0, Tensor& da, Tensor& db) override {
+    cpu::residual_mix_backward(mat(dxy), mat(x), mat(x0), at(a, i), at(b, i), mat(dx0), at(da, i), at(db, i));
+  }
+  void softcap_forward(Tensor& logits, float cap) override { cpu::softcap_forward(mat(logits), cap); }
+  void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) override {
+    cpu::softcap_backward(mat(dlogits), mat(capped), cap);
   }
   void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace(mat(a), mat(b)); }
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, bool acc) override {

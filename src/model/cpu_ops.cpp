@@ -43,12 +43,16 @@ void rmsnorm_forward(const Matrix& x, const float* w, double eps, Matrix& y, std
     const float r = static_cast<float>(1.0 / std::sqrt(ss / x.cols + eps));
     rstd[t] = r;
     float* yr = y.row(t);
-    for (int64_t c = 0; c < x.cols; ++c) yr[c] = xr[c] * r * w[c];
+    if (w)
+      for (int64_t c = 0; c < x.cols; ++c) yr[c] = xr[c] * r * w[c];
+    else
+      for (int64_t c = 0; c < x.cols; ++c) yr[c] = xr[c] * r;
   }
 }
 
 void rmsnorm_backward(const Matrix& dy, const Matrix& x, const float* w, const std::vector<float>& rstd, Matrix& dx,
                       float* dw) {
+  if (!w != !dw) throw Error("rmsnorm_backward: a gain and its gradient go together");
   const int64_t d = x.cols;
   // dw partials per fixed row block, summed in block order: deterministic for any thread count.
   constexpr int64_t kRowsPerBlock = 64;
@@ -62,20 +66,52 @@ void rmsnorm_backward(const Matrix& dy, const Matrix& x, const float* w, const s
       const double r = rstd[t];
       // dx = r * (g*w) - r^3 * x * mean(g*w*x)
       double dot = 0;
-      for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(g[c]) * w[c] * xr[c];
+      for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(g[c]) * (w ? w[c] : 1.0f) * xr[c];
       const double coef = r * r * r * dot / d;
       float* o = dx.row(t);
       for (int64_t c = 0; c < d; ++c) {
-        o[c] += static_cast<float>(r * g[c] * w[c] - coef * xr[c]);
-        local[c] += static_cast<double>(g[c]) * xr[c] * r;
+        o[c] += static_cast<float>(r * g[c] * (w ? w[c] : 1.0f) - coef * xr[c]);
+        if (dw) local[c] += static_cast<double>(g[c]) * xr[c] * r;
       }
     }
   }
-  for (int64_t c = 0; c < d; ++c) {
+  for (int64_t c = 0; dw && c < d; ++c) {
     double sum = 0;
     for (int64_t blk = 0; blk < blocks; ++blk) sum += partial[blk * d + c];
     dw[c] += static_cast<float>(sum);
   }
+}
+
+void head_rmsnorm_forward(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, double eps,
+                          std::vector<float>& rstd) {
+  if (col0 < 0 || col0 + n_heads * head_dim > x.cols) throw Error("head_rmsnorm: the heads do not fit the columns");
+  rstd.resize(static_cast<size_t>(x.rows * n_heads));
+#pragma omp parallel for
+  for (int64_t t = 0; t < x.rows; ++t)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* p = x.row(t) + col0 + h * head_dim;
+      double ss = 0;
+      for (int64_t c = 0; c < head_dim; ++c) ss += static_cast<double>(p[c]) * p[c];
+      const float r = static_cast<float>(1.0 / std::sqrt(ss / head_dim + eps));
+      rstd[t * n_heads + h] = r;
+      for (int64_t c = 0; c < head_dim; ++c) p[c] *= r;
+    }
+}
+
+void head_rmsnorm_backward(Matrix& dy, const Matrix& y, int64_t col0, int64_t n_heads, int64_t head_dim,
+                           const std::vector<float>& rstd) {
+  if (col0 < 0 || col0 + n_heads * head_dim > dy.cols || static_cast<int64_t>(rstd.size()) != dy.rows * n_heads)
+    throw Error("head_rmsnorm_backward: the heads do not fit the columns or the kept rstd");
+#pragma omp parallel for
+  for (int64_t t = 0; t < dy.rows; ++t)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* g = dy.row(t) + col0 + h * head_dim;
+      const float* o = y.row(t) + col0 + h * head_dim;
+      double dot = 0;
+      for (int64_t c = 0; c < head_dim; ++c) dot += static_cast<double>(g[c]) * o[c];
+      const double r = rstd[t * n_heads + h], mean = dot / head_dim;
+      for (int64_t c = 0; c < head_dim; ++c) g[c] = static_cast<float>(r * (g[c] - o[c] * mean));
+    }
 }
 
 void rope(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta, int direction) {
@@ -101,84 +137,106 @@ void rope(Matrix& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t se
 
 namespace {
 
-// One (batch, head) slice of qkv: row stride 3d, q at column h*hd, k at d + h*hd, v at 2d + h*hd.
+// One (batch, query head) slice of qkv: its q, and the k and v of its key/value head.
 struct HeadView {
   const float *q, *k, *v;
   int ld;
 };
 
-HeadView head(const Matrix& qkv, int64_t b, int64_t h, int64_t seq, int64_t hd) {
-  const int64_t d = qkv.cols / 3;
-  const float* base = qkv.row(b * seq);
-  return {base + h * hd, base + d + h * hd, base + 2 * d + h * hd, static_cast<int>(qkv.cols)};
+HeadView head(const Matrix& qkv, const AttentionDims& a, int64_t b, int64_t h) {
+  const float* base = qkv.row(b * a.seq);
+  const int64_t kv = (h / a.group()) * a.head_dim;
+  return {base + h * a.head_dim, base + a.q_cols() + kv, base + a.q_cols() + a.kv_cols() + kv,
+          static_cast<int>(qkv.cols)};
 }
 
-// The (batch, head) pairs run in parallel, each product single-threaded inside.
+void check(const AttentionDims& a, const Matrix& qkv, const Matrix& out, const char* what) {
+  if (a.batch < 1 || a.seq < 1 || a.n_heads < 1 || a.n_kv_heads < 1 || a.head_dim < 1 || a.n_heads % a.n_kv_heads != 0 ||
+      qkv.rows != a.batch * a.seq || qkv.cols != a.qkv_cols() || out.rows != qkv.rows || out.cols != a.q_cols())
+    throw Error(std::string(what) + ": shapes do not agree (qkv [" + std::to_string(qkv.rows) + ", " +
+                std::to_string(qkv.cols) + "], out [" + std::to_string(out.rows) + ", " + std::to_string(out.cols) +
+                "], batch " + std::to_string(a.batch) + " x seq " + std::to_string(a.seq) + ", heads " +
+                std::to_string(a.n_heads) + " / kv heads " + std::to_string(a.n_kv_heads) + " of " +
+                std::to_string(a.head_dim) + ")");
+}
+
+// f(b, h) for every batch b and h < heads in parallel, each product single-threaded inside.
 template <class F>
-void for_each_head(int64_t batch, int64_t n_heads, F f) {
+void for_each_head(int64_t batch, int64_t heads, F f) {
   const int threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t b = 0; b < batch; ++b)
-    for (int64_t h = 0; h < n_heads; ++h) f(b, h);
+    for (int64_t h = 0; h < heads; ++h) f(b, h);
   openblas_set_num_threads(threads);
 }
 
 }  // namespace
 
-void attention_forward(const Matrix& qkv, int64_t batch, int64_t seq, int64_t n_heads, Matrix& out,
-                       std::vector<float>& probs) {
-  const int64_t d = qkv.cols / 3, hd = d / n_heads;
-  const int S = static_cast<int>(seq), H = static_cast<int>(hd);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  probs.assign(static_cast<size_t>(batch * n_heads * seq * seq), 0.0f);
-  for_each_head(batch, n_heads, [&](int64_t b, int64_t h) {
-    const HeadView v = head(qkv, b, h, seq, hd);
-    float* P = probs.data() + (b * n_heads + h) * seq * seq;
+void attention_forward(const Matrix& qkv, const AttentionDims& a, Matrix& out, std::vector<float>& probs) {
+  check(a, qkv, out, "attention_forward");
+  const int64_t seq = a.seq;
+  const int S = static_cast<int>(seq), H = static_cast<int>(a.head_dim);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  probs.assign(static_cast<size_t>(a.batch * a.n_heads * seq * seq), 0.0f);
+  for_each_head(a.batch, a.n_heads, [&](int64_t b, int64_t h) {
+    const HeadView v = head(qkv, a, b, h);
+    float* P = probs.data() + (b * a.n_heads + h) * seq * seq;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, H, scale, v.q, v.ld, v.k, v.ld, 0.0f, P, S);
-    for (int64_t i = 0; i < seq; ++i) {  // causal softmax; the masked part stays zero
+    for (int64_t i = 0; i < seq; ++i) {  // causal, windowed softmax; the masked part is zero
       float* p = P + i * seq;
+      const int64_t j0 = a.first_key(i);
       float mx = -INFINITY;
-      for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, p[j]);
+      for (int64_t j = j0; j <= i; ++j) mx = std::max(mx, p[j]);
       double sum = 0;
-      for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
+      for (int64_t j = j0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
       const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
+      for (int64_t j = j0; j <= i; ++j) p[j] *= inv;
+      std::fill(p, p + j0, 0.0f);
       std::fill(p + i + 1, p + seq, 0.0f);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, H, S, 1.0f, P, S, v.v, v.ld, 0.0f,
-                out.row(b * seq) + h * hd, static_cast<int>(d));
+                out.row(b * seq) + h * a.head_dim, static_cast<int>(out.cols));
   });
 }
 
-void attention_backward(const Matrix& dout, const Matrix& qkv, const std::vector<float>& probs, int64_t batch,
-                        int64_t seq, int64_t n_heads, Matrix& dqkv) {
-  const int64_t d = qkv.cols / 3, hd = d / n_heads;
-  const int S = static_cast<int>(seq), H = static_cast<int>(hd), ld = static_cast<int>(3 * d);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for_each_head(batch, n_heads, [&](int64_t b, int64_t h) {
-    const HeadView v = head(qkv, b, h, seq, hd);
-    const float* P = probs.data() + (b * n_heads + h) * seq * seq;
-    const float* dO = dout.row(b * seq) + h * hd;
-    float* dq = dqkv.row(b * seq) + h * hd;
-    float *dk = dq + d, *dv = dq + 2 * d;
+void attention_backward(const Matrix& dout, const Matrix& qkv, const std::vector<float>& probs, const AttentionDims& a,
+                        Matrix& dqkv) {
+  check(a, qkv, dout, "attention_backward");
+  if (dqkv.rows != qkv.rows || dqkv.cols != qkv.cols) throw Error("attention_backward: dqkv differs from qkv in shape");
+  const int64_t seq = a.seq;
+  const int S = static_cast<int>(seq), H = static_cast<int>(a.head_dim), ld = static_cast<int>(dqkv.cols);
+  const int ldo = static_cast<int>(dout.cols);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  // One task per key/value head: its query heads run in order and add into its dK and dV.
+  for_each_head(a.batch, a.n_kv_heads, [&](int64_t b, int64_t g) {
     std::vector<float> dS(static_cast<size_t>(seq * seq));
-    // dP = dO V^T, dV = P^T dO
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, H, 1.0f, dO, static_cast<int>(d), v.v, v.ld, 0.0f,
-                dS.data(), S);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, H, S, 1.0f, P, S, dO, static_cast<int>(d), 0.0f, dv, ld);
-    // softmax backward: dS = P * (dP - rowsum(dP * P)) * scale
-    for (int64_t i = 0; i < seq; ++i) {
-      const float* p = P + i * seq;
-      float* g = dS.data() + i * seq;
-      double dot = 0;
-      for (int64_t j = 0; j <= i; ++j) dot += static_cast<double>(g[j]) * p[j];
-      for (int64_t j = 0; j <= i; ++j) g[j] = p[j] * (g[j] - static_cast<float>(dot)) * scale;
-      std::fill(g + i + 1, g + seq, 0.0f);
+    for (int64_t h = g * a.group(); h < (g + 1) * a.group(); ++h) {
+      const float beta = h == g * a.group() ? 0.0f : 1.0f;  // the first overwrites dK, dV
+      const HeadView v = head(qkv, a, b, h);
+      const float* P = probs.data() + (b * a.n_heads + h) * seq * seq;
+      const float* dO = dout.row(b * seq) + h * a.head_dim;
+      float* dq = dqkv.row(b * seq) + h * a.head_dim;
+      float* dk = dqkv.row(b * seq) + a.q_cols() + g * a.head_dim;
+      float* dv = dk + a.kv_cols();
+      // dP = dO V^T, dV (+)= P^T dO
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, H, 1.0f, dO, ldo, v.v, v.ld, 0.0f, dS.data(), S);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, H, S, 1.0f, P, S, dO, ldo, beta, dv, ld);
+      // softmax backward: dS = P * (dP - rowsum(dP * P)) * scale
+      for (int64_t i = 0; i < seq; ++i) {
+        const float* p = P + i * seq;
+        float* gr = dS.data() + i * seq;
+        const int64_t j0 = a.first_key(i);
+        double dot = 0;
+        for (int64_t j = j0; j <= i; ++j) dot += static_cast<double>(gr[j]) * p[j];
+        for (int64_t j = j0; j <= i; ++j) gr[j] = p[j] * (gr[j] - static_cast<float>(dot)) * scale;
+        std::fill(gr, gr + j0, 0.0f);
+        std::fill(gr + i + 1, gr + seq, 0.0f);
+      }
+      // dQ = dS K, dK (+)= dS^T Q
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, H, S, 1.0f, dS.data(), S, v.k, v.ld, 0.0f, dq, ld);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, H, S, 1.0f, dS.data(), S, v.q, v.ld, beta, dk, ld);
     }
-    // dQ = dS K, dK = dS^T Q
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, H, S, 1.0f, dS.data(), S, v.k, v.ld, 0.0f, dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, H, S, 1.0f, dS.data(), S, v.q, v.ld, 0.0f, dk, ld);
   });
 }
 
@@ -207,6 +265,68 @@ void swiglu_backward(const Matrix& dg, const Matrix& h12, Matrix& dh12) {
       o[c] = g[c] * a[c + h] * (s + silu * (1.0f - s));
       o[c + h] = g[c] * silu;
     }
+  }
+}
+
+void relu2_forward(const Matrix& h, Matrix& g) {
+  if (g.rows != h.rows || g.cols != h.cols) throw Error("relu2_forward: shapes differ");
+#pragma omp parallel for
+  for (int64_t i = 0; i < h.size(); ++i) {
+    const float r = std::max(h.data[i], 0.0f);
+    g.data[i] = r * r;
+  }
+}
+
+void relu2_backward(const Matrix& dg, const Matrix& h, Matrix& dh) {
+  if (dg.rows != h.rows || dg.cols != h.cols || dh.rows != h.rows || dh.cols != h.cols)
+    throw Error("relu2_backward: shapes differ");
+#pragma omp parallel for
+  for (int64_t i = 0; i < h.size(); ++i) dh.data[i] = 2.0f * std::max(h.data[i], 0.0f) * dg.data[i];
+}
+
+void residual_mix_forward(const Matrix& x, const Matrix& x0, float a, float b, Matrix& y) {
+  if (x0.size() != x.size() || y.size() != x.size()) throw Error("residual_mix_forward: shapes differ");
+#pragma omp parallel for
+  for (int64_t i = 0; i < x.size(); ++i) y.data[i] = a * x.data[i] + b * x0.data[i];
+}
+
+void residual_mix_backward(Matrix& dxy, const Matrix& x, const Matrix& x0, float a, float b, Matrix& dx0, float& da,
+                           float& db) {
+  if (x.size() != dxy.size() || x0.size() != dxy.size() || dx0.size() != dxy.size())
+    throw Error("residual_mix_backward: shapes differ");
+  // Per-row float64 partial sums, added in row order: deterministic for any thread count.
+  std::vector<double> pa(static_cast<size_t>(dxy.rows)), pb(static_cast<size_t>(dxy.rows));
+#pragma omp parallel for
+  for (int64_t t = 0; t < dxy.rows; ++t) {
+    float *g = dxy.row(t), *o = dx0.row(t);
+    const float *xr = x.row(t), *x0r = x0.row(t);
+    double sa = 0, sb = 0;
+    for (int64_t c = 0; c < dxy.cols; ++c) {
+      sa += static_cast<double>(g[c]) * xr[c];
+      sb += static_cast<double>(g[c]) * x0r[c];
+      o[c] += b * g[c];
+      g[c] *= a;
+    }
+    pa[t] = sa;
+    pb[t] = sb;
+  }
+  double sa = 0, sb = 0;
+  for (int64_t t = 0; t < dxy.rows; ++t) sa += pa[t], sb += pb[t];
+  da += static_cast<float>(sa);
+  db += static_cast<float>(sb);
+}
+
+void softcap_forward(Matrix& z, float cap) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < z.size(); ++i) z.data[i] = cap * std::tanh(z.data[i] / cap);
+}
+
+void softcap_backward(Matrix& dz, const Matrix& y, float cap) {
+  if (dz.size() != y.size()) throw Error("softcap_backward: shapes differ");
+#pragma omp parallel for
+  for (int64_t i = 0; i < dz.size(); ++i) {
+    const float t = y.data[i] / cap;
+    dz.data[i] *= 1.0f - t * t;
   }
 }
 

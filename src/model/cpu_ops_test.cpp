@@ -111,35 +111,45 @@ std::vector<double> rope_ref(std::vector<double> x, int64_t rows, int64_t cols, 
   return x;
 }
 
-// Causal softmax attention, qkv [batch * seq, 3d]; probs [batch * heads, seq, seq] with zeros above
-// the diagonal.
-std::vector<double> attention_ref(const std::vector<double>& qkv, int64_t batch, int64_t seq, int64_t heads,
-                                  int64_t d, std::vector<double>* probs = nullptr) {
-  const int64_t hd = d / heads, ld = 3 * d;
-  std::vector<double> out(static_cast<size_t>(batch * seq * d), 0.0);
-  if (probs) probs->assign(static_cast<size_t>(batch * heads * seq * seq), 0.0);
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t h = 0; h < heads; ++h)
+// Causal softmax attention over qkv [batch * seq, q | k | v] of a.n_heads query heads and
+// a.n_kv_heads key/value heads (query head h reads key/value head h * n_kv_heads / n_heads), key j
+// seen by query i when j <= i and, with a window, i - j <= window; probs [batch * heads, seq, seq]
+// with zeros elsewhere.
+std::vector<double> attention_ref(const std::vector<double>& qkv, const AttentionDims& a,
+                                  std::vector<double>* probs = nullptr) {
+  const int64_t hd = a.head_dim, seq = a.seq, q_cols = a.n_heads * hd, kv_cols = a.n_kv_heads * hd;
+  const int64_t ld = q_cols + 2 * kv_cols;
+  std::vector<double> out(static_cast<size_t>(a.batch * seq * q_cols), 0.0);
+  if (probs) probs->assign(static_cast<size_t>(a.batch * a.n_heads * seq * seq), 0.0);
+  for (int64_t b = 0; b < a.batch; ++b)
+    for (int64_t h = 0; h < a.n_heads; ++h) {
+      const int64_t kv = h * a.n_kv_heads / a.n_heads;
       for (int64_t i = 0; i < seq; ++i) {
         const double* q = &qkv[(b * seq + i) * ld + h * hd];
-        std::vector<double> p(static_cast<size_t>(i + 1));
+        std::vector<double> p(static_cast<size_t>(seq), 0.0);
+        std::vector<bool> seen(static_cast<size_t>(seq), false);
         double mx = -INFINITY;
         for (int64_t j = 0; j <= i; ++j) {
-          const double* k = &qkv[(b * seq + j) * ld + d + h * hd];
+          if (a.window >= 0 && i - j > a.window) continue;
+          seen[j] = true;
+          const double* k = &qkv[(b * seq + j) * ld + q_cols + kv * hd];
           double s = 0;
           for (int64_t c = 0; c < hd; ++c) s += q[c] * k[c];
           p[j] = s / std::sqrt(static_cast<double>(hd));
           mx = std::max(mx, p[j]);
         }
         double sum = 0;
-        for (double& v : p) sum += (v = std::exp(v - mx));
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = 0; j < seq; ++j)
+          if (seen[j]) sum += (p[j] = std::exp(p[j] - mx));
+        for (int64_t j = 0; j < seq; ++j) {
+          if (!seen[j]) continue;
           p[j] /= sum;
-          if (probs) (*probs)[((b * heads + h) * seq + i) * seq + j] = p[j];
-          const double* v = &qkv[(b * seq + j) * ld + 2 * d + h * hd];
-          for (int64_t c = 0; c < hd; ++c) out[(b * seq + i) * d + h * hd + c] += p[j] * v[c];
+          if (probs) (*probs)[((b * a.n_heads + h) * seq + i) * seq + j] = p[j];
+          const double* v = &qkv[(b * seq + j) * ld + q_cols + kv_cols + kv * hd];
+          for (int64_t c = 0; c < hd; ++c) out[(b * seq + i) * q_cols + h * hd + c] += p[j] * v[c];
         }
       }
+    }
   return out;
 }
 
@@ -298,6 +308,79 @@ TEST(CpuOps, RmsnormBackwardAccumulatesIntoDxAndDw) {
   for (int64_t c = 0; c < k.cols; ++c) ASSERT_EQ(dw_acc.data[c], dw0.data[c] + dw.data[c]) << "dw element " << c;
 }
 
+TEST(CpuOps, RmsnormWithoutGainIsTheGainOfOnes) {
+  const RmsCase k;
+  Matrix ones(1, k.cols), y(k.rows, k.cols), y1(k.rows, k.cols);
+  std::fill(ones.data.begin(), ones.data.end(), 1.0f);
+  std::vector<float> rstd, rstd1;
+  cpu::rmsnorm_forward(k.x, nullptr, k.eps, y, rstd);
+  cpu::rmsnorm_forward(k.x, ones.data.data(), k.eps, y1, rstd1);
+  EXPECT_EQ(y.data, y1.data);  // x * r * 1 == x * r exactly
+  EXPECT_EQ(rstd, rstd1);
+  // Backward without a gain against finite differences of the float64 reference with w = 1.
+  const Matrix dy = random_matrix(k.rows, k.cols, Dist::kGaussian, 9);
+  Matrix dx(k.rows, k.cols), dw(1, k.cols);
+  cpu::rmsnorm_backward(dy, k.x, nullptr, rstd, dx, nullptr);
+  const std::vector<double> w1(static_cast<size_t>(k.cols), 1.0), g = to64(dy);
+  const auto want = numeric_grad(to64(k.x), [&](const auto& xv) { return dot(g, rmsnorm_ref(xv, w1, k.rows, k.cols, k.eps)); });
+  EXPECT_TRUE(all_near(dx, want, 2e-6, 2e-6));
+  // A gain without its gradient (or the reverse) is a mistake.
+  EXPECT_THROW(cpu::rmsnorm_backward(dy, k.x, nullptr, rstd, dx, dw.data.data()), Error);
+  EXPECT_THROW(cpu::rmsnorm_backward(dy, k.x, ones.data.data(), rstd, dx, nullptr), Error);
+}
+
+// ---------------------------------------------------------------- QK norm (RMSNorm of each head)
+
+// 5 rows of [q | k | v] with 3 + 2 heads of 4 normed (columns [0, 20)) and 8 columns of v after
+// them that must stay untouched; one head tiny, where eps matters.
+struct HeadNormCase {
+  int64_t rows = 5, heads = 5, hd = 4, cols = 28;
+  double eps = 1e-3;
+  Matrix x = random_matrix(rows, cols, Dist::kGaussian, 60, 2.0);
+  HeadNormCase() {
+    for (int64_t c = 4; c < 8; ++c) x.at(2, c) *= 0.01f;
+  }
+};
+
+std::vector<double> head_norm_ref(std::vector<double> x, const HeadNormCase& k) {
+  for (int64_t t = 0; t < k.rows; ++t)
+    for (int64_t h = 0; h < k.heads; ++h) {
+      double* p = &x[t * k.cols + h * k.hd];
+      double ss = 0;
+      for (int64_t c = 0; c < k.hd; ++c) ss += p[c] * p[c];
+      const double r = 1.0 / std::sqrt(ss / static_cast<double>(k.hd) + k.eps);
+      for (int64_t c = 0; c < k.hd; ++c) p[c] *= r;
+    }
+  return x;
+}
+
+TEST(CpuOps, HeadRmsnormNormsEachHeadAndLeavesTheRest) {
+  const HeadNormCase k;
+  Matrix y = k.x;
+  std::vector<float> rstd;
+  cpu::head_rmsnorm_forward(y, 0, k.heads, k.hd, k.eps, rstd);
+  ASSERT_EQ(rstd.size(), static_cast<size_t>(k.rows * k.heads));
+  const auto want = head_norm_ref(to64(k.x), k);
+  EXPECT_TRUE(all_near(y, want, 1e-12, 4 * kU));
+  for (int64_t t = 0; t < k.rows; ++t)
+    for (int64_t c = k.heads * k.hd; c < k.cols; ++c) EXPECT_EQ(y.at(t, c), k.x.at(t, c)) << "v column " << c;
+}
+
+TEST(CpuOps, HeadRmsnormBackwardMatchesFiniteDifferences) {
+  const HeadNormCase k;
+  Matrix y = k.x;
+  std::vector<float> rstd;
+  cpu::head_rmsnorm_forward(y, 0, k.heads, k.hd, k.eps, rstd);
+  const Matrix dy = random_matrix(k.rows, k.cols, Dist::kGaussian, 61);
+  Matrix dx = dy;
+  cpu::head_rmsnorm_backward(dx, y, 0, k.heads, k.hd, rstd);
+  const std::vector<double> g = to64(dy);
+  const auto want = numeric_grad(to64(k.x), [&](const auto& xv) { return dot(g, head_norm_ref(xv, k)); });
+  // The tiny head's rstd is ~30: terms up to ~30, a few roundings each; v's columns pass dy.
+  EXPECT_TRUE(all_near(dx, want, 1e-5, 2e-6));
+  EXPECT_THROW(cpu::head_rmsnorm_forward(y, 12, k.heads, k.hd, k.eps, rstd), Error);  // past the last column
+}
+
 // ---------------------------------------------------------------- rope
 
 // batch 2 x seq 3; the rotated block [4, 20) sits between untouched columns on both sides.
@@ -356,67 +439,115 @@ TEST(CpuOps, RopeBackwardMatchesFiniteDifferences) {
 
 // ---------------------------------------------------------------- attention
 
-// batch 2, seq 5, 2 heads of 4: d = 8, qkv [10, 24]. Scaled up so the softmax is far from uniform.
+// Multi-head (batch 2, seq 5, 2 heads of 4: qkv [10, 24]); grouped-query (4 query heads on 2
+// key/value heads); both grouped (4 on 1) and windowed (each query sees itself and 2 before).
+// Scaled up so the softmax is far from uniform.
 struct AttnCase {
-  int64_t batch = 2, seq = 5, heads = 2, d = 8, rows = 10;
-  Matrix qkv = random_matrix(rows, 3 * d, Dist::kGaussian, 14, 1.5);
+  AttentionDims a;
+  int64_t rows = a.batch * a.seq, q_cols = a.q_cols();
+  Matrix qkv = random_matrix(rows, a.qkv_cols(), Dist::kGaussian, 14 + a.n_heads + a.n_kv_heads, 1.5);
+  std::string name() const {
+    return std::to_string(a.n_heads) + " heads on " + std::to_string(a.n_kv_heads) + ", window " +
+           std::to_string(a.window);
+  }
 };
+const AttentionDims kMha{2, 5, 2, 2, 4}, kGqa{2, 6, 4, 2, 4}, kGqaWindow{2, 6, 4, 1, 4, 2};
 
 TEST(CpuOps, AttentionForwardMatchesCausalSoftmaxReference) {
-  const AttnCase k;
-  Matrix out(k.rows, k.d);
-  std::vector<float> probs;
-  cpu::attention_forward(k.qkv, k.batch, k.seq, k.heads, out, probs);
-  std::vector<double> probs_want;
-  const auto want = attention_ref(to64(k.qkv), k.batch, k.seq, k.heads, k.d, &probs_want);
-  ASSERT_EQ(probs.size(), probs_want.size());
-  // Scores are 4-term dot products of values ~1.5 (~1e-6 absolute), probabilities in [0, 1]; the
-  // masked upper triangle must be exactly zero.
-  EXPECT_TRUE(all_near(probs.data(), probs_want, 1e-6, 2e-6));
-  for (int64_t bh = 0; bh < k.batch * k.heads; ++bh)
-    for (int64_t i = 0; i < k.seq; ++i)
-      for (int64_t j = i + 1; j < k.seq; ++j) EXPECT_EQ(probs[(bh * k.seq + i) * k.seq + j], 0.0f);
-  EXPECT_TRUE(all_near(out, want, 2e-6, 2e-6));
+  for (const AttentionDims& dims : {kMha, kGqa, kGqaWindow}) {
+    const AttnCase k{dims};
+    SCOPED_TRACE(k.name());
+    Matrix out(k.rows, k.q_cols);
+    std::vector<float> probs;
+    cpu::attention_forward(k.qkv, k.a, out, probs);
+    std::vector<double> probs_want;
+    const auto want = attention_ref(to64(k.qkv), k.a, &probs_want);
+    ASSERT_EQ(probs.size(), probs_want.size());
+    // Scores are 4-term dot products of values ~1.5 (~1e-6 absolute), probabilities in [0, 1]; the
+    // masked part (the upper triangle, and what lies beyond the window) must be exactly zero.
+    EXPECT_TRUE(all_near(probs.data(), probs_want, 1e-6, 2e-6));
+    for (size_t i = 0; i < probs.size(); ++i)
+      if (probs_want[i] == 0.0) ASSERT_EQ(probs[i], 0.0f) << "masked probability " << i;
+    EXPECT_TRUE(all_near(out, want, 2e-6, 2e-6));
+  }
 }
 
 TEST(CpuOps, AttentionBackwardMatchesFiniteDifferences) {
-  const AttnCase k;
-  const Matrix dout = random_matrix(k.rows, k.d, Dist::kGaussian, 15);
-  Matrix out(k.rows, k.d), dqkv(k.rows, 3 * k.d);
+  for (const AttentionDims& dims : {kMha, kGqa, kGqaWindow}) {
+    const AttnCase k{dims};
+    SCOPED_TRACE(k.name());
+    const Matrix dout = random_matrix(k.rows, k.q_cols, Dist::kGaussian, 15);
+    Matrix out(k.rows, k.q_cols), dqkv(k.rows, k.a.qkv_cols());
+    std::vector<float> probs;
+    cpu::attention_forward(k.qkv, k.a, out, probs);
+    std::fill(dqkv.data.begin(), dqkv.data.end(), kNaN);  // documented as overwritten, all of it
+    cpu::attention_backward(dout, k.qkv, probs, k.a, dqkv);
+    const std::vector<double> g = to64(dout);
+    const auto want = numeric_grad(to64(k.qkv), [&](const auto& v) { return dot(g, attention_ref(v, k.a)); });
+    // float32 products of length <= 6 through the stored (rounded) probabilities and the softmax
+    // backward's difference dP - rowsum(dP * P), summed over up to 4 query heads for a shared key
+    // or value: a few 1e-7 absolute on O(1) gradients.
+    EXPECT_TRUE(all_near(dqkv, want, 3e-6, 3e-6));
+  }
+}
+
+TEST(CpuOps, AttentionRejectsShapesThatDoNotAgree) {
+  const AttnCase k{kGqa};
+  Matrix out(k.rows, k.q_cols), wrong(k.rows, k.q_cols + 4);
   std::vector<float> probs;
-  cpu::attention_forward(k.qkv, k.batch, k.seq, k.heads, out, probs);
-  std::fill(dqkv.data.begin(), dqkv.data.end(), kNaN);  // documented as overwritten, all of it
-  cpu::attention_backward(dout, k.qkv, probs, k.batch, k.seq, k.heads, dqkv);
-  const std::vector<double> g = to64(dout);
-  const auto want = numeric_grad(to64(k.qkv), [&](const auto& v) {
-    return dot(g, attention_ref(v, k.batch, k.seq, k.heads, k.d));
-  });
-  // float32 products of length <= 5 through the stored (rounded) probabilities and the softmax
-  // backward's difference dP - rowsum(dP * P): a few 1e-7 absolute on O(1) gradients.
-  EXPECT_TRUE(all_near(dqkv, want, 3e-6, 3e-6));
+  AttentionDims mha = kGqa;
+  mha.n_kv_heads = 4;  // qkv holds 2 key/value heads, not 4
+  EXPECT_THROW(cpu::attention_forward(k.qkv, mha, out, probs), Error);
+  EXPECT_THROW(cpu::attention_forward(k.qkv, k.a, wrong, probs), Error);
+  AttentionDims uneven = kGqa;
+  uneven.n_kv_heads = 3;
+  EXPECT_THROW(cpu::attention_forward(k.qkv, uneven, out, probs), Error);
 }
 
 TEST(CpuOps, AttentionIsCausalAndBatchesAreIndependent) {
-  const AttnCase k;
-  Matrix out(k.rows, k.d), out2(k.rows, k.d);
+  const AttnCase k{kMha};
+  const int64_t d = k.q_cols;
+  Matrix out(k.rows, d), out2(k.rows, d);
   std::vector<float> probs, probs2;
-  cpu::attention_forward(k.qkv, k.batch, k.seq, k.heads, out, probs);
+  cpu::attention_forward(k.qkv, k.a, out, probs);
   // Change k and v (not q) of token 2 of batch 0, every head.
   Matrix changed = k.qkv;
-  for (int64_t c = k.d; c < 3 * k.d; ++c) changed.at(2, c) += 1.0f;
-  cpu::attention_forward(changed, k.batch, k.seq, k.heads, out2, probs2);
+  for (int64_t c = d; c < 3 * d; ++c) changed.at(2, c) += 1.0f;
+  cpu::attention_forward(changed, k.a, out2, probs2);
   for (int64_t t = 0; t < k.rows; ++t) {
-    const bool may_change = t >= 2 && t < k.seq;  // batch 0, at or after the changed token
-    for (int64_t c = 0; c < k.d; ++c) {
+    const bool may_change = t >= 2 && t < k.a.seq;  // batch 0, at or after the changed token
+    for (int64_t c = 0; c < d; ++c) {
       if (may_change) continue;
       EXPECT_EQ(out2.at(t, c), out.at(t, c)) << "row " << t << " saw a later token or another batch";
     }
   }
-  for (int64_t t = 2; t < k.seq; ++t) {  // ...and the change does reach the rows that may see it
+  for (int64_t t = 2; t < k.a.seq; ++t) {  // ...and the change does reach the rows that may see it
     double diff = 0;
-    for (int64_t c = 0; c < k.d; ++c) diff += std::fabs(out2.at(t, c) - out.at(t, c));
+    for (int64_t c = 0; c < d; ++c) diff += std::fabs(out2.at(t, c) - out.at(t, c));
     EXPECT_GT(diff, 1e-3) << "row " << t;
   }
+}
+
+// A window of 2: token 1's key and value reach queries 1, 2 and 3 and no later one; only the
+// query heads of the changed key/value head move.
+TEST(CpuOps, AttentionWindowLimitsHowFarBackAQuerySees) {
+  const AttnCase k{AttentionDims{1, 6, 4, 2, 4, 2}};
+  Matrix out(k.rows, k.q_cols), out2(k.rows, k.q_cols);
+  std::vector<float> probs, probs2;
+  cpu::attention_forward(k.qkv, k.a, out, probs);
+  Matrix changed = k.qkv;
+  for (int64_t c = k.q_cols; c < k.q_cols + k.a.head_dim; ++c) changed.at(1, c) += 1.0f;  // key head 0 of token 1
+  cpu::attention_forward(changed, k.a, out2, probs2);
+  for (int64_t t = 0; t < k.rows; ++t)
+    for (int64_t h = 0; h < k.a.n_heads; ++h) {
+      double diff = 0;
+      for (int64_t c = h * k.a.head_dim; c < (h + 1) * k.a.head_dim; ++c) diff += std::fabs(out2.at(t, c) - out.at(t, c));
+      const bool sees = t >= 1 && t <= 3 && h < k.a.group();  // query heads 0 and 1 read key head 0
+      if (sees)
+        EXPECT_GT(diff, 1e-4) << "token " << t << " head " << h;
+      else
+        EXPECT_EQ(diff, 0.0) << "token " << t << " head " << h;
+    }
 }
 
 // ---------------------------------------------------------------- swiglu
@@ -445,6 +576,82 @@ TEST(CpuOps, SwigluBackwardMatchesFiniteDifferences) {
   const auto want = numeric_grad(to64(k.h12), [&](const auto& v) { return dot(g, swiglu_ref(v, k.rows, k.h)); });
   // A handful of float32 roundings on O(1..10) values.
   EXPECT_TRUE(all_near(dh12, want, 1e-6, 2e-6));
+}
+
+// ---------------------------------------------------------------- relu^2
+
+TEST(CpuOps, Relu2ForwardAndBackwardMatchReferenceAndFiniteDifferences) {
+  const Matrix h = random_matrix(4, 9, Dist::kGaussian, 62, 2.0);
+  Matrix g(4, 9), dh(4, 9);
+  cpu::relu2_forward(h, g);
+  std::vector<double> want(static_cast<size_t>(h.size()));
+  auto ref = [](const std::vector<double>& v) {
+    std::vector<double> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = v[i] > 0 ? v[i] * v[i] : 0.0;
+    return o;
+  };
+  EXPECT_TRUE(all_near(g, ref(to64(h)), 1e-30, kU));  // one rounding of the square
+  int negatives = 0;
+  for (float v : h.data) negatives += v < 0;
+  EXPECT_GT(negatives, 5);  // both sides of the kink are exercised
+  const Matrix dg = random_matrix(4, 9, Dist::kGaussian, 63);
+  std::fill(dh.data.begin(), dh.data.end(), kNaN);  // documented as overwritten
+  cpu::relu2_backward(dg, h, dh);
+  const std::vector<double> gd = to64(dg);
+  const auto grad = numeric_grad(to64(h), [&](const auto& v) { return dot(gd, ref(v)); });
+  EXPECT_TRUE(all_near(dh, grad, 1e-6, 2e-6));
+}
+
+// ---------------------------------------------------------------- resid / x0 lambdas
+
+TEST(CpuOps, ResidualMixMatchesFiniteDifferencesInEveryInput) {
+  const Matrix x = random_matrix(70, 6, Dist::kGaussian, 64), x0 = random_matrix(70, 6, Dist::kGaussian, 65);
+  const float a = 0.8f, b = -0.3f;
+  Matrix y(70, 6);
+  cpu::residual_mix_forward(x, x0, a, b, y);
+  auto ref = [](const std::vector<double>& xv, const std::vector<double>& x0v, double av, double bv) {
+    std::vector<double> o(xv.size());
+    for (size_t i = 0; i < xv.size(); ++i) o[i] = av * xv[i] + bv * x0v[i];
+    return o;
+  };
+  EXPECT_TRUE(all_near(y, ref(to64(x), to64(x0), a, b), 1e-6, 2 * kU));
+  const Matrix dy = random_matrix(70, 6, Dist::kGaussian, 66), dx0_start = random_matrix(70, 6, Dist::kGaussian, 67);
+  Matrix dxy = dy, dx0 = dx0_start;
+  float da = 0.5f, db = -0.25f;  // accumulated onto
+  cpu::residual_mix_backward(dxy, x, x0, a, b, dx0, da, db);
+  const std::vector<double> g = to64(dy), xs = to64(x), x0s = to64(x0);
+  const auto want_dx = numeric_grad(xs, [&](const auto& v) { return dot(g, ref(v, x0s, a, b)); });
+  auto want_dx0 = numeric_grad(x0s, [&](const auto& v) { return dot(g, ref(xs, v, a, b)); });
+  for (size_t i = 0; i < want_dx0.size(); ++i) want_dx0[i] += dx0_start.data[i];
+  const auto want_ab = numeric_grad({a, b}, [&](const auto& v) { return dot(g, ref(xs, x0s, v[0], v[1])); });
+  EXPECT_TRUE(all_near(dxy, want_dx, 1e-6, 2e-6));
+  EXPECT_TRUE(all_near(dx0, want_dx0, 1e-6, 2e-6));
+  // 420-term sums in float64, rounded once to float.
+  EXPECT_NEAR(da, 0.5 + want_ab[0], 1e-5 * (1 + std::fabs(want_ab[0])));
+  EXPECT_NEAR(db, -0.25 + want_ab[1], 1e-5 * (1 + std::fabs(want_ab[1])));
+}
+
+// ---------------------------------------------------------------- logit softcap
+
+TEST(CpuOps, SoftcapSquashesIntoTheCapAndItsBackwardMatchesFiniteDifferences) {
+  const float cap = 15.0f;
+  const Matrix z = random_matrix(3, 8, Dist::kGaussian, 68, 20.0);  // many beyond the cap
+  Matrix y = z;
+  cpu::softcap_forward(y, cap);
+  auto ref = [&](const std::vector<double>& v) {
+    std::vector<double> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = cap * std::tanh(v[i] / cap);
+    return o;
+  };
+  EXPECT_TRUE(all_near(y, ref(to64(z)), 1e-6, 4 * kU));
+  for (float v : y.data) EXPECT_LT(std::fabs(v), cap);
+  const Matrix dz0 = random_matrix(3, 8, Dist::kGaussian, 69);
+  Matrix dz = dz0;
+  cpu::softcap_backward(dz, y, cap);
+  const std::vector<double> g = to64(dz0);
+  const auto want = numeric_grad(to64(z), [&](const auto& v) { return dot(g, ref(v)); });
+  // 1 - (y / cap)^2 from the rounded y: its relative error grows where y nears the cap.
+  EXPECT_TRUE(all_near(dz, want, 2e-6, 1e-4));
 }
 
 // ---------------------------------------------------------------- cross-entropy

@@ -10,57 +10,100 @@ namespace q2::model {
 
 namespace {
 
-enum Which { kQkv = 0, kO = 1, kW12 = 2, kDown = 3 };
-const char* const kLinearNames[] = {"attention.wqkv", "attention.wo", "feed_forward.w12", "feed_forward.w3"};
+enum Which { kQkv = 0, kO = 1, kUp = 2, kDown = 3 };
 
-// Parameter indices: 0 embedding, then 6 per layer, then final norm and LM head.
-constexpr int kPerLayer = 6;
-enum LayerParam { kAttnNorm = 0, kWqkv = 1, kWo = 2, kFfnNorm = 3, kW12p = 4, kW3 = 5 };
-int layer_param(int layer, int which) { return 1 + kPerLayer * layer + which; }
+// A layer's parameters in order; a model without norm gains has no kAttnNorm and kFfnNorm.
+enum LayerParam { kAttnNorm = 0, kWqkv = 1, kWo = 2, kFfnNorm = 3, kWup = 4, kWdown = 5 };
 
 }  // namespace
 
 Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend)
     : config_(std::move(config)), backend_(backend) {
   config_.validate();
-  const int64_t d = config_.d_model, h = config_.d_ff, v = config_.vocab;
+  backend_.check_supported(config_);
+  const ModelConfig& c = config_;
+  const int64_t d = c.d_model, h = c.d_ff, v = c.vocab;
+  const bool gains = c.norm_weights;
+  offset_ = gains ? std::array<int, 6>{0, 1, 2, 3, 4, 5} : std::array<int, 6>{-1, 0, 1, -1, 2, 3};
+  per_layer_ = gains ? 6 : 4;
   auto add = [&](std::string name, int64_t rows, int64_t cols, bool decay) {
     params_.push_back({std::move(name), backend_.alloc(rows, cols, Role::kParam), decay});
   };
   add("tok_embeddings.weight", v, d, false);
-  for (int64_t l = 0; l < config_.n_layers; ++l) {
+  for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    add(p + "attention_norm.weight", 1, d, false);
-    add(p + "attention.wqkv.weight", 3 * d, d, true);
-    add(p + "attention.wo.weight", d, d, true);
-    add(p + "ffn_norm.weight", 1, d, false);
-    add(p + "feed_forward.w12.weight", 2 * h, d, true);
-    add(p + "feed_forward.w3.weight", d, h, true);
-    for (int w = 0; w < kLinears; ++w) linears_.push_back(backend_.make_linear(scheme, p + kLinearNames[w]));
+    if (gains) add(p + "attention_norm.weight", 1, d, false);
+    add(linear_name(static_cast<int>(l), kQkv) + ".weight", c.qkv_rows(), d, true);
+    add(linear_name(static_cast<int>(l), kO) + ".weight", d, d, true);
+    if (gains) add(p + "ffn_norm.weight", 1, d, false);
+    add(linear_name(static_cast<int>(l), kUp) + ".weight", c.mlp_in_rows(), d, true);
+    add(linear_name(static_cast<int>(l), kDown) + ".weight", d, h, true);
+    for (int w = 0; w < kLinears; ++w)
+      linears_.push_back(backend_.make_linear(scheme, linear_name(static_cast<int>(l), w)));
   }
-  add("norm.weight", 1, d, false);
-  add("output.weight", v, d, false);
+  if (c.resid_x0_lambdas) {
+    lambdas_ = params_.size();
+    add("resid_lambdas", 1, c.n_layers, false);
+    add("x0_lambdas", 1, c.n_layers, false);
+  }
+  if (gains) {
+    final_norm_ = params_.size();
+    add("norm.weight", 1, d, false);
+  }
+  if (!c.tie_embeddings) {
+    head_ = params_.size();
+    add("output.weight", v, d, false);
+  }
   for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols, Role::kParam));
-  cache_.resize(static_cast<size_t>(config_.n_layers));
+  cache_.resize(static_cast<size_t>(c.n_layers));
+}
+
+std::string Transformer::linear_name(int layer, int which) const {
+  static const char* const kNames[] = {"attention.wqkv", "attention.wo", nullptr, "feed_forward.w3"};
+  // The SwiGLU MLP's fused gate|up is w12, the ReLU^2 MLP's single up projection w1.
+  const char* name = which == kUp ? (config_.mlp == "swiglu" ? "feed_forward.w12" : "feed_forward.w1") : kNames[which];
+  return "layers." + std::to_string(layer) + "." + name;
+}
+
+size_t Transformer::layer_param(int64_t layer, int which) const {
+  const int o = offset_[static_cast<size_t>(which)];
+  return o < 0 ? kNone : 1 + per_layer_ * static_cast<size_t>(layer) + static_cast<size_t>(o);
+}
+
+AttentionDims Transformer::attention_dims(int64_t layer, int64_t batch, int64_t seq) const {
+  const ModelConfig& c = config_;
+  return {batch, seq, c.n_heads, c.kv_heads(), c.head_dim(), c.attention_window(layer)};
 }
 
 void Transformer::init(uint64_t seed) {
-  const double out_std = 0.02 / std::sqrt(2.0 * config_.n_layers);
+  const ModelConfig& c = config_;
+  const bool nanochat = c.init == "nanochat";
+  const double out_std = 0.02 / std::sqrt(2.0 * c.n_layers), bound = std::sqrt(3.0 / static_cast<double>(c.d_model));
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
     Matrix m(p.value.rows, p.value.cols);
-    const bool norm = m.rows == 1;
-    const bool out_proj = p.name.find("attention.wo") != std::string::npos || p.name.find("w3") != std::string::npos;
-    const double sd = out_proj ? out_std : 0.02;
+    const auto has = [&](const char* part) { return p.name.find(part) != std::string::npos; };
+    const bool out_proj = has("attention.wo") || has("w3");
+    enum { kConstant, kNormal, kUniform } kind = kNormal;
+    double value = 0;  // the constant, or the normal's standard deviation
+    if (p.name == "resid_lambdas" || (p.name != "x0_lambdas" && m.rows == 1)) kind = kConstant, value = 1;  // gains too
+    else if (p.name == "x0_lambdas") kind = kConstant, value = 0;
+    else if (!nanochat) value = out_proj ? out_std : 0.02;
+    else if (i == 0) value = 1.0;                   // the embedding (and a head tied to it)
+    else if (p.name == "output.weight") value = 0.001;
+    else if (out_proj) kind = kConstant, value = 0;
+    else kind = kUniform;
     for (int64_t j = 0; j < m.size(); ++j) {
-      if (norm) {
-        m.data[j] = 1.0f;
+      if (kind == kConstant) {
+        m.data[j] = static_cast<float>(value);
         continue;
       }
-      // Box-Muller from the parameter's own Philox counter space: independent of layout.
+      // From the parameter's own Philox counter space: independent of layout.
       const philox::Block w = philox::words4(seeds::parameter_init(seed, i), philox::kData, static_cast<uint64_t>(j));
       const double u1 = (w.v[0] + 0.5) * 0x1p-32, u2 = (w.v[1] + 0.5) * 0x1p-32;
-      m.data[j] = static_cast<float>(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+      m.data[j] = kind == kUniform ? static_cast<float>((2 * u1 - 1) * bound)  // U(-bound, bound)
+                                   : static_cast<float>(value * std::sqrt(-2.0 * std::log(u1)) *
+                                                        std::cos(2.0 * M_PI * u2));  // Box-Muller
     }
     backend_.upload(m, p.value);
   }
@@ -75,10 +118,6 @@ size_t Transformer::saved_activation_bytes() const {
   for (const auto& l : linears_) b += l->saved_bytes();
   return b;
 }
-
-namespace {
-std::string linear_name(int layer, int which) { return "layers." + std::to_string(layer) + "." + kLinearNames[which]; }
-}  // namespace
 
 Tensor Transformer::linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep) {
   if (tap_ && keep) {
@@ -101,38 +140,60 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
   if (seq > c.seq_len)
     throw Error("sequence length " + std::to_string(seq) + " exceeds the model's " + std::to_string(c.seq_len));
   Backend& B = backend_;
-  const int64_t T = batch * seq, d = c.d_model;
+  const int64_t T = batch * seq, d = c.d_model, hd = c.head_dim(), kvh = c.kv_heads();
   Tensor x = B.alloc(T, d, Role::kActivation);
   B.embedding_forward(params_[0].value, inputs, x);
+  if (c.embed_norm) {
+    Tensor y = B.alloc(T, d, Role::kActivation), rstd;
+    B.rmsnorm_forward(x, none_, c.norm_eps, y, rstd);
+    if (keep) {
+      emb_in_ = std::move(x);
+      emb_rstd_ = std::move(rstd);
+    }
+    x = std::move(y);
+  }
+  const Tensor x0 = x;  // the same tensor: each layer's mix writes a new one
   for (int l = 0; l < c.n_layers; ++l) {
     LayerCache local;
     LayerCache& k = keep ? cache_[static_cast<size_t>(l)] : local;
-    auto P = [&](int which) -> Tensor& { return params_[static_cast<size_t>(layer_param(l, which))].value; };
+    auto P = [&](int which) -> Tensor& { return params_[layer_param(l, which)].value; };
+    if (c.resid_x0_lambdas) {
+      Tensor mixed = B.alloc(T, d, Role::kActivation);
+      B.residual_mix_forward(x, x0, params_[lambdas_].value, params_[lambdas_ + 1].value, l, mixed);
+      k.x_pre = std::move(x);
+      x = std::move(mixed);
+    }
     k.x_in = B.clone(x);
     Tensor a = B.alloc(T, d, Role::kActivation);
-    B.rmsnorm_forward(x, P(kAttnNorm), c.norm_eps, a, k.rstd1);
+    B.rmsnorm_forward(x, gain(layer_param(l, kAttnNorm)), c.norm_eps, a, k.rstd1);
     k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
-    B.rope(k.qkv, 0, c.n_heads, c.head_dim(), seq, c.rope_theta, 1);
-    B.rope(k.qkv, d, c.n_heads, c.head_dim(), seq, c.rope_theta, 1);
+    B.rope(k.qkv, 0, c.n_heads, hd, seq, c.rope_theta, 1);
+    B.rope(k.qkv, d, kvh, hd, seq, c.rope_theta, 1);
+    if (c.qk_norm) B.head_rmsnorm_forward(k.qkv, 0, c.n_heads + kvh, hd, c.norm_eps, k.qk_rstd);  // q and k heads
     Tensor att = B.alloc(T, d, Role::kActivation);
-    B.attention_forward(k.qkv, batch, seq, c.n_heads, att, k.attention);
+    B.attention_forward(k.qkv, attention_dims(l, batch, seq), att, k.attention);
     B.add_inplace(x, linear_forward(l, kO, att, P(kWo), keep));
     k.x_mid = B.clone(x);
     Tensor m = B.alloc(T, d, Role::kActivation);
-    B.rmsnorm_forward(x, P(kFfnNorm), c.norm_eps, m, k.rstd2);
-    k.h12 = linear_forward(l, kW12, m, P(kW12p), keep);
+    B.rmsnorm_forward(x, gain(layer_param(l, kFfnNorm)), c.norm_eps, m, k.rstd2);
+    k.h12 = linear_forward(l, kUp, m, P(kWup), keep);
     Tensor g = B.alloc(T, c.d_ff, Role::kActivation);
-    B.swiglu_forward(k.h12, g);
-    B.add_inplace(x, linear_forward(l, kDown, g, P(kW3), keep));
+    if (c.mlp == "swiglu")
+      B.swiglu_forward(k.h12, g);
+    else
+      B.relu2_forward(k.h12, g);
+    B.add_inplace(x, linear_forward(l, kDown, g, P(kWdown), keep));
   }
   Tensor xf = B.alloc(T, d, Role::kActivation), rstd;
-  B.rmsnorm_forward(x, params_[params_.size() - 2].value, c.norm_eps, xf, rstd);
+  B.rmsnorm_forward(x, gain(final_norm_), c.norm_eps, xf, rstd);
   Tensor logits = B.alloc(T, c.vocab, Role::kActivation);
-  B.matmul(xf, false, params_.back().value, true, logits, 1.0f, false);
+  B.matmul(xf, false, params_[head_].value, true, logits, 1.0f, false);
+  if (c.logit_softcap > 0) B.softcap_forward(logits, static_cast<float>(c.logit_softcap));
   if (keep) {
     final_in_ = std::move(x);
     final_out_ = std::move(xf);
     final_rstd_ = std::move(rstd);
+    x0_ = x0;
   }
   return logits;
 }
@@ -149,7 +210,9 @@ double Transformer::forward(const std::vector<uint32_t>& inputs, const std::vect
   seq_ = seq;
   dlogits_ = backend_.alloc(logits.rows, logits.cols, Role::kActivation);
   // d(sum of losses)/d logits, scaled by the caller's loss_scale in backward.
-  return backend_.cross_entropy(logits, targets, &dlogits_, 1.0f);
+  const double loss = backend_.cross_entropy(logits, targets, &dlogits_, 1.0f);
+  if (config_.logit_softcap > 0) backend_.softcap_backward(dlogits_, logits, static_cast<float>(config_.logit_softcap));
+  return loss;
 }
 
 Tensor Transformer::logits(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq) {
@@ -160,40 +223,58 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   if (inputs_.empty()) throw Error("backward called before forward");
   const ModelConfig& c = config_;
   Backend& B = backend_;
-  const int64_t T = batch_ * seq_, d = c.d_model;
+  const int64_t T = batch_ * seq_, d = c.d_model, hd = c.head_dim(), kvh = c.kv_heads();
   auto announce = [&](size_t first, size_t count) {
     if (ready) ready(first, count);
   };
   B.scale(dlogits_, loss_scale);
-  const size_t head = params_.size() - 1, fnorm = params_.size() - 2;
-  B.matmul(dlogits_, true, final_out_, false, grads_[head], 1.0f, true);
-  announce(head, 1);
+  B.matmul(dlogits_, true, final_out_, false, grads_[head_], 1.0f, true);
+  if (!c.tie_embeddings) announce(head_, 1);  // a tied head's gradient is the embedding's, final last
   Tensor dxf = B.alloc(T, d, Role::kActivation);
-  B.matmul(dlogits_, false, params_[head].value, false, dxf, 1.0f, false);
+  B.matmul(dlogits_, false, params_[head_].value, false, dxf, 1.0f, false);
   Tensor dx = B.alloc(T, d, Role::kActivation);
-  B.rmsnorm_backward(dxf, final_in_, params_[fnorm].value, final_rstd_, dx, grads_[fnorm]);
-  announce(fnorm, 1);
+  B.rmsnorm_backward(dxf, final_in_, gain(final_norm_), final_rstd_, dx, gain_grad(final_norm_));
+  if (final_norm_ != kNone) announce(final_norm_, 1);
+  Tensor dx0;  // what the x0 lambdas send back to x0
+  if (c.resid_x0_lambdas) dx0 = B.alloc(T, d, Role::kActivation);
+  const size_t half = c.norm_weights ? 3 : 2;  // parameters of each half of a block
   auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kLinears + which); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
-    auto P = [&](int which) -> Tensor& { return params_[static_cast<size_t>(layer_param(l, which))].value; };
-    auto G = [&](int which) -> Tensor& { return grads_[static_cast<size_t>(layer_param(l, which))]; };
-    // MLP: x = x_mid + down(swiglu(w12(norm(x_mid))))
-    const Tensor dg = linear_backward(l, kDown, dx, lseed(l, kDown), G(kW3));
-    Tensor dh12 = B.alloc(T, 2 * c.d_ff, Role::kActivation);
-    B.swiglu_backward(dg, k.h12, dh12);
-    const Tensor dm = linear_backward(l, kW12, dh12, lseed(l, kW12), G(kW12p));
-    B.rmsnorm_backward(dm, k.x_mid, P(kFfnNorm), k.rstd2, dx, G(kFfnNorm));
-    announce(static_cast<size_t>(layer_param(l, kFfnNorm)), 3);  // ffn_norm, w12, w3
-    // Attention: x_mid = x_in + wo(attn(rope(wqkv(norm(x_in)))))
+    auto G = [&](int which) -> Tensor& { return grads_[layer_param(l, which)]; };
+    // MLP: x = x_mid + down(act(up(norm(x_mid))))
+    const Tensor dg = linear_backward(l, kDown, dx, lseed(l, kDown), G(kWdown));
+    Tensor dh12 = B.alloc(T, c.mlp_in_rows(), Role::kActivation);
+    if (c.mlp == "swiglu")
+      B.swiglu_backward(dg, k.h12, dh12);
+    else
+      B.relu2_backward(dg, k.h12, dh12);
+    const Tensor dm = linear_backward(l, kUp, dh12, lseed(l, kUp), G(kWup));
+    B.rmsnorm_backward(dm, k.x_mid, gain(layer_param(l, kFfnNorm)), k.rstd2, dx, gain_grad(layer_param(l, kFfnNorm)));
+    announce(layer_param(l, kWdown) + 1 - half, half);  // [ffn_norm,] up, down
+    // Attention: x_mid = x_in + wo(attn(qk_norm(rope(wqkv(norm(x_in))))))
     const Tensor datt = linear_backward(l, kO, dx, lseed(l, kO), G(kWo));
-    Tensor dqkv = B.alloc(T, 3 * d, Role::kActivation);
-    B.attention_backward(datt, k.qkv, k.attention, batch_, seq_, c.n_heads, dqkv);
-    B.rope(dqkv, 0, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);
-    B.rope(dqkv, d, c.n_heads, c.head_dim(), seq_, c.rope_theta, -1);
+    Tensor dqkv = B.alloc(T, c.qkv_rows(), Role::kActivation);
+    B.attention_backward(datt, k.qkv, k.attention, attention_dims(l, batch_, seq_), dqkv);
+    if (c.qk_norm) B.head_rmsnorm_backward(dqkv, k.qkv, 0, c.n_heads + kvh, hd, k.qk_rstd);
+    B.rope(dqkv, 0, c.n_heads, hd, seq_, c.rope_theta, -1);
+    B.rope(dqkv, d, kvh, hd, seq_, c.rope_theta, -1);
     const Tensor da = linear_backward(l, kQkv, dqkv, lseed(l, kQkv), G(kWqkv));
-    B.rmsnorm_backward(da, k.x_in, P(kAttnNorm), k.rstd1, dx, G(kAttnNorm));
-    announce(static_cast<size_t>(layer_param(l, kAttnNorm)), 3);  // attention_norm, wqkv, wo
+    B.rmsnorm_backward(da, k.x_in, gain(layer_param(l, kAttnNorm)), k.rstd1, dx, gain_grad(layer_param(l, kAttnNorm)));
+    announce(layer_param(l, kWo) + 1 - half, half);  // [attention_norm,] wqkv, wo
+    // x_in = resid_lambdas[l] x_pre + x0_lambdas[l] x0
+    if (c.resid_x0_lambdas)
+      B.residual_mix_backward(dx, k.x_pre, x0_, params_[lambdas_].value, params_[lambdas_ + 1].value, l, dx0,
+                              grads_[lambdas_], grads_[lambdas_ + 1]);
+  }
+  if (c.resid_x0_lambdas) {
+    announce(lambdas_, 2);
+    B.add_inplace(dx, dx0);  // layer 0's x_pre is x0 itself
+  }
+  if (c.embed_norm) {
+    Tensor de = B.alloc(T, d, Role::kActivation);
+    B.rmsnorm_backward(dx, emb_in_, none_, emb_rstd_, de, none_);
+    dx = std::move(de);
   }
   B.embedding_backward(dx, inputs_, grads_[0]);
   announce(0, 1);

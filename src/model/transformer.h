@@ -1,8 +1,13 @@
 #pragma once
-// The Llama-style decoder: token embedding, n_layers x [RMSNorm -> fused QKV -> RoPE ->
-// causal attention -> O; RMSNorm -> fused gate|up -> SwiGLU -> down], final RMSNorm, untied
-// LM head. The seven block linears go through the linear-layer scheme; embedding, norms,
-// attention and the LM head stay in high precision. Every operation runs through a Backend.
+// The decoder: token embedding, n_layers x [RMSNorm -> fused QKV -> RoPE -> causal attention
+// -> O; RMSNorm -> fused gate|up -> SwiGLU -> down], final RMSNorm, LM head: Llama by default,
+// and with the options of ModelConfig nanochat's GPT (grouped-query attention, QK norm after
+// RoPE, sliding windows, ReLU^2 MLP, RMSNorms without gains, the embedding normed, resid / x0
+// lambdas, logit softcap; or a head tied to the embedding). The block linears go through the
+// linear-layer scheme; embedding, norms, attention and the LM head stay in high precision.
+// Every operation runs through a Backend.
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,7 +29,10 @@ class Transformer {
  public:
   Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend);
 
-  // N(0, 0.02) everywhere, the output projections of each block N(0, 0.02 / sqrt(2 L)), norms 1.
+  // model.init "llama": N(0, 0.02) everywhere, the output projections of each block
+  // N(0, 0.02 / sqrt(2 L)), norm gains 1. "nanochat" (its init_weights): embedding N(0, 1), head
+  // N(0, 0.001), QKV and the MLP's input U(-sqrt(3 / d), sqrt(3 / d)), output projections 0.
+  // Either way resid_lambdas 1 and x0_lambdas 0. Each tensor draws from its own Philox stream.
   void init(uint64_t seed);
 
   // Runs the batch and keeps what backward needs; returns the summed token loss (float64).
@@ -32,8 +40,9 @@ class Transformer {
                  int64_t seq);
   // Told during backward, when given, that the gradients of params() [first, first + count)
   // are final: nothing later in this backward writes them, so their all-reduce can overlap the
-  // rest. Every parameter once, in reverse layer order: LM head, final norm, then per block
-  // from the last its MLP half and its attention half, the embedding.
+  // rest. Every parameter once, in reverse layer order: LM head (unless tied), final norm, then
+  // per block from the last its MLP half and its attention half, the resid / x0 lambdas, the
+  // embedding (with a tied head, its gradient too).
   using GradsReady = std::function<void(size_t first, size_t count)>;
   // Accumulates d(loss_scale * summed loss) into the gradients; `seed` draws the backward's
   // rotations and rounding.
@@ -54,14 +63,28 @@ class Transformer {
   void set_tap(Tap tap) { tap_ = std::move(tap); }
 
  private:
-  static constexpr int kLinears = 4;  // fused qkv, o, fused gate|up, down
+  static constexpr int kLinears = 4;  // fused qkv, o, fused gate|up (or up), down
+  static constexpr size_t kNone = SIZE_MAX;
   struct LayerCache {
-    Tensor x_in, qkv, x_mid, h12, rstd1, rstd2, attention;
+    Tensor x_pre, x_in, qkv, x_mid, h12, rstd1, rstd2, qk_rstd, attention;
   };
   Tensor run(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq, bool keep);
   LinearOp& linear(int layer, int which) { return *linears_[static_cast<size_t>(layer * kLinears + which)]; }
+  std::string linear_name(int layer, int which) const;
+  // The index in params() of a layer's parameter (LayerParam in transformer.cpp), kNone if the
+  // model has none (the norm gains of a model without them).
+  size_t layer_param(int64_t layer, int which) const;
+  // A norm's gain, or its gradient, or an empty tensor where the model has no gains.
+  Tensor& gain(size_t index) { return index == kNone ? none_ : params_[index].value; }
+  Tensor& gain_grad(size_t index) { return index == kNone ? none_ : grads_[index]; }
+  AttentionDims attention_dims(int64_t layer, int64_t batch, int64_t seq) const;
 
   ModelConfig config_;
+  // Parameter layout: the embedding first, then per layer `per_layer_` tensors in the order of
+  // LayerParam (`offset_`: each one's place, -1 if absent), the lambdas, the final norm, the head.
+  size_t per_layer_ = 0, lambdas_ = kNone, final_norm_ = kNone, head_ = 0;
+  std::array<int, 6> offset_{};
+  Tensor none_;
   Backend& backend_;
   std::vector<std::unique_ptr<LinearOp>> linears_;
   std::vector<Param> params_;
@@ -70,6 +93,7 @@ class Transformer {
   std::vector<uint32_t> inputs_, targets_;
   int64_t batch_ = 0, seq_ = 0;
   Tensor final_in_, final_out_, final_rstd_, dlogits_;
+  Tensor emb_in_, emb_rstd_, x0_;  // the embedding before its norm, and the x0 the lambdas mix in
   Tap tap_;
   // linear(layer, which) after telling the tap about its inputs.
   Tensor linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep);

@@ -141,7 +141,8 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
                                const TrainConfig* resume) {
   const Verified v = read_verified(path);
   CheckpointInfo info = verified_info(v, path);
-  const nlohmann::json want = model::to_json(model.config()), have = v.header.at("model");
+  // Both through ModelConfig: a key an older checkpoint lacks reads as its default.
+  const nlohmann::json want = model::to_json(model.config()), have = model::to_json(info.model);
   std::string diff;
   for (auto it = want.begin(); it != want.end(); ++it)
     if (!have.contains(it.key()) || have[it.key()] != it.value())

@@ -184,5 +184,50 @@ TEST(Checkpoint, BodyMustMatchTheHeadersParameterList) {
   std::filesystem::remove_all(dir);
 }
 
+
+// Every model option is in the checkpoint's model config and comes back; a model that differs
+// in one is refused naming it; a checkpoint from before the options existed (a header without
+// their keys) reads as the Llama model it is, and loads.
+TEST(Checkpoint, ModelOptionsRoundTripAndOlderHeadersReadAsLlama) {
+  const auto backend = model::make_cpu_backend();
+  const auto dir = std::filesystem::temp_directory_path() / "q2_ckpt_options_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "nano.bin").string(), llama = (dir / "llama.bin").string(),
+                    old = (dir / "old.bin").string();
+  model::ModelConfig nano = model::nanochat_architecture(small());
+  nano.n_kv_heads = 2;
+  nano.tie_embeddings = true;
+  nano.window_pattern = "SL";
+  const TrainConfig cfg;
+  model::Transformer a(nano, linear::scheme_by_name("bf16"), *backend);
+  a.init(1);
+  save_checkpoint(path, cfg, a, nullptr, 3, {{"position", 0}}, {{"vocab_size", 64}});
+  const CheckpointInfo info = read_checkpoint_info(path);
+  EXPECT_EQ(model::to_json(info.model), model::to_json(nano));
+  model::Transformer b(info.model, linear::scheme_by_name("bf16"), *backend);
+  load_checkpoint(path, b, nullptr, nullptr);
+  for (size_t i = 0; i < a.params().size(); ++i)
+    EXPECT_EQ(backend->download(a.params()[i].value).data, backend->download(b.params()[i].value).data);
+  model::ModelConfig other = nano;
+  other.window_pattern = "L";
+  model::Transformer c(other, linear::scheme_by_name("bf16"), *backend);
+  EXPECT_NE(error_of([&] { load_checkpoint(path, c, nullptr, nullptr); }).find("window_pattern (checkpoint \"SL\", now \"L\")"),
+            std::string::npos);
+
+  model::Transformer l(small(), linear::scheme_by_name("bf16"), *backend);
+  l.init(2);
+  save_checkpoint(llama, cfg, l, nullptr, 3, {{"position", 0}}, {{"vocab_size", 64}});
+  std::ofstream(old, std::ios::binary) << rewritten(read_all(llama), [](nlohmann::json& h) {
+    for (const char* key : {"n_kv_heads", "mlp", "qk_norm", "tie_embeddings", "norm_weights", "embed_norm",
+                            "resid_x0_lambdas", "logit_softcap", "window_pattern", "init"})
+      h["model"].erase(key);
+  });
+  EXPECT_EQ(model::to_json(read_checkpoint_info(old).model), model::to_json(small()));
+  model::Transformer l2(small(), linear::scheme_by_name("bf16"), *backend);
+  EXPECT_EQ(error_of([&] { load_checkpoint(old, l2, nullptr, nullptr); }), "no error");
+  EXPECT_EQ(backend->download(l2.params()[1].value).data, backend->download(l.params()[1].value).data);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace q2::train

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -22,10 +23,13 @@ using nlohmann::json;
 namespace {
 
 // Every config field once: (section, key, member). to_json and from_json both walk this list.
+// The model section's optional members are unset unless given (model::ModelOverrides).
 template <class C, class F>
 void for_each_field(C& c, F&& f) {
   f("model", "preset", c.preset);
   f("model", "seq_len", c.seq_len);
+  f("model", "depth", c.model.depth);
+  model::for_each_model_key(c.model, [&](const char* key, auto& v) { f("model", key, v); });
   f("data", "dir", c.data_dir);
   f("out", "dir", c.out_dir);
   f("method", "scheme", c.scheme);
@@ -60,26 +64,62 @@ void for_each_field(C& c, F&& f) {
   f("dist", "bucket_mb", c.bucket_mb);
 }
 
+template <class T>
+struct Optional : std::false_type {
+  using type = T;
+};
+template <class T>
+struct Optional<std::optional<T>> : std::true_type {
+  using type = T;
+};
+
+// The defaults, with every optional field present as its type's zero value: what set_typed
+// reads a key's type from.
+json typed_defaults() {
+  json j = json::object();
+  const TrainConfig defaults;
+  for_each_field(defaults, [&](const char* section, const char* key, const auto& v) {
+    using T = std::remove_cvref_t<decltype(v)>;
+    if constexpr (Optional<T>::value)
+      j[section][key] = typename Optional<T>::type{};
+    else
+      j[section][key] = v;
+  });
+  return j;
+}
+
 }  // namespace
 
 json to_json(const TrainConfig& c) {
   json j = json::object();
-  for_each_field(c, [&](const char* section, const char* key, const auto& v) { j[section][key] = v; });
+  for_each_field(c, [&](const char* section, const char* key, const auto& v) {
+    if constexpr (Optional<std::remove_cvref_t<decltype(v)>>::value) {
+      if (v) j[section][key] = *v;
+    } else {
+      j[section][key] = v;
+    }
+  });
   return j;
 }
 
 TrainConfig from_json(const json& j) {
   TrainConfig c;
   try {
-    for_each_field(c, [&](const char* section, const char* key, auto& v) {
+    for_each_field(c, [&](const char* section, const char* key, auto& field) {
+      using F = std::remove_reference_t<decltype(field)>;
+      const bool given = j.contains(section) && j.at(section).contains(key) && !j.at(section).at(key).is_null();
       // Checkpoints from before data parallelism (or before a dist key) lack it; the dist
-      // section describes the launch, not the run, so the defaults stand in.
-      if (std::string(section) == "dist" && !(j.contains(section) && j.at(section).contains(key))) return;
+      // section describes the launch, not the run, so the defaults stand in. An optional key
+      // is absent when unset.
+      if (!given && (std::string(section) == "dist" || Optional<F>::value)) return;
       const json& value = j.at(section).at(key);
       // get_to would cast a float into an integer field as it is (undefined behaviour out of range)
       // and wrap an integer the field cannot hold (train.seed = -1 to 2^64 - 1).
-      using T = std::remove_reference_t<decltype(v)>;
-      if constexpr (std::is_integral_v<T>) {
+      using T = typename Optional<F>::type;
+      if constexpr (std::is_same_v<T, bool>) {
+        if (!value.is_boolean())
+          throw Error("config: '" + std::string(section) + "." + key + "' must be true or false, got " + value.dump());
+      } else if constexpr (std::is_integral_v<T>) {
         if (!value.is_number_integer())
           throw Error("config: '" + std::string(section) + "." + key + "' must be an integer, got " + value.dump());
         if (!(value.is_number_unsigned() ? std::in_range<T>(value.get<uint64_t>()) : std::in_range<T>(value.get<int64_t>())))
@@ -87,7 +127,10 @@ TrainConfig from_json(const json& j) {
                       std::to_string(std::numeric_limits<T>::min()) + ", " + std::to_string(std::numeric_limits<T>::max()) +
                       "], got " + value.dump());
       }
-      value.get_to(v);
+      if constexpr (Optional<F>::value)
+        field = value.get<T>();
+      else
+        value.get_to(field);
     });
   } catch (const json::exception& e) {
     throw Error(std::string("config: ") + e.what());
@@ -97,23 +140,30 @@ TrainConfig from_json(const json& j) {
 
 namespace {
 
-// Sets key (dotted) in j to `value`, converted to the type the default holds there.
-void set_typed(json& j, const std::string& key, const json& value, const std::string& origin) {
+// Sets key (dotted) in j to `value`, converted to the type `types` holds there (typed_defaults).
+void set_typed(json& j, const json& types, const std::string& key, const json& value, const std::string& origin) {
   const auto dot = key.find('.');
-  if (dot == std::string::npos || !j.contains(key.substr(0, dot)) || !j[key.substr(0, dot)].contains(key.substr(dot + 1)))
+  const std::string section = key.substr(0, dot), name = dot == std::string::npos ? "" : key.substr(dot + 1);
+  if (dot == std::string::npos || !types.contains(section) || !types[section].contains(name))
     throw Error(origin + ": unknown option '" + key + "'");
-  json& slot = j[key.substr(0, dot)][key.substr(dot + 1)];
-  auto bad = [&] { throw Error(origin + ": option '" + key + "' expects a " + slot.type_name() + ", got " + value.dump()); };
-  if (slot.is_string()) {
+  const json& type = types[section][name];
+  json& slot = j[section][name];
+  auto bad = [&] { throw Error(origin + ": option '" + key + "' expects a " + type.type_name() + ", got " + value.dump()); };
+  if (type.is_boolean()) {
+    // A TOML boolean, or true / false on the command line.
+    if (value.is_boolean()) slot = value;
+    else if (value == "true" || value == "false") slot = value == "true";
+    else bad();
+  } else if (type.is_string()) {
     if (!value.is_string()) bad();
     slot = value;
-  } else if (slot.is_number_integer()) {
+  } else if (type.is_number_integer()) {
     // A whole float (1e6) counts; the range test keeps the cast defined for 1e30 and inf.
     const auto whole = [](double d) { return std::trunc(d) == d && std::abs(d) < 0x1p63; };
     if (value.is_number_integer()) slot = value;
     else if (value.is_number_float() && whole(value.get<double>())) slot = static_cast<int64_t>(value.get<double>());
     else bad();
-  } else if (slot.is_number_float()) {
+  } else if (type.is_number_float()) {
     if (!value.is_number()) bad();
     slot = value.get<double>();
   } else {
@@ -148,6 +198,8 @@ std::pair<std::string, json> parse_override(const std::string& o) {
 
 TrainConfig load_config(const std::string& toml_path, const std::vector<std::string>& overrides) {
   json j = to_json(TrainConfig{});
+  const json types = typed_defaults();
+  bool seq_len_given = false;
   if (!toml_path.empty()) {
     toml::table tbl;
     try {
@@ -165,19 +217,28 @@ TrainConfig load_config(const std::string& toml_path, const std::vector<std::str
         if (auto s = v.value<std::string>(); v.is_string()) value = *s;
         else if (v.is_integer()) value = *v.value<int64_t>();
         else if (v.is_floating_point()) value = *v.value<double>();
+        else if (v.is_boolean()) value = *v.value<bool>();
         else throw Error("config file '" + toml_path + "': '" + std::string(section.str()) + "." + std::string(key.str()) +
-                         "' must be a string or a number");
-        set_typed(j, std::string(section.str()) + "." + std::string(key.str()), value, "config file '" + toml_path + "'");
+                         "' must be a string, a number or a boolean");
+        const std::string dotted = std::string(section.str()) + "." + std::string(key.str());
+        set_typed(j, types, dotted, value, "config file '" + toml_path + "'");
+        seq_len_given |= dotted == "model.seq_len";
       }
     }
   }
   for (const std::string& o : overrides) {
     const auto [key, value] = parse_override(o);
-    set_typed(j, key, value, "override '" + o + "'");
+    set_typed(j, types, key, value, "override '" + o + "'");
+    seq_len_given |= key == "model.seq_len";
   }
   TrainConfig c = from_json(j);
+  if (!seq_len_given) c.seq_len = model::preset_seq_len(c.preset);
   validate(c);
   return c;
+}
+
+model::ModelConfig model_config(const TrainConfig& c, int64_t vocab) {
+  return model::resolve(c.preset, c.model, vocab, c.seq_len);
 }
 
 namespace {
@@ -256,6 +317,8 @@ void validate(const TrainConfig& c) {
   require(c.dist_timeout_s > 0 && c.dist_timeout_s <= 1e9, "dist.timeout_s", "in (0, 1e9]", c.dist_timeout_s);
   require(c.bucket_mb >= 0 && c.bucket_mb <= 1e9, "dist.bucket_mb", "in [0, 1e9] (0: one all-reduce after backward)",
           c.bucket_mb);
+
+  model_config(c, 2);  // the model's shape and options, named where wrong (the vocabulary comes with the data)
 }
 
 void resolve_dist(TrainConfig& c, const std::function<const char*(const char*)>& env) {

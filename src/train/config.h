@@ -9,12 +9,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/config.h"
+
 namespace q2::train {
 
 struct TrainConfig {
   // model
   std::string preset = "tiny";
-  int64_t seq_len = 256;
+  int64_t seq_len = 256;  // load_config: the preset's own (model::preset_seq_len) unless given
+  // model.depth, model.n_layers, ... model.init: each, when given, overrides the preset's
+  // (model::ModelOverrides); unset keys are left out of the JSON form.
+  model::ModelOverrides model;
   // data and output
   std::string data_dir = "data/gcide";
   std::string out_dir = "runs/default";
@@ -49,6 +54,8 @@ struct TrainConfig {
 
 nlohmann::json to_json(const TrainConfig& c);
 TrainConfig from_json(const nlohmann::json& j);
+// The model the config describes, for a vocabulary (which comes with the data).
+model::ModelConfig model_config(const TrainConfig& c, int64_t vocab);
 
 // Defaults <- TOML file (if not empty) <- overrides ("section.key=value"). Unknown keys, bad
 // types and bad values are errors naming the key.

@@ -110,6 +110,73 @@ TEST(TrainConfig, OverrideSplitsIntoKeyAndTypedValue) {
   EXPECT_NE(error_of([] { parse_override("--train.lr"); }).find("--section.key=value"), std::string::npos);
 }
 
+TEST(TrainConfig, ModelKeysOverrideThePresetAndRoundTrip) {
+  const std::string f = write_temp("q2_cfg_model.toml",
+                                   "[model]\npreset = \"nanochat-d20\"\ndepth = 4\nqk_norm = false\nn_kv_heads = 1\n");
+  const TrainConfig c = load_config(f, {"--model.tie_embeddings=true", "--model.logit_softcap=30"});
+  EXPECT_EQ(c.seq_len, 2048);  // the nanochat preset's own
+  EXPECT_EQ(c.model.depth, 4);
+  EXPECT_EQ(c.model.qk_norm, false);
+  EXPECT_EQ(c.model.tie_embeddings, true);
+  EXPECT_FALSE(c.model.mlp.has_value());
+  const model::ModelConfig m = model_config(c, 65536);
+  EXPECT_EQ(m.n_layers, 4);
+  EXPECT_EQ(m.d_model, 256);
+  EXPECT_EQ(m.n_heads, 2);
+  EXPECT_EQ(m.kv_heads(), 1);
+  EXPECT_EQ(m.d_ff, 1024);
+  EXPECT_EQ(m.vocab, 65536);
+  EXPECT_EQ(m.seq_len, 2048);
+  EXPECT_FALSE(m.qk_norm);
+  EXPECT_TRUE(m.tie_embeddings);
+  EXPECT_EQ(m.logit_softcap, 30);
+  EXPECT_EQ(m.mlp, "relu2");  // the rest is the preset's
+  const nlohmann::json j = to_json(c);
+  EXPECT_FALSE(j["model"].contains("mlp"));  // unset keys are left out
+  EXPECT_EQ(j["model"]["depth"], 4);
+  EXPECT_EQ(j["model"]["qk_norm"], false);
+  const TrainConfig back = from_json(j);
+  EXPECT_EQ(to_json(back), j);
+  EXPECT_EQ(model::to_json(model_config(back, 65536)), model::to_json(m));
+}
+
+TEST(TrainConfig, SequenceLengthIsThePresetsUnlessGiven) {
+  EXPECT_EQ(load_config("", {}).seq_len, 256);
+  EXPECT_EQ(load_config("", {"--model.preset=nanochat-d32"}).seq_len, 2048);
+  EXPECT_EQ(load_config("", {"--model.preset=nanochat-d32", "--model.seq_len=512"}).seq_len, 512);
+  EXPECT_EQ(load_config(write_temp("q2_cfg_seq.toml", "[model]\npreset = \"nanochat-d20\"\nseq_len = 64\n"), {}).seq_len,
+            64);
+}
+
+TEST(TrainConfig, ModelKeysAreCheckedOnLoadNamingKeyAndValue) {
+  EXPECT_EQ(error_of([] { load_config("", {"--model.qk_norm=yes"}); }),
+            "override '--model.qk_norm=yes': option 'model.qk_norm' expects a boolean, got \"yes\"");
+  EXPECT_EQ(error_of([] { load_config("", {"--model.n_heads=3"}); }),
+            "model config (preset 'tiny'): model.n_heads must be >= 1 and divide model.d_model = 256, got 3");
+  EXPECT_EQ(error_of([] { load_config(write_temp("q2_cfg_kv.toml", "[model]\nn_kv_heads = 3\n"), {}); }),
+            "model config (preset 'tiny'): model.n_kv_heads must be >= 1 (0: model.n_heads) and divide model.n_heads = "
+            "4, got 3");
+  EXPECT_EQ(error_of([] { load_config("", {"--model.mlp=gelu"}); }),
+            "model config (preset 'tiny'): model.mlp must be 'swiglu' or 'relu2', got 'gelu'");
+  EXPECT_NE(error_of([] { load_config("", {"--model.depth=1.5"}); }).find("option 'model.depth' expects a number"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { load_config("", {"--model.preset=7b"}); }).find("unknown model preset '7b'"), std::string::npos);
+  EXPECT_NE(error_of([] { load_config(write_temp("q2_cfg_b.toml", "[model]\nqk_norm = 1\n"), {}); })
+                .find("option 'model.qk_norm' expects a boolean, got 1"),
+            std::string::npos);
+}
+
+// Configs stored before the model keys existed hold only preset and seq_len.
+TEST(TrainConfig, ConfigWithoutModelKeysLoads) {
+  nlohmann::json j = to_json(TrainConfig{});
+  j["model"] = {{"preset", "30m"}, {"seq_len", 512}};
+  const TrainConfig c = from_json(j);
+  EXPECT_EQ(c.preset, "30m");
+  EXPECT_FALSE(c.model.depth || c.model.n_heads || c.model.qk_norm || c.model.mlp);
+  j["model"]["qk_norm"] = 1;
+  EXPECT_EQ(error_of([&] { from_json(j); }), "config: 'model.qk_norm' must be true or false, got 1");
+}
+
 TEST(DistConfig, ValidationErrorsNameTheKey) {
   EXPECT_NE(error_of([] { load_config("", {"--dist.world_size=2", "--dist.rank=1"}); }).find("dist.rendezvous"),
             std::string::npos);

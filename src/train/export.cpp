@@ -1,5 +1,6 @@
 #include "train/export.h"
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -22,7 +23,13 @@ struct Tensor {
 
 void export_safetensors(model::Transformer& model, const std::string& path, bool bf16) {
   const model::ModelConfig& c = model.config();
-  const int64_t d = c.d_model, h = c.d_ff;
+  std::string inexpressible;
+  for (const model::ModelConfig::Extension& e : c.extensions())
+    if (!e.llama_format) inexpressible += (inexpressible.empty() ? "" : ", ") + e.option;
+  if (!inexpressible.empty())
+    throw Error("export: a Llama checkpoint cannot express " + inexpressible + " (model preset '" + c.preset +
+                "'); only grouped-query attention, tied embeddings and norms without gains carry over");
+  const int64_t d = c.d_model, h = c.d_ff, kv = c.kv_dim();
   std::vector<Tensor> ts;
   std::vector<std::pair<std::string, Matrix>> host;  // downloaded once, kept alive while writing
   for (const model::Param& p : model.params()) host.emplace_back(p.name, model.backend().download(p.value));
@@ -31,23 +38,31 @@ void export_safetensors(model::Transformer& model, const std::string& path, bool
       if (name == n) return m;
     throw Error("export: parameter '" + n + "' not found");
   };
+  const Matrix ones = [&] {  // the gain of a norm without one
+    Matrix m(1, d);
+    std::fill(m.data.begin(), m.data.end(), 1.0f);
+    return m;
+  }();
+  auto norm = [&](const std::string& n) { return c.norm_weights ? find(n).data.data() : ones.data.data(); };
   ts.push_back({"model.embed_tokens.weight", find("tok_embeddings.weight").data.data(), c.vocab, d, false});
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string q = "layers." + std::to_string(l) + ".", hf = "model.layers." + std::to_string(l) + ".";
     const Matrix& qkv = find(q + "attention.wqkv.weight");
     ts.push_back({hf + "self_attn.q_proj.weight", qkv.row(0), d, d, false});
-    ts.push_back({hf + "self_attn.k_proj.weight", qkv.row(d), d, d, false});
-    ts.push_back({hf + "self_attn.v_proj.weight", qkv.row(2 * d), d, d, false});
+    ts.push_back({hf + "self_attn.k_proj.weight", qkv.row(d), kv, d, false});
+    ts.push_back({hf + "self_attn.v_proj.weight", qkv.row(d + kv), kv, d, false});
     ts.push_back({hf + "self_attn.o_proj.weight", find(q + "attention.wo.weight").data.data(), d, d, false});
     const Matrix& w12 = find(q + "feed_forward.w12.weight");
     ts.push_back({hf + "mlp.gate_proj.weight", w12.row(0), h, d, false});
     ts.push_back({hf + "mlp.up_proj.weight", w12.row(h), h, d, false});
     ts.push_back({hf + "mlp.down_proj.weight", find(q + "feed_forward.w3.weight").data.data(), d, h, false});
-    ts.push_back({hf + "input_layernorm.weight", find(q + "attention_norm.weight").data.data(), 1, d, true});
-    ts.push_back({hf + "post_attention_layernorm.weight", find(q + "ffn_norm.weight").data.data(), 1, d, true});
+    ts.push_back({hf + "input_layernorm.weight", norm(q + "attention_norm.weight"), 1, d, true});
+    ts.push_back({hf + "post_attention_layernorm.weight", norm(q + "ffn_norm.weight"), 1, d, true});
   }
-  ts.push_back({"model.norm.weight", find("norm.weight").data.data(), 1, d, true});
-  ts.push_back({"lm_head.weight", find("output.weight").data.data(), c.vocab, d, false});
+  ts.push_back({"model.norm.weight", norm("norm.weight"), 1, d, true});
+  // A tied head is written out as a copy of the embedding.
+  ts.push_back({"lm_head.weight", find(c.tie_embeddings ? "tok_embeddings.weight" : "output.weight").data.data(), c.vocab,
+                d, false});
 
   nlohmann::json header;
   header["__metadata__"] = {{"format", "pt"}, {"quartet2_model", model::to_json(c).dump()}};

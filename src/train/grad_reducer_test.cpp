@@ -65,16 +65,37 @@ class Recording final : public model::Backend {
   void rope(Tensor& x, int64_t col0, int64_t heads, int64_t hd, int64_t seq, double theta, int dir) override {
     cpu_->rope(x, col0, heads, hd, seq, theta, dir);
   }
-  void attention_forward(const Tensor& qkv, int64_t b, int64_t s, int64_t h, Tensor& out, Tensor& cache) override {
-    cpu_->attention_forward(qkv, b, s, h, out, cache);
+  void attention_forward(const Tensor& qkv, const model::AttentionDims& a, Tensor& out, Tensor& cache) override {
+    cpu_->attention_forward(qkv, a, out, cache);
   }
-  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, int64_t b, int64_t s, int64_t h,
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, const model::AttentionDims& a,
                           Tensor& dqkv) override {
-    cpu_->attention_backward(dout, qkv, cache, b, s, h, dqkv);
+    cpu_->attention_backward(dout, qkv, cache, a, dqkv);
   }
   void swiglu_forward(const Tensor& h12, Tensor& g) override { cpu_->swiglu_forward(h12, g); }
   void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) override {
     cpu_->swiglu_backward(dg, h12, dh12);
+  }
+  void head_rmsnorm_forward(Tensor& x, int64_t col0, int64_t heads, int64_t hd, double eps, Tensor& rstd) override {
+    cpu_->head_rmsnorm_forward(x, col0, heads, hd, eps, rstd);
+  }
+  void head_rmsnorm_backward(Tensor& dy, const Tensor& y, int64_t col0, int64_t heads, int64_t hd,
+                             const Tensor& rstd) override {
+    cpu_->head_rmsnorm_backward(dy, y, col0, heads, hd, rstd);
+  }
+  void relu2_forward(const Tensor& h, Tensor& g) override { cpu_->relu2_forward(h, g); }
+  void relu2_backward(const Tensor& dg, const Tensor& h, Tensor& dh) override { cpu_->relu2_backward(dg, h, dh); }
+  void residual_mix_forward(const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
+                            Tensor& y) override {
+    cpu_->residual_mix_forward(x, x0, a, b, i, y);
+  }
+  void residual_mix_backward(Tensor& dxy, const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
+                             Tensor& dx0, Tensor& da, Tensor& db) override {
+    cpu_->residual_mix_backward(dxy, x, x0, a, b, i, dx0, da, db);
+  }
+  void softcap_forward(Tensor& logits, float cap) override { cpu_->softcap_forward(logits, cap); }
+  void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) override {
+    cpu_->softcap_backward(dlogits, capped, cap);
   }
   void add_inplace(Tensor& a, const Tensor& b) override { cpu_->add_inplace(a, b); }
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, bool acc) override {
@@ -119,20 +140,31 @@ std::vector<Matrix> run(model::Transformer& m, int micros,
   return g;
 }
 
+// small() with nanochat's options and a head tied to the embedding: no norm gains, the
+// lambdas between the blocks and the embedding, the embedding's gradient final only at the end.
+model::ModelConfig nanochat_small() {
+  model::ModelConfig c = model::nanochat_architecture(small());
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.tie_embeddings = true;
+  c.window_pattern = "SL";
+  return c;
+}
+
 // The gradients of a separate model without hooks: the values every handed-over tensor
 // must already hold.
-std::vector<Matrix> reference(int micros) {
+std::vector<Matrix> reference(int micros, const model::ModelConfig& config) {
   const auto cpu = model::make_cpu_backend();
-  model::Transformer m(small(), linear::scheme_by_name("quartet2"), *cpu);
+  model::Transformer m(config, linear::scheme_by_name("quartet2"), *cpu);
   m.init(5);
   return run(m, micros, [](int) { return nullptr; });
 }
 
 // Runs a step of `micros` micro-batches through a GradReducer of `bucket_mb` on the recording
 // backend and checks what every bucket of it must satisfy; returns the recording.
-Recording step(double bucket_mb, int micros) {
+Recording step(double bucket_mb, int micros, const model::ModelConfig& config = small()) {
   Recording rec;
-  model::Transformer m(small(), linear::scheme_by_name("quartet2"), rec);
+  model::Transformer m(config, linear::scheme_by_name("quartet2"), rec);
   m.init(5);
   GradReducer reducer(m, bucket_mb);
   run(m, micros, [&](int micro) {
@@ -145,9 +177,9 @@ Recording step(double bucket_mb, int micros) {
 
   std::map<const void*, size_t> index;
   for (size_t i = 0; i < m.grads().size(); ++i) index[m.grads()[i].data] = i;
-  const std::vector<Matrix> want = reference(micros);
+  const std::vector<Matrix> want = reference(micros, config);
   std::vector<int> times(m.grads().size(), 0);
-  const int top = static_cast<int>(small().n_layers);  // the LM head and final norm: above the blocks
+  const int top = static_cast<int>(config.n_layers);  // the LM head and final norm: above the blocks
   int last_layer = top;
   for (const Recording::Bucket& b : rec.buckets) {
     // Only the last micro-batch's backward (or finish) hands gradients over.
@@ -167,9 +199,10 @@ Recording step(double bucket_mb, int micros) {
       EXPECT_EQ(b.values[k].data, want[i].data) << m.params()[i].name;
       // Reverse layer order.
       const std::string& name = m.params()[i].name;
-      const int layer = name.rfind("layers.", 0) == 0 ? std::stoi(name.substr(7))
-                        : name == "tok_embeddings.weight" ? -1
-                                                          : top;
+      const int layer = name.rfind("layers.", 0) == 0                  ? std::stoi(name.substr(7))
+                        : name == "resid_lambdas" || name == "x0_lambdas" ? -1  // below layer 0
+                        : name == "tok_embeddings.weight"                 ? -2
+                                                                          : top;
       EXPECT_LE(layer, last_layer) << name;
       last_layer = layer;
     }
@@ -201,6 +234,14 @@ TEST(GradReducer, ZeroMeansOneBucketAfterBackward) {
   ASSERT_EQ(rec.buckets.size(), 1u);
   EXPECT_EQ(rec.buckets[0].phase, -1);
   EXPECT_EQ(rec.buckets[0].tensors.size(), 1u + 6u * 2u + 2u);  // embedding, 2 blocks, final norm and head
+}
+
+TEST(GradReducer, NanochatOptionsHandEveryGradientOverOnceWhenFinal) {
+  const Recording rec = step(100.0 / 1024, 1, nanochat_small());
+  EXPECT_GT(rec.buckets.size(), 2u);
+  const Recording one = step(0, 1, nanochat_small());
+  ASSERT_EQ(one.buckets.size(), 1u);
+  EXPECT_EQ(one.buckets[0].tensors.size(), 1u + 4u * 2u + 2u);  // embedding (= head), 2 blocks, 2 lambdas
 }
 
 TEST(GradReducer, MissingGradientIsAnError) {

@@ -119,7 +119,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const nlohmann::json dataset = dataset_identity(data);
-  const model::ModelConfig mc = model::preset(cfg.preset, data.vocab_size, cfg.seq_len);
+  const model::ModelConfig mc = model_config(cfg, data.vocab_size);
   if (cfg.device == "cpu") {
     // A lower bound of what a CPU step holds at once: weights, gradients and AdamW's two moments,
     // and one micro-batch's logits with their gradient. Refused here rather than as a failed
@@ -131,6 +131,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
                         what + " (at least the weights, gradients, AdamW state and logits)");
   }
   const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
+  backend->check_supported(mc);  // before the run folder is touched
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
   const bool lead = backend->rank() == 0;
   const int world = backend->world();

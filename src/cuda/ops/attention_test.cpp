@@ -42,6 +42,9 @@ struct AttnCase {
   double stddev;  // of q, k, v: larger means sharper softmax
 };
 
+// The CPU reference's shape of the case: multi-head, every earlier position.
+model::AttentionDims mha(const AttnCase& c) { return {c.batch, c.seq, c.heads, c.heads, c.hd}; }
+
 std::string name(const AttnCase& c) {
   return "attention b" + std::to_string(c.batch) + " s" + std::to_string(c.seq) + " h" + std::to_string(c.heads) +
          " hd" + std::to_string(c.hd);
@@ -90,7 +93,7 @@ TEST(GpuAttention, ForwardMatchesCpu) {
     attention_forward(g.get(), {c.batch, c.seq, c.heads, c.hd}, out.get(), lse.get());
     Matrix ref(T, d);
     std::vector<float> probs;
-    model::cpu::attention_forward(qkv, c.batch, c.seq, c.heads, ref, probs);
+    model::cpu::attention_forward(qkv, mha(c), ref, probs);
     double vmax = 0;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t col = 2 * d; col < 3 * d; ++col) vmax = std::max(vmax, std::fabs(double(qkv.at(t, col))));
@@ -126,8 +129,8 @@ TEST(GpuAttention, BackwardMatchesCpu) {
 
     Matrix ref_out(T, d), ref(T, 3 * d);
     std::vector<float> probs;
-    model::cpu::attention_forward(qkv, c.batch, c.seq, c.heads, ref_out, probs);
-    model::cpu::attention_backward(dout, qkv, probs, c.batch, c.seq, c.heads, ref);
+    model::cpu::attention_forward(qkv, mha(c), ref_out, probs);
+    model::cpu::attention_backward(dout, qkv, probs, mha(c), ref);
     for (int part = 0; part < 3; ++part) {
       Matrix gp(T, d), rp(T, d);
       for (int64_t t = 0; t < T; ++t)
