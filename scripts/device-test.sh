@@ -218,25 +218,22 @@ trace() {
 # verify BEFORE_DIR CONFIG REFERENCE_DIR: that a change kept behaviour, in one call: the GPU
 # tests, training runs of CONFIG (quartet2 and bf16) compared value for value with the
 # metrics in REFERENCE_DIR (scripts/compare_losses.py), then 'bench layer' and 'bench step' of
-# BEFORE_DIR's programs and of gpu-bundle's, interleaved. Each part logs to $OUT; a summary last.
+# BEFORE_DIR's programs and of gpu-bundle's, interleaved. Each part logs to $OUT and prints its
+# summary as it finishes.
 verify() {
-  local before="$1" config="$2" reference="$3" out="${OUT:-$root/gpu-bundle/out}"
+  local before="$1" config="$2" reference="$3" out="${OUT:-$root/gpu-bundle/out}" rc=0
   mkdir -p "$out"
-  local tests_rc=0 losses_rc=0
-  gpu_tests >"$out/tests-summary.txt" 2>&1 || tests_rc=$?
-  OUT="$out/train" train "$config" quartet2 bf16 >"$out/train-summary.txt" 2>&1
-  scripts/compare_losses.py "$out/train" "$reference" >"$out/losses.txt" 2>&1 || losses_rc=$?
-  interleave layer "$before" "$bundle" >"$out/layer.txt" 2>&1 || true
-  interleave step "$before" "$bundle" >"$out/step.txt" 2>&1 || true
-  echo "==== tests (exit $tests_rc)"
-  tail -n 4 "$out/tests-summary.txt"
-  echo "==== losses against $reference (exit $losses_rc)"
-  cat "$out/losses.txt"
+  echo "==== tests"
+  gpu_tests >"$out/tests.txt" 2>&1 || rc=1
+  tail -n 4 "$out/tests.txt"
+  echo "==== losses of $config against $reference"
+  OUT="$out/train" train "$config" quartet2 bf16 >"$out/train.txt" 2>&1
+  scripts/compare_losses.py "$out/train" "$reference" || rc=1
   echo "==== bench layer"
-  cat "$out/layer.txt"
+  interleave layer "$before" "$bundle" 2>&1 | tail -n 6
   echo "==== bench step"
-  cat "$out/step.txt"
-  [[ $tests_rc -eq 0 && $losses_rc -eq 0 ]]
+  interleave step "$before" "$bundle" 2>&1 | tail -n 6
+  return $rc
 }
 
 # interleave BENCH DIR...: 'quartet2 bench BENCH --json' of the programs of several bundles,
