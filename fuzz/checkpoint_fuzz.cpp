@@ -1,6 +1,6 @@
 // Checkpoints (src/train/checkpoint.cpp): read_checkpoint_info on arbitrary bytes, then, as
 // load_for_inference and --resume do, load_checkpoint into a model built from the
-// checkpoint's own header (with and without AdamW state).
+// checkpoint's own header (with and without optimizer state: AdamW's or Muon's).
 //
 // Each input runs twice: as it is, and with its last four bytes replaced by the CRC-32 of the
 // rest, so that mutations of the header and the body get past the checksum.
@@ -37,8 +37,9 @@ void load(const std::string& path) {
     const q2::linear::Scheme scheme = q2::linear::scheme_by_name(info.config.scheme, info.config.hadamard);
     q2::model::Transformer model(info.model, scheme, *backend);
     q2::train::load_checkpoint(path, model, nullptr, nullptr);  // inference
-    q2::train::AdamW opt(*backend, model.params());
-    q2::train::load_checkpoint(path, model, &opt, &info.config);  // resume
+    // The optimizer its config names (AdamW or Muon), as --resume builds it.
+    const auto opt = q2::train::make_optimizer(info.config, *backend, model.params(), model.config());
+    q2::train::load_checkpoint(path, model, opt.get(), &info.config);  // resume
   } catch (const q2::Error& e) {
     q2::fuzz::rejected(e);
   }

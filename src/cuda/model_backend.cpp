@@ -16,10 +16,12 @@
 #include "cuda/dist.h"
 #include "cuda/gemm/gemm.h"
 #include "cuda/linear/linear.h"
+#include "cuda/muon.h"
 #include "cuda/ops/ops.h"
 #include "cuda/runtime/device.h"
 #include "cuda/runtime/tensor.h"
 #include "format/bf16.h"
+#include "model/muon.h"
 
 namespace q2::cuda {
 
@@ -242,6 +244,13 @@ class CudaBackend final : public model::Backend {
 
   void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const model::AdamWHyper& h, bool decay) override {
     ops::adamw(f32(w), f32(g), f32(m), f32(v), w.size(), h, decay);
+  }
+
+  void muon(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const std::vector<int64_t>& blocks,
+            const model::MuonHyper& h) override {
+    model::for_each_muon_block(w, g, m, v, blocks, [&](int64_t at, int64_t moment, int64_t rows) {
+      muon_step(*this, f32(w) + at, f32(g) + at, f32(m) + at, f32(v) + moment, rows, w.cols, h);
+    });
   }
 
   void synchronize() override { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }

@@ -46,6 +46,15 @@ struct AdamWHyper {
   int64_t t;  // update count, from 1
 };
 
+// The polynomial iteration that orthogonalizes Muon's update (model/muon.h has the coefficients).
+enum class MuonOrtho { kQuintic, kPolarExpress };
+
+// One Muon step (model/muon.h describes it); lr before the per-matrix aspect-ratio scale.
+struct MuonHyper {
+  double lr, momentum, beta2, weight_decay;
+  MuonOrtho ortho = MuonOrtho::kQuintic;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -117,6 +126,11 @@ class Backend {
   virtual double sum_squares(const Tensor& t) = 0;
   virtual void scale(Tensor& t, float s) = 0;
   virtual void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWHyper& h, bool decay) = 0;
+  // Muon on w [R, C] taken as row blocks of `blocks` rows each (the logical matrices of a fused
+  // weight, summing to R), each orthogonalized on its own: m [R, C] is the momentum, v [1, n]
+  // the factored second moments of the blocks, in block order (muon_second_moment_size).
+  virtual void muon(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const std::vector<int64_t>& blocks,
+                    const MuonHyper& h) = 0;
 
   // Measurement support: wait for queued work; the memory the backend holds after the work
   // so far, which is the high-water mark since reset_peak_memory() where freed memory stays

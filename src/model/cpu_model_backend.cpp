@@ -6,7 +6,9 @@
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "model/backend.h"
+#include "model/cpu_muon.h"
 #include "model/cpu_ops.h"
+#include "model/muon.h"
 
 namespace q2::model {
 
@@ -176,6 +178,14 @@ class CpuBackend final : public Backend {
       v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
       w[j] = w[j] * keep - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
     }
+  }
+
+  void muon(Tensor& wt, const Tensor& gt, Tensor& mt, Tensor& vt, const std::vector<int64_t>& blocks,
+            const MuonHyper& h) override {
+    for_each_muon_block(wt, gt, mt, vt, blocks, [&](int64_t at, int64_t moment, int64_t rows) {
+      cpu::muon_step(mat(wt).data.data() + at, mat(gt).data.data() + at, mat(mt).data.data() + at,
+                     mat(vt).data.data() + moment, rows, wt.cols, h);
+    });
   }
 
  private:

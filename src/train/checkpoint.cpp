@@ -74,6 +74,35 @@ nlohmann::json param_list(model::Transformer& model) {
   return params;
 }
 
+nlohmann::json state_list(const std::vector<OptimizerState>& state) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const OptimizerState& s : state) list.push_back({s.name, s.tensor->rows, s.tensor->cols});
+  return list;
+}
+
+// The state list of a checkpoint written before Muon (AdamW: every m, then every v).
+nlohmann::json legacy_state_list(const nlohmann::json& params) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const char* kind : {":adamw.m", ":adamw.v"})
+    for (const nlohmann::json& p : params) list.push_back({p.at(0).get<std::string>() + kind, p.at(1), p.at(2)});
+  return list;
+}
+
+// The float32 values of a state list, or an Error for a malformed one.
+uint64_t state_floats(const nlohmann::json& list, const std::string& path) {
+  auto bad = [&] { return Error("checkpoint '" + path + "': malformed header: optimizer_state " + list.dump()); };
+  if (!list.is_array()) throw bad();
+  uint64_t n = 0;
+  for (const nlohmann::json& e : list) {
+    if (!e.is_array() || e.size() != 3 || !e[0].is_string() || !e[1].is_number_unsigned() || !e[2].is_number_unsigned())
+      throw bad();
+    uint64_t size = 0;
+    if (__builtin_mul_overflow(e[1].get<uint64_t>(), e[2].get<uint64_t>(), &size) || __builtin_add_overflow(n, size, &n))
+      throw bad();
+  }
+  return n;
+}
+
 CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
   CheckpointInfo i;
   try {
@@ -85,6 +114,7 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
     i.model = model::model_config_from_json(h.at("model"));
     i.dataset = h.value("dataset", nlohmann::json());
     i.has_optimizer = h.value("has_optimizer", false);
+    if (i.has_optimizer) i.optimizer = h.value("optimizer", std::string("adamw"));
   } catch (const nlohmann::json::exception& e) {
     throw Error("checkpoint '" + path + "': malformed header: " + e.what());
   }
@@ -93,12 +123,17 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, AdamW* optimizer,
+void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, Optimizer* optimizer,
                      int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset) {
-  const nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
-                                 {"step", step},              {"loader", loader_state},
-                                 {"dataset", dataset},        {"params", param_list(model)},
-                                 {"has_optimizer", optimizer != nullptr}};
+  nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
+                           {"step", step},              {"loader", loader_state},
+                           {"dataset", dataset},        {"params", param_list(model)},
+                           {"has_optimizer", optimizer != nullptr}};
+  const std::vector<OptimizerState> state = optimizer ? optimizer->state() : std::vector<OptimizerState>();
+  if (optimizer) {
+    header["optimizer"] = optimizer->name();
+    header["optimizer_state"] = state_list(state);
+  }
   const std::string h = header.dump();
   std::string out;
   put(out, kMagic);
@@ -116,10 +151,7 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, model::
     put_matrix(out, m);
   };
   for (size_t i = 0; i < params.size(); ++i) put_finite(params[i].value, "the weights", i);
-  if (optimizer) {
-    for (size_t i = 0; i < params.size(); ++i) put_finite(optimizer->m()[i], "AdamW's first moment", i);
-    for (size_t i = 0; i < params.size(); ++i) put_finite(optimizer->v()[i], "AdamW's second moment", i);
-  }
+  for (const OptimizerState& st : state) put_finite(*st.tensor, st.what, st.param);
   put(out, crc32_of(out.data(), out.size()));
   write_file_atomic(path, out);
 }
@@ -128,7 +160,10 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, model::
 CheckpointInfo verified_info(const Verified& v, const std::string& path) {
   CheckpointInfo info = info_of(v.header, path);
   const uint64_t floats = static_cast<uint64_t>(info.model.total_params());
-  const uint64_t body = v.bytes.size() - 4 - v.body, expect = floats * sizeof(float) * (info.has_optimizer ? 3 : 1);
+  const uint64_t state = !info.has_optimizer ? 0
+                         : v.header.contains("optimizer_state") ? state_floats(v.header["optimizer_state"], path)
+                                                                : 2 * floats;
+  const uint64_t body = v.bytes.size() - 4 - v.body, expect = (floats + state) * sizeof(float);
   if (body != expect)
     throw Error("checkpoint '" + path + "': " + std::to_string(body) + " bytes of tensor data, its header describes " +
                 std::to_string(expect));
@@ -137,7 +172,7 @@ CheckpointInfo verified_info(const Verified& v, const std::string& path) {
 
 CheckpointInfo read_checkpoint_info(const std::string& path) { return verified_info(read_verified(path), path); }
 
-CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
+CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, Optimizer* optimizer,
                                const TrainConfig* resume) {
   const Verified v = read_verified(path);
   CheckpointInfo info = verified_info(v, path);
@@ -153,11 +188,23 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
   if (resume && info.config.hadamard != resume->hadamard)
     diff += " method.hadamard (checkpoint " + std::to_string(info.config.hadamard) + ", now " +
             std::to_string(resume->hadamard) + ")";
+  // One optimizer's state cannot continue another's.
+  if (resume && info.config.optimizer != resume->optimizer)
+    diff += " train.optimizer (checkpoint \"" + info.config.optimizer + "\", now \"" + resume->optimizer + "\")";
   if (!diff.empty()) throw Error("checkpoint '" + path + "' was made with another configuration:" + diff);
-  if (v.header.value("params", nlohmann::json()) != param_list(model))
+  const nlohmann::json params = param_list(model);
+  if (v.header.value("params", nlohmann::json()) != params)
     throw Error("checkpoint '" + path + "': its parameter list does not match its model configuration");
   if (optimizer && !info.has_optimizer)
     throw Error("checkpoint '" + path + "' holds no optimizer state; it cannot be resumed");
+  std::vector<OptimizerState> state;
+  if (optimizer) {
+    state = optimizer->state();
+    const nlohmann::json have_state = v.header.value("optimizer_state", legacy_state_list(params));
+    if (have_state != state_list(state))
+      throw Error("checkpoint '" + path + "' holds the state of optimizer '" + info.optimizer +
+                  "', which does not fit this run's '" + optimizer->name() + "' (train.optimizer)");
+  }
   size_t off = v.body;
   model::Backend& b = model.backend();
   auto take = [&](model::Tensor& t) {
@@ -168,10 +215,7 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
     b.upload(m, t);
   };
   for (model::Param& p : model.params()) take(p.value);
-  if (optimizer) {
-    for (model::Tensor& m : optimizer->m()) take(m);
-    for (model::Tensor& m : optimizer->v()) take(m);
-  }
+  for (const OptimizerState& st : state) take(*st.tensor);
   return info;
 }
 

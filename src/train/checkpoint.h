@@ -1,8 +1,10 @@
 #pragma once
 // Checkpoint file: magic "Q2CK", version, a JSON header (the full training config, the model
-// config, step, data-loader position, the dataset's identity, parameter names and shapes), the
-// float32 parameters, then AdamW's m and v, and a CRC-32 of everything before it. Written
-// atomically, and only from finite values.
+// config, step, data-loader position, the dataset's identity, parameter names and shapes, the
+// optimizer's name and the names and shapes of its state tensors), the float32 parameters, then
+// the optimizer's state tensors in that order (AdamW: every m, then every v; Muon:
+// Optimizer::state), and a CRC-32 of everything before it. Written atomically, and only from
+// finite values. Checkpoints from before Muon have no state list: theirs is AdamW's.
 #include <cstdint>
 #include <string>
 
@@ -20,13 +22,14 @@ struct CheckpointInfo {
   TrainConfig config;
   model::ModelConfig model;
   bool has_optimizer = false;
+  std::string optimizer;   // whose state it holds ("adamw", "muon"); empty without state
   nlohmann::json dataset;  // what it was trained on (vocabulary, tokenizer CRC); null in older checkpoints
 };
 
 // A parameter or optimizer value that is NaN or infinite is an error naming the tensor, and
 // nothing is written.
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model,
-                     AdamW* optimizer, int64_t step, const nlohmann::json& loader_state,
+                     Optimizer* optimizer, int64_t step, const nlohmann::json& loader_state,
                      const nlohmann::json& dataset);
 
 // Reads the header only (validating magic, version and checksum).
@@ -35,8 +38,9 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 // Loads parameters (and optimizer state, if given) into a model built from the same model
 // config; a checkpoint of another shape, or whose parameter list or length disagrees with its
 // header, is an error naming what differs. With `resume`, the settings a run cannot change midway
-// (scheme, rotation size) must equal the checkpoint's.
-CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, AdamW* optimizer,
+// (scheme, rotation size, optimizer) must equal the checkpoint's; `optimizer`'s state must be the
+// one the checkpoint holds.
+CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, Optimizer* optimizer,
                                const TrainConfig* resume);
 
 }  // namespace q2::train

@@ -105,6 +105,107 @@ TEST(Checkpoint, RoundTripsWeightsAndOptimizerAndRejectsDamage) {
   std::filesystem::remove_all(dir);
 }
 
+// Every value of the optimizer's state set to a distinct number.
+void fill_state(model::Backend& b, Optimizer& opt) {
+  float x = 0.5f;
+  for (const OptimizerState& s : opt.state()) {
+    Matrix m(s.tensor->rows, s.tensor->cols);
+    for (float& v : m.data) v = (x += 0.25f);
+    b.upload(m, *s.tensor);
+  }
+}
+
+TEST(Checkpoint, MuonStateRoundTripsAndIsNotTakenForAdamWs) {
+  const auto backend = model::make_cpu_backend();
+  const auto dir = std::filesystem::temp_directory_path() / "q2_ckpt_muon_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "c.bin").string();
+  TrainConfig cfg;
+  cfg.optimizer = "muon";
+  model::Transformer a(small(), linear::scheme_by_name("bf16"), *backend);
+  a.init(5);
+  Muon opt(*backend, a.params(), a.config());
+  fill_state(*backend, opt);
+  save_checkpoint(path, cfg, a, &opt, 7, {{"position", 1}}, nullptr);
+  const CheckpointInfo info = read_checkpoint_info(path);
+  EXPECT_EQ(info.optimizer, "muon");
+  EXPECT_EQ(info.config.optimizer, "muon");
+  // The fused q | k | v keeps three blocks of second moments (one per row of each square block).
+  const nlohmann::json& list = info.header.at("optimizer_state");
+  const auto entry = std::find_if(list.begin(), list.end(), [](const nlohmann::json& e) {
+    return e.at(0) == "layers.0.attention.wqkv.weight:muon.second_moment";
+  });
+  ASSERT_NE(entry, list.end()) << list.dump();
+  EXPECT_EQ((*entry)[2], 3 * 256);
+
+  model::Transformer b(small(), linear::scheme_by_name("bf16"), *backend);
+  Muon opt_b(*backend, b.params(), b.config());
+  load_checkpoint(path, b, &opt_b, &cfg);
+  const auto sa = opt.state(), sb = opt_b.state();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i)
+    EXPECT_EQ(backend->download(*sa[i].tensor).data, backend->download(*sb[i].tensor).data) << sa[i].name;
+
+  // AdamW's state cannot be read from it, resumed or not.
+  AdamW adamw(*backend, b.params());
+  EXPECT_NE(error_of([&] { load_checkpoint(path, b, &adamw, nullptr); })
+                .find("holds the state of optimizer 'muon', which does not fit this run's 'adamw'"),
+            std::string::npos);
+  TrainConfig as_adamw = cfg;
+  as_adamw.optimizer = "adamw";
+  EXPECT_NE(error_of([&] { load_checkpoint(path, b, &adamw, &as_adamw); })
+                .find("train.optimizer (checkpoint \"muon\", now \"adamw\")"),
+            std::string::npos);
+  // A state list that disagrees with the body's size.
+  const std::string bad = (dir / "bad.bin").string();
+  std::ofstream(bad, std::ios::binary) << rewritten(read_all(path), [](nlohmann::json& h) {
+    h["optimizer_state"][0][1] = 2;
+  });
+  EXPECT_NE(error_of([&] { read_checkpoint_info(bad); }).find("bytes of tensor data"), std::string::npos);
+  std::ofstream(bad, std::ios::binary) << rewritten(read_all(path), [](nlohmann::json& h) {
+    h["optimizer_state"][0][1] = -1;
+  });
+  EXPECT_NE(error_of([&] { read_checkpoint_info(bad); }).find("malformed header: optimizer_state"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, ThoseFromBeforeMuonLoadAsAdamW) {
+  const auto backend = model::make_cpu_backend();
+  const auto dir = std::filesystem::temp_directory_path() / "q2_ckpt_legacy_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "c.bin").string(), old = (dir / "old.bin").string();
+  model::Transformer a(small(), linear::scheme_by_name("bf16"), *backend);
+  a.init(2);
+  AdamW opt(*backend, a.params());
+  fill_state(*backend, opt);
+  save_checkpoint(path, TrainConfig{}, a, &opt, 3, {{"position", 1}}, nullptr);
+  // As written before train.optimizer existed: no optimizer keys in the header or the config.
+  std::ofstream(old, std::ios::binary) << rewritten(read_all(path), [](nlohmann::json& h) {
+    h.erase("optimizer");
+    h.erase("optimizer_state");
+    for (const char* k : {"optimizer", "matrix_lr", "embedding_lr", "head_lr", "scalar_lr", "muon_momentum",
+                          "muon_momentum_start", "muon_momentum_warmup", "muon_beta2", "muon_weight_decay", "muon_ns"}) {
+      ASSERT_TRUE(h["config"]["train"].contains(k)) << k;
+      h["config"]["train"].erase(k);
+    }
+  });
+  const CheckpointInfo info = read_checkpoint_info(old);
+  EXPECT_EQ(info.optimizer, "adamw");
+  EXPECT_EQ(info.config.optimizer, "adamw");
+  model::Transformer b(small(), linear::scheme_by_name("bf16"), *backend);
+  AdamW opt_b(*backend, b.params());
+  load_checkpoint(old, b, &opt_b, &info.config);
+  for (size_t i = 0; i < opt.v().size(); ++i)
+    EXPECT_EQ(backend->download(opt.v()[i]).data, backend->download(opt_b.v()[i]).data) << i;
+  TrainConfig muon = info.config;
+  muon.optimizer = "muon";
+  Muon opt_m(*backend, b.params(), b.config());
+  EXPECT_NE(error_of([&] { load_checkpoint(old, b, &opt_m, &muon); })
+                .find("train.optimizer (checkpoint \"adamw\", now \"muon\")"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Checkpoint, IsNeverWrittenFromNonFiniteValues) {
   const auto backend = model::make_cpu_backend();
   const auto dir = std::filesystem::temp_directory_path() / "q2_ckpt_nan_test";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "common/error.h"
 #include "linear/scheme.h"
 #include "model/backend.h"
+#include "model/muon.h"
 #include "quant/hadamard.h"
 #include "train/tomlpp.h"
 
@@ -49,6 +51,17 @@ void for_each_field(C& c, F&& f) {
   f("train", "beta2", c.beta2);
   f("train", "eps", c.eps);
   f("train", "clip", c.clip);
+  f("train", "optimizer", c.optimizer);
+  f("train", "matrix_lr", c.matrix_lr);
+  f("train", "embedding_lr", c.embedding_lr);
+  f("train", "head_lr", c.head_lr);
+  f("train", "scalar_lr", c.scalar_lr);
+  f("train", "muon_momentum", c.muon_momentum);
+  f("train", "muon_momentum_start", c.muon_momentum_start);
+  f("train", "muon_momentum_warmup", c.muon_momentum_warmup);
+  f("train", "muon_beta2", c.muon_beta2);
+  f("train", "muon_weight_decay", c.muon_weight_decay);
+  f("train", "muon_ns", c.muon_ns);
   f("train", "seed", c.seed);
   f("train", "stop_at", c.stop_at);
   f("log", "log_every", c.log_every);
@@ -88,6 +101,14 @@ json typed_defaults() {
   return j;
 }
 
+// The keys that came with train.optimizer (older checkpoints lack them).
+bool added_with_muon(const std::string& section, const std::string& key) {
+  static const char* const keys[] = {"optimizer",           "matrix_lr",     "embedding_lr",         "head_lr",
+                                     "scalar_lr",           "muon_momentum", "muon_momentum_start",  "muon_momentum_warmup",
+                                     "muon_beta2",          "muon_weight_decay", "muon_ns"};
+  return section == "train" && std::find(std::begin(keys), std::end(keys), key) != std::end(keys);
+}
+
 }  // namespace
 
 json to_json(const TrainConfig& c) {
@@ -109,9 +130,10 @@ TrainConfig from_json(const json& j) {
       using F = std::remove_reference_t<decltype(field)>;
       const bool given = j.contains(section) && j.at(section).contains(key) && !j.at(section).at(key).is_null();
       // Checkpoints from before data parallelism (or before a dist key) lack it; the dist
-      // section describes the launch, not the run, so the defaults stand in. An optional key
-      // is absent when unset.
-      if (!given && (std::string(section) == "dist" || Optional<F>::value)) return;
+      // section describes the launch, not the run, so the defaults stand in. An optional key is
+      // absent when unset. So are the optimizer keys in checkpoints from before Muon: those runs
+      // used the defaults' AdamW.
+      if (!given && (std::string(section) == "dist" || Optional<F>::value || added_with_muon(section, key))) return;
       const json& value = j.at(section).at(key);
       // get_to would cast a float into an integer field as it is (undefined behaviour out of range)
       // and wrap an integer the field cannot hold (train.seed = -1 to 2^64 - 1).
@@ -297,6 +319,22 @@ void validate(const TrainConfig& c) {
   require(c.beta2 >= 0 && c.beta2 < 1, "train.beta2", "in [0, 1)", c.beta2);
   require(c.eps > 0 && std::isfinite(c.eps), "train.eps", "finite and > 0", c.eps);
   require(c.clip >= 0 && std::isfinite(c.clip), "train.clip", "finite and >= 0 (0: no clipping)", c.clip);
+  if (c.optimizer != "adamw" && c.optimizer != "muon")
+    bad("train.optimizer must be 'adamw' or 'muon', got '" + c.optimizer + "'");
+  require(c.matrix_lr >= 0 && std::isfinite(c.matrix_lr), "train.matrix_lr", "finite and >= 0", c.matrix_lr);
+  require(c.embedding_lr >= 0 && std::isfinite(c.embedding_lr), "train.embedding_lr", "finite and >= 0", c.embedding_lr);
+  require(c.head_lr >= 0 && std::isfinite(c.head_lr), "train.head_lr", "finite and >= 0", c.head_lr);
+  require(c.scalar_lr >= 0 && std::isfinite(c.scalar_lr), "train.scalar_lr", "finite and >= 0", c.scalar_lr);
+  require(c.muon_momentum >= 0 && c.muon_momentum < 1, "train.muon_momentum", "in [0, 1)", c.muon_momentum);
+  require(c.muon_momentum_start >= 0 && c.muon_momentum_start < 1, "train.muon_momentum_start", "in [0, 1)",
+          c.muon_momentum_start);
+  require(c.muon_momentum_warmup >= 0, "train.muon_momentum_warmup", ">= 0 (0: muon_momentum from the start)",
+          c.muon_momentum_warmup);
+  require(c.muon_beta2 >= 0 && c.muon_beta2 < 1, "train.muon_beta2", "in [0, 1)", c.muon_beta2);
+  require(c.muon_weight_decay >= 0 && std::isfinite(c.muon_weight_decay), "train.muon_weight_decay", "finite and >= 0",
+          c.muon_weight_decay);
+  if (model::MuonOrtho o; !model::muon_ortho_from_name(c.muon_ns, &o))
+    bad("train.muon_ns must be 'quintic' or 'polar_express', got '" + c.muon_ns + "'");
 
   require(c.log_every >= 1, "log.log_every", ">= 1", c.log_every);
   require(c.eval_every >= 1, "log.eval_every", ">= 1", c.eval_every);

@@ -34,6 +34,24 @@ struct TrainConfig {
   std::string schedule = "cosine";  // cosine | wsd
   double decay_frac = 0.2;          // wsd: the final fraction of steps that decays
   double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
+  // The optimizer (train/optimizer.h): "adamw" (every parameter, at lr, weight_decay on block
+  // weights) or "muon" (nanochat's groups: Muon for the block matrices, AdamW for the rest,
+  // each group at its own base rate times the schedule's lr / train.lr).
+  std::string optimizer = "adamw";
+  // optimizer = "muon": the groups' base learning rates, nanochat's defaults. The embedding's and
+  // the head's are scaled by (d_model / 768)^-0.5, each Muon matrix's by sqrt(max(1, rows / cols)).
+  double matrix_lr = 0.02, embedding_lr = 0.3, head_lr = 0.004;
+  // AdamW on the other parameters (the RMSNorm gains): nanochat's rate for its scalars (it has
+  // no norm gains); on the tiny preset it beats 0.004 (docs/ARCHITECTURE.md).
+  double scalar_lr = 0.5;
+  // Muon's momentum rises linearly from muon_momentum_start to muon_momentum over the first
+  // muon_momentum_warmup steps; its cautious weight decay falls linearly from
+  // muon_weight_decay to 0 over the run; muon_beta2 averages the factored second moments;
+  // muon_ns picks the orthogonalizing iteration ("quintic" or "polar_express", model/muon.h).
+  double muon_momentum = 0.95, muon_momentum_start = 0.85;
+  int64_t muon_momentum_warmup = 300;
+  double muon_beta2 = 0.95, muon_weight_decay = 0.2;
+  std::string muon_ns = "quintic";
   uint64_t seed = 0;
   int64_t stop_at = 0;  // > 0: stop after this step with a checkpoint, to be continued with --resume
   // monitoring

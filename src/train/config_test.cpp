@@ -63,6 +63,18 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--train.decay_frac=nan"}, "train.decay_frac must be in (0, 1], got nan"},
       {{"--train.schedule=wsd", "--train.warmup_frac=0.5", "--train.decay_frac=0.6"},
        "train.warmup_frac + train.decay_frac must be at most 1 with train.schedule 'wsd', got 0.5 + 0.6"},
+      {{"--train.optimizer=sgd"}, "train.optimizer must be 'adamw' or 'muon', got 'sgd'"},
+      {{"--train.matrix_lr=-1"}, "train.matrix_lr must be finite and >= 0, got -1"},
+      {{"--train.embedding_lr=inf"}, "train.embedding_lr must be finite and >= 0, got inf"},
+      {{"--train.head_lr=nan"}, "train.head_lr must be finite and >= 0, got nan"},
+      {{"--train.scalar_lr=-0.5"}, "train.scalar_lr must be finite and >= 0, got -0.5"},
+      {{"--train.muon_momentum=1"}, "train.muon_momentum must be in [0, 1), got 1"},
+      {{"--train.muon_momentum_start=-0.1"}, "train.muon_momentum_start must be in [0, 1), got -0.1"},
+      {{"--train.muon_momentum_warmup=-1"},
+       "train.muon_momentum_warmup must be >= 0 (0: muon_momentum from the start), got -1"},
+      {{"--train.muon_beta2=nan"}, "train.muon_beta2 must be in [0, 1), got nan"},
+      {{"--train.muon_weight_decay=-1"}, "train.muon_weight_decay must be finite and >= 0, got -1"},
+      {{"--train.muon_ns=newton"}, "train.muon_ns must be 'quintic' or 'polar_express', got 'newton'"},
       {{"--model.seq_len=0"}, "model.seq_len must be >= 1, got 0"},
       {{"--train.steps=1000", "--model.seq_len=4611686018427387904"},
        "the run's tokens, train.steps * train.batch_size * train.grad_accum * model.seq_len * dist.world_size, must be "
@@ -233,6 +245,21 @@ TEST(DistConfig, CheckpointConfigWithoutDistSectionLoads) {
   j = to_json(TrainConfig{});
   j["dist"].erase("bucket_mb");  // written before buckets existed
   EXPECT_EQ(from_json(j).bucket_mb, 25);
+}
+
+TEST(TrainConfig, CheckpointConfigWithoutOptimizerKeysIsAdamW) {
+  TrainConfig muon = load_config("", {"--train.optimizer=muon", "--train.muon_ns=polar_express", "--train.matrix_lr=0.05"});
+  const TrainConfig back = from_json(to_json(muon));
+  EXPECT_EQ(back.optimizer, "muon");
+  EXPECT_EQ(back.muon_ns, "polar_express");
+  EXPECT_EQ(back.matrix_lr, 0.05);
+  nlohmann::json j = to_json(TrainConfig{});
+  for (const char* k : {"optimizer", "matrix_lr", "muon_ns", "muon_momentum_warmup"}) j["train"].erase(k);
+  const TrainConfig old = from_json(j);  // written before Muon
+  EXPECT_EQ(old.optimizer, "adamw");
+  EXPECT_EQ(old.muon_momentum_warmup, 300);
+  j["train"].erase("lr");  // an original key stays required
+  EXPECT_NE(error_of([&] { from_json(j); }).find("lr"), std::string::npos);
 }
 
 TEST(Schedule, CosineAndWsdShapes) {

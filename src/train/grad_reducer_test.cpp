@@ -109,6 +109,10 @@ class Recording final : public model::Backend {
   void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const model::AdamWHyper& h, bool decay) override {
     cpu_->adamw(w, g, m, v, h, decay);
   }
+  void muon(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const std::vector<int64_t>& blocks,
+            const model::MuonHyper& h) override {
+    cpu_->muon(w, g, m, v, blocks, h);
+  }
 
  private:
   std::unique_ptr<model::Backend> cpu_ = model::make_cpu_backend();

@@ -1,6 +1,10 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "common/error.h"
+#include "model/muon.h"
 
 namespace q2::train {
 
@@ -16,7 +20,25 @@ double learning_rate(const TrainConfig& c, int64_t step) {
   return lo + (c.lr - lo) * 0.5 * (1 + std::cos(M_PI * p));
 }
 
-AdamW::AdamW(model::Backend& backend, const std::vector<model::Param>& params) : backend_(backend) {
+namespace {
+
+const char* const kAdamFirst = "AdamW's first moment";
+const char* const kAdamSecond = "AdamW's second moment";
+
+std::vector<std::string> names_of(const std::vector<model::Param>& params) {
+  std::vector<std::string> n;
+  for (const model::Param& p : params) n.push_back(p.name);
+  return n;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+}  // namespace
+
+AdamW::AdamW(model::Backend& backend, const std::vector<model::Param>& params)
+    : backend_(backend), names_(names_of(params)) {
   for (const model::Param& p : params) {
     m_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
     v_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
@@ -27,6 +49,101 @@ void AdamW::step(std::vector<model::Param>& params, const std::vector<model::Ten
                  const TrainConfig& c, int64_t t) {
   const model::AdamWHyper h{lr, c.beta1, c.beta2, c.eps, c.weight_decay, t};
   for (size_t i = 0; i < params.size(); ++i) backend_.adamw(params[i].value, grads[i], m_[i], v_[i], h, params[i].decay);
+}
+
+std::vector<OptimizerState> AdamW::state() {
+  std::vector<OptimizerState> s;
+  for (size_t i = 0; i < m_.size(); ++i) s.push_back({names_[i] + ":adamw.m", kAdamFirst, i, &m_[i]});
+  for (size_t i = 0; i < v_.size(); ++i) s.push_back({names_[i] + ":adamw.v", kAdamSecond, i, &v_[i]});
+  return s;
+}
+
+MuonGroup muon_group(const model::Param& p, const model::ModelConfig& mc) {
+  if (p.name == "tok_embeddings.weight") return {ParamGroup::kEmbedding, {}};
+  if (p.name == "output.weight") return {ParamGroup::kHead, {}};
+  const int64_t rows = p.value.rows;
+  if (p.name.rfind("layers.", 0) != 0 || rows < 2 || p.value.cols < 2) return {ParamGroup::kScalar, {}};
+  if (ends_with(p.name, "attention.wqkv.weight")) {
+    // q (d_model rows: n_heads heads) | k | v (the rest, halved: n_kv_heads heads each).
+    const int64_t q = mc.d_model, kv = (rows - q) / 2;
+    if (kv < 1 || q + 2 * kv != rows)
+      throw Error("muon: '" + p.name + "' has " + std::to_string(rows) + " rows, not d_model " + std::to_string(q) +
+                  " (q) plus two equal k and v parts");
+    return {ParamGroup::kMatrix, {q, kv, kv}};
+  }
+  if (ends_with(p.name, "feed_forward.w12.weight") && rows == 2 * mc.d_ff)
+    return {ParamGroup::kMatrix, {mc.d_ff, mc.d_ff}};  // SwiGLU gate | up
+  return {ParamGroup::kMatrix, {rows}};
+}
+
+Muon::Muon(model::Backend& backend, const std::vector<model::Param>& params, const model::ModelConfig& mc)
+    : backend_(backend), mc_(mc), names_(names_of(params)) {
+  for (const model::Param& p : params) {
+    groups_.push_back(muon_group(p, mc));
+    const MuonGroup& g = groups_.back();
+    first_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
+    second_.push_back(g.group == ParamGroup::kMatrix
+                          ? backend.alloc(1, model::muon_second_moment_size(g.blocks, p.value.cols), model::Role::kParam)
+                          : backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
+  }
+}
+
+model::MuonHyper Muon::hyper(const TrainConfig& c, double lr_mult, int64_t t) {
+  const double step = static_cast<double>(t - 1);  // nanochat's 0-based iteration
+  const double warm = c.muon_momentum_warmup > 0 ? std::min(step / static_cast<double>(c.muon_momentum_warmup), 1.0) : 1.0;
+  model::MuonHyper h;
+  h.lr = c.matrix_lr * lr_mult;
+  h.momentum = (1 - warm) * c.muon_momentum_start + warm * c.muon_momentum;
+  h.beta2 = c.muon_beta2;
+  h.weight_decay = c.muon_weight_decay * (1 - step / static_cast<double>(c.steps));
+  if (!model::muon_ortho_from_name(c.muon_ns, &h.ortho)) throw Error("train.muon_ns: unknown '" + c.muon_ns + "'");
+  return h;
+}
+
+double Muon::adamw_lr(const TrainConfig& c, ParamGroup group, const model::ModelConfig& mc) {
+  // nanochat tuned the embedding and head rates at width 768 and scales them by 1/sqrt(width).
+  const double width = std::pow(static_cast<double>(mc.d_model) / 768.0, -0.5);
+  switch (group) {
+    case ParamGroup::kEmbedding: return c.embedding_lr * width;
+    case ParamGroup::kHead: return c.head_lr * width;
+    default: return c.scalar_lr;
+  }
+}
+
+void Muon::step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
+                const TrainConfig& c, int64_t t) {
+  const double mult = lr / c.lr;  // the schedule's multiplier, applied to every group
+  const model::MuonHyper h = hyper(c, mult, t);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (groups_[i].group == ParamGroup::kMatrix) {
+      backend_.muon(params[i].value, grads[i], first_[i], second_[i], groups_[i].blocks, h);
+    } else {
+      // nanochat gives its AdamW groups no weight decay.
+      const model::AdamWHyper a{adamw_lr(c, groups_[i].group, mc_) * mult, c.beta1, c.beta2, c.eps, 0.0, t};
+      backend_.adamw(params[i].value, grads[i], first_[i], second_[i], a, false);
+    }
+  }
+}
+
+std::vector<OptimizerState> Muon::state() {
+  std::vector<OptimizerState> s;
+  for (size_t i = 0; i < first_.size(); ++i) {
+    const bool muon = groups_[i].group == ParamGroup::kMatrix;
+    s.push_back({names_[i] + (muon ? ":muon.momentum" : ":adamw.m"), muon ? "Muon's momentum" : kAdamFirst, i, &first_[i]});
+  }
+  for (size_t i = 0; i < second_.size(); ++i) {
+    const bool muon = groups_[i].group == ParamGroup::kMatrix;
+    s.push_back({names_[i] + (muon ? ":muon.second_moment" : ":adamw.v"), muon ? "Muon's second moment" : kAdamSecond, i,
+                 &second_[i]});
+  }
+  return s;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, model::Backend& backend,
+                                          const std::vector<model::Param>& params, const model::ModelConfig& mc) {
+  if (c.optimizer == "adamw") return std::make_unique<AdamW>(backend, params);
+  if (c.optimizer == "muon") return std::make_unique<Muon>(backend, params, mc);
+  throw Error("train.optimizer must be 'adamw' or 'muon', got '" + c.optimizer + "'");
 }
 
 double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads) {

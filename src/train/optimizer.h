@@ -1,6 +1,9 @@
 #pragma once
-// Learning-rate schedules and AdamW with decoupled weight decay, over float32 master weights.
+// Learning-rate schedules and the optimizers over float32 master weights: AdamW with decoupled
+// weight decay, and Muon with AdamW as nanochat pairs them (train.optimizer).
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "model/transformer.h"
@@ -13,19 +16,83 @@ namespace q2::train {
 // a linear fall to lr * min_lr_ratio over the last decay_frac of the steps.
 double learning_rate(const TrainConfig& c, int64_t step);
 
-class AdamW {
+// An optimizer's state: tensors the backend owns, in the order checkpoints store them.
+struct OptimizerState {
+  std::string name;  // "<parameter name>:<kind>", e.g. "output.weight:adamw.m"
+  std::string what;  // for messages: "AdamW's first moment"
+  size_t param;      // index into the parameters
+  model::Tensor* tensor;
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual std::string name() const = 0;  // the train.optimizer value
+  // One update; `lr` is the schedule's learning rate (learning_rate), `t` counts updates from 1.
+  virtual void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
+                    const TrainConfig& c, int64_t t) = 0;
+  virtual std::vector<OptimizerState> state() = 0;
+  // The learning rate the logs show for the schedule's `lr`.
+  virtual double shown_lr(double lr, const TrainConfig& /*c*/) const { return lr; }
+};
+
+class AdamW final : public Optimizer {
  public:
   AdamW(model::Backend& backend, const std::vector<model::Param>& params);
-  // One update with bias correction; `t` counts updates from 1.
-  void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
-            const TrainConfig& c, int64_t t);
+  std::string name() const override { return "adamw"; }
+  void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr, const TrainConfig& c,
+            int64_t t) override;
+  std::vector<OptimizerState> state() override;
   std::vector<model::Tensor>& m() { return m_; }
   std::vector<model::Tensor>& v() { return v_; }
 
  private:
   model::Backend& backend_;
+  std::vector<std::string> names_;
   std::vector<model::Tensor> m_, v_;
 };
+
+// How optimizer = "muon" treats a parameter (nanochat's setup_optimizers).
+enum class ParamGroup { kMatrix, kEmbedding, kHead, kScalar };
+struct MuonGroup {
+  ParamGroup group;
+  // kMatrix: the row counts of the logical matrices stacked in the tensor (the fused q | k | v,
+  // the fused SwiGLU gate | up), each orthogonalized on its own as nanochat's separate ones are.
+  std::vector<int64_t> blocks;
+};
+// The 2-D weights of the blocks ("layers.*") go to Muon; the token embedding and the LM head to
+// AdamW at their own rates; everything else (RMSNorm gains) to AdamW at train.scalar_lr.
+MuonGroup muon_group(const model::Param& p, const model::ModelConfig& mc);
+
+// Muon for the block matrices and AdamW for the rest (muon_group), with nanochat's rates,
+// schedules and cautious weight decay (docs/ARCHITECTURE.md, model/muon.h).
+class Muon final : public Optimizer {
+ public:
+  Muon(model::Backend& backend, const std::vector<model::Param>& params, const model::ModelConfig& mc);
+  std::string name() const override { return "muon"; }
+  void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr, const TrainConfig& c,
+            int64_t t) override;
+  std::vector<OptimizerState> state() override;
+  double shown_lr(double lr, const TrainConfig& c) const override { return c.matrix_lr * (lr / c.lr); }
+  const std::vector<MuonGroup>& groups() const { return groups_; }
+
+  // The Muon hyper-parameters of update t (from 1): momentum warmup and weight-decay decay.
+  static model::MuonHyper hyper(const TrainConfig& c, double lr_mult, int64_t t);
+  // The AdamW base learning rate of a parameter of `group` (not kMatrix).
+  static double adamw_lr(const TrainConfig& c, ParamGroup group, const model::ModelConfig& mc);
+
+ private:
+  model::Backend& backend_;
+  model::ModelConfig mc_;
+  std::vector<std::string> names_;
+  std::vector<MuonGroup> groups_;
+  // Per parameter: Muon's momentum [R, C] and second moments [1, n]; AdamW's m and v.
+  std::vector<model::Tensor> first_, second_;
+};
+
+// The optimizer c.optimizer names, over `params` of a model of config `mc`.
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, model::Backend& backend,
+                                          const std::vector<model::Param>& params, const model::ModelConfig& mc);
 
 // Global L2 norm of the gradients (float64, in order: deterministic).
 double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads);

@@ -121,7 +121,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const nlohmann::json dataset = dataset_identity(data);
   const model::ModelConfig mc = model_config(cfg, data.vocab_size);
   if (cfg.device == "cpu") {
-    // A lower bound of what a CPU step holds at once: weights, gradients and AdamW's two moments,
+    // A lower bound of what a CPU step holds at once: weights, gradients and at most two moments,
     // and one micro-batch's logits with their gradient. Refused here rather than as a failed
     // allocation minutes in.
     const std::string what = "train.batch_size " + std::to_string(cfg.batch_size) + " x model.seq_len " +
@@ -144,7 +144,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     dir->start(mode);
   }
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
-  AdamW opt(*backend, model.params());
+  const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc);
   GradReducer reducer(model, cfg.bucket_mb);
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
   const std::string ckpt = checkpoint_path(cfg), metrics = RunDir::metrics_file(cfg.out_dir);
@@ -152,7 +152,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   int64_t start = 0;
   if (mode == StartMode::kResume) {
     // The loader state is global, so any world size resumes it.
-    const CheckpointInfo info = load_checkpoint(ckpt, model, &opt, &cfg);
+    const CheckpointInfo info = load_checkpoint(ckpt, model, opt.get(), &cfg);
     check_dataset(info, ckpt, data, cfg.data_dir);
     start = info.step;
     const int64_t end = cfg.stop_at > 0 ? cfg.stop_at : cfg.steps;
@@ -198,7 +198,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   auto save = [&](int64_t step, const nlohmann::json& loader_state) -> std::string {
     if (!lead) return "";
     try {
-      save_checkpoint(ckpt, cfg, model, &opt, step, loader_state, dataset);
+      save_checkpoint(ckpt, cfg, model, opt.get(), step, loader_state, dataset);
     } catch (const Error& e) {
       return e.what();
     }
@@ -238,8 +238,8 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
       pending.reset();
     }
     if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm));
-    const double lr = learning_rate(cfg, step);
-    opt.step(model.params(), model.grads(), lr, cfg, step + 1);
+    const double schedule_lr = learning_rate(cfg, step), lr = opt->shown_lr(schedule_lr, cfg);
+    opt->step(model.params(), model.grads(), schedule_lr, cfg, step + 1);
     sum.losses.push_back(loss);
     sum.last_loss = loss;
     sum.steps = step + 1;

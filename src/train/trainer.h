@@ -1,5 +1,5 @@
 #pragma once
-// The training loop: data -> model -> AdamW, with logging, evaluation and checkpoints.
+// The training loop: data -> model -> optimizer (AdamW or Muon), with logging, evaluation and checkpoints.
 #include <functional>
 #include <memory>
 #include <string>

@@ -104,4 +104,20 @@ double cross_entropy(const bf16* logits, int64_t rows, int64_t vocab, const uint
 // order: bit-identical results.
 void adamw(float* w, const float* g, float* m, float* v, int64_t n, const model::AdamWHyper& h, bool decay);
 
+// ---- Muon (model/muon.h; the GEMMs of the orthogonalization are cuda/muon.cpp's) ----
+// m = m + (1 - mu) (g - m) and the Nesterov u = g + mu (m - g), float32, n values: bit-identical
+// to the CPU backend's.
+void muon_momentum(const float* g, float* m, float* u, int64_t n, double momentum);
+// x = bf16(u / (scale sqrt(*sum_sq) + eps)); *sum_sq is read on the device (sum_squares_async).
+void muon_normalize(const float* u, const double* sum_sq, double scale, double eps, bf16* x, int64_t n);
+// dst = bf16(s * src).
+void scaled_copy(const bf16* src, float s, bf16* dst, int64_t n);
+// The variance reduction of the orthogonalized x [rows, cols]: updates the factored second
+// moments v (model::muon_second_moment_size(rows, cols) values) and writes the factors f (as
+// many) that scale x's rows (rows >= cols) or columns. Deterministic.
+void muon_variance(const bf16* x, int64_t rows, int64_t cols, float* v, double beta2, float* f);
+// w -= lr u + lr wd w [u w >= 0] with u = x scaled by f per row (rows >= cols) or column; lr is
+// the block's (aspect ratio applied).
+void muon_update(float* w, const bf16* x, const float* f, int64_t rows, int64_t cols, double lr, double weight_decay);
+
 }  // namespace q2::cuda::ops
