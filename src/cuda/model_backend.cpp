@@ -67,10 +67,17 @@ struct AttentionCache {
   Tensor lse, out;
 };
 
-// A norm without a gain (an empty weight) would read a null pointer in the kernels.
-void require_gain(const Tensor& w) {
-  if (!w.data) throw Error("CUDA backend: RMSNorm without a gain (model.norm_weights = false) is CPU-only for now");
+// A norm's gain, or null for an empty tensor (a norm without one: the kernels' gainless path).
+float* gain(const Tensor& w, int64_t d, const char* what) {
+  if (!w.data) return nullptr;
+  require_dtype(w, DType::kF32, what);
+  require_shape(w, 1, d, what);
+  return f32(w);
 }
+
+// The model options the CUDA backend does not implement yet, by key (ModelConfig::extensions()
+// names each option "model.<key> = <value>").
+constexpr const char* kLacking[] = {"n_kv_heads", "window_pattern"};
 
 class CudaBackend final : public model::Backend {
  public:
@@ -163,16 +170,32 @@ class CudaBackend final : public model::Backend {
                             id_check_.get());
   }
 
+  // An empty w: a norm without a gain (model.norm_weights = false, model.embed_norm).
   void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
-    require_gain(w);
+    const float* g = gain(w, x.cols, "RMSNorm gain");
     rstd = device_tensor(1, x.rows, DType::kF32, Fill::kNone);
-    ops::rmsnorm_forward(bf(x), f32(w), x.rows, x.cols, eps, bf(y), f32(rstd));
+    ops::rmsnorm_forward(bf(x), g, x.rows, x.cols, eps, bf(y), f32(rstd));
   }
 
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
                         Tensor& dw) override {
-    require_gain(w);
-    ops::rmsnorm_backward(bf(dy), bf(x), f32(w), f32(rstd), x.rows, x.cols, bf(dx), f32(dw));
+    if (!w.data != !dw.data) throw Error("CUDA backend: rmsnorm_backward: a gain and its gradient go together");
+    ops::rmsnorm_backward(bf(dy), bf(x), gain(w, x.cols, "RMSNorm gain"), f32(rstd), x.rows, x.cols, bf(dx),
+                          gain(dw, x.cols, "RMSNorm gain gradient"));
+  }
+
+  void head_rmsnorm_forward(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, double eps,
+                            Tensor& rstd) override {
+    require_dtype(x, DType::kBF16, "QK norm input");
+    rstd = device_tensor(1, x.rows * n_heads, DType::kF32, Fill::kNone);
+    ops::head_rmsnorm_forward(bf(x), x.rows, x.cols, col0, n_heads, head_dim, eps, f32(rstd));
+  }
+
+  void head_rmsnorm_backward(Tensor& dy, const Tensor& y, int64_t col0, int64_t n_heads, int64_t head_dim,
+                             const Tensor& rstd) override {
+    require_shape(y, dy.rows, dy.cols, "QK norm output");
+    require_shape(rstd, 1, dy.rows * n_heads, "QK norm rstd");
+    ops::head_rmsnorm_backward(bf(dy), bf(y), dy.rows, dy.cols, col0, n_heads, head_dim, f32(rstd));
   }
 
   void rope(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, int64_t seq, double theta,
@@ -201,6 +224,41 @@ class CudaBackend final : public model::Backend {
   void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) override {
     ops::swiglu_backward(bf(dg), bf(h12), h12.rows, dg.cols, bf(dh12));
   }
+  void relu2_forward(const Tensor& h, Tensor& g) override {
+    require_shape(g, h.rows, h.cols, "ReLU^2 output");
+    ops::relu2_forward(bf(h), h.size(), bf(g));
+  }
+  void relu2_backward(const Tensor& dg, const Tensor& h, Tensor& dh) override {
+    require_shape(dg, h.rows, h.cols, "ReLU^2 output gradient");
+    require_shape(dh, h.rows, h.cols, "ReLU^2 input gradient");
+    ops::relu2_backward(bf(dg), bf(h), h.size(), bf(dh));
+  }
+
+  void residual_mix_forward(const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
+                            Tensor& y) override {
+    check_mix(x, x0, a, b, i);
+    require_shape(y, x.rows, x.cols, "resid / x0 mix output");
+    ops::residual_mix_forward(bf(x), bf(x0), f32(a), f32(b), i, x.rows, x.cols, bf(y));
+  }
+  void residual_mix_backward(Tensor& dxy, const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b,
+                             int64_t i, Tensor& dx0, Tensor& da, Tensor& db) override {
+    check_mix(x, x0, a, b, i);
+    require_shape(dxy, x.rows, x.cols, "resid / x0 mix gradient");
+    require_shape(dx0, x.rows, x.cols, "x0 gradient");
+    require_shape(da, a.rows, a.cols, "resid lambdas gradient");
+    require_shape(db, b.rows, b.cols, "x0 lambdas gradient");
+    ops::residual_mix_backward(bf(dxy), bf(x), bf(x0), f32(a), f32(b), i, x.rows, x.cols, bf(dx0), f32(da), f32(db));
+  }
+
+  void softcap_forward(Tensor& logits, float cap) override {
+    require_dtype(logits, DType::kBF16, "softcapped logits");
+    ops::softcap_forward(bf(logits), logits.size(), cap);
+  }
+  void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) override {
+    require_shape(capped, dlogits.rows, dlogits.cols, "softcapped logits");
+    ops::softcap_backward(bf(dlogits), bf(capped), dlogits.size(), cap);
+  }
+
   void add_inplace(Tensor& a, const Tensor& b) override { ops::add_inplace(bf(a), bf(b), a.size()); }
 
   // The LM head: BF16 operands (a float32 weight is rounded to a BF16 copy), float32
@@ -271,6 +329,15 @@ class CudaBackend final : public model::Backend {
   double allreduce_sum(double v, const std::string& what) override { return comm_ ? comm_->allreduce_sum(v, what) : v; }
 
  private:
+  // x0 of x's shape; a and b float32 vectors holding element i.
+  static void check_mix(const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i) {
+    require_shape(x0, x.rows, x.cols, "x0");
+    require_dtype(a, DType::kF32, "resid lambdas");
+    require_dtype(b, DType::kF32, "x0 lambdas");
+    if (i < 0 || i >= a.size() || i >= b.size())
+      throw Error("CUDA backend: layer " + std::to_string(i) + " is outside the lambdas");
+  }
+
   Tensor as_bf16(const Tensor& t) {
     if (t.dtype == DType::kBF16) return t;
     Tensor c = device_tensor(t.rows, t.cols, DType::kBF16, Fill::kNone);
@@ -291,10 +358,14 @@ std::unique_ptr<model::Backend> make(const model::BackendOptions& options) {
 
 void check_model_supported(const model::ModelConfig& c) {
   std::string lacking;
-  for (const model::ModelConfig::Extension& e : c.extensions()) lacking += (lacking.empty() ? "" : ", ") + e.option;
+  for (const model::ModelConfig::Extension& e : c.extensions())
+    for (const char* key : kLacking)
+      if (e.option.rfind(std::string("model.") + key + " ", 0) == 0)
+        lacking += (lacking.empty() ? "" : ", ") + e.option;
   if (!lacking.empty())
     throw Error("device 'cuda' does not implement " + lacking + " yet (model preset '" + c.preset +
-                "'): CPU-only for now; train it with --device cpu, or choose the Llama options");
+                "'): CPU-only for now; train it with --device cpu, or use full multi-head attention "
+                "(model.n_kv_heads = 0, model.window_pattern = \"L\")");
 }
 
 void register_cuda_backend() { model::register_backend("cuda", &make); }

@@ -6,8 +6,8 @@
 namespace q2::cuda {
 void register_cuda_backend();
 
-// Throws q2::Error naming every option of `c` the CUDA backend does not implement yet (the
-// nanochat architecture's: they run on the CPU backend only for now); the backend calls it
-// before a model allocates anything. Needs no GPU.
+// Throws q2::Error naming every option of `c` the CUDA backend does not implement yet
+// (grouped-query and sliding-window attention: they run on the CPU backend only for now); the
+// backend calls it before a model allocates anything. Needs no GPU.
 void check_model_supported(const model::ModelConfig& c);
 }  // namespace q2::cuda

@@ -123,4 +123,26 @@ inline bool vectorizable(int64_t cols, std::initializer_list<const void*> ptrs) 
   return true;
 }
 
+// Grid-stride over [begin, end) of a flat tensor in steps of V elements: op.apply<V>(i).
+template <int V, class Op>
+__global__ void flat_kernel(int64_t begin, int64_t end, Op op) {
+  for (int64_t i = begin + (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < end;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x * V)
+    op.template apply<V>(i);
+}
+
+// An elementwise op over n elements: `op` (a struct of device pointers and scalars) has
+// `template <int V> __device__ void apply(int64_t i) const` for elements [i, i + V). Runs V = 8
+// (16-byte accesses) over the body of whole vectors and V = 1 over the tail; the body is empty
+// where one of `ptrs` is not 16-byte aligned.
+template <class Op>
+void for_each_flat(int64_t n, std::initializer_list<const void*> ptrs, const Op& op, const char* name) {
+  if (n <= 0) return;
+  constexpr int kThreads = 256;
+  const int64_t body = vectorizable(8, ptrs) ? n / 8 * 8 : 0;
+  if (body > 0) flat_kernel<8><<<grid_for(body / 8, kThreads), kThreads>>>(0, body, op);
+  if (body < n) flat_kernel<1><<<grid_for(n - body, kThreads), kThreads>>>(body, n, op);
+  check_launch(name);
+}
+
 }  // namespace q2::cuda::ops::detail

@@ -47,11 +47,20 @@ void embedding_backward(const bf16* dout, const uint32_t* ids, int64_t tokens, i
 
 // ---- RMSNorm ----
 // y = bf16(x * rstd * w), rstd = 1 / sqrt(mean(x^2) + eps) per row (sum of squares in float64).
+// w null: a norm without a gain (w = 1; nanochat's norms and embed_norm).
 void rmsnorm_forward(const bf16* x, const float* w, int64_t rows, int64_t d, double eps, bf16* y, float* rstd);
 // dx += (bf16), dw += (float32). dw sums fixed 64-row blocks in block order (like the CPU):
-// deterministic, no atomics.
+// deterministic, no atomics. w and dw are both null (no gain) or both given; null: dx only.
 void rmsnorm_backward(const bf16* dy, const bf16* x, const float* w, const float* rstd, int64_t rows, int64_t d,
                       bf16* dx, float* dw);
+// QK norm (cpu::head_rmsnorm_*): RMSNorm without a gain of each head_dim-wide head in columns
+// [col0, col0 + n_heads * head_dim) of x [rows, ld], in place; rstd [rows * n_heads] (row-major,
+// float32) written by forward. Backward in place on dy [rows, ld]: dy <- rstd * (dy - y *
+// mean(dy * y)) per head, y [rows, ld] the forward's output.
+void head_rmsnorm_forward(bf16* x, int64_t rows, int64_t ld, int64_t col0, int64_t n_heads, int64_t head_dim,
+                          double eps, float* rstd);
+void head_rmsnorm_backward(bf16* dy, const bf16* y, int64_t rows, int64_t ld, int64_t col0, int64_t n_heads,
+                           int64_t head_dim, const float* rstd);
 
 // ---- RoPE ----
 // In place on columns [col0, col0 + n_heads * head_dim) of x [rows, ld]; rotate-half pairs
@@ -79,6 +88,27 @@ void attention_backward(const bf16* dout, const bf16* qkv, const bf16* out, cons
 // h12 [rows, 2h] = [a | b]; g [rows, h] = silu(a) * b; dh12 overwritten.
 void swiglu_forward(const bf16* h12, int64_t rows, int64_t hidden, bf16* g);
 void swiglu_backward(const bf16* dg, const bf16* h12, int64_t rows, int64_t hidden, bf16* dh12);
+
+// ---- ReLU^2 (cpu::relu2_*) ----
+// g = bf16(relu(h)^2) over n elements; dh = bf16(2 relu(h) dg), overwritten.
+void relu2_forward(const bf16* h, int64_t n, bf16* g);
+void relu2_backward(const bf16* dg, const bf16* h, int64_t n, bf16* dh);
+
+// ---- resid / x0 lambdas (cpu::residual_mix_*) ----
+// a, b: float32 parameter vectors on the device; layer i's scalars are a[i], b[i] (read by the
+// kernels: no synchronization). Forward: y = bf16(a[i] x + b[i] x0) over [rows, d].
+void residual_mix_forward(const bf16* x, const bf16* x0, const float* a, const float* b, int64_t i, int64_t rows,
+                          int64_t d, bf16* y);
+// dxy: dL/dy on entry, bf16(a[i] dL/dy) = dL/dx on exit; dx0 = bf16(dx0 + b[i] dL/dy);
+// da[i] += <dL/dy, x>, db[i] += <dL/dy, x0> (float64 per-row sums added in row order, like the
+// CPU: deterministic, no atomics).
+void residual_mix_backward(bf16* dxy, const bf16* x, const bf16* x0, const float* a, const float* b, int64_t i,
+                           int64_t rows, int64_t d, bf16* dx0, float* da, float* db);
+
+// ---- logit softcap (cpu::softcap_*) ----
+// z <- bf16(cap tanh(z / cap)) in place; dz <- bf16(dz (1 - (y / cap)^2)), y the capped logits.
+void softcap_forward(bf16* z, int64_t n, float cap);
+void softcap_backward(bf16* dz, const bf16* y, int64_t n, float cap);
 
 // ---- elementwise and reductions ----
 void add_inplace(bf16* a, const bf16* b, int64_t n);  // a = bf16(a + b), one rounding

@@ -96,6 +96,20 @@ inline void expect_close(const Matrix& gpu, const Matrix& cpu, double rel, doubl
   EXPECT_EQ(bad, 0) << what << ": elements out of tolerance";
 }
 
+// Each value rounded to BF16: what the GPU's single rounding of the CPU's float32 result gives.
+inline Matrix rounded_bf16(Matrix m) {
+  for (float& v : m.data) v = q2::bf16::round(v);
+  return m;
+}
+
+// No element NaN or infinite.
+inline void expect_finite(const Matrix& m, const std::string& what) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < m.size(); ++i)
+    if (!std::isfinite(m.data[i]) && bad++ == 0) ADD_FAILURE() << what << ": element " << i << " is " << m.data[i];
+  EXPECT_EQ(bad, 0) << what << ": elements not finite";
+}
+
 inline void expect_bits_equal(const Matrix& gpu, const Matrix& cpu, const std::string& what) {
   ASSERT_EQ(gpu.size(), cpu.size()) << what;
   int64_t bad = 0;
