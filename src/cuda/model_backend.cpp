@@ -52,11 +52,9 @@ std::shared_ptr<void> upload_ids(const std::vector<uint32_t>& ids, uint32_t** ou
   return t.owner;
 }
 
-// The kernels' shape: multi-head attention over every earlier position only.
+// The kernels' shape: grouped-query (n_kv_heads) and sliding-window attention included.
 ops::AttentionShape shape_of(const model::AttentionDims& a) {
-  if (a.n_kv_heads != a.n_heads || a.window >= 0)
-    throw Error("CUDA backend: grouped-query and sliding-window attention are CPU-only for now");
-  return {a.batch, a.seq, a.n_heads, a.head_dim};
+  return {a.batch, a.seq, a.n_heads, a.head_dim, a.n_kv_heads, a.window};
 }
 
 // What attention's forward keeps for its backward: the log-sum-exp and the output itself
@@ -280,9 +278,17 @@ std::unique_ptr<model::Backend> make(const model::BackendOptions& options) {
 
 }  // namespace
 
+// The extensions (model::ModelConfig::extensions) that this backend implements, by key.
+bool implemented(const std::string& option) {
+  for (const char* key : {"model.n_kv_heads ", "model.window_pattern "})
+    if (option.rfind(key, 0) == 0) return true;
+  return false;
+}
+
 void check_model_supported(const model::ModelConfig& c) {
   std::string lacking;
-  for (const model::ModelConfig::Extension& e : c.extensions()) lacking += (lacking.empty() ? "" : ", ") + e.option;
+  for (const model::ModelConfig::Extension& e : c.extensions())
+    if (!implemented(e.option)) lacking += (lacking.empty() ? "" : ", ") + e.option;
   if (!lacking.empty())
     throw Error("device 'cuda' does not implement " + lacking + " yet (model preset '" + c.preset +
                 "'): CPU-only for now; train it with --device cpu, or choose the Llama options");
