@@ -54,11 +54,9 @@ std::shared_ptr<void> upload_ids(const std::vector<uint32_t>& ids, uint32_t** ou
   return t.owner;
 }
 
-// The kernels' shape: multi-head attention over every earlier position only.
+// The kernels' shape: grouped-query (n_kv_heads) and sliding-window attention included.
 ops::AttentionShape shape_of(const model::AttentionDims& a) {
-  if (a.n_kv_heads != a.n_heads || a.window >= 0)
-    throw Error("CUDA backend: grouped-query and sliding-window attention are CPU-only for now");
-  return {a.batch, a.seq, a.n_heads, a.head_dim};
+  return {a.batch, a.seq, a.n_heads, a.head_dim, a.n_kv_heads, a.window};
 }
 
 // What attention's forward keeps for its backward: the log-sum-exp and the output itself
@@ -74,10 +72,6 @@ float* gain(const Tensor& w, int64_t d, const char* what) {
   require_shape(w, 1, d, what);
   return f32(w);
 }
-
-// The model options the CUDA backend does not implement yet, by key (ModelConfig::extensions()
-// names each option "model.<key> = <value>").
-constexpr const char* kLacking[] = {"n_kv_heads", "window_pattern"};
 
 class CudaBackend final : public model::Backend {
  public:
@@ -147,7 +141,6 @@ class CudaBackend final : public model::Backend {
     check(cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.size()) * dtype_bytes(t.dtype), 0), "cudaMemsetAsync");
   }
 
-  void check_supported(const model::ModelConfig& c) const override { check_model_supported(c); }
 
   std::unique_ptr<model::LinearOp> make_linear(const linear::Scheme& s, const std::string& name) override {
     return make_cuda_linear(s, name, native_nvfp4_);
@@ -355,18 +348,6 @@ std::unique_ptr<model::Backend> make(const model::BackendOptions& options) {
 }
 
 }  // namespace
-
-void check_model_supported(const model::ModelConfig& c) {
-  std::string lacking;
-  for (const model::ModelConfig::Extension& e : c.extensions())
-    for (const char* key : kLacking)
-      if (e.option.rfind(std::string("model.") + key + " ", 0) == 0)
-        lacking += (lacking.empty() ? "" : ", ") + e.option;
-  if (!lacking.empty())
-    throw Error("device 'cuda' does not implement " + lacking + " yet (model preset '" + c.preset +
-                "'): CPU-only for now; train it with --device cpu, or use full multi-head attention "
-                "(model.n_kv_heads = 0, model.window_pattern = \"L\")");
-}
 
 void register_cuda_backend() { model::register_backend("cuda", &make); }
 

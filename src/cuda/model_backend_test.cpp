@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "common/error_test_util.h"
 #include "cuda/gemm/gemm.h"
 #include "cuda/model_backend.h"
 #include "cuda/runtime/test_util.h"
@@ -51,10 +50,19 @@ model::ModelConfig llama_config() {
   return mc;
 }
 
+// That shape with 2 key/value heads for 4 query heads and a first layer of sliding-window
+// attention (window 100 of 200 positions).
+model::ModelConfig gqa_window_config() {
+  model::ModelConfig mc = llama_config();
+  mc.n_kv_heads = 2;
+  mc.window_pattern = "SL";
+  return mc;
+}
+
 // nanochat's architecture (ReLU^2, QK norm, norms without gains, the embedding norm, the resid /
-// x0 lambdas, the logit softcap) on that shape, with full multi-head attention (grouped-query
-// and sliding-window attention are CPU-only for now) and, optionally, tied embeddings. The Llama
-// init: nanochat's zero output projections would make most gradients zero at the first step.
+// x0 lambdas, the logit softcap) on that shape, with full multi-head attention (the test above
+// covers grouped-query and sliding-window attention alone) and, optionally, tied embeddings. The
+// Llama init: nanochat's zero output projections would make most gradients zero at the first step.
 model::ModelConfig nanochat_config(bool tied) {
   model::ModelConfig mc = model::nanochat_architecture(llama_config());
   mc.window_pattern = std::string(1, 'L');  // not a literal: GCC 12 warns falsely (-Wrestrict) here
@@ -122,6 +130,11 @@ TEST(GpuBackend, Bf16StepAgreesWithCpu) {
   expect_agreement("bf16", 0.999);
 }
 
+TEST(GpuBackend, Bf16StepAgreesWithCpuGroupedQueryAndWindow) {
+  REQUIRE_GPU();
+  expect_agreement("bf16", 0.999, gqa_window_config(), "grouped-query, window");
+}
+
 // Quantized operands of one layer are bit-identical for identical inputs (linear_test.cpp);
 // in a whole model the GPU's BF16 activations change the inputs slightly, so this checks the
 // step agrees like two draws of the same unbiased estimator would, not bit for bit.
@@ -162,26 +175,6 @@ TEST(GpuBackend, GemmPathIsChosenAtRunTime) {
     EXPECT_EQ(model::make_backend("cuda", gemm("native"))->name(), "cuda");
   else
     test::expect_error([&] { model::make_backend("cuda", gemm("native")); }, "method.gemm = native needs FP4");
-}
-
-// Grouped-query and sliding-window attention run on the CPU only for now: the backend refuses a
-// model that uses either before it allocates, naming each, and accepts every other nanochat
-// option. Needs no GPU.
-TEST(GpuBackend, RefusesTheCpuOnlyModelOptionsByName) {
-  EXPECT_NO_THROW(check_model_supported(model::preset("200m", 32000, 512)));
-  EXPECT_NO_THROW(check_model_supported(nanochat_config(false)));
-  EXPECT_NO_THROW(check_model_supported(nanochat_config(true)));
-  const std::string e = q2::test::error_of([] { check_model_supported(model::preset("nanochat-d20", 65536, 2048)); });
-  for (const char* option : {"model.window_pattern = \"SSSL\" (sliding-window attention)", "CPU-only for now"})
-    EXPECT_NE(e.find(option), std::string::npos) << option << " in: " << e;
-  for (const char* option : {"model.mlp", "model.qk_norm", "model.norm_weights", "model.embed_norm",
-                             "model.resid_x0_lambdas", "model.logit_softcap", "model.tie_embeddings"})
-    EXPECT_EQ(e.find(option), std::string::npos) << option << " is implemented, yet refused: " << e;
-  model::ModelConfig llama = model::preset("tiny", 100, 64);
-  llama.n_kv_heads = 2;
-  llama.tie_embeddings = true;
-  const std::string g = q2::test::error_of([&] { check_model_supported(llama); });
-  EXPECT_NE(g.find("does not implement model.n_kv_heads = 2 (grouped-query attention) yet"), std::string::npos) << g;
 }
 
 }  // namespace

@@ -69,10 +69,6 @@ class Backend {
   virtual Tensor clone(const Tensor& t) = 0;
   virtual void zero(Tensor& t) = 0;
 
-  // Throws q2::Error naming every option of `c` this backend cannot run (the Transformer asks
-  // before it allocates anything). The CPU backend runs them all.
-  virtual void check_supported(const ModelConfig& /*c*/) const {}
-
   virtual std::unique_ptr<LinearOp> make_linear(const linear::Scheme& scheme, const std::string& name) = 0;
 
   virtual void embedding_forward(const Tensor& table, const std::vector<uint32_t>& ids, Tensor& out) = 0;
@@ -92,27 +88,26 @@ class Backend {
   virtual void swiglu_forward(const Tensor& h12, Tensor& g) = 0;
   virtual void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) = 0;
 
-  // The nanochat architecture's ops (model/cpu_ops.h defines each). A backend that lacks one
-  // refuses the option in check_supported; these defaults only throw, naming the op.
+  // The nanochat architecture's ops (model/cpu_ops.h defines each).
   // QK norm: RMSNorm without a gain of each head in columns [col0, col0 + n_heads * head_dim),
   // in place; rstd written by forward; backward in place on dy, from the forward's output y.
   virtual void head_rmsnorm_forward(Tensor& x, int64_t col0, int64_t n_heads, int64_t head_dim, double eps,
-                                    Tensor& rstd);
+                                    Tensor& rstd) = 0;
   virtual void head_rmsnorm_backward(Tensor& dy, const Tensor& y, int64_t col0, int64_t n_heads, int64_t head_dim,
-                                     const Tensor& rstd);
+                                     const Tensor& rstd) = 0;
   // g = relu(h)^2; dh overwritten.
-  virtual void relu2_forward(const Tensor& h, Tensor& g);
-  virtual void relu2_backward(const Tensor& dg, const Tensor& h, Tensor& dh);
+  virtual void relu2_forward(const Tensor& h, Tensor& g) = 0;
+  virtual void relu2_backward(const Tensor& dg, const Tensor& h, Tensor& dh) = 0;
   // y = a[i] x + b[i] x0, a and b float32 parameter vectors (the resid and x0 lambdas of layer i).
   // Backward: dxy holds dL/dy on entry and dL/dx on exit; dx0 += b[i] dL/dy, da[i] += <dL/dy, x>,
   // db[i] += <dL/dy, x0>.
   virtual void residual_mix_forward(const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
-                                    Tensor& y);
+                                    Tensor& y) = 0;
   virtual void residual_mix_backward(Tensor& dxy, const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b,
-                                     int64_t i, Tensor& dx0, Tensor& da, Tensor& db);
+                                     int64_t i, Tensor& dx0, Tensor& da, Tensor& db) = 0;
   // logits <- cap tanh(logits / cap) in place; backward: dlogits *= 1 - (capped / cap)^2.
-  virtual void softcap_forward(Tensor& logits, float cap);
-  virtual void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap);
+  virtual void softcap_forward(Tensor& logits, float cap) = 0;
+  virtual void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) = 0;
 
   virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
   // c (+)= alpha op(a) op(b), float32 (the LM head).
@@ -152,9 +147,6 @@ class Backend {
   virtual void finish_allreduces(const std::string& /*what*/) {}
   // Returns once summed.
   virtual double allreduce_sum(double v, const std::string& /*what*/) { return v; }
-
- private:
-  [[noreturn]] void lacks(const char* op) const;
 };
 
 // Where this process sits in a data-parallel job; the default is a single process.

@@ -20,27 +20,6 @@ std::map<std::string, BackendFactory>& registry() {
 }
 }  // namespace
 
-void Backend::lacks(const char* op) const {
-  throw Error("device '" + name() + "' has no " + op + " (the model's options should have been refused by "
-              "check_supported)");
-}
-
-void Backend::head_rmsnorm_forward(Tensor&, int64_t, int64_t, int64_t, double, Tensor&) { lacks("QK norm"); }
-void Backend::head_rmsnorm_backward(Tensor&, const Tensor&, int64_t, int64_t, int64_t, const Tensor&) {
-  lacks("QK norm");
-}
-void Backend::relu2_forward(const Tensor&, Tensor&) { lacks("ReLU^2"); }
-void Backend::relu2_backward(const Tensor&, const Tensor&, Tensor&) { lacks("ReLU^2"); }
-void Backend::residual_mix_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&) {
-  lacks("resid / x0 lambdas");
-}
-void Backend::residual_mix_backward(Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&,
-                                    Tensor&, Tensor&) {
-  lacks("resid / x0 lambdas");
-}
-void Backend::softcap_forward(Tensor&, float) { lacks("logit softcap"); }
-void Backend::softcap_backward(Tensor&, const Tensor&, float) { lacks("logit softcap"); }
-
 bool is_gemm_path(const std::string& path) { return path == "auto" || path == "emulated" || path == "native"; }
 
 void register_backend(const std::string& device, BackendFactory factory) { registry()[device] = factory; }

@@ -20,7 +20,6 @@ enum LayerParam { kAttnNorm = 0, kWqkv = 1, kWo = 2, kFfnNorm = 3, kWup = 4, kWd
 Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend)
     : config_(std::move(config)), backend_(backend) {
   config_.validate();
-  backend_.check_supported(config_);
   const ModelConfig& c = config_;
   const int64_t d = c.d_model, h = c.d_ff, v = c.vocab;
   const bool gains = c.norm_weights;

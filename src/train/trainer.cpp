@@ -131,7 +131,6 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
                         what + " (at least the weights, gradients, AdamW state and logits)");
   }
   const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
-  backend->check_supported(mc);  // before the run folder is touched
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
   const bool lead = backend->rank() == 0;
   const int world = backend->world();

@@ -9,6 +9,17 @@
 // kernel per key tile walks the query tiles (keys are the warp rows, so the scores are computed
 // transposed), and a dQ kernel per query tile walks the key tiles; each recomputes
 // P = exp(S * scale - lse). That is 7 tile products instead of the 5 of an atomic-add dQ.
+//
+// Grouped-query attention: the forward and dQ blocks of query head h read key/value head
+// h / group (addressing only). A dK/dV block belongs to a key/value head and walks the query
+// tiles of each of its group's query heads in turn, accumulating dK and dV in registers: the
+// sum over the group in a fixed order, no atomics, deterministic.
+// Sliding window: query i sees keys i - window .. i; blocks walk only the tiles that meet the
+// band, warps skip the tiles outside it, and tiles crossing either edge of the band are masked
+// element by element (a window of at least seq - 1 is the full causal attention).
+// Both live in the kernels' kGeneral instantiation (runtime group and window; window = seq when
+// there is none); multi-head full causal attention runs kGeneral = false, the kernels as they
+// were before either existed (group 1 and no window at compile time: the same code).
 #include <cmath>
 
 #include "cuda/ops/common.cuh"
@@ -79,15 +90,19 @@ __device__ __forceinline__ void to_a(const float (&lo)[4], const float (&hi)[4],
   a[3] = pack_bf16(hi[2], hi[3]);
 }
 
-// The (batch, head) slice of block row blockIdx.y = batch * heads + head: offsets of its first
-// element in the packed QKV [batch * seq, 3 d] (and dQKV) and in [batch * seq, d] tensors (out, dO).
-template <int HD>
+// The (batch, head) slice bh = batch * heads + head: offsets of its first element in the packed
+// QKV [batch * seq, d + 2 kvd] (and dQKV): q at qkv, k of its key/value head (head / group) at k,
+// v at k + kvd; and in [batch * seq, d] tensors (out, dO) at rows. Without kGeneral (group 1)
+// the arithmetic of the kernels before grouped-query attention, which ptxas allocates best.
+template <int HD, bool kGeneral>
 struct Head {
-  int bh, d;
-  int64_t ld, qkv, rows;
-  __device__ Head(int seq, int heads)
-      : bh(blockIdx.y), d(heads * HD), ld(3LL * heads * HD),
+  int bh, d, kvd;
+  int64_t ld, qkv, k, rows;
+  __device__ Head(int bh_, int seq, int heads, int group)
+      : bh(bh_), d(heads * HD), kvd(heads / group * HD),
+        ld(kGeneral ? static_cast<int64_t>(heads + 2 * (heads / group)) * HD : 3LL * heads * HD),
         qkv(static_cast<int64_t>(bh / heads) * seq * ld + (bh % heads) * HD),
+        k(static_cast<int64_t>(bh / heads) * seq * ld + d + (bh % heads) / group * HD),
         rows(static_cast<int64_t>(bh / heads) * seq * d + (bh % heads) * HD) {}
 };
 
@@ -247,49 +262,56 @@ struct Fwd {
   static constexpr size_t kSmem = static_cast<size_t>(BM + 4 * BN) * HD * 2;  // Q, K[2], V[2]
 };
 
-template <int HD>
+template <int HD, bool kGeneral>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse, int seq,
-                             int heads, float scale_log2) {
+                             int heads, int group, int window, float scale_log2) {
   constexpr int MT = Fwd<HD>::MT, BM = Fwd<HD>::BM, BN = Fwd<HD>::BN, NS = BN / 8, NO = HD / 8, WR = 16 * MT;
   constexpr uint32_t kTile = BN * HD * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sQ = smem_addr(smem), sK = sQ + BM * HD * 2, sV = sK + 2 * kTile;
 
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BM;  // the longest rows first
-  const Head<HD> hd(seq, heads);
+  const Head<HD, kGeneral> hd(blockIdx.y, seq, heads, kGeneral ? group : 1);
   const int bh = hd.bh, d = hd.d;
   const int64_t ld = hd.ld;
-  const bf16 *q = qkv + hd.qkv, *k = q + d, *v = q + 2 * d;
+  const bf16 *q = qkv + hd.qkv, *k = kGeneral ? qkv + hd.k : q + d, *v = kGeneral ? k + hd.kvd : q + 2 * d;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wrow0 = q0 + WR * warp;     // the warp's first query row
   const int row = wrow0 + (lane >> 2);  // this thread's rows: row + 16 mt + 8 r
   const int n_kv = ((q0 + BM < seq ? q0 + BM : seq) + BN - 1) / BN;
+  // The first key tile: the one of the block's first row's first key.
+  const int j0 = kGeneral ? (q0 > window ? q0 - window : 0) / BN : 0;
 
   load_tile<BM, HD>(sQ, q, ld, q0, seq);
-  load_kv<BN, HD>(sK, sV, k, v, ld, 0, 0, seq);
+  load_kv<BN, HD>(sK, sV, k, v, ld, j0 & 1, j0 * BN, seq);
   cp_async_commit();
 
   float o[MT][NO][4] = {};
   float m[MT][2], l[MT][2];  // running max (scaled, log2 domain) and sum of each row
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
-  for (int j = 0; j < n_kv; ++j) {
+  for (int j = j0; j < n_kv; ++j) {
     const uint32_t kbuf = sK + (j & 1) * kTile, vbuf = sV + (j & 1) * kTile;
     next_stage(j + 1 < n_kv, [&] { load_kv<BN, HD>(sK, sV, k, v, ld, (j + 1) & 1, (j + 1) * BN, seq); });
 
     const int kv0 = j * BN;
-    if (kv0 <= wrow0 + WR - 1) {  // else every key of the tile is after every row of the warp
+    // Else every key of the tile is after every row of the warp (or, windowed, before the
+    // window of every row).
+    if (kv0 <= wrow0 + WR - 1 && (!kGeneral || wrow0 - (kv0 + BN - 1) <= window)) {
       float s[MT][NS][4] = {};
       mma_rows<HD, MT, NS>(s, sQ, WR * warp, kbuf);
-      if (kv0 + BN - 1 > wrow0)  // the diagonal: mask keys after the row
+      // The diagonal: mask keys after the row; windowed, the band's lower edge: keys before it.
+      if (kv0 + BN - 1 > wrow0 || (kGeneral && wrow0 + WR - 1 - kv0 > window))
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (kv0 + 8 * nt + 2 * (lane & 3) + (e & 1) > row + 16 * mt + 8 * (e >> 1)) s[mt][nt][e] = -INFINITY;
+            for (int e = 0; e < 4; ++e) {
+              const int key = kv0 + 8 * nt + 2 * (lane & 3) + (e & 1), rr = row + 16 * mt + 8 * (e >> 1);
+              if (key > rr || (kGeneral && rr - key > window)) s[mt][nt][e] = -INFINITY;
+            }
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -299,9 +321,12 @@ __global__ void __launch_bounds__(kThreads)
           for (int nt = 0; nt < NS; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]) * scale_log2);
           mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
           mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 2));
-          // Key 0 is in the first tile, so every row's max is finite from then on (a row whose
-          // keys in this tile are all masked keeps its max: alpha = 1, p = 0).
-          const float alpha = exp2_fast(m[mt][r] - mx);
+          // Full causal: key 0 is in the first tile, so every row's max is finite from then on (a
+          // row whose keys in this tile are all masked keeps its max: alpha = 1, p = 0).
+          // Windowed, a row may have seen no key yet (max -inf): it subtracts 0 instead, which
+          // gives alpha = 0 (on zero sums) and p = 0.
+          const float base = kGeneral && mx == -INFINITY ? 0.0f : mx;
+          const float alpha = exp2_fast(m[mt][r] - base);
           m[mt][r] = mx;
           l[mt][r] *= alpha;
 #pragma unroll
@@ -310,7 +335,7 @@ __global__ void __launch_bounds__(kThreads)
           for (int nt = 0; nt < NS; ++nt)
 #pragma unroll
             for (int e = 2 * r; e < 2 * r + 2; ++e) {
-              const float p = exp2_fast(__fmaf_rn(s[mt][nt][e], scale_log2, -mx));
+              const float p = exp2_fast(__fmaf_rn(s[mt][nt][e], scale_log2, -base));
               s[mt][nt][e] = p;
               l[mt][r] += p;
             }
@@ -365,25 +390,26 @@ struct BwdQ {
   static constexpr size_t kSmem = static_cast<size_t>(2 * BM + 4 * BN) * HD * 2;                 // Q, dO, K[2], V[2]
 };
 
-template <int HD>
+template <int HD, bool kGeneral>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
-                        const float* __restrict__ delta, bf16* __restrict__ dqkv, int seq, int heads, float scale,
-                        float scale_log2) {
+                        const float* __restrict__ delta, bf16* __restrict__ dqkv, int seq, int heads, int group,
+                        int window, float scale, float scale_log2) {
   constexpr int MT = BwdQ<HD>::MT, BM = BwdQ<HD>::BM, BN = BwdQ<HD>::BN, NS = BN / 8, NO = HD / 8, WR = 16 * MT;
   constexpr uint32_t kTile = BN * HD * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sQ = smem_addr(smem), sdO = sQ + BM * HD * 2, sK = sdO + BM * HD * 2, sV = sK + 2 * kTile;
 
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BM;
-  const Head<HD> hd(seq, heads);
+  const Head<HD, kGeneral> hd(blockIdx.y, seq, heads, kGeneral ? group : 1);
   const int bh = hd.bh, d = hd.d;
   const int64_t ld = hd.ld;
-  const bf16 *q = qkv + hd.qkv, *k = q + d, *v = q + 2 * d;
+  const bf16 *q = qkv + hd.qkv, *k = kGeneral ? qkv + hd.k : q + d, *v = kGeneral ? k + hd.kvd : q + 2 * d;
   const bf16* dO = dout + hd.rows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wrow0 = q0 + WR * warp, row = wrow0 + (lane >> 2);
   const int n_kv = ((q0 + BM < seq ? q0 + BM : seq) + BN - 1) / BN;
+  const int j0 = kGeneral ? (q0 > window ? q0 - window : 0) / BN : 0;  // as in the forward
 
   float lse2[MT][2], dl[MT][2];  // padded rows: finite values, their results are not stored
 #pragma unroll
@@ -398,20 +424,21 @@ __global__ void __launch_bounds__(kThreads)
 
   load_tile<BM, HD>(sQ, q, ld, q0, seq);
   load_tile<BM, HD>(sdO, dO, d, q0, seq);
-  load_kv<BN, HD>(sK, sV, k, v, ld, 0, 0, seq);
+  load_kv<BN, HD>(sK, sV, k, v, ld, j0 & 1, j0 * BN, seq);
   cp_async_commit();
 
   float dq[MT][NO][4] = {};
-  for (int j = 0; j < n_kv; ++j) {
+  for (int j = j0; j < n_kv; ++j) {
     const uint32_t kbuf = sK + (j & 1) * kTile, vbuf = sV + (j & 1) * kTile;
     next_stage(j + 1 < n_kv, [&] { load_kv<BN, HD>(sK, sV, k, v, ld, (j + 1) & 1, (j + 1) * BN, seq); });
 
     const int kv0 = j * BN;
-    if (kv0 <= wrow0 + WR - 1) {
+    if (kv0 <= wrow0 + WR - 1 && (!kGeneral || wrow0 - (kv0 + BN - 1) <= window)) {
       float s[MT][NS][4] = {}, dp[MT][NS][4] = {};
       mma_rows<HD, MT, NS>(s, sQ, WR * warp, kbuf);    // S = Q K^T
       mma_rows<HD, MT, NS>(dp, sdO, WR * warp, vbuf);  // dP = dO V^T
       const bool diagonal = kv0 + BN - 1 > wrow0;
+      const bool band_edge = kGeneral && wrow0 + WR - 1 - kv0 > window;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -419,7 +446,13 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = e >> 1;
-            const bool masked = diagonal && kv0 + 8 * nt + 2 * (lane & 3) + (e & 1) > row + 16 * mt + 8 * r;
+            bool masked;
+            if constexpr (kGeneral) {
+              const int key = kv0 + 8 * nt + 2 * (lane & 3) + (e & 1), rr = row + 16 * mt + 8 * r;
+              masked = (diagonal || band_edge) && (key > rr || rr - key > window);
+            } else {
+              masked = diagonal && kv0 + 8 * nt + 2 * (lane & 3) + (e & 1) > row + 16 * mt + 8 * r;
+            }
             const float p = masked ? 0.0f : exp2_fast(__fmaf_rn(s[mt][nt][e], scale_log2, -lse2[mt][r]));
             s[mt][nt][e] = p * (dp[mt][nt][e] - dl[mt][r]);  // dS / scale
           }
@@ -437,11 +470,15 @@ struct BwdKV {
   static constexpr size_t kSmem = static_cast<size_t>(2 * BN + 4 * BQ) * HD * 2 + 4 * BQ * sizeof(float);
 };
 
-template <int HD>
+// A block per (key tile, batch * kv_heads + key/value head): for each query head hh of the
+// group in turn, the query tiles that see the block's keys, double-buffered (the pipeline
+// restarts at each head: one exposed tile load per head); dK and dV accumulate over all of them
+// in registers.
+template <int HD, bool kGeneral>
 __global__ void __launch_bounds__(kThreads)
     attention_dkv_kernel(const bf16* __restrict__ qkv, const bf16* __restrict__ dout, const float* __restrict__ lse,
-                         const float* __restrict__ delta, bf16* __restrict__ dqkv, int seq, int heads, float scale,
-                         float scale_log2) {
+                         const float* __restrict__ delta, bf16* __restrict__ dqkv, int seq, int heads, int group,
+                         int window, float scale, float scale_log2) {
   constexpr int MT = BwdKV<HD>::MT, BN = BwdKV<HD>::BN, BQ = BwdKV<HD>::BQ, NQ = BQ / 8, NO = HD / 8, WR = 16 * MT;
   constexpr uint32_t kTile = BQ * HD * 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -451,71 +488,105 @@ __global__ void __launch_bounds__(kThreads)
   const float* fD = reinterpret_cast<const float*>(smem + (sD - sK));
 
   const int kv0 = blockIdx.x * BN;  // key tile 0 has the most query tiles: launched first
-  const Head<HD> hd(seq, heads);
+  const int grp = kGeneral ? group : 1, kv_heads = heads / grp;
+  // The group's first query head: its slice; head hh of the group is HD columns (q, dO) and seq
+  // values (lse, delta) further on.
+  const Head<HD, kGeneral> hd(kGeneral ? static_cast<int>(blockIdx.y / kv_heads) * heads +
+                                   static_cast<int>(blockIdx.y % kv_heads) * grp
+                             : static_cast<int>(blockIdx.y),
+                    seq, heads, grp);
   const int bh = hd.bh, d = hd.d;
   const int64_t ld = hd.ld;
-  const bf16 *q = qkv + hd.qkv, *k = q + d, *v = q + 2 * d;
+  const bf16 *q = qkv + hd.qkv, *k = kGeneral ? qkv + hd.k : q + d, *v = kGeneral ? k + hd.kvd : q + 2 * d;
   const bf16* dO = dout + hd.rows;
   const float *lrow = lse + static_cast<int64_t>(bh) * seq, *drow = delta + static_cast<int64_t>(bh) * seq;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wkey0 = kv0 + WR * warp, key = wkey0 + (lane >> 2);  // this thread's keys: key + 16 mt + 8 r
   const int i0 = kv0 / BQ, n_q = (seq + BQ - 1) / BQ;
+  // Past the last query tile that sees the block's last key (windowed).
+  const int i1 = kGeneral ? static_cast<int>(min(static_cast<int64_t>(n_q),
+                                                  (static_cast<int64_t>(kv0) + BN - 1 + window) / BQ + 1))
+                         : n_q;
 
+  // The query-side tiles of (head hh, query tile i) into buffer buf.
+  auto load_q = [&](int hh, int i, int buf) {
+    const int64_t hq = kGeneral ? hh * HD : 0, hl = kGeneral ? static_cast<int64_t>(hh) * seq : 0;
+    load_tile<BQ, HD>(sQ + buf * kTile, q + hq, ld, i * BQ, seq);
+    load_tile<BQ, HD>(sdO + buf * kTile, dO + hq, d, i * BQ, seq);
+    load_row(sL + buf * BQ * 4, lrow + hl, i * BQ, BQ, seq);
+    load_row(sD + buf * BQ * 4, drow + hl, i * BQ, BQ, seq);
+  };
   load_tile<BN, HD>(sK, k, ld, kv0, seq);
   load_tile<BN, HD>(sV, v, ld, kv0, seq);
-  load_tile<BQ, HD>(sQ, q, ld, i0 * BQ, seq);
-  load_tile<BQ, HD>(sdO, dO, d, i0 * BQ, seq);
-  load_row(sL, lrow, i0 * BQ, BQ, seq);
-  load_row(sD, drow, i0 * BQ, BQ, seq);
+  load_q(0, i0, 0);
   cp_async_commit();
 
   float dk[MT][NO][4] = {}, dv[MT][NO][4] = {};
-  for (int i = i0; i < n_q; ++i) {
-    const int buf = (i - i0) & 1, nbuf = buf ^ 1;
-    next_stage(i + 1 < n_q, [&] {
-      load_tile<BQ, HD>(sQ + nbuf * kTile, q, ld, (i + 1) * BQ, seq);
-      load_tile<BQ, HD>(sdO + nbuf * kTile, dO, d, (i + 1) * BQ, seq);
-      load_row(sL + nbuf * BQ * 4, lrow, (i + 1) * BQ, BQ, seq);
-      load_row(sD + nbuf * BQ * 4, drow, (i + 1) * BQ, BQ, seq);
-    });
-
-    const int qs0 = i * BQ;
-    if (qs0 + BQ - 1 >= wkey0) {  // else every query of the tile is before every key of the warp
-      const uint32_t qbuf = sQ + buf * kTile, dobuf = sdO + buf * kTile;
-      float st[MT][NQ][4] = {}, dpt[MT][NQ][4] = {};
-      mma_rows<HD, MT, NQ>(st, sK, WR * warp, qbuf);    // S^T = K Q^T
-      mma_rows<HD, MT, NQ>(dpt, sV, WR * warp, dobuf);  // dP^T = V dO^T
-      const float *lt = fL + buf * BQ, *dt = fD + buf * BQ;
-      const bool edge = qs0 < wkey0 + WR - 1 || qs0 + BQ > seq;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NQ; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int c = 8 * nt + 2 * (lane & 3) + (e & 1), qi = qs0 + c;
-            const bool masked = edge && (qi < key + 16 * mt + 8 * (e >> 1) || qi >= seq);
-            const float p = masked ? 0.0f : exp2_fast(__fmaf_rn(st[mt][nt][e], scale_log2, -lt[c] * kLog2e));
-            st[mt][nt][e] = p;
-            dpt[mt][nt][e] = p * (dpt[mt][nt][e] - dt[c]);  // dS^T / scale
-          }
-      mma_cols<HD, MT, BQ / 16>(dv, st, dobuf);  // dV += P^T dO
-      mma_cols<HD, MT, BQ / 16>(dk, dpt, qbuf);  // dK += dS^T Q
+  for (int hh = 0; hh < grp; ++hh) {  // the group's query heads in order (one, without kGeneral)
+    if (hh > 0) {  // its first tile (the previous head's last stage waited for every copy)
+      load_q(hh, i0, 0);
+      cp_async_commit();
     }
-    __syncthreads();
+    for (int i = i0; i < i1; ++i) {
+      const int buf = (i - i0) & 1, nbuf = buf ^ 1;
+      next_stage(i + 1 < i1, [&] { load_q(hh, i + 1, nbuf); });
+
+      const int qs0 = i * BQ;
+      // Else every query of the tile is before every key of the warp (or, windowed, after the
+      // window of every key).
+      if (qs0 + BQ - 1 >= wkey0 && (!kGeneral || qs0 - (wkey0 + WR - 1) <= window)) {
+        const uint32_t qbuf = sQ + buf * kTile, dobuf = sdO + buf * kTile;
+        float st[MT][NQ][4] = {}, dpt[MT][NQ][4] = {};
+        mma_rows<HD, MT, NQ>(st, sK, WR * warp, qbuf);    // S^T = K Q^T
+        mma_rows<HD, MT, NQ>(dpt, sV, WR * warp, dobuf);  // dP^T = V dO^T
+        const float *lt = fL + buf * BQ, *dt = fD + buf * BQ;
+        const bool edge = kGeneral ? qs0 < wkey0 + WR - 1 || qs0 + BQ > seq || qs0 + BQ - 1 - wkey0 > window
+                                   : qs0 < wkey0 + WR - 1 || qs0 + BQ > seq;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NQ; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int c = 8 * nt + 2 * (lane & 3) + (e & 1), qi = qs0 + c;
+              bool masked;
+              if constexpr (kGeneral) {
+                const int kk = key + 16 * mt + 8 * (e >> 1);
+                masked = edge && (qi < kk || qi >= seq || qi - kk > window);
+              } else {
+                masked = edge && (qi < key + 16 * mt + 8 * (e >> 1) || qi >= seq);
+              }
+              const float p = masked ? 0.0f : exp2_fast(__fmaf_rn(st[mt][nt][e], scale_log2, -lt[c] * kLog2e));
+              st[mt][nt][e] = p;
+              dpt[mt][nt][e] = p * (dpt[mt][nt][e] - dt[c]);  // dS^T / scale
+            }
+        mma_cols<HD, MT, BQ / 16>(dv, st, dobuf);  // dV += P^T dO
+        mma_cols<HD, MT, BQ / 16>(dk, dpt, qbuf);  // dK += dS^T Q
+      }
+      __syncthreads();
+    }
   }
   bf16* base = dqkv + hd.qkv;
-  store_rows<HD, MT>(dk, base + d, ld, wkey0, seq, Uniform<MT>(scale).s);
-  store_rows<HD, MT>(dv, base + 2 * d, ld, wkey0, seq, Uniform<MT>(1.0f).s);
+  store_rows<HD, MT>(dk, kGeneral ? dqkv + hd.k : base + d, ld, wkey0, seq, Uniform<MT>(scale).s);
+  store_rows<HD, MT>(dv, kGeneral ? dqkv + hd.k + hd.kvd : base + 2 * d, ld, wkey0, seq, Uniform<MT>(1.0f).s);
 }
 
 void check_shape(const AttentionShape& s, const char* op) {
   detail::require(s.head_dim == 64 || s.head_dim == 128, op,
                   "head_dim " + std::to_string(s.head_dim) + " is not supported (64 or 128)");
   detail::require(s.batch > 0 && s.seq > 0 && s.heads > 0, op, "empty shape");
+  detail::require(s.kv_heads >= 0 && s.heads % s.kv() == 0, op,
+                  "kv_heads " + std::to_string(s.kv_heads) + " must divide heads " + std::to_string(s.heads));
   detail::require(s.batch * s.heads <= 65535, op, "batch * heads must be at most 65535");
   detail::require(s.seq <= (1 << 30), op, "sequence too long");
 }
+
+// A window of at least seq - 1 (or none) is the full causal attention.
+bool windowed(const AttentionShape& s) { return s.window >= 0 && s.window < s.seq - 1; }
+// The kGeneral kernels' window argument: the window, or seq (the same as none).
+int kernel_window(const AttentionShape& s) { return static_cast<int>(windowed(s) ? s.window : s.seq); }
+// Grouped-query or windowed: the kGeneral kernels.
+bool general(const AttentionShape& s) { return s.kv() != s.heads || windowed(s); }
 
 template <class Kernel>
 void set_smem(Kernel kernel, size_t bytes) {
@@ -523,16 +594,17 @@ void set_smem(Kernel kernel, size_t bytes) {
         "cudaFuncSetAttribute (attention shared memory)");
 }
 
-template <int HD>
+template <int HD, bool kGeneral>
 void forward(const bf16* qkv, const AttentionShape& s, bf16* out, float* lse) {
   constexpr size_t smem = Fwd<HD>::kSmem;
-  static const bool configured = (set_smem(attention_forward_kernel<HD>, smem), true);
+  static const bool configured = (set_smem(attention_forward_kernel<HD, kGeneral>, smem), true);
   (void)configured;
   const dim3 grid(static_cast<unsigned>((s.seq + Fwd<HD>::BM - 1) / Fwd<HD>::BM),
                   static_cast<unsigned>(s.batch * s.heads));
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  attention_forward_kernel<HD>
-      <<<grid, kThreads, smem>>>(qkv, out, lse, static_cast<int>(s.seq), static_cast<int>(s.heads), scale * kLog2e);
+  attention_forward_kernel<HD, kGeneral><<<grid, kThreads, smem>>>(
+      qkv, out, lse, static_cast<int>(s.seq), static_cast<int>(s.heads), static_cast<int>(s.heads / s.kv()),
+      kernel_window(s), scale * kLog2e);
   check_launch("attention_forward_kernel");
 }
 
@@ -548,15 +620,16 @@ struct Fork {
   }
 };
 
-template <int HD>
+template <int HD, bool kGeneral>
 void backward(const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const AttentionShape& s,
               bf16* dqkv) {
-  static const bool configured =
-      (set_smem(attention_dq_kernel<HD>, BwdQ<HD>::kSmem), set_smem(attention_dkv_kernel<HD>, BwdKV<HD>::kSmem), true);
+  static const bool configured = (set_smem(attention_dq_kernel<HD, kGeneral>, BwdQ<HD>::kSmem),
+                                  set_smem(attention_dkv_kernel<HD, kGeneral>, BwdKV<HD>::kSmem), true);
   (void)configured;
   static Fork fork;
   const int64_t tokens = s.batch * s.seq, bh = s.batch * s.heads;
-  const int seq = static_cast<int>(s.seq), heads = static_cast<int>(s.heads);
+  const int seq = static_cast<int>(s.seq), heads = static_cast<int>(s.heads), group = static_cast<int>(s.heads / s.kv());
+  const int window = kernel_window(s);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD)), scale_log2 = scale * kLog2e;
 
   detail::Scratch<float> delta(bh * s.seq);  // freed on stream 0 after the join
@@ -568,14 +641,16 @@ void backward(const bf16* dout, const bf16* qkv, const bf16* out, const float* l
   check(cudaEventRecord(fork.fork, 0), "cudaEventRecord");
   check(cudaStreamWaitEvent(fork.stream, fork.fork, 0), "cudaStreamWaitEvent");
   const dim3 grid_q(static_cast<unsigned>((s.seq + BwdQ<HD>::BM - 1) / BwdQ<HD>::BM), static_cast<unsigned>(bh));
-  attention_dq_kernel<HD><<<grid_q, kThreads, BwdQ<HD>::kSmem, fork.stream>>>(qkv, dout, lse, delta.get(), dqkv, seq,
-                                                                              heads, scale, scale_log2);
+  attention_dq_kernel<HD, kGeneral><<<grid_q, kThreads, BwdQ<HD>::kSmem, fork.stream>>>(
+      qkv, dout, lse, delta.get(), dqkv, seq, heads, group, window, scale, scale_log2);
   check_launch("attention_dq_kernel");
   check(cudaEventRecord(fork.join, fork.stream), "cudaEventRecord");
 
-  const dim3 grid_kv(static_cast<unsigned>((s.seq + BwdKV<HD>::BN - 1) / BwdKV<HD>::BN), static_cast<unsigned>(bh));
-  attention_dkv_kernel<HD>
-      <<<grid_kv, kThreads, BwdKV<HD>::kSmem>>>(qkv, dout, lse, delta.get(), dqkv, seq, heads, scale, scale_log2);
+  // One block per key tile and key/value head.
+  const dim3 grid_kv(static_cast<unsigned>((s.seq + BwdKV<HD>::BN - 1) / BwdKV<HD>::BN),
+                     static_cast<unsigned>(s.batch * s.kv()));
+  attention_dkv_kernel<HD, kGeneral><<<grid_kv, kThreads, BwdKV<HD>::kSmem>>>(qkv, dout, lse, delta.get(), dqkv, seq,
+                                                                             heads, group, window, scale, scale_log2);
   check_launch("attention_dkv_kernel");
   check(cudaStreamWaitEvent(0, fork.join, 0), "cudaStreamWaitEvent");
 }
@@ -586,10 +661,11 @@ void attention_forward(const bf16* qkv, const AttentionShape& s, bf16* out, floa
   check_shape(s, "attention_forward");
   detail::require_aligned(qkv, "attention_forward", "qkv");
   detail::require_aligned(out, "attention_forward", "out");
+  const bool w = general(s);
   if (s.head_dim == 64)
-    forward<64>(qkv, s, out, lse);
+    w ? forward<64, true>(qkv, s, out, lse) : forward<64, false>(qkv, s, out, lse);
   else
-    forward<128>(qkv, s, out, lse);
+    w ? forward<128, true>(qkv, s, out, lse) : forward<128, false>(qkv, s, out, lse);
 }
 
 void attention_backward(const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const AttentionShape& s,
@@ -599,10 +675,11 @@ void attention_backward(const bf16* dout, const bf16* qkv, const bf16* out, cons
   detail::require_aligned(qkv, "attention_backward", "qkv");
   detail::require_aligned(out, "attention_backward", "out");
   detail::require_aligned(dqkv, "attention_backward", "dqkv");
+  const bool w = general(s);
   if (s.head_dim == 64)
-    backward<64>(dout, qkv, out, lse, s, dqkv);
+    w ? backward<64, true>(dout, qkv, out, lse, s, dqkv) : backward<64, false>(dout, qkv, out, lse, s, dqkv);
   else
-    backward<128>(dout, qkv, out, lse, s, dqkv);
+    w ? backward<128, true>(dout, qkv, out, lse, s, dqkv) : backward<128, false>(dout, qkv, out, lse, s, dqkv);
 }
 
 }  // namespace q2::cuda::ops

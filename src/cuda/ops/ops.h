@@ -70,17 +70,23 @@ void rope(bf16* x, int64_t rows, int64_t ld, int64_t col0, int64_t n_heads, int6
           int direction);
 
 // ---- causal attention (flash-attention style, BF16 tensor cores, float32 accumulation) ----
-// qkv [batch * seq, 3d] = q | k | v with heads contiguous, d = heads * head_dim; head_dim 64
-// or 128 (anything else throws). Scores are scaled by 1/sqrt(head_dim).
+// qkv [batch * seq, d + 2 kv] = q | k | v with heads contiguous, d = heads * head_dim, kv =
+// kv_heads * head_dim (grouped-query: query head h reads key/value head h / (heads / kv_heads));
+// head_dim 64 or 128 (anything else throws). Scores are scaled by 1/sqrt(head_dim). window < 0:
+// query i attends to keys j <= i; window w >= 0: to i - w <= j <= i (model::AttentionDims).
 struct AttentionShape {
   int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  int64_t kv_heads = 0;  // 0: heads (multi-head); else must divide heads
+  int64_t window = -1;
+  int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
 };
 // out [batch * seq, d]; lse [batch * heads, seq] = natural log-sum-exp of each query row's
 // scaled scores. The backward needs qkv, out and lse unchanged.
 void attention_forward(const bf16* qkv, const AttentionShape& s, bf16* out, float* lse);
-// dqkv [batch * seq, 3d] overwritten (all of it). Deterministic (no atomics): dK/dV and dQ
-// come from two kernels that each recompute the probabilities from lse; the dQ kernel runs on
-// an internal helper stream forked from and joined back to stream 0 (ordering as on stream 0).
+// dqkv [batch * seq, d + 2 kv] overwritten (all of it). Deterministic (no atomics): dK/dV and dQ
+// come from two kernels that each recompute the probabilities from lse (dK/dV of a key/value
+// head summed over its query heads in order, in registers); the dQ kernel runs on an internal
+// helper stream forked from and joined back to stream 0 (ordering as on stream 0).
 void attention_backward(const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, const AttentionShape& s,
                         bf16* dqkv);
 
