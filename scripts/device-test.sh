@@ -29,6 +29,12 @@
 #                                  change kept behaviour: GPU tests, CONFIG's quartet2 and bf16
 #                                  losses against REFERENCE_DIR's, bench layer and step against
 #                                  BEFORE_DIR's build.
+#   scripts/device-test.sh sizes [PRESET...]   (on the GPU machine) 'bench step' of each preset
+#                                  (default nanochat-d20 nanochat-d32) at sequence 2048 and
+#                                  vocabulary 65,536, bf16 and quartet2, micro-batch 1, 2, 4, ...
+#                                  until one does not fit: each row's time, MFU and peak memory,
+#                                  and the largest micro-batch that fits. Extra 'bench step'
+#                                  options in $STEP_ARGS; JSON in $OUT/sizes/.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) only the GPU test programs.
@@ -282,6 +288,44 @@ if rows:
 PY
 }
 
+# sizes [PRESET...]: the model-size table (docs/PERFORMANCE.md): every micro-batch from 1 up,
+# doubling, each in its own process so that the first one that does not fit ends that row.
+sizes() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}/sizes" preset scheme batch
+  mkdir -p "$out"
+  for preset in "${@:-nanochat-d20 nanochat-d32}"; do
+    for preset in $preset; do
+      for scheme in bf16 quartet2; do
+        for batch in 1 2 4 8 16 32 64; do
+          local name="$preset-$scheme-b$batch"
+          # shellcheck disable=SC2086 # STEP_ARGS: extra 'bench step' options, split on spaces
+          if ! "$bundle/quartet2" bench step --presets "$preset" --schemes "$scheme" --batch "$batch" --seq 2048 \
+            --vocab 65536 --steps 3 ${STEP_ARGS:-} --json >"$out/$name.json" 2>"$out/$name.txt"; then
+            echo "$name: does not fit or failed: $(grep -v '^\[bench step\]' "$out/$name.txt" | tail -n 1)"
+            rm -f "$out/$name.json"
+            break
+          fi
+          grep '^\[bench step\]' "$out/$name.txt"
+        done
+      done
+    done
+  done
+  python3 - "$out" <<'PY'
+import glob, json, sys
+rows = {}
+for f in glob.glob(f"{sys.argv[1]}/*.json"):
+    j = json.load(open(f))
+    for r in j["rows"]:
+        rows.setdefault((r["preset"], r["scheme"]), []).append((j["config"]["batch"], r))
+print(f"{'preset':14s} {'scheme':9s} {'batch':>5s} {'ms/step':>9s} {'tokens/s':>10s} {'MFU':>6s} {'peak GiB':>9s}")
+for (preset, scheme), rs in sorted(rows.items()):
+    for b, r in sorted(rs, key=lambda x: x[0]):
+        print(f"{preset:14s} {scheme:9s} {b:5d} {r['step_ms']:9.1f} {r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f}")
+    print(f"{preset:14s} {scheme:9s} largest micro-batch that fits: {max(b for b, _ in rs)} x 2048")
+PY
+}
+
 case "${1:-}" in
   build)
     shift
@@ -293,6 +337,10 @@ case "${1:-}" in
     ;;
   run) run ;;
   tests) gpu_tests ;;
+  sizes)
+    shift
+    sizes "$@"
+    ;;
   train)
     shift
     train "$@"
@@ -319,7 +367,7 @@ case "${1:-}" in
     verify "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | tests | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

@@ -92,6 +92,8 @@ void Transformer::init(uint64_t seed) {
     else if (p.name == "output.weight") value = 0.001;
     else if (out_proj) kind = kConstant, value = 0;
     else kind = kUniform;
+    // Parallel: each element draws from its own counter, so the result is the same on any thread count.
+#pragma omp parallel for
     for (int64_t j = 0; j < m.size(); ++j) {
       if (kind == kConstant) {
         m.data[j] = static_cast<float>(value);
