@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "linear/scheme.h"
 #include "model/transformer.h"
 #include "quant/philox.h"
+#include "train/memory_plan.h"
 #include "train/optimizer.h"
 
 namespace q2::train {
@@ -19,15 +21,24 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
     inputs[i] = philox::word(1, philox::kData, i) % static_cast<uint32_t>(o.vocab);
     targets[i] = philox::word(2, philox::kData, i) % static_cast<uint32_t>(o.vocab);
   }
-  TrainConfig tc;  // default AdamW hyper-parameters
+  TrainConfig tc;  // the optimizer's default hyper-parameters
+  tc.optimizer = o.optimizer;
+  tc.lr = 1e-4;
   for (const std::string& preset : o.presets) {
     for (const std::string& scheme : o.schemes) {
       const model::ModelConfig mc = model::preset(preset, o.vocab, o.seq);
       auto backend = model::make_backend(o.device);
       backend->reset_peak_memory();
+      const size_t before = backend->peak_memory_bytes();
+      TrainConfig run = tc;
+      run.scheme = scheme;
+      run.seq_len = o.seq;
+      run.batch_size = o.batch;
+      run.recompute = o.recompute;
       model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend);
       model.init(1);
-      AdamW opt(*backend, model.params());
+      model.set_recompute(o.recompute);
+      const std::unique_ptr<Optimizer> opt = make_optimizer(tc, *backend, model.params(), mc);
       size_t saved = 0;
       auto step = [&](int64_t t) {
         model.zero_grads();
@@ -36,7 +47,7 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
         model.backward(philox::derive_seed(3, static_cast<uint64_t>(t)), 1.0f / static_cast<float>(tokens));
         const double norm = grad_norm(*backend, model.grads());
         if (norm > 1.0) scale_grads(*backend, model.grads(), static_cast<float>(1.0 / norm));
-        opt.step(model.params(), model.grads(), 1e-4, tc, t);
+        opt->step(model.params(), model.grads(), tc.lr, tc, t);
       };
       for (int i = 0; i < o.warmup; ++i) step(i + 1);
       backend->synchronize();
@@ -55,13 +66,15 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
       r.tokens_per_s = static_cast<double>(tokens) / s;
       r.mfu = r.tokens_per_s * r.flops_per_token / (o.peak_tflops * 1e12);
       r.memory_gib = static_cast<double>(backend->peak_memory_bytes()) / (1 << 30);
+      r.predicted_gib = static_cast<double>(before + plan_memory(mc, run, o.device).peak()) / (1 << 30);
       r.saved_linear_mib = static_cast<double>(saved) / (1 << 20);
       rows.push_back(r);
-      char buf[200];
+      char buf[256];
       std::snprintf(buf, sizeof buf,
-                    "[bench step] %s %s: %.1f ms/step, %.0f tokens/s, MFU %.1f%%, memory %.2f GiB, linears keep %.1f MiB",
+                    "[bench step] %s %s: %.1f ms/step, %.0f tokens/s, MFU %.1f%%, memory %.2f GiB (predicted %.2f GiB), "
+                    "linears keep %.1f MiB",
                     preset.c_str(), scheme.c_str(), r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib,
-                    r.saved_linear_mib);
+                    r.predicted_gib, r.saved_linear_mib);
       log(buf);
     }
   }
@@ -70,9 +83,12 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
 
 void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>& rows, bool json) {
   FILE* t = json ? stderr : stdout;
-  std::fprintf(t, "device %s, batch %lld x seq %lld, vocab %lld, %d timed steps after %d warm-up, MFU vs %.0f TFLOP/s\n",
+  std::fprintf(t,
+               "device %s, batch %lld x seq %lld, vocab %lld, %s%s, %d timed steps after %d warm-up, MFU vs %.0f "
+               "TFLOP/s\n",
                o.device.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
-               static_cast<long long>(o.vocab), o.steps, o.warmup, o.peak_tflops);
+               static_cast<long long>(o.vocab), o.optimizer.c_str(), o.recompute ? ", recompute" : "", o.steps,
+               o.warmup, o.peak_tflops);
   std::fprintf(t, "%-6s %-9s %10s %12s %7s %10s %12s %9s\n", "preset", "scheme", "ms/step", "tokens/s", "MFU", "memory",
                "linears keep", ("vs " + o.schemes.front()).c_str());
   for (const StepBenchRow& r : rows) {
@@ -85,8 +101,9 @@ void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>
   }
   if (!json) return;
   nlohmann::json j;
-  j["config"] = {{"device", o.device}, {"batch", o.batch}, {"seq", o.seq},         {"vocab", o.vocab},
-                 {"warmup", o.warmup}, {"steps", o.steps}, {"peak_tflops", o.peak_tflops}};
+  j["config"] = {{"device", o.device},       {"batch", o.batch},         {"seq", o.seq},
+                 {"vocab", o.vocab},         {"optimizer", o.optimizer}, {"recompute", o.recompute},
+                 {"warmup", o.warmup},       {"steps", o.steps},         {"peak_tflops", o.peak_tflops}};
   for (const StepBenchRow& r : rows)
     j["rows"].push_back({{"preset", r.preset},
                          {"scheme", r.scheme},
@@ -96,6 +113,7 @@ void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>
                          {"tokens_per_s", r.tokens_per_s},
                          {"mfu", r.mfu},
                          {"memory_gib", r.memory_gib},
+                         {"predicted_gib", r.predicted_gib},
                          {"saved_linear_mib", r.saved_linear_mib}});
   std::printf("%s\n", j.dump(2).c_str());
 }

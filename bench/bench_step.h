@@ -1,6 +1,6 @@
 #pragma once
-// Training-step benchmark: the full step (forward, backward, gradient clipping, AdamW) of a
-// preset model on synthetic tokens, per scheme, on any backend.
+// Training-step benchmark: the full step (forward, backward, gradient clipping, the optimizer)
+// of a preset model on synthetic tokens, per scheme, on any backend.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -13,6 +13,8 @@ struct StepBenchOptions {
   std::vector<std::string> presets = {"100m", "200m"};
   std::vector<std::string> schemes = {"bf16", "quartet2"};
   int64_t batch = 16, seq = 1024, vocab = 32768;
+  std::string optimizer = "adamw";  // train.optimizer
+  bool recompute = false;           // train.recompute
   int warmup = 2, steps = 5;
   double peak_tflops = 989.0;  // dense BF16 peak of an H100 SXM, the MFU denominator
 };
@@ -23,6 +25,8 @@ struct StepBenchRow {
   double flops_per_token = 0;  // 6 N + 12 L d seq (PaLM's model FLOPs, N without embeddings)
   double step_ms = 0, tokens_per_s = 0, mfu = 0;
   double memory_gib = 0;  // backend memory after the timed steps (its high-water mark)
+  // train::plan_memory's peak plus what the backend held before the model (the CUDA context)
+  double predicted_gib = 0;
   double saved_linear_mib = 0;  // what the block linears keep for backward (X or packed X_q)
 };
 

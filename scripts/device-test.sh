@@ -32,7 +32,7 @@
 #   scripts/device-test.sh sizes [PRESET...]   (on the GPU machine) 'bench step' of each preset
 #                                  (default nanochat-d20 nanochat-d32) at sequence 2048 and
 #                                  vocabulary 65,536, bf16 and quartet2, micro-batch 1, 2, 4, ...
-#                                  until one does not fit: each row's time, MFU and peak memory,
+#                                  ($BATCHES) until one does not fit: each row's time, MFU and peak memory,
 #                                  and the largest micro-batch that fits. Extra 'bench step'
 #                                  options in $STEP_ARGS; JSON in $OUT/sizes/.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
@@ -297,8 +297,8 @@ sizes() {
   for preset in "${@:-nanochat-d20 nanochat-d32}"; do
     for preset in $preset; do
       for scheme in bf16 quartet2; do
-        for batch in 1 2 4 8 16 32 64; do
-          local name="$preset-$scheme-b$batch"
+        for batch in ${BATCHES:-1 2 4 8 16 32}; do
+          local name="$preset-$scheme-b$batch${STEP_ARGS:+-$(echo "$STEP_ARGS" | tr -dc 'a-z0-9')}"
           # shellcheck disable=SC2086 # STEP_ARGS: extra 'bench step' options, split on spaces
           if ! "$bundle/quartet2" bench step --presets "$preset" --schemes "$scheme" --batch "$batch" --seq 2048 \
             --vocab 65536 --steps 3 ${STEP_ARGS:-} --json >"$out/$name.json" 2>"$out/$name.txt"; then
@@ -316,13 +316,19 @@ import glob, json, sys
 rows = {}
 for f in glob.glob(f"{sys.argv[1]}/*.json"):
     j = json.load(open(f))
+    cfg = j["config"]
     for r in j["rows"]:
-        rows.setdefault((r["preset"], r["scheme"]), []).append((j["config"]["batch"], r))
-print(f"{'preset':14s} {'scheme':9s} {'batch':>5s} {'ms/step':>9s} {'tokens/s':>10s} {'MFU':>6s} {'peak GiB':>9s}")
-for (preset, scheme), rs in sorted(rows.items()):
+        key = (r["preset"], r["scheme"], cfg.get("optimizer", "adamw"), cfg.get("recompute", False))
+        rows.setdefault(key, []).append((cfg["batch"], r))
+print(f"{'preset':14s} {'scheme':9s} {'optim':6s} {'recomp':6s} {'batch':>5s} {'ms/step':>9s} {'tokens/s':>10s} "
+      f"{'MFU':>6s} {'peak GiB':>9s} {'predicted':>9s} {'pred/meas':>9s}")
+for (preset, scheme, opt, rc), rs in sorted(rows.items()):
     for b, r in sorted(rs, key=lambda x: x[0]):
-        print(f"{preset:14s} {scheme:9s} {b:5d} {r['step_ms']:9.1f} {r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f}")
-    print(f"{preset:14s} {scheme:9s} largest micro-batch that fits: {max(b for b, _ in rs)} x 2048")
+        p = r.get("predicted_gib", 0)
+        print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} {b:5d} {r['step_ms']:9.1f} "
+              f"{r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f} {p:9.2f} {p / r['memory_gib']:9.3f}")
+    print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} largest micro-batch that fits: "
+          f"{max(b for b, _ in rs)} x 2048")
 PY
 }
 

@@ -52,6 +52,10 @@ void add_bench(CLI::App& app) {
   step->add_option("--seq", so->seq, "sequence length")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--vocab", so->vocab, "vocabulary size")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--steps", so->steps, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
+  step->add_option("--optimizer", so->optimizer, "adamw or muon (train.optimizer)")
+      ->check(CLI::IsMember({"adamw", "muon"}))
+      ->capture_default_str();
+  step->add_flag("--recompute", so->recompute, "recompute each block's forward in backward (train.recompute)");
   step->add_option("--peak-tflops", so->peak_tflops, "the device's dense BF16 peak, for MFU")->capture_default_str();
   step->callback([so, json] {
     const auto rows = train::bench_step(*so, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });

@@ -310,6 +310,11 @@ class CudaBackend final : public model::Backend {
     return device_bytes_in_use();
   }
   void reset_peak_memory() override { trim_pool(); }
+  uint64_t free_memory_bytes() override {
+    size_t free = 0, total = 0;
+    check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    return free;
+  }
 
   int rank() const override { return comm_ ? comm_->rank() : 0; }
   int world() const override { return comm_ ? comm_->world() : 1; }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -74,7 +75,8 @@ model::ModelConfig nanochat_config(bool tied) {
 
 // One step of `mc` on the named backend. Lambdas, where the model has them, are set away from
 // their init (1 and 0) so that every term of the mix and its backward counts.
-StepResult one_step(const std::string& device, const std::string& scheme, const model::ModelConfig& mc) {
+StepResult one_step(const std::string& device, const std::string& scheme, const model::ModelConfig& mc,
+                    bool recompute = false) {
   register_cuda_backend();
   const int64_t batch = 3, seq = 200, n = batch * seq;
   const auto in = tokens(n, 1, 1000), tg = tokens(n, 2, 1000);
@@ -82,6 +84,7 @@ StepResult one_step(const std::string& device, const std::string& scheme, const 
   auto backend = model::make_backend(device, options);
   model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend);
   model.init(5);
+  model.set_recompute(recompute);
   for (model::Param& p : model.params()) {
     if (p.name != "resid_lambdas" && p.name != "x0_lambdas") continue;
     Matrix v(1, mc.n_layers);
@@ -161,6 +164,25 @@ TEST(GpuBackend, NanochatQuartet2StepAgreesWithCpu) {
 }
 
 // The GEMM path is chosen at run time: 'auto' always works, 'native' only with FP4 tensor cores.
+// train.recompute on the GPU: backward's second forward makes the very operands of the first
+// (the kernels are deterministic), so loss and every gradient are bit-identical, and so is the
+// step after (the freed operands are made again).
+TEST(GpuBackend, RecomputeGivesBitIdenticalGradients) {
+  REQUIRE_GPU();
+  for (const auto& [label, mc] : {std::pair{"nanochat", nanochat_config(false)}, std::pair{"gqa", gqa_window_config()}}) {
+    for (const char* scheme : {"quartet2", "bf16"}) {
+      SCOPED_TRACE(std::string(label) + " " + scheme);
+      const StepResult kept = one_step("cuda", scheme, mc), again = one_step("cuda", scheme, mc, true);
+      EXPECT_EQ(kept.loss, again.loss);
+      EXPECT_EQ(kept.loss_after, again.loss_after);
+      ASSERT_EQ(kept.grads.size(), again.grads.size());
+      for (size_t i = 0; i < kept.grads.size(); ++i)
+        EXPECT_EQ(0, std::memcmp(kept.grads[i].data.data(), again.grads[i].data.data(), kept.grads[i].data.size() * 4))
+            << kept.names[i] << " differs with recompute";
+    }
+  }
+}
+
 TEST(GpuBackend, GemmPathIsChosenAtRunTime) {
   REQUIRE_GPU();
   register_cuda_backend();

@@ -39,6 +39,8 @@ class LinearOp {
   // Returns dx; accumulates dw (+=). `seed` draws the backward's rotations and rounding.
   virtual Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) = 0;
   virtual size_t saved_bytes() const = 0;
+  // Frees what forward kept (train.recompute: one block's operands at a time).
+  virtual void release() = 0;
 };
 
 struct AdamWHyper {
@@ -132,6 +134,8 @@ class Backend {
   // reserved (CUDA's pool); 0 where the backend does not track it.
   virtual void synchronize() {}
   virtual size_t peak_memory_bytes() { return 0; }
+  // What a run can still allocate: the device's free memory, or the host's available memory.
+  virtual uint64_t free_memory_bytes() = 0;
   virtual void reset_peak_memory() {}
 
   // Data parallelism (docs/ARCHITECTURE.md): this process's place among world() replicas; `what`

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "model/backend.h"
@@ -66,6 +67,7 @@ class CpuLinear final : public LinearOp {
   }
 
   size_t saved_bytes() const override { return saved_.x.bytes(); }
+  void release() override { saved_ = linear::Saved{}; }
 
  private:
   linear::Linear lin_;
@@ -76,6 +78,7 @@ class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   std::string describe() const override { return "cpu (float32; NVFP4 products emulated exactly)"; }
+  uint64_t free_memory_bytes() override { return available_host_memory(); }
   Tensor alloc(int64_t rows, int64_t cols, Role) override { return wrap(Matrix(rows, cols)); }
   void upload(const Matrix& src, Tensor& dst) override {
     if (src.rows != dst.rows || src.cols != dst.cols) throw Error("upload: shapes differ");

@@ -17,50 +17,60 @@ enum LayerParam { kAttnNorm = 0, kWqkv = 1, kWo = 2, kFfnNorm = 3, kWup = 4, kWd
 
 }  // namespace
 
+std::vector<Param> Transformer::param_shapes(const ModelConfig& c) {
+  const int64_t d = c.d_model, h = c.d_ff, v = c.vocab;
+  std::vector<Param> params;
+  auto add = [&](std::string name, int64_t rows, int64_t cols, bool decay) {
+    Tensor t;
+    t.rows = rows;
+    t.cols = cols;
+    params.push_back({std::move(name), t, decay});
+  };
+  add("tok_embeddings.weight", v, d, false);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    if (c.norm_weights) add(p + "attention_norm.weight", 1, d, false);
+    add(linear_name(c, l, kQkv) + ".weight", c.qkv_rows(), d, true);
+    add(linear_name(c, l, kO) + ".weight", d, d, true);
+    if (c.norm_weights) add(p + "ffn_norm.weight", 1, d, false);
+    add(linear_name(c, l, kUp) + ".weight", c.mlp_in_rows(), d, true);
+    add(linear_name(c, l, kDown) + ".weight", d, h, true);
+  }
+  if (c.resid_x0_lambdas) {
+    add("resid_lambdas", 1, c.n_layers, false);
+    add("x0_lambdas", 1, c.n_layers, false);
+  }
+  if (c.norm_weights) add("norm.weight", 1, d, false);
+  if (!c.tie_embeddings) add("output.weight", v, d, false);
+  return params;
+}
+
 Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend)
     : config_(std::move(config)), backend_(backend) {
   config_.validate();
   const ModelConfig& c = config_;
-  const int64_t d = c.d_model, h = c.d_ff, v = c.vocab;
   const bool gains = c.norm_weights;
   offset_ = gains ? std::array<int, 6>{0, 1, 2, 3, 4, 5} : std::array<int, 6>{-1, 0, 1, -1, 2, 3};
   per_layer_ = gains ? 6 : 4;
-  auto add = [&](std::string name, int64_t rows, int64_t cols, bool decay) {
-    params_.push_back({std::move(name), backend_.alloc(rows, cols, Role::kParam), decay});
-  };
-  add("tok_embeddings.weight", v, d, false);
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = "layers." + std::to_string(l) + ".";
-    if (gains) add(p + "attention_norm.weight", 1, d, false);
-    add(linear_name(static_cast<int>(l), kQkv) + ".weight", c.qkv_rows(), d, true);
-    add(linear_name(static_cast<int>(l), kO) + ".weight", d, d, true);
-    if (gains) add(p + "ffn_norm.weight", 1, d, false);
-    add(linear_name(static_cast<int>(l), kUp) + ".weight", c.mlp_in_rows(), d, true);
-    add(linear_name(static_cast<int>(l), kDown) + ".weight", d, h, true);
-    for (int w = 0; w < kLinears; ++w)
-      linears_.push_back(backend_.make_linear(scheme, linear_name(static_cast<int>(l), w)));
+  params_ = param_shapes(c);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Param& p = params_[i];
+    p.value = backend_.alloc(p.value.rows, p.value.cols, Role::kParam);
+    if (p.name == "resid_lambdas") lambdas_ = i;
+    if (p.name == "norm.weight") final_norm_ = i;
+    if (p.name == "output.weight") head_ = i;
   }
-  if (c.resid_x0_lambdas) {
-    lambdas_ = params_.size();
-    add("resid_lambdas", 1, c.n_layers, false);
-    add("x0_lambdas", 1, c.n_layers, false);
-  }
-  if (gains) {
-    final_norm_ = params_.size();
-    add("norm.weight", 1, d, false);
-  }
-  if (!c.tie_embeddings) {
-    head_ = params_.size();
-    add("output.weight", v, d, false);
-  }
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int w = 0; w < kLinears; ++w) linears_.push_back(backend_.make_linear(scheme, linear_name(c, l, w)));
   for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols, Role::kParam));
   cache_.resize(static_cast<size_t>(c.n_layers));
+  block_in_.resize(static_cast<size_t>(c.n_layers));
 }
 
-std::string Transformer::linear_name(int layer, int which) const {
+std::string Transformer::linear_name(const ModelConfig& c, int layer, int which) {
   static const char* const kNames[] = {"attention.wqkv", "attention.wo", nullptr, "feed_forward.w3"};
   // The SwiGLU MLP's fused gate|up is w12, the ReLU^2 MLP's single up projection w1.
-  const char* name = which == kUp ? (config_.mlp == "swiglu" ? "feed_forward.w12" : "feed_forward.w1") : kNames[which];
+  const char* name = which == kUp ? (c.mlp == "swiglu" ? "feed_forward.w12" : "feed_forward.w1") : kNames[which];
   return "layers." + std::to_string(layer) + "." + name;
 }
 
@@ -122,15 +132,50 @@ size_t Transformer::saved_activation_bytes() const {
 
 Tensor Transformer::linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep) {
   if (tap_ && keep) {
-    tap_(linear_name(layer, which) + ".x", x);
-    tap_(linear_name(layer, which) + ".w", w);
+    tap_(linear_name(config_, layer, which) + ".x", x);
+    tap_(linear_name(config_, layer, which) + ".w", w);
   }
   return linear(layer, which).forward(x, w, keep);
 }
 
 Tensor Transformer::linear_backward(int layer, int which, const Tensor& dy, uint64_t seed, Tensor& dw) {
-  if (tap_) tap_(linear_name(layer, which) + ".dy", dy);
+  if (tap_) tap_(linear_name(config_, layer, which) + ".dy", dy);
   return linear(layer, which).backward(dy, seed, dw);
+}
+
+Tensor Transformer::layer_forward(int l, Tensor x, const Tensor& x0, int64_t batch, int64_t seq, LayerCache& k,
+                                  bool keep) {
+  const ModelConfig& c = config_;
+  Backend& B = backend_;
+  const int64_t T = batch * seq, d = c.d_model, hd = c.head_dim(), kvh = c.kv_heads();
+  auto P = [&](int which) -> Tensor& { return params_[layer_param(l, which)].value; };
+  if (c.resid_x0_lambdas) {
+    Tensor mixed = B.alloc(T, d, Role::kActivation);
+    B.residual_mix_forward(x, x0, params_[lambdas_].value, params_[lambdas_ + 1].value, l, mixed);
+    k.x_pre = std::move(x);
+    x = std::move(mixed);
+  }
+  k.x_in = B.clone(x);
+  Tensor a = B.alloc(T, d, Role::kActivation);
+  B.rmsnorm_forward(x, gain(layer_param(l, kAttnNorm)), c.norm_eps, a, k.rstd1);
+  k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
+  B.rope(k.qkv, 0, c.n_heads, hd, seq, c.rope_theta, 1);
+  B.rope(k.qkv, d, kvh, hd, seq, c.rope_theta, 1);
+  if (c.qk_norm) B.head_rmsnorm_forward(k.qkv, 0, c.n_heads + kvh, hd, c.norm_eps, k.qk_rstd);  // q and k heads
+  Tensor att = B.alloc(T, d, Role::kActivation);
+  B.attention_forward(k.qkv, attention_dims(l, batch, seq), att, k.attention);
+  B.add_inplace(x, linear_forward(l, kO, att, P(kWo), keep));
+  k.x_mid = B.clone(x);
+  Tensor m = B.alloc(T, d, Role::kActivation);
+  B.rmsnorm_forward(x, gain(layer_param(l, kFfnNorm)), c.norm_eps, m, k.rstd2);
+  k.h12 = linear_forward(l, kUp, m, P(kWup), keep);
+  Tensor g = B.alloc(T, c.d_ff, Role::kActivation);
+  if (c.mlp == "swiglu")
+    B.swiglu_forward(k.h12, g);
+  else
+    B.relu2_forward(k.h12, g);
+  B.add_inplace(x, linear_forward(l, kDown, g, P(kWdown), keep));
+  return x;
 }
 
 Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq, bool keep) {
@@ -141,7 +186,7 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
   if (seq > c.seq_len)
     throw Error("sequence length " + std::to_string(seq) + " exceeds the model's " + std::to_string(c.seq_len));
   Backend& B = backend_;
-  const int64_t T = batch * seq, d = c.d_model, hd = c.head_dim(), kvh = c.kv_heads();
+  const int64_t T = batch * seq, d = c.d_model;
   Tensor x = B.alloc(T, d, Role::kActivation);
   B.embedding_forward(params_[0].value, inputs, x);
   if (c.embed_norm) {
@@ -156,34 +201,12 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
   const Tensor x0 = x;  // the same tensor: each layer's mix writes a new one
   for (int l = 0; l < c.n_layers; ++l) {
     LayerCache local;
-    LayerCache& k = keep ? cache_[static_cast<size_t>(l)] : local;
-    auto P = [&](int which) -> Tensor& { return params_[layer_param(l, which)].value; };
-    if (c.resid_x0_lambdas) {
-      Tensor mixed = B.alloc(T, d, Role::kActivation);
-      B.residual_mix_forward(x, x0, params_[lambdas_].value, params_[lambdas_ + 1].value, l, mixed);
-      k.x_pre = std::move(x);
-      x = std::move(mixed);
+    if (keep && recompute_) {
+      block_in_[static_cast<size_t>(l)] = B.clone(x);  // all backward needs: it recomputes the rest
+      x = layer_forward(l, std::move(x), x0, batch, seq, local, false);
+    } else {
+      x = layer_forward(l, std::move(x), x0, batch, seq, keep ? cache_[static_cast<size_t>(l)] : local, keep);
     }
-    k.x_in = B.clone(x);
-    Tensor a = B.alloc(T, d, Role::kActivation);
-    B.rmsnorm_forward(x, gain(layer_param(l, kAttnNorm)), c.norm_eps, a, k.rstd1);
-    k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
-    B.rope(k.qkv, 0, c.n_heads, hd, seq, c.rope_theta, 1);
-    B.rope(k.qkv, d, kvh, hd, seq, c.rope_theta, 1);
-    if (c.qk_norm) B.head_rmsnorm_forward(k.qkv, 0, c.n_heads + kvh, hd, c.norm_eps, k.qk_rstd);  // q and k heads
-    Tensor att = B.alloc(T, d, Role::kActivation);
-    B.attention_forward(k.qkv, attention_dims(l, batch, seq), att, k.attention);
-    B.add_inplace(x, linear_forward(l, kO, att, P(kWo), keep));
-    k.x_mid = B.clone(x);
-    Tensor m = B.alloc(T, d, Role::kActivation);
-    B.rmsnorm_forward(x, gain(layer_param(l, kFfnNorm)), c.norm_eps, m, k.rstd2);
-    k.h12 = linear_forward(l, kUp, m, P(kWup), keep);
-    Tensor g = B.alloc(T, c.d_ff, Role::kActivation);
-    if (c.mlp == "swiglu")
-      B.swiglu_forward(k.h12, g);
-    else
-      B.relu2_forward(k.h12, g);
-    B.add_inplace(x, linear_forward(l, kDown, g, P(kWdown), keep));
   }
   Tensor xf = B.alloc(T, d, Role::kActivation), rstd;
   B.rmsnorm_forward(x, gain(final_norm_), c.norm_eps, xf, rstd);
@@ -221,7 +244,7 @@ Tensor Transformer::logits(const std::vector<uint32_t>& inputs, int64_t batch, i
 }
 
 void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& ready) {
-  if (inputs_.empty()) throw Error("backward called before forward");
+  if (inputs_.empty()) throw Error("backward needs a forward first (each forward serves one backward)");
   const ModelConfig& c = config_;
   Backend& B = backend_;
   const int64_t T = batch_ * seq_, d = c.d_model, hd = c.head_dim(), kvh = c.kv_heads();
@@ -242,6 +265,8 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kLinears + which); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
+    // The forward is deterministic: the recomputed block keeps the very operands the first pass made.
+    if (recompute_) layer_forward(l, B.clone(block_in_[static_cast<size_t>(l)]), x0_, batch_, seq_, k, true);
     auto G = [&](int which) -> Tensor& { return grads_[layer_param(l, which)]; };
     // MLP: x = x_mid + down(act(up(norm(x_mid))))
     const Tensor dg = linear_backward(l, kDown, dx, lseed(l, kDown), G(kWdown));
@@ -267,6 +292,11 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
     if (c.resid_x0_lambdas)
       B.residual_mix_backward(dx, k.x_pre, x0_, params_[lambdas_].value, params_[lambdas_ + 1].value, l, dx0,
                               grads_[lambdas_], grads_[lambdas_ + 1]);
+    if (recompute_) {  // one block's activations at a time
+      k = LayerCache{};
+      block_in_[static_cast<size_t>(l)] = Tensor{};
+      for (int w = 0; w < kLinears; ++w) linear(l, w).release();
+    }
   }
   if (c.resid_x0_lambdas) {
     announce(lambdas_, 2);
@@ -279,6 +309,11 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   }
   B.embedding_backward(dx, inputs_, grads_[0]);
   announce(0, 1);
+  // The activations go now, not when the next forward replaces them: room for the optimizer,
+  // and the next forward's peak does not hold two sets of logit gradients.
+  for (LayerCache& k : cache_) k = LayerCache{};
+  dlogits_ = final_in_ = final_out_ = final_rstd_ = emb_in_ = emb_rstd_ = x0_ = Tensor{};
+  inputs_.clear();
 }
 
 }  // namespace q2::model

@@ -29,6 +29,10 @@ class Transformer {
  public:
   Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend);
 
+  // The parameters of a model of config c, in order, as names and shapes (tensors without
+  // data): what the constructor allocates, and what a memory plan counts without allocating.
+  static std::vector<Param> param_shapes(const ModelConfig& c);
+
   // model.init "llama": N(0, 0.02) everywhere, the output projections of each block
   // N(0, 0.02 / sqrt(2 L)), norm gains 1. "nanochat" (its init_weights): embedding N(0, 1), head
   // N(0, 0.001), QKV and the MLP's input U(-sqrt(3 / d), sqrt(3 / d)), output projections 0.
@@ -57,8 +61,15 @@ class Transformer {
   Backend& backend() { return backend_; }
   size_t saved_activation_bytes() const;  // what the last forward kept for the block linears
 
+  // train.recompute: the training forward keeps only each block's input, and backward runs
+  // each block's forward again (its linears keeping their operands) just before its backward,
+  // then frees that block's activations. Gradients are bit-identical to a run without.
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+
   // Called, while set, with the operands of every block linear: "<layer linear name>.x" and
-  // ".w" in the training forward, ".dy" in backward (e.g. to dump real tensors).
+  // ".w" where the linear keeps them for backward (the training forward, or under recompute
+  // backward's second forward), ".dy" in backward (e.g. to dump real tensors).
   using Tap = std::function<void(const std::string& name, const Tensor& t)>;
   void set_tap(Tap tap) { tap_ = std::move(tap); }
 
@@ -69,8 +80,11 @@ class Transformer {
     Tensor x_pre, x_in, qkv, x_mid, h12, rstd1, rstd2, qk_rstd, attention;
   };
   Tensor run(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq, bool keep);
+  // Block l on its input x (the residual stream), returning its output; fills k, and the
+  // linears keep their operands when `keep`.
+  Tensor layer_forward(int l, Tensor x, const Tensor& x0, int64_t batch, int64_t seq, LayerCache& k, bool keep);
   LinearOp& linear(int layer, int which) { return *linears_[static_cast<size_t>(layer * kLinears + which)]; }
-  std::string linear_name(int layer, int which) const;
+  static std::string linear_name(const ModelConfig& c, int layer, int which);
   // The index in params() of a layer's parameter (LayerParam in transformer.cpp), kNone if the
   // model has none (the norm gains of a model without them).
   size_t layer_param(int64_t layer, int which) const;
@@ -90,6 +104,8 @@ class Transformer {
   std::vector<Param> params_;
   std::vector<Tensor> grads_;
   std::vector<LayerCache> cache_;
+  std::vector<Tensor> block_in_;  // under recompute, each block's input
+  bool recompute_ = false;
   std::vector<uint32_t> inputs_, targets_;
   int64_t batch_ = 0, seq_ = 0;
   Tensor final_in_, final_out_, final_rstd_, dlogits_;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <tuple>
 
@@ -307,6 +308,45 @@ TEST(Transformer, Quartet2KeepsPackedActivationsAndRejectsBadTokens) {
   const auto in16 = tokens(2 * 8, 1, 40), tg16 = tokens(2 * 8, 2, 40);
   EXPECT_GT(q.forward(in16, tg16, 2, 8), 0.0);
   q.backward(2, 1.0f);
+}
+
+// train.recompute: the second forward in backward makes the very operands the first one made,
+// so loss and every gradient are bit-identical to a run that kept its activations, for every
+// kind of scheme (quantized forward and backward, NVFP4 kept for backward, BF16), over two
+// steps (so the freed operands are made again).
+TEST(Transformer, RecomputeGivesBitIdenticalGradients) {
+  const auto backend = make_cpu_backend();
+  ModelConfig c = nanochat_micro();
+  c.d_model = 128;
+  c.d_ff = 128;
+  c.seq_len = 64;
+  const auto in = tokens(2 * 64, 1, 40), tg = tokens(2 * 64, 2, 40);
+  for (const char* scheme : {"quartet2", "nvidia", "bf16"}) {
+    SCOPED_TRACE(scheme);
+    std::vector<Matrix> grads[2];
+    double loss[2] = {0, 0};
+    for (int recompute = 0; recompute < 2; ++recompute) {
+      Transformer m(c, linear::scheme_by_name(scheme), *backend);
+      m.init(7);
+      m.set_recompute(recompute == 1);
+      m.zero_grads();
+      for (uint64_t step = 0; step < 2; ++step) {
+        loss[recompute] += m.forward(in, tg, 2, 64);
+        if (recompute) {
+          EXPECT_EQ(m.saved_activation_bytes(), 0u) << "the linears kept operands under recompute";
+        }
+        m.backward(step, 1.0f / 128);
+      }
+      for (const Tensor& g : m.grads()) grads[recompute].push_back(backend->download(g));
+    }
+    EXPECT_EQ(loss[0], loss[1]);
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      ASSERT_EQ(grads[0][i].data.size(), grads[1][i].data.size());
+      EXPECT_EQ(0, std::memcmp(grads[0][i].data.data(), grads[1][i].data.data(), grads[0][i].data.size() * 4))
+          << "gradient " << i << " differs with recompute";
+    }
+  }
 }
 
 }  // namespace

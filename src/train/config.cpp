@@ -51,6 +51,7 @@ void for_each_field(C& c, F&& f) {
   f("train", "beta2", c.beta2);
   f("train", "eps", c.eps);
   f("train", "clip", c.clip);
+  f("train", "recompute", c.recompute);
   f("train", "optimizer", c.optimizer);
   f("train", "matrix_lr", c.matrix_lr);
   f("train", "embedding_lr", c.embedding_lr);
@@ -101,11 +102,11 @@ json typed_defaults() {
   return j;
 }
 
-// The keys that came with train.optimizer (older checkpoints lack them).
-bool added_with_muon(const std::string& section, const std::string& key) {
-  static const char* const keys[] = {"optimizer",           "matrix_lr",     "embedding_lr",         "head_lr",
-                                     "scalar_lr",           "muon_momentum", "muon_momentum_start",  "muon_momentum_warmup",
-                                     "muon_beta2",          "muon_weight_decay", "muon_ns"};
+// The keys that came with train.optimizer and train.recompute (older checkpoints lack them).
+bool added_later(const std::string& section, const std::string& key) {
+  static const char* const keys[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
+                                     "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
+                                     "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute"};
   return section == "train" && std::find(std::begin(keys), std::end(keys), key) != std::end(keys);
 }
 
@@ -131,9 +132,9 @@ TrainConfig from_json(const json& j) {
       const bool given = j.contains(section) && j.at(section).contains(key) && !j.at(section).at(key).is_null();
       // Checkpoints from before data parallelism (or before a dist key) lack it; the dist
       // section describes the launch, not the run, so the defaults stand in. An optional key is
-      // absent when unset. So are the optimizer keys in checkpoints from before Muon: those runs
-      // used the defaults' AdamW.
-      if (!given && (std::string(section) == "dist" || Optional<F>::value || added_with_muon(section, key))) return;
+      // absent when unset. So are the optimizer keys in checkpoints from before Muon (those runs
+      // used the defaults' AdamW) and train.recompute in those from before it.
+      if (!given && (std::string(section) == "dist" || Optional<F>::value || added_later(section, key))) return;
       const json& value = j.at(section).at(key);
       // get_to would cast a float into an integer field as it is (undefined behaviour out of range)
       // and wrap an integer the field cannot hold (train.seed = -1 to 2^64 - 1).

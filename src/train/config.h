@@ -30,6 +30,9 @@ struct TrainConfig {
   std::string gemm = "auto";  // NVFP4 products: auto | emulated | native (model::BackendOptions)
   // optimization
   int64_t batch_size = 8, grad_accum = 1, steps = 1000;
+  // Activation recomputation (model::Transformer::set_recompute): keep only each block's input
+  // and run its forward again in backward; bit-identical gradients for less memory.
+  bool recompute = false;
   double lr = 1e-3, min_lr_ratio = 0.1, warmup_frac = 0.1;
   std::string schedule = "cosine";  // cosine | wsd
   double decay_frac = 0.2;          // wsd: the final fraction of steps that decays

@@ -41,6 +41,7 @@ class Recording final : public model::Backend {
   void finish_allreduces(const std::string&) override { ++finishes; }
 
   std::string name() const override { return "recording"; }
+  uint64_t free_memory_bytes() override { return cpu_->free_memory_bytes(); }
   Tensor alloc(int64_t r, int64_t c, model::Role role) override { return cpu_->alloc(r, c, role); }
   void upload(const Matrix& src, Tensor& dst) override { cpu_->upload(src, dst); }
   Matrix download(const Tensor& t) override { return cpu_->download(t); }

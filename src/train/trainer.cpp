@@ -10,13 +10,13 @@
 #include "common/crc32.h"
 #include "common/error.h"
 #include "common/file.h"
-#include "common/memory.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "quant/seeds.h"
 #include "train/checkpoint.h"
 #include "common/npy.h"
 #include "train/grad_reducer.h"
+#include "train/memory_plan.h"
 #include "train/optimizer.h"
 
 namespace q2::train {
@@ -120,16 +120,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const nlohmann::json dataset = dataset_identity(data);
   const model::ModelConfig mc = model_config(cfg, data.vocab_size);
-  if (cfg.device == "cpu") {
-    // A lower bound of what a CPU step holds at once: weights, gradients and at most two moments,
-    // and one micro-batch's logits with their gradient. Refused here rather than as a failed
-    // allocation minutes in.
-    const std::string what = "train.batch_size " + std::to_string(cfg.batch_size) + " x model.seq_len " +
-                             std::to_string(cfg.seq_len) + " with vocabulary " + std::to_string(mc.vocab);
-    const int64_t logits = checked_mul(checked_mul(cfg.batch_size, cfg.seq_len, what), mc.vocab, what);
-    require_host_memory(static_cast<uint64_t>(checked_mul(2 * mc.total_params() + logits, 8, what)),
-                        what + " (at least the weights, gradients, AdamW state and logits)");
-  }
+  const MemoryPlan memory = plan_memory(mc, cfg, cfg.device);
   const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
   const bool lead = backend->rank() == 0;
@@ -137,12 +128,16 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   auto log = [&](const std::string& m) {
     if (lead) log_all(m);
   };
+  // Refused here rather than as a failed allocation minutes in.
+  const uint64_t free_memory = backend->free_memory_bytes();
+  check_fits(memory, free_memory, mc, cfg);
   std::unique_ptr<RunDir> dir;
   if (lead) {
     dir = std::make_unique<RunDir>(cfg.out_dir, log);
     dir->start(mode);
   }
   model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
+  model.set_recompute(cfg.recompute);
   const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc);
   GradReducer reducer(model, cfg.bucket_mb);
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
@@ -170,6 +165,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
                                    {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
   log("config:\n" + resolved.dump(2));
   log("device: " + backend->describe());
+  log(describe(memory, free_memory));
   if (lead) write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");
 
   // Global tokens: each rank scales its gradients by 1 / (all ranks' tokens), so the

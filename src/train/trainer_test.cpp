@@ -303,10 +303,11 @@ TEST(Trainer, CheckpointsRecordTheirTokenizer) {
 
 TEST(Trainer, ABatchThatCannotFitIsRefusedNamingItsOptions) {
   TrainConfig c = small_config("huge", "bf16");
-  c.batch_size = int64_t{1} << 40;
+  c.batch_size = int64_t{1} << 30;
   const std::string e = test::error_of([&] { run_training(c, StartMode::kFresh, quiet); });
-  EXPECT_NE(e.find("train.batch_size 1099511627776 x model.seq_len 32 with vocabulary 300"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.batch_size 1073741824 x model.seq_len 32 with vocabulary 300"), std::string::npos) << e;
   EXPECT_NE(e.find("is available"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.batch_size = "), std::string::npos) << e << "\nsuggests a micro-batch that fits";
   c.steps = 1;
   c.batch_size = int64_t{1} << 52;  // passes the config's token bound; batch x seq x vocab overflows
   EXPECT_NE(test::error_of([&] { run_training(c, StartMode::kFresh, quiet); }).find("overflows"), std::string::npos);

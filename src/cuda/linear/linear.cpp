@@ -160,6 +160,16 @@ class Layer final : public CudaLinear {
     return saved_xq_.packed.bytes() + saved_xq_.scales.bytes() + sizeof(float);
   }
 
+  void release() override {
+    saved_ = Shapes{};
+    saved_xq_ = DeviceNVFP4{};
+    saved_wq_ = DeviceNVFP4{};
+    saved_x_dense_.release();
+    saved_w_dense_.release();
+    saved_x_ref_ = Tensor{};
+    saved_x_ = nullptr;
+  }
+
   const DeviceNVFP4* quantized(OperandId which) const override { return last_[static_cast<int>(which)]; }
 
  private:

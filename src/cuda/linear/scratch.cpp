@@ -4,14 +4,17 @@
 
 namespace q2::cuda {
 
-BF16Buffer::~BF16Buffer() {
+BF16Buffer::~BF16Buffer() { release(); }
+
+void BF16Buffer::release() {
   if (p_) cudaFreeAsync(p_, 0);
+  p_ = nullptr;
+  n_ = 0;
 }
 
 __nv_bfloat16* BF16Buffer::get(int64_t n) {
   if (n > n_) {
-    if (p_) check(cudaFreeAsync(p_, 0), "cudaFreeAsync");
-    p_ = nullptr;
+    release();
     void* p = nullptr;
     check(cudaMallocAsync(&p, static_cast<size_t>(n) * 2, 0), "cudaMallocAsync of " + std::to_string(n * 2) + " bytes");
     check(cudaStreamSynchronize(0), "cudaStreamSynchronize (new buffer)");

@@ -27,6 +27,7 @@ class BF16Buffer {
   ~BF16Buffer();
   __nv_bfloat16* get(int64_t n);
   const __nv_bfloat16* data() const { return p_; }
+  void release();  // on stream 0, which has joined every earlier user
 
  private:
   __nv_bfloat16* p_ = nullptr;

@@ -1,5 +1,7 @@
 #include "cuda/runtime/device.h"
 
+#include <cstdint>
+
 #include "common/error.h"
 
 namespace q2::cuda {
@@ -9,6 +11,33 @@ void check(cudaError_t e, const std::string& what) {
 }
 
 void check_launch(const char* kernel) { check(cudaGetLastError(), std::string("launch of ") + kernel); }
+
+cudaMemPool_t memory_pool() {
+  static const cudaMemPool_t pool = [] {
+    int device = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    cudaMemPool_t p;
+    check(cudaDeviceGetDefaultMemPool(&p, device), "cudaDeviceGetDefaultMemPool");
+    uint64_t keep = UINT64_MAX;
+    check(cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+    return p;
+  }();
+  return pool;
+}
+
+void* device_alloc(size_t bytes, const std::string& what) {
+  memory_pool();
+  void* p = nullptr;
+  check(cudaMallocAsync(&p, bytes, 0), "cudaMallocAsync of " + std::to_string(bytes) + " bytes (" + what + ")");
+  check(cudaStreamSynchronize(0), "cudaStreamSynchronize (new buffer)");
+  return p;
+}
+
+void device_free(void* p) {
+  // Errors are ignored: this runs in destructors, also after a failed step or at exit.
+  cudaDeviceSynchronize();
+  cudaFreeAsync(p, 0);
+}
 
 bool device_available() {
   int n = 0;

@@ -3,6 +3,7 @@
 // an owning device allocation.
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -16,16 +17,24 @@ void check_launch(const char* kernel);
 // True when at least one CUDA device is usable (never throws).
 bool device_available();
 
-// An owning, move-only device allocation of n elements of T (cudaMalloc / cudaFree).
+// The device's default memory pool, told once to keep freed memory (the default threshold of
+// 0 would return it to the driver at every synchronization, making each step pay for fresh
+// allocations). Every device allocation comes from it, so that memory one kind of buffer frees
+// serves the next of another (cudaMalloc cannot use what a pool keeps).
+cudaMemPool_t memory_pool();
+// `bytes` from the pool, usable on any stream on return; and back, after the device's queued
+// work (the guarantee cudaFree gives).
+void* device_alloc(size_t bytes, const std::string& what);
+void device_free(void* p);
+
+// An owning, move-only device allocation of n elements of T (device_alloc / device_free).
 template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(int64_t n) : n_(n) {
     if (n > 0) {
-      void* p = nullptr;
-      check(cudaMalloc(&p, static_cast<size_t>(n) * sizeof(T)), "cudaMalloc of " + std::to_string(n * sizeof(T)) + " bytes");
-      p_ = static_cast<T*>(p);
+      p_ = static_cast<T*>(device_alloc(static_cast<size_t>(n) * sizeof(T), "DeviceBuffer"));
     }
   }
   DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
@@ -48,7 +57,7 @@ class DeviceBuffer {
 
  private:
   void release() {
-    if (p_) cudaFree(p_);
+    if (p_) device_free(p_);
     p_ = nullptr;
     n_ = 0;
   }

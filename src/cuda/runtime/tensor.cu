@@ -10,31 +10,12 @@
 
 namespace q2::cuda {
 
-namespace {
-
-// The default pool, told once to keep freed memory (the default threshold of 0 would return it
-// to the driver at every synchronization, making each step pay for fresh allocations).
-cudaMemPool_t default_pool() {
-  static const cudaMemPool_t pool = [] {
-    int device = 0;
-    check(cudaGetDevice(&device), "cudaGetDevice");
-    cudaMemPool_t p;
-    check(cudaDeviceGetDefaultMemPool(&p, device), "cudaDeviceGetDefaultMemPool");
-    uint64_t keep = UINT64_MAX;
-    check(cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
-    return p;
-  }();
-  return pool;
-}
-
-}  // namespace
-
 size_t dtype_bytes(model::DType dtype) { return dtype == model::DType::kBF16 ? 2 : 4; }
 
 model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype, Fill fill) {
   if (rows < 0 || cols < 0)
     throw Error("device tensor of negative shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
-  default_pool();
+  memory_pool();
   model::Tensor t;
   t.rows = rows;
   t.cols = cols;
@@ -57,7 +38,7 @@ size_t device_bytes_in_use() {
 
 void trim_pool() {
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  check(cudaMemPoolTrimTo(default_pool(), 0), "cudaMemPoolTrimTo");
+  check(cudaMemPoolTrimTo(memory_pool(), 0), "cudaMemPoolTrimTo");
 }
 
 }  // namespace q2::cuda

@@ -1,0 +1,193 @@
+#include "train/memory_plan.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "common/error.h"
+#include "common/memory.h"
+#include "format/scale_layout.h"
+#include "linear/plan.h"
+#include "model/muon.h"
+#include "model/transformer.h"
+#include "train/optimizer.h"
+
+namespace q2::train {
+
+namespace {
+
+using linear::Kept;
+
+// An NVFP4 tensor as the CUDA layers hold it: packed values, blocked E4M3 scales, one float.
+uint64_t nvfp4_bytes(int64_t rows, int64_t cols) {
+  return static_cast<uint64_t>(rows * cols / 2 + blocked_scale_bytes(rows, cols / 16) + 4);
+}
+
+struct Shape {
+  int64_t n, k;  // a block linear's W [n, k]
+};
+
+// The plan for one micro-batch of `batch` sequences; the fixed parts do not depend on it.
+MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t batch,
+                    bool recompute) {
+  const bool cuda = device == "cuda";
+  const uint64_t a = cuda ? 2 : 4;  // bytes of an activation element (BF16 on the GPU)
+  const uint64_t dense_w = cuda ? 2 : 4;
+  const linear::Plan lp = linear::make_plan(linear::scheme_by_name(c.scheme, c.hadamard));
+  MemoryPlan p;
+  p.device = device;
+  p.micro_batch = batch;
+  p.seq = c.seq_len;
+  p.recompute = recompute;
+
+  // Parameters, gradients and optimizer state, per tensor as the optimizer allocates it.
+  uint64_t muon_transient = 0;  // the largest matrix's orthogonalization buffers
+  for (const model::Param& prm : model::Transformer::param_shapes(mc)) {
+    const uint64_t n = static_cast<uint64_t>(prm.value.rows * prm.value.cols);
+    p.parameters += 4 * n;
+    p.gradients += 4 * n;
+    if (c.optimizer != "muon") {
+      p.optimizer += 8 * n;
+      continue;
+    }
+    const MuonGroup g = muon_group(prm, mc);
+    if (g.group != ParamGroup::kMatrix) {
+      p.optimizer += 8 * n;
+      continue;
+    }
+    p.optimizer += 4 * n + 4 * static_cast<uint64_t>(model::muon_second_moment_size(g.blocks, prm.value.cols));
+    for (const int64_t rows : g.blocks) {  // float32 update, two BF16 iterates, two s x s products
+      const uint64_t e = static_cast<uint64_t>(rows * prm.value.cols), s = std::min<uint64_t>(rows, prm.value.cols);
+      if (cuda) muon_transient = std::max(muon_transient, 8 * e + 4 * s * s);
+    }
+  }
+
+  const uint64_t T = static_cast<uint64_t>(batch * c.seq_len), Tp = static_cast<uint64_t>(lp.padded_rows(batch * c.seq_len));
+  const uint64_t d = mc.d_model, ff = mc.d_ff, qkv = mc.qkv_rows(), up = mc.mlp_in_rows(), V = mc.vocab;
+  const uint64_t H = mc.n_heads, KV = mc.kv_heads();
+  const Shape shapes[] = {{mc.qkv_rows(), mc.d_model}, {mc.d_model, mc.d_model}, {mc.mlp_in_rows(), mc.d_model},
+                          {mc.d_model, mc.d_ff}};
+
+  // One block's forward keeps: its input (and the mixed input with the lambdas), the norms'
+  // rstd, qkv, the QK norms' rstd, attention's output and log-sum-exp, the mid-block residual, the
+  // MLP's input-side output; and what the scheme keeps of each linear's X and W.
+  uint64_t layer = T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
+  if (mc.qk_norm) layer += T * (H + KV) * 4;
+  uint64_t layer_w = 0;
+  for (const Shape& s : shapes) {
+    const uint64_t k = static_cast<uint64_t>(s.k);
+    if (lp.saved_x == Kept::kNvfp4)
+      layer += nvfp4_bytes(static_cast<int64_t>(Tp), s.k);
+    else if (!cuda || Tp != T)
+      layer += Tp * k * a;  // a copy (the CUDA layers keep an unpadded BF16 X by reference)
+    layer_w += lp.saved_w == Kept::kNvfp4 ? nvfp4_bytes(s.n, s.k) : static_cast<uint64_t>(s.n * s.k) * dense_w;
+  }
+  // Kept by reference: the two norm outputs and the MLP's activation (attention's output is counted above).
+  if (cuda && lp.saved_x != Kept::kNvfp4 && Tp == T) layer += T * a * (2 * d + ff);
+
+  // The embedding's output (x0), its pre-norm input, the final norm's input and output.
+  const uint64_t outer = T * a * d * (mc.embed_norm ? 2 : 1) + (mc.embed_norm ? T * 4 : 0) + 2 * T * a * d + T * 4;
+  const uint64_t L = static_cast<uint64_t>(mc.n_layers);
+  p.activations = outer + (recompute ? L * T * a * d : L * (layer + layer_w));
+
+  // The transients: the end of forward (logits and their gradient), one block's backward (the
+  // logit gradient is kept through backward; under recompute, the block's activations made
+  // again), the optimizer step (Muon's buffers).
+  const uint64_t logits = T * V * a;
+  const uint64_t block_backward = logits + T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + std::max(up + ff + d, qkv + 2 * d)) +
+                                  (recompute ? layer + layer_w : 0);
+  uint64_t working = std::max({2 * logits, block_backward, muon_transient});
+
+  // The CUDA layers' operand buffers, shared by all layers at their largest: NVFP4 backward
+  // operands, and on Hopper their BF16 expansions for the tensor cores.
+  if (cuda) {
+    const uint64_t kmax = std::max(d, ff), nmax = std::max({qkv, up, d});
+    uint64_t wmax = 0;
+    for (const Shape& s : shapes) wmax = std::max(wmax, static_cast<uint64_t>(s.n * s.k));
+    const bool fwd_q = lp.x != linear::FwdQuant::kBf16 || lp.w != linear::FwdQuant::kBf16;
+    const bool bwd_q = lp.dgrad.a.quantized() || lp.dgrad.b.quantized() || lp.wgrad.a.quantized() || lp.wgrad.b.quantized();
+    const bool expand = c.gemm != "native";
+    uint64_t scratch = 0;
+    if (bwd_q) scratch += (2 * Tp * nmax + wmax + Tp * kmax) * 9 / 16;
+    if (expand && (fwd_q || bwd_q))
+      scratch += 2 * (Tp * std::max(fwd_q ? kmax : 0, bwd_q ? nmax : 0) + wmax + (bwd_q ? Tp * (nmax + kmax) : 0));
+    working += scratch;
+  }
+  p.working = working;
+  return p;
+}
+
+std::string gib(uint64_t b) { return format_bytes(b); }
+
+// "train.batch_size B x model.seq_len S with vocabulary V", as errors name a micro-batch.
+std::string micro_batch_name(int64_t batch, int64_t seq, int64_t vocab) {
+  return "train.batch_size " + std::to_string(batch) + " x model.seq_len " + std::to_string(seq) + " with vocabulary " +
+         std::to_string(vocab);
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device) {
+  // A bound on the bytes per token the plan counts (float32 activations, every block and one
+  // more, both logit tensors), so that its unsigned arithmetic is exact.
+  const std::string what = micro_batch_name(c.batch_size, c.seq_len, mc.vocab);
+  const int64_t widths = mc.d_model + mc.d_ff + mc.qkv_rows() + mc.mlp_in_rows(), heads = mc.n_heads + mc.kv_heads();
+  const int64_t per_token = 8 * mc.vocab + (mc.n_layers + 3) * (24 * widths + 8 * (heads + 1));
+  checked_mul(checked_mul(c.batch_size, c.seq_len, what), per_token, what);
+  checked_mul(mc.total_params(), 32, "the model's parameters");
+  return plan_for(mc, c, device, c.batch_size, c.recompute);
+}
+
+std::string describe(const MemoryPlan& p, uint64_t free_bytes) {
+  std::string s = "memory plan (" + p.device + ", micro-batch " + std::to_string(p.micro_batch) + " x " +
+                  std::to_string(p.seq) + (p.recompute ? ", recompute" : "") + "):\n";
+  auto line = [&](const char* what, uint64_t b) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "  %-52s %12s\n", what, gib(b).c_str());
+    s += buf;
+  };
+  line("parameters (float32)", p.parameters);
+  line("gradients (float32)", p.gradients);
+  line("optimizer state", p.optimizer);
+  line("saved activations per micro-batch", p.activations);
+  line("largest transient (logits, backward, GEMM buffers)", p.working);
+  line("predicted peak", p.peak());
+  if (free_bytes > 0) line(p.device == "cuda" ? "free on the device now" : "available host memory now", free_bytes);
+  s.pop_back();
+  return s;
+}
+
+void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConfig& mc, const TrainConfig& c) {
+  if (free_bytes == 0 || p.peak() <= free_bytes) return;
+  std::string fixes;
+  if (!p.recompute) {
+    const MemoryPlan r = plan_for(mc, c, p.device, p.micro_batch, true);
+    if (r.peak() <= free_bytes) fixes += "\n  train.recompute = true (predicted peak " + gib(r.peak()) + ")";
+  }
+  // The largest smaller micro-batch that divides train.batch_size, so that accumulation keeps
+  // the tokens per step. The peak grows with the micro-batch: bisect for the largest that fits.
+  const int64_t per_step = c.batch_size * c.grad_accum;
+  for (const bool rc : {p.recompute, true}) {
+    auto fits = [&](int64_t b) { return plan_for(mc, c, p.device, b, rc).peak() <= free_bytes; };
+    int64_t lo = 0, hi = p.micro_batch - 1;  // fits(lo) (0: none), and the search's top
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo + 1) / 2;
+      if (fits(mid)) lo = mid;
+      else hi = mid - 1;
+    }
+    while (lo > 0 && c.batch_size % lo != 0) --lo;
+    if (lo > 0)
+      fixes += "\n  train.batch_size = " + std::to_string(lo) + " with train.grad_accum = " +
+               std::to_string(per_step / lo) + (rc && !p.recompute ? " and train.recompute = true" : "") +
+               " (predicted peak " + gib(plan_for(mc, c, p.device, lo, rc).peak()) + ")";
+    if (p.recompute) break;
+  }
+  throw Error("the model does not fit (" + micro_batch_name(p.micro_batch, p.seq, mc.vocab) +
+              "): its predicted peak is " + gib(p.peak()) + " but " + gib(free_bytes) +
+              (p.device == "cuda" ? " is free on the device" : " of host memory is available") + "\n" +
+              describe(p, free_bytes) + "\n" +
+              (fixes.empty() ? std::string("no smaller micro-batch fits, with or without train.recompute: use a smaller "
+                                           "model or a device with more memory")
+                             : "these would fit:" + fixes));
+}
+
+}  // namespace q2::train

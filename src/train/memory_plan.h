@@ -1,0 +1,40 @@
+#pragma once
+// The memory a training run needs, predicted from its configuration before anything is
+// allocated: the trainer prints it before the first step and refuses a configuration that
+// cannot fit, naming what would (docs/ARCHITECTURE.md, "Memory").
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include "train/config.h"
+
+namespace q2::train {
+
+// Bytes, by what holds them.
+struct MemoryPlan {
+  std::string device;  // "cpu" (float32 activations) or "cuda" (BF16 activations)
+  int64_t micro_batch = 0, seq = 0;
+  bool recompute = false;
+  uint64_t parameters = 0;   // float32 master weights
+  uint64_t gradients = 0;    // float32
+  uint64_t optimizer = 0;    // AdamW's two moments; Muon's momentum and factored second moments
+  uint64_t activations = 0;  // what one micro-batch's forward keeps for backward, the block
+                             // linears' copies of W (BF16 or NVFP4) included
+  uint64_t working = 0;      // the largest transient on top (logits and their gradient, or one
+                             // block's backward, with the GEMM operand buffers)
+  uint64_t peak() const { return parameters + gradients + optimizer + activations + working; }
+};
+
+// The plan of training `mc` with c's scheme, optimizer, train.batch_size and train.recompute on
+// `device` ("cpu" or "cuda"; c.gemm = "native" skips the BF16 expansions of NVFP4 operands).
+MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device);
+
+// The plan as log lines, against the memory free now (0: unknown, left out).
+std::string describe(const MemoryPlan& plan, uint64_t free_bytes);
+
+// Throws an Error when plan.peak() exceeds free_bytes, naming the estimate, the free memory and
+// the configurations that would fit: train.recompute, and the largest train.batch_size with the
+// train.grad_accum that keeps the tokens per step.
+void check_fits(const MemoryPlan& plan, uint64_t free_bytes, const model::ModelConfig& mc, const TrainConfig& c);
+
+}  // namespace q2::train
