@@ -61,6 +61,8 @@ std::vector<OptimizerState> AdamW::state() {
 MuonGroup muon_group(const model::Param& p, const model::ModelConfig& mc) {
   if (p.name == "tok_embeddings.weight") return {ParamGroup::kEmbedding, {}};
   if (p.name == "output.weight") return {ParamGroup::kHead, {}};
+  if (p.name == "resid_lambdas") return {ParamGroup::kResidLambdas, {}};
+  if (p.name == "x0_lambdas") return {ParamGroup::kX0Lambdas, {}};
   const int64_t rows = p.value.rows;
   if (p.name.rfind("layers.", 0) != 0 || rows < 2 || p.value.cols < 2) return {ParamGroup::kScalar, {}};
   if (ends_with(p.name, "attention.wqkv.weight")) {
@@ -106,8 +108,15 @@ double Muon::adamw_lr(const TrainConfig& c, ParamGroup group, const model::Model
   switch (group) {
     case ParamGroup::kEmbedding: return c.embedding_lr * width;
     case ParamGroup::kHead: return c.head_lr * width;
+    // nanochat: they accumulate over every layer of the residual stream, so they move slowly.
+    case ParamGroup::kResidLambdas: return c.scalar_lr * 0.01;
     default: return c.scalar_lr;
   }
+}
+
+std::pair<double, double> Muon::adamw_betas(const TrainConfig& c, ParamGroup group) {
+  if (group == ParamGroup::kX0Lambdas) return {0.96, 0.95};  // nanochat's higher beta1 for the x0 lambdas
+  return {c.beta1, c.beta2};
 }
 
 void Muon::step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
@@ -119,7 +128,8 @@ void Muon::step(std::vector<model::Param>& params, const std::vector<model::Tens
       backend_.muon(params[i].value, grads[i], first_[i], second_[i], groups_[i].blocks, h);
     } else {
       // nanochat gives its AdamW groups no weight decay.
-      const model::AdamWHyper a{adamw_lr(c, groups_[i].group, mc_) * mult, c.beta1, c.beta2, c.eps, 0.0, t};
+      const auto [beta1, beta2] = adamw_betas(c, groups_[i].group);
+      const model::AdamWHyper a{adamw_lr(c, groups_[i].group, mc_) * mult, beta1, beta2, c.eps, 0.0, t};
       backend_.adamw(params[i].value, grads[i], first_[i], second_[i], a, false);
     }
   }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/transformer.h"
@@ -53,7 +54,7 @@ class AdamW final : public Optimizer {
 };
 
 // How optimizer = "muon" treats a parameter (nanochat's setup_optimizers).
-enum class ParamGroup { kMatrix, kEmbedding, kHead, kScalar };
+enum class ParamGroup { kMatrix, kEmbedding, kHead, kScalar, kResidLambdas, kX0Lambdas };
 struct MuonGroup {
   ParamGroup group;
   // kMatrix: the row counts of the logical matrices stacked in the tensor (the fused q | k | v,
@@ -61,7 +62,9 @@ struct MuonGroup {
   std::vector<int64_t> blocks;
 };
 // The 2-D weights of the blocks ("layers.*") go to Muon; the token embedding and the LM head to
-// AdamW at their own rates; everything else (RMSNorm gains) to AdamW at train.scalar_lr.
+// AdamW at their own rates; the resid lambdas to AdamW at train.scalar_lr / 100 and the x0
+// lambdas at train.scalar_lr with betas (0.96, 0.95), as nanochat; everything else (RMSNorm
+// gains) to AdamW at train.scalar_lr.
 MuonGroup muon_group(const model::Param& p, const model::ModelConfig& mc);
 
 // Muon for the block matrices and AdamW for the rest (muon_group), with nanochat's rates,
@@ -78,8 +81,9 @@ class Muon final : public Optimizer {
 
   // The Muon hyper-parameters of update t (from 1): momentum warmup and weight-decay decay.
   static model::MuonHyper hyper(const TrainConfig& c, double lr_mult, int64_t t);
-  // The AdamW base learning rate of a parameter of `group` (not kMatrix).
+  // The AdamW base learning rate and betas of a parameter of `group` (not kMatrix).
   static double adamw_lr(const TrainConfig& c, ParamGroup group, const model::ModelConfig& mc);
+  static std::pair<double, double> adamw_betas(const TrainConfig& c, ParamGroup group);
 
  private:
   model::Backend& backend_;

@@ -29,6 +29,10 @@ TEST(Muon, GroupsAreNanochatsWithFusedWeightsSplit) {
   EXPECT_EQ(g.at("output.weight").group, ParamGroup::kHead);
   EXPECT_EQ(g.at("norm.weight").group, ParamGroup::kScalar);
   EXPECT_EQ(g.at("layers.0.attention_norm.weight").group, ParamGroup::kScalar);
+  model::Param lambdas{"resid_lambdas", backend->alloc(1, 1, model::Role::kParam), false};
+  EXPECT_EQ(muon_group(lambdas, m.config()).group, ParamGroup::kResidLambdas);
+  lambdas.name = "x0_lambdas";
+  EXPECT_EQ(muon_group(lambdas, m.config()).group, ParamGroup::kX0Lambdas);
   EXPECT_EQ(g.at("layers.0.attention.wqkv.weight").blocks, (std::vector<int64_t>{256, 256, 256}));  // q | k | v
   EXPECT_EQ(g.at("layers.0.attention.wo.weight").blocks, (std::vector<int64_t>{256}));
   EXPECT_EQ(g.at("layers.0.feed_forward.w12.weight").blocks, (std::vector<int64_t>{768, 768}));  // gate | up
@@ -67,6 +71,11 @@ TEST(Muon, MomentumWarmsUpAndWeightDecayFallsToZero) {
   mc.d_model = 256;
   EXPECT_NEAR(Muon::adamw_lr(c, ParamGroup::kEmbedding, mc), 0.3 * std::sqrt(3.0), 1e-12);
   EXPECT_DOUBLE_EQ(Muon::adamw_lr(c, ParamGroup::kScalar, mc), c.scalar_lr);
+  // nanochat's lambdas: resid at a hundredth of the scalar rate, x0 at it with betas (0.96, 0.95).
+  EXPECT_DOUBLE_EQ(Muon::adamw_lr(c, ParamGroup::kResidLambdas, mc), c.scalar_lr / 100);
+  EXPECT_DOUBLE_EQ(Muon::adamw_lr(c, ParamGroup::kX0Lambdas, mc), c.scalar_lr);
+  EXPECT_EQ(Muon::adamw_betas(c, ParamGroup::kX0Lambdas), std::make_pair(0.96, 0.95));
+  EXPECT_EQ(Muon::adamw_betas(c, ParamGroup::kResidLambdas), std::make_pair(c.beta1, c.beta2));
 }
 
 TEST(Muon, StepSendsMatricesToMuonAndTheRestToAdamW) {
