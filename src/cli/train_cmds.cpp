@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "data/tokenizer.h"
 #include "train/export.h"
+#include "train/hf_export.h"
 #include "train/sampling.h"
 #include "train/trainer.h"
 
@@ -93,6 +94,7 @@ void add_eval(CLI::App& app) {
   struct Opts {
     std::string checkpoint, data, device = "cpu";
     int64_t batches = 0;
+    bool json = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = app.add_subcommand("eval", "Validation loss and bits per byte of a checkpoint");
@@ -102,14 +104,22 @@ void add_eval(CLI::App& app) {
       sub->add_option("--batches", o->batches, "Validation batches (default: the training config's log.eval_batches)")
           ->check(at_least(1, "an integer"));
   sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  sub->add_flag("--json", o->json, "Print one JSON object (full precision) instead of the line");
   sub->callback([o, batches] {
     train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
     const data::DatasetMeta d = train::dataset_for(m, o->data);
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
-    const train::EvalResult r = train::evaluate(*m.model, d, tok.byte_lengths(),
-                                                batches->count() > 0 ? o->batches : m.config.eval_batches,
-                                                m.config.batch_size, m.config.seq_len);
-    std::printf("val loss %.4f | val bpb %.4f | %lld tokens | scheme %s\n", r.loss, r.bpb,
+    const int64_t n = batches->count() > 0 ? o->batches : m.config.eval_batches;
+    const train::EvalResult r =
+        train::evaluate(*m.model, d, tok.byte_lengths(), n, m.config.batch_size, m.config.seq_len);
+    if (o->json) {
+      const nlohmann::json j = {{"val_loss", r.loss},   {"val_bpb", r.bpb},       {"tokens", r.tokens},
+                                {"batches", n},         {"batch_size", m.config.batch_size},
+                                {"seq_len", m.config.seq_len}, {"scheme", m.config.scheme}, {"step", m.info.step}};
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    std::printf("val loss %.6f | val bpb %.6f | %lld tokens | scheme %s\n", r.loss, r.bpb,
                 static_cast<long long>(r.tokens), m.config.scheme.c_str());
   });
 }
@@ -117,10 +127,11 @@ void add_eval(CLI::App& app) {
 void add_generate(CLI::App& app) {
   struct Opts {
     std::string checkpoint, data, prompt = "The", device = "cpu";
+    bool ids = false, stop_at_bos = false;
     train::SampleOptions s;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* sub = app.add_subcommand("generate", "Sample text from a checkpoint");
+  CLI::App* sub = app.add_subcommand("generate", "Sample text from a checkpoint (a generated BOS shows as <s>)");
   sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
   sub->add_option("--data", o->data, "Prepared data directory holding the tokenizer (default: the training one)");
   sub->add_option("--prompt", o->prompt, "Text to continue")->capture_default_str();
@@ -132,6 +143,9 @@ void add_generate(CLI::App& app) {
       ->check(at_least(0, "an integer"))
       ->capture_default_str();
   sub->add_option("--seed", o->s.seed, "Sampling seed")->check(at_least(0, "an integer"))->capture_default_str();
+  sub->add_flag("--stop-at-bos", o->stop_at_bos,
+                "Stop at the end of the document: once a BOS (the token that starts every document) is generated");
+  sub->add_flag("--ids", o->ids, "Print the token ids (the prompt's, its BOS first, then the generated) instead of text");
   sub->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   sub->callback([o] {
     train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
@@ -139,27 +153,72 @@ void add_generate(CLI::App& app) {
     const data::Tokenizer tok = data::Tokenizer::load(d.tokenizer);
     std::vector<uint32_t> prompt = {tok.bos_id()};
     for (uint32_t t : tok.encode(o->prompt)) prompt.push_back(t);
-    const std::vector<uint32_t> out = train::sample(*m.model, prompt, o->s);
-    std::printf("%s\n", tok.decode(std::vector<uint32_t>(out.begin() + 1, out.end())).c_str());
+    train::SampleOptions s = o->s;
+    if (o->stop_at_bos) s.stop_token = tok.bos_id();
+    const std::vector<uint32_t> out = train::sample(*m.model, prompt, s);
+    if (o->ids) {
+      std::string line;
+      for (uint32_t t : out) line += (line.empty() ? "" : " ") + std::to_string(t);
+      std::printf("%s\n", line.c_str());
+      return;
+    }
+    // The prompt's own BOS is not shown; generated ones are.
+    std::printf("%s\n", train::text_showing_bos(tok, std::vector<uint32_t>(out.begin() + 1, out.end())).c_str());
   });
 }
 
 void add_export(CLI::App& app) {
   struct Opts {
-    std::string checkpoint, out, dtype = "f32";
+    std::string checkpoint, out, format = "safetensors", dtype = "f32", data;
+    double max_shard_mb = 5000;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* sub = app.add_subcommand("export", "Write a checkpoint as safetensors with Llama tensor names");
+  CLI::App* sub = app.add_subcommand(
+      "export",
+      "Write a checkpoint's weights for other tools. safetensors: one file with Llama tensor names; hf: a Hugging "
+      "Face folder (LlamaForCausalLM, LlamaTokenizer, model card) for AutoModelForCausalLM / AutoTokenizer; nvfp4: "
+      "that folder with each block linear as the trained forward pass quantized it (ModelOpt's NVFP4 layout, for "
+      "inference engines). The safetensors and hf weights are the float32 master weights (--dtype bf16: rounded to "
+      "BF16): a model trained under a quantized scheme (quartet2, nvidia, ...) used them only through its forward "
+      "quantization, so they evaluate close to, not exactly as, the trained model.");
   sub->add_option("--checkpoint", o->checkpoint, "Checkpoint file")->required();
-  sub->add_option("--out", o->out, "Output .safetensors file")->required();
-  sub->add_option("--dtype", o->dtype, "f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
-  sub->callback([o] {
+  sub->add_option("--out", o->out, "Output .safetensors file (safetensors) or folder (hf, nvfp4)")->required();
+  sub->add_option("--format", o->format, "safetensors, hf or nvfp4")
+      ->check(CLI::IsMember({"safetensors", "hf", "nvfp4"}))
+      ->capture_default_str();
+  CLI::Option* dtype = sub->add_option("--dtype", o->dtype, "f32 or bf16 (nvfp4: the tensors it does not quantize are bf16)")
+                           ->check(CLI::IsMember({"f32", "bf16"}))
+                           ->capture_default_str();
+  sub->add_option("--data", o->data,
+                  "Prepared data directory whose tokenizer hf and nvfp4 copy (default: the one the checkpoint trained on)");
+  sub->add_option("--max-shard-mb", o->max_shard_mb,
+                  "hf, nvfp4: split model.safetensors into shards of at most this many MB (10^6 bytes), with an index")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->callback([o, dtype] {
     std::error_code ec;
     if (std::filesystem::equivalent(o->checkpoint, o->out, ec))
       throw Error("export: --out '" + o->out + "' is the checkpoint itself; choose another file");
+    if (o->format == "nvfp4" && dtype->count() > 0 && o->dtype != "bf16")
+      throw Error("export: --format nvfp4 keeps the tensors it does not quantize in bf16; drop --dtype " + o->dtype);
     train::LoadedModel m = train::load_for_inference(o->checkpoint);
-    train::export_safetensors(*m.model, o->out, o->dtype == "bf16");
-    std::printf("wrote %s (%s)\n", o->out.c_str(), o->dtype.c_str());
+    if (o->format == "safetensors") {
+      train::export_safetensors(*m.model, o->out, o->dtype == "bf16");
+      std::printf("wrote %s (%s)\n", o->out.c_str(), o->dtype.c_str());
+      return;
+    }
+    train::HfExportOptions h;
+    h.out_dir = o->out;
+    h.format = o->format == "nvfp4"   ? train::WeightFormat::kNvfp4
+               : o->dtype == "bf16" ? train::WeightFormat::kBf16
+                                    : train::WeightFormat::kF32;
+    h.max_shard_bytes = static_cast<uint64_t>(o->max_shard_mb * 1e6);
+    const data::DatasetMeta d = train::dataset_for(m, o->data);
+    const std::vector<std::string> files = train::export_hf_folder(m, d, h);
+    std::string list;
+    for (const std::string& f : files) list += (list.empty() ? "" : ", ") + f;
+    std::printf("wrote %s/ (%s): %s\n", o->out.c_str(), o->format == "nvfp4" ? "nvfp4, bf16" : o->dtype.c_str(),
+                list.c_str());
   });
 }
 

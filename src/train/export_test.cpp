@@ -5,9 +5,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/error_test_util.h"
+#include "linear/linear.h"
 #include "linear/scheme.h"
+#include "train/nvfp4_export.h"
 
 namespace q2::train {
 namespace {
@@ -30,6 +33,12 @@ Safetensors read(const std::string& path) {
   uint64_t n = 0;
   std::memcpy(&n, bytes.data(), 8);
   return {nlohmann::json::parse(bytes.substr(8, n)), bytes.substr(8 + n)};
+}
+
+Matrix downloaded(model::Transformer& m, const std::string& name) {
+  for (const model::Param& p : m.params())
+    if (p.name == name) return m.backend().download(p.value);
+  throw Error("no parameter " + name);
 }
 
 model::ModelConfig micro() {
@@ -76,6 +85,45 @@ TEST(Export, RefusesWhatALlamaCheckpointCannotHoldNamingIt) {
             "(sliding-window attention) (model preset 'micro'); only grouped-query attention, tied embeddings and "
             "norms without gains carry over");
   EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+// Each block linear is quantized whole, as the forward pass quantizes the fused matrix, then split
+// by rows: q, k and v (gate and up) together are the forward's W_q, codes, scales and tensor scale.
+TEST(Export, Nvfp4SplitsTheForwardPassQuantizedFusedWeights) {
+  const auto backend = model::make_cpu_backend();
+  model::ModelConfig c = micro();
+  c.n_kv_heads = 2;
+  const linear::Scheme scheme = linear::scheme_by_name("quartet2");
+  model::Transformer m(c, scheme, *backend);
+  m.init(5);
+  const std::vector<SafeTensor> ts = llama_tensors(m, WeightFormat::kNvfp4, forward_weight_quantizer(scheme, "cpu"));
+  std::map<std::string, const SafeTensor*> by_name;
+  for (const SafeTensor& t : ts) by_name[t.name] = &t;
+  const auto gemm = gemm::make_cpu_backend();
+  const linear::Linear layer(scheme, *gemm);
+  auto check = [&](const std::string& param, const std::vector<std::string>& parts) {
+    const gemm::OwnedOperand wq = layer.forward_w(downloaded(m, param));
+    ASSERT_TRUE(wq.fp4.has_value());
+    std::string packed, scales;
+    for (const std::string& part : parts) {
+      packed += by_name.at(part + ".weight")->bytes;
+      scales += by_name.at(part + ".weight_scale")->bytes;
+      float t = 0;
+      std::memcpy(&t, by_name.at(part + ".weight_scale_2")->bytes.data(), 4);
+      EXPECT_EQ(t, wq.fp4->tensor_scale) << part;
+    }
+    EXPECT_EQ(packed, std::string(wq.fp4->packed.begin(), wq.fp4->packed.end())) << param;
+    EXPECT_EQ(scales, std::string(wq.fp4->scales.begin(), wq.fp4->scales.end())) << param;
+  };
+  const std::string a = "model.layers.1.self_attn.", f = "model.layers.1.mlp.";
+  check("layers.1.attention.wqkv.weight", {a + "q_proj", a + "k_proj", a + "v_proj"});
+  check("layers.1.attention.wo.weight", {a + "o_proj"});
+  check("layers.1.feed_forward.w12.weight", {f + "gate_proj", f + "up_proj"});
+  check("layers.1.feed_forward.w3.weight", {f + "down_proj"});
+  EXPECT_EQ(by_name.at(a + "k_proj.weight")->shape, (std::vector<int64_t>{16, 16}));  // 2 kv heads of 8, packed
+  EXPECT_EQ(by_name.count(a + "q_proj.input_scale"), 0u);  // no calibration
+  for (const std::string n : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"})
+    EXPECT_EQ(by_name.at(n)->dtype, "BF16") << n;
 }
 
 }  // namespace

@@ -52,8 +52,39 @@ LoadedModel load_for_inference(const std::string& checkpoint, const std::string&
   return m;
 }
 
+std::string training_data_dir(const TrainConfig& c, const std::string& checkpoint) {
+  namespace fs = std::filesystem;
+  const fs::path data = c.data_dir;
+  auto prepared = [](const fs::path& dir) { return fs::exists(dir / "meta.json"); };
+  if (data.is_absolute() || prepared(data)) return c.data_dir;
+  // Training ran in the folder that holds out.dir: the checkpoint's folder less out.dir's parts.
+  const fs::path run = fs::absolute(checkpoint).parent_path().lexically_normal();
+  std::vector<fs::path> candidates;
+  fs::path base = run;
+  bool matched = fs::path(c.out_dir).is_relative();
+  const fs::path out = fs::path(c.out_dir).lexically_normal();
+  std::vector<fs::path> parts(out.begin(), out.end());
+  for (auto it = parts.rbegin(); matched && it != parts.rend(); ++it) {
+    if (it->empty() || *it == ".") continue;
+    matched = base.filename() == *it;
+    base = base.parent_path();
+  }
+  if (matched) candidates.push_back(base / data);
+  candidates.push_back(run / data);
+  std::string tried;
+  for (const fs::path& p : candidates) {
+    const fs::path dir = p.lexically_normal();
+    if (prepared(dir)) return dir.string();
+    tried += tried.empty() ? "'" : ", '";
+    tried += dir.string() + "'";
+  }
+  throw Error("the checkpoint's dataset '" + c.data_dir + "' (its data.dir, relative to the folder training ran in) "
+              "is neither in the current folder nor at " + tried + "; pass --data DIR with the prepared dataset it "
+              "was trained on");
+}
+
 data::DatasetMeta dataset_for(const LoadedModel& m, const std::string& data_dir) {
-  const std::string dir = data_dir.empty() ? m.config.data_dir : data_dir;
+  const std::string dir = data_dir.empty() ? training_data_dir(m.config, m.path) : data_dir;
   const data::DatasetMeta d = data::load_dataset(dir);
   check_dataset(m.info, m.path, d, dir);
   return d;

@@ -58,6 +58,10 @@ struct LoadedModel {
   std::string path;
 };
 LoadedModel load_for_inference(const std::string& checkpoint, const std::string& device = "cpu");
+// The dataset a checkpoint trained on: its data.dir, which when relative is relative to the folder
+// training ran in; from another folder it is found there through the checkpoint's place in its
+// out.dir (or beside the checkpoint). Not found: an error suggesting --data.
+std::string training_data_dir(const TrainConfig& c, const std::string& checkpoint);
 // The prepared dataset of `data_dir` (empty: the one the model was trained on), checked with
 // check_dataset.
 data::DatasetMeta dataset_for(const LoadedModel& m, const std::string& data_dir);

@@ -331,5 +331,26 @@ TEST(Trainer, ResumeRejectsAnotherConfigAndMissingData) {
   EXPECT_THROW(run_training(nodata, StartMode::kFresh, quiet), Error);
 }
 
+// A checkpoint records data.dir as given, relative to the folder training ran in; from another
+// folder it is found there through out.dir, and when it is nowhere the error suggests --data.
+TEST(Trainer, RelativeDataDirIsFoundFromTheCheckpointsRun) {
+  const fs::path work = test_root() / "relative" / "work";
+  const std::string data = "q2_rel_data_" + std::to_string(::getpid());  // not in the tests' own folder
+  fs::create_directories(work / data);
+  std::ofstream(work / data / "meta.json") << "{}";
+  TrainConfig c;
+  c.data_dir = data;
+  c.out_dir = "runs/./q2/";
+  const std::string ckpt = (work / "runs/q2/checkpoint.bin").string();
+  EXPECT_EQ(training_data_dir(c, ckpt), (work / data).string());
+  c.data_dir = (work / data).string();  // an absolute path is used as it is
+  EXPECT_EQ(training_data_dir(c, "elsewhere/checkpoint.bin"), c.data_dir);
+  c.data_dir = data;
+  c.out_dir = "other";  // the checkpoint was moved out of its run: not found
+  const std::string e = test::error_of([&] { training_data_dir(c, ckpt); });
+  EXPECT_NE(e.find("the checkpoint's dataset '" + data + "'"), std::string::npos) << e;
+  EXPECT_NE(e.find("pass --data DIR"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace q2::train

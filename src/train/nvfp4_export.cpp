@@ -1,0 +1,52 @@
+#include "train/nvfp4_export.h"
+
+#include <memory>
+
+#include "common/error.h"
+#include "format/bf16.h"
+#include "linear/linear.h"
+
+namespace q2::train {
+
+WeightQuantizer forward_weight_quantizer(const linear::Scheme& scheme, const std::string& device) {
+  if (scheme.w != linear::FwdQuant::kRtn && scheme.w != linear::FwdQuant::kFourOverSix &&
+      scheme.w != linear::FwdQuant::kRtn16x16)
+    throw Error("export --format nvfp4: scheme '" + scheme.name + "' keeps W in " + linear::to_string(scheme.w) +
+                " in its forward pass, so there are no NVFP4 weights to export (use --format hf)");
+  std::shared_ptr<const gemm::Backend> gemm = gemm::make_cpu_backend();
+  const bool from_bf16 = device == "cuda";
+  return [scheme, gemm, from_bf16](const Matrix& w, const std::string& name) {
+    const linear::Linear layer(scheme, *gemm, name);  // the forward's own quantizer, not a copy of it
+    gemm::OwnedOperand q;
+    if (from_bf16) {
+      Matrix rounded = w;
+      for (float& v : rounded.data) v = bf16::round(v);
+      q = layer.forward_w(rounded);
+    } else {
+      q = layer.forward_w(w);
+    }
+    if (!q.fp4) throw Error("export --format nvfp4: the forward pass of '" + name + "' did not give an NVFP4 W");
+    return std::move(*q.fp4);
+  };
+}
+
+std::vector<SafeTensor> modelopt_nvfp4_tensors(const std::string& prefix, const NVFP4Tensor& q, int64_t row0,
+                                               int64_t rows) {
+  if (row0 < 0 || rows < 0 || row0 + rows > q.rows)
+    throw Error("export: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) + ") of '" + prefix +
+                "' are outside its " + std::to_string(q.rows) + " rows");
+  const int64_t packed_cols = q.cols / 2, scale_cols = q.scale_cols();
+  auto slice = [&](const std::vector<uint8_t>& v, int64_t cols) {
+    return std::string(reinterpret_cast<const char*>(v.data()) + row0 * cols, static_cast<size_t>(rows * cols));
+  };
+  return {{prefix + ".weight", "U8", {rows, packed_cols}, slice(q.packed, packed_cols)},
+          {prefix + ".weight_scale", "F8_E4M3", {rows, scale_cols}, slice(q.scales, scale_cols)},
+          {prefix + ".weight_scale_2", "F32", {}, std::string(reinterpret_cast<const char*>(&q.tensor_scale), 4)}};
+}
+
+nlohmann::json modelopt_quantization() {
+  return {{"quant_algo", "NVFP4"}, {"kv_cache_quant_algo", nullptr}, {"group_size", kBlock},
+          {"exclude_modules", {"lm_head"}}};
+}
+
+}  // namespace q2::train
