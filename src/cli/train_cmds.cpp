@@ -162,8 +162,9 @@ void add_generate(CLI::App& app) {
       std::printf("%s\n", line.c_str());
       return;
     }
-    // The prompt's own BOS is not shown; generated ones are.
-    std::printf("%s\n", train::text_showing_bos(tok, std::vector<uint32_t>(out.begin() + 1, out.end())).c_str());
+    // The prompt's own BOS is not shown; generated ones are. Written whole: a byte token may decode to NUL.
+    const std::string text = train::text_showing_bos(tok, std::vector<uint32_t>(out.begin() + 1, out.end())) + "\n";
+    std::fwrite(text.data(), 1, text.size(), stdout);
   });
 }
 
