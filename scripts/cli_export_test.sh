@@ -119,6 +119,8 @@ expect_error "scheme 'bf16' keeps W in bf16 in its forward pass" "$q2" export --
   --format nvfp4 --out nv2
 expect_error "keeps the tensors it does not quantize in bf16" "$q2" export --checkpoint runs/q2/checkpoint.bin \
   --format nvfp4 --dtype f32 --out nv3
+expect_error "apply to --format hf and nvfp4" "$q2" export --checkpoint runs/bf16/checkpoint.bin --out x.safetensors \
+  --max-shard-mb 1
 expect_error 'cannot express model.mlp = "relu2", model.qk_norm = true, model.logit_softcap = 15' \
   "$q2" export --checkpoint runs/nano/checkpoint.bin --format hf --out nano
 

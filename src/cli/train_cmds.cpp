@@ -190,13 +190,15 @@ void add_export(CLI::App& app) {
   CLI::Option* dtype = sub->add_option("--dtype", o->dtype, "f32 or bf16 (nvfp4: the tensors it does not quantize are bf16)")
                            ->check(CLI::IsMember({"f32", "bf16"}))
                            ->capture_default_str();
-  sub->add_option("--data", o->data,
-                  "Prepared data directory whose tokenizer hf and nvfp4 copy (default: the one the checkpoint trained on)");
-  sub->add_option("--max-shard-mb", o->max_shard_mb,
+  CLI::Option* data = sub->add_option(
+      "--data", o->data, "Prepared data directory whose tokenizer hf and nvfp4 copy (default: the one the checkpoint trained on)");
+  CLI::Option* shard = sub->add_option("--max-shard-mb", o->max_shard_mb,
                   "hf, nvfp4: split model.safetensors into shards of at most this many MB (10^6 bytes), with an index")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  sub->callback([o, dtype] {
+  sub->callback([o, dtype, data, shard] {
+    if (o->format == "safetensors" && data->count() + shard->count() > 0)
+      throw Error("export: --data and --max-shard-mb apply to --format hf and nvfp4, not to one safetensors file");
     std::error_code ec;
     if (std::filesystem::equivalent(o->checkpoint, o->out, ec))
       throw Error("export: --out '" + o->out + "' is the checkpoint itself; choose another file");
