@@ -35,6 +35,11 @@
 #                                  ($BATCHES) until one does not fit: each row's time, MFU and peak memory,
 #                                  and the largest micro-batch that fits. Extra 'bench step'
 #                                  options in $STEP_ARGS; JSON in $OUT/sizes/.
+#   scripts/device-test.sh hf-check   (on the GPU machine, which has torch and transformers) trains
+#                                  the tiny preset on the carried gcide data (fp32 on the CPU, and
+#                                  quartet2 on the GPU), exports each ('--format hf', and the
+#                                  quartet2 one '--format nvfp4') and runs scripts/hf_check.py on
+#                                  them; logs in $OUT/hf-check/.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) only the GPU test programs.
@@ -332,6 +337,27 @@ for (preset, scheme, opt, rc), rs in sorted(rows.items()):
 PY
 }
 
+# hf-check: scripts/hf_check.py on freshly trained tiny models (issue 21's done-when).
+hf_check() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}/hf-check" q="$bundle/quartet2" rc=0
+  mkdir -p "$out" data
+  [[ -f data/gcide/meta.json ]] || tar -xJf "$bundle/gcide.data.tar.xz" -C data
+  local common=(--config configs/tiny-demo.toml --overwrite --train.steps=40 --log.eval_every=40 --log.ckpt_every=40)
+  "$q" train "${common[@]}" --device cpu --method.scheme=fp32 --out.dir=runs/hf-fp32 >"$out/train-fp32.log" 2>&1
+  "$q" train "${common[@]}" --device cuda --method.scheme=quartet2 --out.dir=runs/hf-q2 >"$out/train-q2.log" 2>&1
+  "$q" export --checkpoint runs/hf-fp32/checkpoint.bin --format hf --dtype f32 --out runs/hf-fp32-hf >"$out/export.log" 2>&1
+  "$q" export --checkpoint runs/hf-q2/checkpoint.bin --format hf --out runs/hf-q2-hf >>"$out/export.log" 2>&1
+  "$q" export --checkpoint runs/hf-q2/checkpoint.bin --format nvfp4 --out runs/hf-q2-nvfp4 >>"$out/export.log" 2>&1
+  echo "== fp32-trained, hf folder"
+  python3 scripts/hf_check.py --hf runs/hf-fp32-hf --data data/gcide --quartet2 "$q" \
+    --checkpoint runs/hf-fp32/checkpoint.bin 2>&1 | tee "$out/hf-check-fp32.txt" || rc=1
+  echo "== quartet2-trained, nvfp4 folder"
+  python3 scripts/hf_check.py --hf runs/hf-q2-hf --nvfp4 runs/hf-q2-nvfp4 --data data/gcide --quartet2 "$q" \
+    --checkpoint runs/hf-q2/checkpoint.bin 2>&1 | tee "$out/hf-check-q2.txt" || rc=1
+  return $rc
+}
+
 case "${1:-}" in
   build)
     shift
@@ -347,6 +373,7 @@ case "${1:-}" in
     shift
     sizes "$@"
     ;;
+  hf-check) hf_check ;;
   train)
     shift
     train "$@"
@@ -373,7 +400,7 @@ case "${1:-}" in
     verify "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
