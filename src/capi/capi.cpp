@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "capi/device.h"
+#include "format/nvfp4.h"
 #include "format/scale_layout.h"
 #include "linear/plan.h"
 
