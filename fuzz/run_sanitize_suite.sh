@@ -9,7 +9,7 @@ if [[ ! -f $tree/build.ninja || ! -f $tree/CTestTestfile.cmake ]]; then
   echo "SKIPPED: no sanitizer build in $tree; run scripts/setup.sh --tests to make it"
   exit 77
 fi
-if ! flock "$tree/.q2-build.lock" cmake --build "$tree" --target quartet2_tests quartet2 >"$tree/.q2-build.log" 2>&1; then
+if ! flock "$tree/.q2-build.lock" cmake --build "$tree" --target quartet2_tests quartet2 quartet2_capi_tests quartet2_capi_c_test >"$tree/.q2-build.log" 2>&1; then
   cat "$tree/.q2-build.log"
   echo "FAILED: building the sanitizer tree $tree"
   exit 1

@@ -41,7 +41,7 @@ cmake --build build -j"$(nproc)"
 
 if ((tests)); then
   cmake -S . -B build-sanitize -G Ninja -DCMAKE_CXX_COMPILER=g++ -DQUARTET2_ENABLE_CUDA=OFF -DQUARTET2_SANITIZE=ON
-  cmake --build build-sanitize -j"$(nproc)" --target quartet2_tests quartet2
+  cmake --build build-sanitize -j"$(nproc)" --target quartet2_tests quartet2 quartet2_capi_tests quartet2_capi_c_test
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DQUARTET2_ENABLE_CUDA=OFF -DQUARTET2_FUZZ=ON \
     -DBUILD_TESTING=OFF
   cmake --build build-fuzz -j"$(nproc)" --target quartet2_fuzzers
