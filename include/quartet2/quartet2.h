@@ -95,7 +95,9 @@ q2_status q2_linear_get_info(const q2_linear* layer, q2_linear_info* info);
 
 /* y = x w^T. With a non-null `ctx`, *ctx receives a new context holding what backward needs
  * (for quartet2 the packed NVFP4 x_q and w_q); with null, nothing is kept. `stream`: a
- * cudaStream_t for CUDA (null: the legacy default stream), ignored on the CPU. */
+ * cudaStream_t for CUDA (null: the legacy default stream), ignored on the CPU. On the CPU, NaN
+ * or Inf in an x or w that the scheme quantizes is Q2_ERROR_FAILED; the CUDA layer does not
+ * check its inputs. */
 q2_status q2_linear_forward(q2_linear* layer, const q2_tensor* x, const q2_tensor* w, const q2_tensor* y,
                             q2_context** ctx, void* stream);
 /* dx = dy w (dx may be null: not wanted) and dw += dy^T x, the gradient accumulated into dw
