@@ -48,11 +48,14 @@ typedef enum q2_status {
   Q2_ERROR_WRONG_DEVICE = 4,     /* a tensor on another device than the call's, or host memory for CUDA */
   Q2_ERROR_UNSUPPORTED = 5,      /* CUDA absent from this build or machine, a scheme the CUDA layer lacks, ... */
   Q2_ERROR_FAILED = 6,           /* the operation failed: NaN or Inf input, a CUDA error, ... */
-  Q2_ERROR_OUT_OF_MEMORY = 7
+  Q2_ERROR_OUT_OF_MEMORY = 7,
+  Q2_STATUS_MAX_ENUM = 0x7fffffff
 } q2_status;
 
-typedef enum q2_device { Q2_DEVICE_CPU = 0, Q2_DEVICE_CUDA = 1 } q2_device;
-typedef enum q2_dtype { Q2_FLOAT32 = 0, Q2_BFLOAT16 = 1 } q2_dtype;
+/* Each enum has a *_MAX_ENUM member (as Vulkan's): it keeps the type int-sized, and any
+ * non-negative value a caller passes is one C++ may read, so a bad value is reported, not UB. */
+typedef enum q2_device { Q2_DEVICE_CPU = 0, Q2_DEVICE_CUDA = 1, Q2_DEVICE_MAX_ENUM = 0x7fffffff } q2_device;
+typedef enum q2_dtype { Q2_FLOAT32 = 0, Q2_BFLOAT16 = 1, Q2_DTYPE_MAX_ENUM = 0x7fffffff } q2_dtype;
 
 /* A contiguous row-major [rows, cols] tensor in the caller's memory (not owned). */
 typedef struct q2_tensor {
@@ -117,7 +120,11 @@ void q2_context_destroy(q2_context* ctx);
 /* E4M3 block scales: row-major [rows, cols / 16], or cuBLASLt's VEC16_UE4M3 layout (tiles of
  * 128 rows x 4 scale columns, padding zero) that FP4 GEMMs read. CUDA supports the blocked
  * layout only. */
-typedef enum q2_scale_layout { Q2_SCALES_ROW_MAJOR = 0, Q2_SCALES_BLOCKED = 1 } q2_scale_layout;
+typedef enum q2_scale_layout {
+  Q2_SCALES_ROW_MAJOR = 0,
+  Q2_SCALES_BLOCKED = 1,
+  Q2_SCALE_LAYOUT_MAX_ENUM = 0x7fffffff
+} q2_scale_layout;
 
 /* An NVFP4 [rows, cols] tensor, quantized in 1x16 blocks along rows (cols % 16 == 0):
  * value = e2m1(code) * e4m3(scale) * tensor_scale. Caller's memory on `device`. */
@@ -132,7 +139,8 @@ typedef struct q2_nvfp4 {
 
 typedef enum q2_quantizer {
   Q2_QUANT_RTN = 0,          /* round to nearest, block maximum to 6 */
-  Q2_QUANT_FOUR_OVER_SIX = 1 /* quartet2's forward quantizer: each block maps to 6 or 4, the better */
+  Q2_QUANT_FOUR_OVER_SIX = 1, /* quartet2's forward quantizer: each block maps to 6 or 4, the better */
+  Q2_QUANTIZER_MAX_ENUM = 0x7fffffff
 } q2_quantizer;
 
 q2_status q2_nvfp4_scale_bytes(int64_t rows, int64_t cols, q2_scale_layout layout, size_t* bytes);

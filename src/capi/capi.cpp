@@ -96,6 +96,7 @@ const Device& device(q2_device d) {
   switch (d) {
     case Q2_DEVICE_CPU: return cpu_device();
     case Q2_DEVICE_CUDA: return cuda_device();
+    default: break;
   }
   throw Fail(Q2_ERROR_INVALID_ARGUMENT,
              "device " + std::to_string(static_cast<int>(d)) + " is not a q2_device (0: cpu, 1: cuda)");
