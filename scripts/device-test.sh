@@ -40,6 +40,9 @@
 #                                  quartet2 on the GPU), exports each ('--format hf', and the
 #                                  quartet2 one '--format nvfp4') and runs scripts/hf_check.py on
 #                                  them; logs in $OUT/hf-check/.
+#   scripts/device-test.sh capi-python   (on the GPU machine, which has torch) the Python
+#                                  package's tests (python/tests) against the bundle's
+#                                  libquartet2_c; logs in $OUT/capi-python.txt.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) only the GPU test programs.
@@ -51,15 +54,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bundle="${GPU_BUNDLE:-$root/gpu-bundle}"  # GPU_BUNDLE: build or run another bundle
-# GPU test programs (src/cuda): kernels, model ops, linear layers, whole-model backend.
-tests=(quartet2_gpu_tests quartet2_gpu_ops_tests quartet2_gpu_linear_tests quartet2_gpu_model_tests)
+# GPU test programs: kernels, model ops, linear layers, whole-model backend (src/cuda), and the
+# C API's CUDA half (src/capi).
+tests=(quartet2_gpu_tests quartet2_gpu_ops_tests quartet2_gpu_linear_tests quartet2_gpu_model_tests
+  quartet2_capi_gpu_tests)
+test_paths=("${tests[@]:0:4}")
+test_paths=("${test_paths[@]/#/build-cuda/src/cuda/}" build-cuda/src/capi/quartet2_capi_gpu_tests)
 
 build() {
   [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH"
   command -v nvcc >/dev/null || { echo "device-test: nvcc not found (install the CUDA toolkit)" >&2; exit 1; }
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON
-  cmake --build build-cuda -j"$(nproc)" --target quartet2 "${tests[@]}"
-  bundle "$bundle" build-cuda/quartet2 "${tests[@]/#/build-cuda/src/cuda/}"
+  cmake --build build-cuda -j"$(nproc)" --target quartet2 quartet2_c "${tests[@]}"
+  bundle "$bundle" build-cuda/quartet2 "${test_paths[@]}"
+  cp -L build-cuda/libquartet2_c.so "$bundle/lib/"  # the Python package's library (capi-python)
   # The CUPTI tracer and its CUPTI (the device image may lack it).
   local cuda
   cuda=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
@@ -299,20 +307,20 @@ sizes() {
   unpack
   local out="${OUT:-$root/gpu-bundle/out}/sizes" preset scheme batch
   mkdir -p "$out"
-  for preset in "${@:-nanochat-d20 nanochat-d32}"; do
-    for preset in $preset; do
-      for scheme in bf16 quartet2; do
-        for batch in ${BATCHES:-1 2 4 8 16 32}; do
-          local name="$preset-$scheme-b$batch${STEP_ARGS:+-$(echo "$STEP_ARGS" | tr -dc 'a-z0-9')}"
-          # shellcheck disable=SC2086 # STEP_ARGS: extra 'bench step' options, split on spaces
-          if ! "$bundle/quartet2" bench step --presets "$preset" --schemes "$scheme" --batch "$batch" --seq 2048 \
-            --vocab 65536 --steps 3 ${STEP_ARGS:-} --json >"$out/$name.json" 2>"$out/$name.txt"; then
-            echo "$name: does not fit or failed: $(grep -v '^\[bench step\]' "$out/$name.txt" | tail -n 1)"
-            rm -f "$out/$name.json"
-            break
-          fi
-          grep '^\[bench step\]' "$out/$name.txt"
-        done
+  local presets=("$@")
+  [[ $# -gt 0 ]] || presets=(nanochat-d20 nanochat-d32)
+  for preset in "${presets[@]}"; do
+    for scheme in bf16 quartet2; do
+      for batch in ${BATCHES:-1 2 4 8 16 32}; do
+        local name="$preset-$scheme-b$batch${STEP_ARGS:+-$(echo "$STEP_ARGS" | tr -dc 'a-z0-9')}"
+        # shellcheck disable=SC2086 # STEP_ARGS: extra 'bench step' options, split on spaces
+        if ! "$bundle/quartet2" bench step --presets "$preset" --schemes "$scheme" --batch "$batch" --seq 2048 \
+          --vocab 65536 --steps 3 ${STEP_ARGS:-} --json >"$out/$name.json" 2>"$out/$name.txt"; then
+          echo "$name: does not fit or failed: $(grep -v '^\[bench step\]' "$out/$name.txt" | tail -n 1)"
+          rm -f "$out/$name.json"
+          break
+        fi
+        grep '^\[bench step\]' "$out/$name.txt"
       done
     done
   done
@@ -331,7 +339,7 @@ for (preset, scheme, opt, rc), rs in sorted(rows.items()):
     for b, r in sorted(rs, key=lambda x: x[0]):
         p = r.get("predicted_gib", 0)
         print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} {b:5d} {r['step_ms']:9.1f} "
-              f"{r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f} {p:9.2f} {p / r['memory_gib']:9.3f}")
+              f"{r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f} {p:9.2f} {p / r['memory_gib'] if r['memory_gib'] else float('nan'):9.3f}")
     print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} largest micro-batch that fits: "
           f"{max(b for b, _ in rs)} x 2048")
 PY
@@ -358,6 +366,16 @@ hf_check() {
   return $rc
 }
 
+# capi-python: python/tests with pytest against the bundle's C API library (issue 22).
+capi_python() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}"
+  mkdir -p "$out"
+  python3 -c "import pytest" 2>/dev/null || { echo "device-test: pytest is not installed" >&2; return 1; }
+  QUARTET2_LIBRARY="$bundle/lib/libquartet2_c.so" PYTHONPATH=python python3 -m pytest -q python/tests 2>&1 |
+    tee "$out/capi-python.txt"
+}
+
 case "${1:-}" in
   build)
     shift
@@ -374,6 +392,7 @@ case "${1:-}" in
     sizes "$@"
     ;;
   hf-check) hf_check ;;
+  capi-python) capi_python ;;
   train)
     shift
     train "$@"
@@ -400,7 +419,7 @@ case "${1:-}" in
     verify "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | capi-python | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac
