@@ -72,6 +72,8 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   // MLP's input-side output; and what the scheme keeps of each linear's X and W.
   uint64_t layer = T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
   if (mc.qk_norm) layer += T * (H + KV) * 4;
+  // The CPU reference's attention keeps its probabilities: float32 [batch, heads, seq, seq].
+  if (!cuda) layer += static_cast<uint64_t>(batch) * H * static_cast<uint64_t>(c.seq_len * c.seq_len) * 4;
   uint64_t layer_w = 0;
   for (const Shape& s : shapes) {
     const uint64_t k = static_cast<uint64_t>(s.k);
@@ -131,7 +133,7 @@ MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const
   // more, both logit tensors), so that its unsigned arithmetic is exact.
   const std::string what = micro_batch_name(c.batch_size, c.seq_len, mc.vocab);
   const int64_t widths = mc.d_model + mc.d_ff + mc.qkv_rows() + mc.mlp_in_rows(), heads = mc.n_heads + mc.kv_heads();
-  const int64_t per_token = 8 * mc.vocab + (mc.n_layers + 3) * (24 * widths + 8 * (heads + 1));
+  const int64_t per_token = 8 * mc.vocab + (mc.n_layers + 3) * (24 * widths + 8 * (heads + 1) + 4 * mc.n_heads * c.seq_len);
   checked_mul(checked_mul(c.batch_size, c.seq_len, what), per_token, what);
   checked_mul(mc.total_params(), 32, "the model's parameters");
   return plan_for(mc, c, device, c.batch_size, c.recompute);
