@@ -23,18 +23,7 @@ namespace {
 using model::DType;
 using model::Tensor;
 
-// A device tensor of m's values (BF16: rounded to nearest even).
-Tensor upload(const Matrix& m, DType dtype) {
-  Tensor t = device_tensor(m.rows, m.cols, dtype);
-  if (dtype == DType::kF32) {
-    check(cudaMemcpy(t.data, m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
-  } else {
-    std::vector<uint16_t> bits(m.data.size());
-    for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16::encode(bf16::round(m.data[i]));
-    check(cudaMemcpy(t.data, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), "upload");
-  }
-  return t;
-}
+using test::upload;
 
 std::vector<uint8_t> bytes(const Tensor& t) {
   check(cudaDeviceSynchronize(), "sync");

@@ -266,7 +266,8 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
     // The forward is deterministic: the recomputed block keeps the very operands the first pass made.
-    if (recompute_) layer_forward(l, B.clone(block_in_[static_cast<size_t>(l)]), x0_, batch_, seq_, k, true);
+    // Its input is handed over (the block writes it in place): nothing else reads it again.
+    if (recompute_) layer_forward(l, std::move(block_in_[static_cast<size_t>(l)]), x0_, batch_, seq_, k, true);
     auto G = [&](int which) -> Tensor& { return grads_[layer_param(l, which)]; };
     // MLP: x = x_mid + down(act(up(norm(x_mid))))
     const Tensor dg = linear_backward(l, kDown, dx, lseed(l, kDown), G(kWdown));
@@ -294,7 +295,6 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
                               grads_[lambdas_], grads_[lambdas_ + 1]);
     if (recompute_) {  // one block's activations at a time
       k = LayerCache{};
-      block_in_[static_cast<size_t>(l)] = Tensor{};
       for (int w = 0; w < kLinears; ++w) linear(l, w).release();
     }
   }

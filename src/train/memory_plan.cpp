@@ -30,8 +30,8 @@ struct Shape {
 MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t batch,
                     bool recompute) {
   const bool cuda = device == "cuda";
-  const uint64_t a = cuda ? 2 : 4;  // bytes of an activation element (BF16 on the GPU)
-  const uint64_t dense_w = cuda ? 2 : 4;
+  // Bytes of an activation element, and of a dense weight copy kept for backward (BF16 on the GPU).
+  const uint64_t a = cuda ? 2 : 4;
   const linear::Plan lp = linear::make_plan(linear::scheme_by_name(c.scheme, c.hadamard));
   MemoryPlan p;
   p.device = device;
@@ -45,12 +45,8 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
     const uint64_t n = static_cast<uint64_t>(prm.value.rows * prm.value.cols);
     p.parameters += 4 * n;
     p.gradients += 4 * n;
-    if (c.optimizer != "muon") {
-      p.optimizer += 8 * n;
-      continue;
-    }
-    const MuonGroup g = muon_group(prm, mc);
-    if (g.group != ParamGroup::kMatrix) {
+    const MuonGroup g = c.optimizer == "muon" ? muon_group(prm, mc) : MuonGroup{ParamGroup::kScalar, {}};
+    if (g.group != ParamGroup::kMatrix) {  // AdamW's two moments
       p.optimizer += 8 * n;
       continue;
     }
@@ -81,7 +77,7 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
       layer += nvfp4_bytes(static_cast<int64_t>(Tp), s.k);
     else if (!cuda || Tp != T)
       layer += Tp * k * a;  // a copy (the CUDA layers keep an unpadded BF16 X by reference)
-    layer_w += lp.saved_w == Kept::kNvfp4 ? nvfp4_bytes(s.n, s.k) : static_cast<uint64_t>(s.n * s.k) * dense_w;
+    layer_w += lp.saved_w == Kept::kNvfp4 ? nvfp4_bytes(s.n, s.k) : static_cast<uint64_t>(s.n * s.k) * a;
   }
   // Kept by reference: the two norm outputs and the MLP's activation (attention's output is counted above).
   if (cuda && lp.saved_x != Kept::kNvfp4 && Tp == T) layer += T * a * (2 * d + ff);
@@ -118,8 +114,6 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   return p;
 }
 
-std::string gib(uint64_t b) { return format_bytes(b); }
-
 // "train.batch_size B x model.seq_len S with vocabulary V", as errors name a micro-batch.
 std::string micro_batch_name(int64_t batch, int64_t seq, int64_t vocab) {
   return "train.batch_size " + std::to_string(batch) + " x model.seq_len " + std::to_string(seq) + " with vocabulary " +
@@ -144,7 +138,7 @@ std::string describe(const MemoryPlan& p, uint64_t free_bytes) {
                   std::to_string(p.seq) + (p.recompute ? ", recompute" : "") + "):\n";
   auto line = [&](const char* what, uint64_t b) {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "  %-52s %12s\n", what, gib(b).c_str());
+    std::snprintf(buf, sizeof buf, "  %-52s %12s\n", what, format_bytes(b).c_str());
     s += buf;
   };
   line("parameters (float32)", p.parameters);
@@ -163,7 +157,7 @@ void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConf
   std::string fixes;
   if (!p.recompute) {
     const MemoryPlan r = plan_for(mc, c, p.device, p.micro_batch, true);
-    if (r.peak() <= free_bytes) fixes += "\n  train.recompute = true (predicted peak " + gib(r.peak()) + ")";
+    if (r.peak() <= free_bytes) fixes += "\n  train.recompute = true (predicted peak " + format_bytes(r.peak()) + ")";
   }
   // The largest smaller micro-batch that divides train.batch_size, so that accumulation keeps
   // the tokens per step. The peak grows with the micro-batch: bisect for the largest that fits.
@@ -180,11 +174,11 @@ void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConf
     if (lo > 0)
       fixes += "\n  train.batch_size = " + std::to_string(lo) + " with train.grad_accum = " +
                std::to_string(per_step / lo) + (rc && !p.recompute ? " and train.recompute = true" : "") +
-               " (predicted peak " + gib(plan_for(mc, c, p.device, lo, rc).peak()) + ")";
+               " (predicted peak " + format_bytes(plan_for(mc, c, p.device, lo, rc).peak()) + ")";
     if (p.recompute) break;
   }
   throw Error("the model does not fit (" + micro_batch_name(p.micro_batch, p.seq, mc.vocab) +
-              "): its predicted peak is " + gib(p.peak()) + " but " + gib(free_bytes) +
+              "): its predicted peak is " + format_bytes(p.peak()) + " but " + format_bytes(free_bytes) +
               (p.device == "cuda" ? " is free on the device" : " of host memory is available") + "\n" +
               describe(p, free_bytes) + "\n" +
               (fixes.empty() ? std::string("no smaller micro-batch fits, with or without train.recompute: use a smaller "

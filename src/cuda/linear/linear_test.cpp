@@ -38,18 +38,7 @@ Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0) {
   return quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed, scale);
 }
 
-// A device tensor holding m (BF16: m must already be BF16-exact).
-Tensor upload(const Matrix& m, DType dtype) {
-  Tensor t = device_tensor(m.rows, m.cols, dtype);
-  if (dtype == DType::kF32) {
-    check(cudaMemcpy(t.data, m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
-  } else {
-    std::vector<uint16_t> bits(m.data.size());
-    for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16::encode(m.data[i]);
-    check(cudaMemcpy(t.data, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), "upload");
-  }
-  return t;
-}
+using test::upload;
 
 Matrix download(const Tensor& t) {
   check(cudaDeviceSynchronize(), "download");

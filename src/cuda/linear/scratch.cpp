@@ -15,10 +15,7 @@ void BF16Buffer::release() {
 __nv_bfloat16* BF16Buffer::get(int64_t n) {
   if (n > n_) {
     release();
-    void* p = nullptr;
-    check(cudaMallocAsync(&p, static_cast<size_t>(n) * 2, 0), "cudaMallocAsync of " + std::to_string(n * 2) + " bytes");
-    check(cudaStreamSynchronize(0), "cudaStreamSynchronize (new buffer)");
-    p_ = static_cast<__nv_bfloat16*>(p);
+    p_ = static_cast<__nv_bfloat16*>(device_alloc(static_cast<size_t>(n) * 2, "BF16 buffer"));
     n_ = n;
   }
   return p_;

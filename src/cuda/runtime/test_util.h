@@ -1,19 +1,37 @@
 #pragma once
-// Shared by the GPU test programs (src/cuda/*_test.cpp): skipping without a GPU, exact NVFP4
-// comparison, and error-message checks.
+// Shared by the GPU test programs (src/cuda/*_test.cpp, src/capi): skipping without a GPU,
+// uploads, exact NVFP4 comparison, and error-message checks.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/host_device.h"
+#include "common/matrix.h"
 #include "cuda/runtime/device.h"
+#include "cuda/runtime/tensor.h"
+#include "format/bf16.h"
 #include "format/nvfp4.h"
 
 #define REQUIRE_GPU() \
   if (!::q2::cuda::device_available()) GTEST_SKIP() << "no CUDA device: GPU tests skipped"
 
 namespace q2::cuda::test {
+
+// A device tensor of m's values (BF16: rounded to nearest even).
+inline model::Tensor upload(const Matrix& m, model::DType dtype) {
+  model::Tensor t = device_tensor(m.rows, m.cols, dtype);
+  if (dtype == model::DType::kF32) {
+    check(cudaMemcpy(t.data, m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
+  } else {
+    std::vector<uint16_t> bits(m.data.size());
+    for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16::encode(m.data[i]);
+    check(cudaMemcpy(t.data, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), "upload");
+  }
+  return t;
+}
 
 // Exact equality of codes, scales and tensor scale, pointing at the first difference.
 inline void expect_same(const NVFP4Tensor& gpu, const NVFP4Tensor& cpu, const std::string& what) {
