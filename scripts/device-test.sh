@@ -43,6 +43,10 @@
 #   scripts/device-test.sh capi-python   (on the GPU machine, which has torch) the Python
 #                                  package's tests (python/tests) against the bundle's
 #                                  libquartet2_c; logs in $OUT/capi-python.txt.
+#   scripts/device-test.sh torch-linear   (on the GPU machine, which has torch) bench/torch_linear.py:
+#                                  quartet2.nn.Linear against the native layer, the official
+#                                  Quartet II layer (when ext/Quartet-II holds a checkout, carried
+#                                  along) and torch's BF16 layer; JSON in $OUT/torch-linear.json.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) only the GPU test programs.
@@ -376,6 +380,17 @@ capi_python() {
     tee "$out/capi-python.txt"
 }
 
+# torch-linear: bench/torch_linear.py (issue 22's speed check).
+torch_linear() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}" official=()
+  mkdir -p "$out"
+  [[ -d ext/Quartet-II/src ]] && official=(--official ext/Quartet-II)
+  QUARTET2_LIBRARY="$bundle/lib/libquartet2_c.so" PYTHONPATH=python python3 bench/torch_linear.py \
+    --quartet2 "$bundle/quartet2" "${official[@]}" --json "$out/torch-linear.json" 2>"$out/torch-linear.txt" |
+    tee "$out/torch-linear-table.txt"
+}
+
 case "${1:-}" in
   build)
     shift
@@ -393,6 +408,7 @@ case "${1:-}" in
     ;;
   hf-check) hf_check ;;
   capi-python) capi_python ;;
+  torch-linear) torch_linear ;;
   train)
     shift
     train "$@"

@@ -125,6 +125,57 @@ def test_cuda_errors_are_clear():
         y.backward()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_torch_compile_fullgraph_gives_the_eager_bits(device):
+    """The layer is an opaque custom op: no graph break, and the compiled model draws the
+    same seeds and gives the same bits as the eager one, step after step."""
+    def build():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(IN, OUT, bias=False), torch.nn.ReLU(),
+                                    torch.nn.Linear(OUT, IN, bias=False))
+        return nn.convert(model, seed=7).to(device)
+
+    x = inputs(device)[0]
+    eager, compiled = build(), build()
+    run = {"eager": eager, "compiled": torch.compile(compiled, fullgraph=True,
+                                                      backend="inductor" if device == "cuda" else "aot_eager")}
+    got = {}
+    for name, model in ((n, m) for _ in range(2) for n, m in run.items()):  # two steps, gradients accumulate
+        xr = x.clone().requires_grad_(True)
+        y = model(xr)
+        y.float().square().sum().backward()
+        got[name] = (y.detach(), xr.grad, [p.grad for p in (eager if name == "eager" else compiled).parameters()])
+    (y0, dx0, g0), (y1, dx1, g1) = got["eager"], got["compiled"]
+    assert torch.equal(y0, y1) and torch.equal(dx0, dx1)
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1))
+    assert [m.calls for m in eager if isinstance(m, nn.Linear)] == [2, 2]
+    assert [m.calls for m in compiled if isinstance(m, nn.Linear)] == [2, 2]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_check_finite_names_the_layer_and_tensor(device):
+    x, w, dy = inputs(device)
+    m = nn.Linear(IN, OUT, check_finite=True, device=device)
+    bad = x.clone()
+    bad[3, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"Linear\(256 -> 384, 'quartet2'\): the input \(200, 256\) holds NaN"):
+        m(bad)
+    y = m(x.clone().requires_grad_(True))
+    dy = dy.clone()
+    dy[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="the output gradient"):
+        y.backward(dy)
+
+
+def test_a_copy_is_a_layer_of_its_own():
+    import copy
+    m = nn.Linear(IN, OUT)
+    c = copy.deepcopy(m)
+    assert c._key != m._key and nn._MODULES[c._key] is c and c._native["cpu"] is not m._native["cpu"]
+    c(torch.randn(4, IN))
+    assert (c.calls, m.calls) == (1, 0)
+
+
 def test_shape_errors_at_construction():
     with pytest.raises(ValueError, match="out_features a multiple of 128"):
         nn.Linear(256, 100)
