@@ -47,6 +47,12 @@
 #                                  quartet2.nn.Linear against the native layer, the official
 #                                  Quartet II layer (when ext/Quartet-II holds a checkout, carried
 #                                  along) and torch's BF16 layer; JSON in $OUT/torch-linear.json.
+#   scripts/device-test.sh convert-train [STEPS]   (on the GPU machine, which has torch) the
+#                                  gcide-30m config for STEPS steps (default 400) with the quartet2
+#                                  scheme: the native program at seeds 0 and 1, and
+#                                  scripts/torch_convert_train.py (PyTorch + quartet2.nn.convert) at
+#                                  seeds 0 and 1; the loss curves side by side; logs in
+#                                  $OUT/convert-train/.
 #   scripts/device-test.sh bundle DIR EXE...   bundles other executables the same way.
 #   scripts/device-test.sh tests   (on the GPU machine, from the repository root, with
 #                                  gpu-bundle/ carried along) only the GPU test programs.
@@ -391,6 +397,23 @@ torch_linear() {
     tee "$out/torch-linear-table.txt"
 }
 
+# convert-train [STEPS]: issue 22's PyTorch run against the native one.
+convert_train() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}/convert-train" steps="${1:-400}" seed specs=()
+  mkdir -p "$out" data
+  [[ -f data/gcide/meta.json ]] || tar -xJf "$bundle/gcide.data.tar.xz" -C data
+  for seed in 0 1; do
+    "$bundle/quartet2" train --config configs/gcide-30m.toml --device cuda --method.scheme=quartet2 \
+      --train.steps="$steps" --train.seed="$seed" --out.dir="runs/native-s$seed" --overwrite >"$out/native-s$seed.log" 2>&1
+    cp runs/native-s$seed/metrics.jsonl "$out/native-s$seed.metrics.jsonl"
+    QUARTET2_LIBRARY="$bundle/lib/libquartet2_c.so" PYTHONPATH=python python3 scripts/torch_convert_train.py \
+      --data data/gcide --steps "$steps" --seed "$seed" --out "$out/torch-s$seed.metrics.jsonl" 2>"$out/torch-s$seed.log"
+    specs+=("native-s$seed=$out/native-s$seed.metrics.jsonl" "torch-s$seed=$out/torch-s$seed.metrics.jsonl")
+  done
+  python3 scripts/torch_convert_train.py --compare "${specs[@]}" | tee "$out/compare.txt"
+}
+
 case "${1:-}" in
   build)
     shift
@@ -409,6 +432,10 @@ case "${1:-}" in
   hf-check) hf_check ;;
   capi-python) capi_python ;;
   torch-linear) torch_linear ;;
+  convert-train)
+    shift
+    convert_train "$@"
+    ;;
   train)
     shift
     train "$@"
