@@ -371,7 +371,8 @@ hf_check() {
   python3 scripts/hf_check.py --hf runs/hf-fp32-hf --data data/gcide --quartet2 "$q" \
     --checkpoint runs/hf-fp32/checkpoint.bin 2>&1 | tee "$out/hf-check-fp32.txt" || rc=1
   echo "== quartet2-trained, nvfp4 folder"
-  python3 scripts/hf_check.py --hf runs/hf-q2-hf --nvfp4 runs/hf-q2-nvfp4 --data data/gcide --quartet2 "$q" \
+  QUARTET2_LIBRARY="$bundle/lib/libquartet2_c.so" python3 scripts/hf_check.py --hf runs/hf-q2-hf \
+    --nvfp4 runs/hf-q2-nvfp4 --data data/gcide --quartet2 "$q" \
     --checkpoint runs/hf-q2/checkpoint.bin 2>&1 | tee "$out/hf-check-q2.txt" || rc=1
   return $rc
 }

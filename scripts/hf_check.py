@@ -11,12 +11,17 @@ runs where those are installed, e.g. the device image.
       sequence length, as quartet2 does) equal `quartet2 generate --temperature 0 --ids`;
   (d) with --nvfp4 DIR: the NVFP4 folder decoded with NumPy (ModelOpt layout: low nibble first,
       E4M3 block scales, float32 tensor scale) lies within NVFP4's error of the master weights,
-      and the parts of each fused matrix (q/k/v, gate/up) share one tensor scale.
+      and the parts of each fused matrix (q/k/v, gate/up) share one tensor scale; and it is
+      bit-identical (codes, E4M3 scales, tensor scale) to quartet2's forward quantization of the
+      hf folder's master weights, fused as the model fuses them, computed by the C API
+      (libquartet2_c through python/quartet2/_capi.py, $QUARTET2_LIBRARY) with --scheme's
+      forward quantizer, of the BF16-rounded weights for --trained-on cuda as the GPU forward
+      quantizes them; each linear has a finite positive input_scale shared by its parts.
 
 Usage:
   scripts/hf_check.py --hf DIR --data DATA_DIR --quartet2 build/quartet2 --checkpoint CKPT \
       [--nvfp4 DIR] [--docs 200] [--batches N] [--tokens 64] [--prompt TEXT] \
-      [--torch-device cpu|cuda] [--q2-device cpu|cuda]
+      [--torch-device cpu|cuda] [--q2-device cpu|cuda] [--scheme quartet2] [--trained-on cuda|cpu]
 Exit status 0 when every check passes.
 """
 import argparse
@@ -176,7 +181,55 @@ def check_nvfp4(args):
     rows.append(("(d) nvfp4 decodes near the master weights", worst < 0.2,
                  f"largest relative error {worst:.4f} (NVFP4 rounding is about 0.1)"))
     rows.append(("(d) nvfp4 fused parts share a tensor scale", shared, "q/k/v and gate/up"))
-    return rows
+    return rows + check_nvfp4_bits(args, q, w)
+
+
+def bf16_round(x):
+    """float32 -> the nearest BF16 (ties to even), as float32."""
+    u = x.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+
+
+def check_nvfp4_bits(args, q, w):
+    """(d) the folder against the C API's forward quantizer of the fused master weights."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+    from quartet2 import _capi
+    quantizer = {"quartet2": _capi.FOUR_OVER_SIX, "quartet2_fwd": _capi.FOUR_OVER_SIX}.get(args.scheme, _capi.RTN)
+
+    def quantize(m):
+        x = np.ascontiguousarray(bf16_round(m) if args.trained_on == "cuda" else m.astype(np.float32))
+        rows, cols = x.shape
+        packed = np.zeros((rows, cols // 2), np.uint8)
+        scales = np.zeros(_capi.scale_bytes(rows, cols, _capi.SCALES_ROW_MAJOR), np.uint8)
+        tensor_scale = np.zeros(1, np.float32)
+        _capi.quantize(quantizer, _capi.Tensor(x.ctypes.data, rows, cols, _capi.FLOAT32, _capi.CPU),
+                       _capi.NVFP4(packed.ctypes.data, scales.ctypes.data, tensor_scale.ctypes.data, rows, cols,
+                                   _capi.SCALES_ROW_MAJOR, _capi.CPU))
+        return packed, scales.reshape(rows, cols // 16), tensor_scale[0]
+
+    groups = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
+              ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
+    compared, differ, scaled = 0, [], True
+    for layer in sorted({k.split(".self_attn")[0] for k in q if ".self_attn." in k}):
+        for parts in groups:
+            names = [f"{layer}.{p}" for p in parts]
+            packed, scales, tensor_scale = quantize(np.concatenate([w[n + ".weight"] for n in names]))
+            row = 0
+            for n in names:
+                rows = q[n + ".weight"].shape[0]
+                same = (np.array_equal(q[n + ".weight"], packed[row:row + rows]) and
+                        np.array_equal(q[n + ".weight_scale"], scales[row:row + rows]) and
+                        q[n + ".weight_scale_2"].tobytes() == np.float32(tensor_scale).tobytes())
+                compared += 1
+                if not same:
+                    differ.append(n)
+                row += rows
+            inputs = {float(q[n + ".input_scale"]) if n + ".input_scale" in q else float("nan") for n in names}
+            scaled &= len(inputs) == 1 and all(np.isfinite(v) and v > 0 for v in inputs)
+    return [("(d) nvfp4 bit-identical to the forward quantizer", compared > 0 and not differ,
+             f"{compared - len(differ)} of {compared} linears ({args.scheme}, trained on {args.trained_on})" +
+             (f"; differ: {', '.join(differ[:4])}" if differ else "")),
+            ("(d) nvfp4 input_scales", scaled, "finite, positive, one per fused matrix")]
 
 
 def main():
@@ -193,6 +246,9 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--torch-device", default="cpu")
     ap.add_argument("--q2-device", default="cpu")
+    ap.add_argument("--scheme", default="quartet2", help="(d): the scheme the checkpoint trained with")
+    ap.add_argument("--trained-on", default="cuda", choices=["cuda", "cpu"],
+                    help="(d): the device it trained on (cuda: the forward quantized BF16-rounded weights)")
     args = ap.parse_args()
 
     import torch

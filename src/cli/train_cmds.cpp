@@ -170,8 +170,9 @@ void add_generate(CLI::App& app) {
 
 void add_export(CLI::App& app) {
   struct Opts {
-    std::string checkpoint, out, format = "safetensors", dtype = "f32", data;
+    std::string checkpoint, out, format = "safetensors", dtype = "f32", data, device = "cpu";
     double max_shard_mb = 5000;
+    int64_t calib_windows = train::HfExportOptions().calib_windows;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* sub = app.add_subcommand(
@@ -196,15 +197,26 @@ void add_export(CLI::App& app) {
                   "hf, nvfp4: split model.safetensors into shards of at most this many MB (10^6 bytes), with an index")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  sub->callback([o, dtype, data, shard] {
+  CLI::Option* calib = sub->add_option("--calib-windows", o->calib_windows,
+                                       "nvfp4: validation windows (of the model's sequence length) whose activation "
+                                       "maxima give each linear's input_scale (ModelOpt's calibration); 0: none")
+                           ->check(CLI::NonNegativeNumber)
+                           ->capture_default_str();
+  CLI::Option* device =
+      sub->add_option("--device", o->device, "nvfp4: cpu or cuda, where the calibration forward passes run")
+          ->check(CLI::IsMember({"cpu", "cuda"}))
+          ->capture_default_str();
+  sub->callback([o, dtype, data, shard, calib, device] {
     if (o->format == "safetensors" && data->count() + shard->count() > 0)
       throw Error("export: --data and --max-shard-mb apply to --format hf and nvfp4, not to one safetensors file");
+    if (o->format != "nvfp4" && calib->count() + device->count() > 0)
+      throw Error("export: --calib-windows and --device apply to --format nvfp4 only");
     std::error_code ec;
     if (std::filesystem::equivalent(o->checkpoint, o->out, ec))
       throw Error("export: --out '" + o->out + "' is the checkpoint itself; choose another file");
     if (o->format == "nvfp4" && dtype->count() > 0 && o->dtype != "bf16")
       throw Error("export: --format nvfp4 keeps the tensors it does not quantize in bf16; drop --dtype " + o->dtype);
-    train::LoadedModel m = train::load_for_inference(o->checkpoint);
+    train::LoadedModel m = train::load_for_inference(o->checkpoint, o->device);
     if (o->format == "safetensors") {
       train::export_safetensors(*m.model, o->out, o->dtype == "bf16");
       std::printf("wrote %s (%s)\n", o->out.c_str(), o->dtype.c_str());
@@ -216,6 +228,11 @@ void add_export(CLI::App& app) {
                : o->dtype == "bf16" ? train::WeightFormat::kBf16
                                     : train::WeightFormat::kF32;
     h.max_shard_bytes = static_cast<uint64_t>(o->max_shard_mb * 1e6);
+    h.calib_windows = o->calib_windows;
+    if (h.format == train::WeightFormat::kNvfp4 && h.calib_windows > 0)
+      std::fprintf(stderr, "export: calibrating input scales on %lld validation windows of %lld tokens (%s)\n",
+                   static_cast<long long>(h.calib_windows), static_cast<long long>(m.info.model.seq_len),
+                   o->device.c_str());
     const data::DatasetMeta d = train::dataset_for(m, o->data);
     const std::vector<std::string> files = train::export_hf_folder(m, d, h);
     std::string list;

@@ -131,7 +131,7 @@ size_t Transformer::saved_activation_bytes() const {
 }
 
 Tensor Transformer::linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep) {
-  if (tap_ && keep) {
+  if (tap_ && (keep || tap_inference_)) {
     tap_(linear_name(config_, layer, which) + ".x", x);
     tap_(linear_name(config_, layer, which) + ".w", w);
   }

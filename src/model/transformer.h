@@ -69,9 +69,13 @@ class Transformer {
 
   // Called, while set, with the operands of every block linear: "<layer linear name>.x" and
   // ".w" where the linear keeps them for backward (the training forward, or under recompute
-  // backward's second forward), ".dy" in backward (e.g. to dump real tensors).
+  // backward's second forward), ".dy" in backward (e.g. to dump real tensors). With
+  // `inference`, also ".x" and ".w" of forwards that keep nothing (logits: calibration).
   using Tap = std::function<void(const std::string& name, const Tensor& t)>;
-  void set_tap(Tap tap) { tap_ = std::move(tap); }
+  void set_tap(Tap tap, bool inference = false) {
+    tap_ = std::move(tap);
+    tap_inference_ = inference;
+  }
 
  private:
   static constexpr int kLinears = 4;  // fused qkv, o, fused gate|up (or up), down
@@ -111,6 +115,7 @@ class Transformer {
   Tensor final_in_, final_out_, final_rstd_, dlogits_;
   Tensor emb_in_, emb_rstd_, x0_;  // the embedding before its norm, and the x0 the lambdas mix in
   Tap tap_;
+  bool tap_inference_ = false;
   // linear(layer, which) after telling the tap about its inputs.
   Tensor linear_forward(int layer, int which, const Tensor& x, const Tensor& w, bool keep);
   Tensor linear_backward(int layer, int which, const Tensor& dy, uint64_t seed, Tensor& dw);

@@ -38,7 +38,8 @@ void check_llama_expressible(const model::ModelConfig& c) {
                 "'); only grouped-query attention, tied embeddings and norms without gains carry over");
 }
 
-std::vector<SafeTensor> llama_tensors(model::Transformer& model, WeightFormat format, const WeightQuantizer& quantize) {
+std::vector<SafeTensor> llama_tensors(model::Transformer& model, WeightFormat format, const WeightQuantizer& quantize,
+                                      const InputScales& input_scales) {
   const model::ModelConfig& c = model.config();
   check_llama_expressible(c);
   if (format == WeightFormat::kNvfp4 && !quantize) throw Error("export: NVFP4 weights need the forward quantizer");
@@ -62,16 +63,19 @@ std::vector<SafeTensor> llama_tensors(model::Transformer& model, WeightFormat fo
   struct Linear {
     const Matrix& w;
     std::optional<NVFP4Tensor> q;
+    std::optional<float> input_scale;
   };
   auto linear = [&](const std::string& name) {
     const Matrix& w = find(name);
-    return Linear{w, format == WeightFormat::kNvfp4 ? std::optional(quantize(w, name)) : std::nullopt};
+    if (format != WeightFormat::kNvfp4) return Linear{w, std::nullopt, std::nullopt};
+    const auto s = input_scales.find(name);
+    return Linear{w, quantize(w, name), s == input_scales.end() ? std::nullopt : std::optional(s->second)};
   };
   // Rows [row0, row0 + rows) of a linear: NVFP4 blocks run along rows, so a split by rows keeps
   // every code and scale, and each part keeps the fused tensor's scale.
   auto rows_of = [&](const std::string& hf, const Linear& l, int64_t row0, int64_t rows) {
     if (l.q) {
-      for (SafeTensor& t : modelopt_nvfp4_tensors(hf, *l.q, row0, rows)) out.push_back(std::move(t));
+      for (SafeTensor& t : modelopt_nvfp4_tensors(hf, *l.q, row0, rows, l.input_scale)) out.push_back(std::move(t));
     } else {
       dense(hf + ".weight", l.w.row(row0), {rows, l.w.cols});
     }

@@ -7,6 +7,7 @@
 // over; a model with another option a Llama checkpoint cannot express (ReLU^2, QK norm, ...) is
 // refused, naming the options.
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,13 +22,16 @@ enum class WeightFormat { kF32, kBf16, kNvfp4 };
 // The quantized weight of a block linear as the forward pass computes it, from its float32
 // master weight (`name`: the checkpoint's parameter name, for errors).
 using WeightQuantizer = std::function<NVFP4Tensor(const Matrix& w, const std::string& name)>;
+// Activation input_scales of the block linears, by weight name ("layers.0.attention.wqkv.weight").
+using InputScales = std::map<std::string, float>;
 
 // Throws naming every option of `c` that a Llama checkpoint cannot express.
 void check_llama_expressible(const model::ModelConfig& c);
 
-// The model's tensors in Llama order and naming; `quantize` is used (and required) for kNvfp4 only.
+// The model's tensors in Llama order and naming; `quantize` is used (and required) for kNvfp4
+// only, as are `input_scales` (each quantized linear's "<name>.input_scale" where given).
 std::vector<SafeTensor> llama_tensors(model::Transformer& model, WeightFormat format,
-                                      const WeightQuantizer& quantize = {});
+                                      const WeightQuantizer& quantize = {}, const InputScales& input_scales = {});
 
 // safetensors metadata naming the quartet2 model config it came from.
 nlohmann::json export_metadata(const model::ModelConfig& c);

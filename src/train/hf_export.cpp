@@ -100,7 +100,8 @@ nlohmann::json last_validation(const std::string& metrics_path, int64_t step) {
   return last;
 }
 
-std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann::json& validation) {
+std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann::json& validation,
+                       int64_t calib_windows) {
   const model::ModelConfig& c = m.info.model;
   const TrainConfig& t = m.config;
   const linear::Scheme scheme = linear::scheme_by_name(t.scheme, t.hadamard);
@@ -135,8 +136,13 @@ std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann
   if (format == WeightFormat::kNvfp4) {
     s += "The block linear layers (q, k, v, o, gate, up, down) hold exactly the NVFP4 weights the training forward "
          "pass computed (the same E2M1 codes, E4M3 block scales and tensor scale) in ModelOpt's NVFP4 layout "
-         "(`hf_quant_config.json`); the embedding, norms and LM head are BF16. No activation `input_scale`s are "
-         "included. Running it needs an inference engine that reads ModelOpt NVFP4 checkpoints (TensorRT-LLM, vLLM, "
+         "(`hf_quant_config.json`); the embedding, norms and LM head are BF16. ";
+    s += calib_windows > 0
+             ? "Each linear's activation `input_scale` (its static tensor scale for W4A4) is ModelOpt's amax / (6 x "
+               "448), amax calibrated over the first " + std::to_string(calib_windows) + " windows of " +
+                   std::to_string(c.seq_len) + " tokens of the validation split. "
+             : "No activation `input_scale`s are included. ";
+    s += "Running it needs an inference engine that reads ModelOpt NVFP4 checkpoints (TensorRT-LLM, vLLM, "
          "SGLang) and a GPU; plain `transformers` does not load it.\n";
   } else {
     s += std::string("These are the float32 master weights") +
@@ -163,7 +169,10 @@ std::vector<std::string> export_hf_folder(LoadedModel& m, const data::DatasetMet
   const linear::Scheme scheme = linear::scheme_by_name(m.config.scheme, m.config.hadamard);
   const WeightQuantizer quantize =
       o.format == WeightFormat::kNvfp4 ? forward_weight_quantizer(scheme, m.config.device) : WeightQuantizer();
-  const std::vector<SafeTensor> tensors = llama_tensors(*m.model, o.format, quantize);
+  const InputScales input_scales = o.format == WeightFormat::kNvfp4 && o.calib_windows > 0
+                                        ? calibrate_input_scales(*m.model, data, o.calib_windows, m.info.model.seq_len)
+                                        : InputScales();
+  const std::vector<SafeTensor> tensors = llama_tensors(*m.model, o.format, quantize, input_scales);
   std::vector<std::string> files =
       write_safetensors_model(o.out_dir, tensors, export_metadata(m.info.model), o.max_shard_bytes);
   const uint32_t bos = data::Tokenizer::load(data.tokenizer).bos_id();
@@ -183,7 +192,8 @@ std::vector<std::string> export_hf_folder(LoadedModel& m, const data::DatasetMet
   files.push_back("tokenizer.model");
   const fs::path run = fs::path(m.path).parent_path();
   const std::string metrics = RunDir::metrics_file(run.empty() ? "." : run.string());
-  write_file_atomic(o.out_dir + "/README.md", model_card(m, o.format, last_validation(metrics, m.info.step)));
+  write_file_atomic(o.out_dir + "/README.md", model_card(m, o.format, last_validation(metrics, m.info.step),
+                                                              input_scales.empty() ? 0 : o.calib_windows));
   files.push_back("README.md");
   return files;
 }

@@ -22,6 +22,9 @@ struct HfExportOptions {
   std::string out_dir;
   WeightFormat format = WeightFormat::kF32;
   uint64_t max_shard_bytes = 5'000'000'000;  // Hugging Face's default shard size
+  // kNvfp4: validation windows (of the model's sequence length) that calibrate the input_scales
+  // (calibrate_input_scales); 0: none are written.
+  int64_t calib_windows = 16;
 };
 
 // config.json of LlamaForCausalLM; `bos_id`: the tokenizer's BOS (there is no EOS).
@@ -35,8 +38,10 @@ nlohmann::json hf_generation_config(uint32_t bos_id);
 // The last validation record of a run's metrics.jsonl at or before `step`; null when there is
 // none (or no file).
 nlohmann::json last_validation(const std::string& metrics_path, int64_t step);
-// README.md: what the weights are, the training config and the final validation figures.
-std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann::json& validation);
+// README.md: what the weights are, the training config and the final validation figures;
+// `calib_windows`: the windows that calibrated the NVFP4 input_scales (0: none).
+std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann::json& validation,
+                       int64_t calib_windows = 0);
 
 // Writes the folder, created if missing; a folder that already holds files is refused (stale
 // shards would mix with the new ones). `data` is the checkpoint's dataset (dataset_for), whose

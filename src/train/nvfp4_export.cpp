@@ -1,9 +1,14 @@
 #include "train/nvfp4_export.h"
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "common/error.h"
+#include "data/loader.h"
 #include "format/bf16.h"
+#include "format/e2m1.h"
+#include "format/e4m3.h"
 #include "linear/linear.h"
 
 namespace q2::train {
@@ -31,7 +36,7 @@ WeightQuantizer forward_weight_quantizer(const linear::Scheme& scheme, const std
 }
 
 std::vector<SafeTensor> modelopt_nvfp4_tensors(const std::string& prefix, const NVFP4Tensor& q, int64_t row0,
-                                               int64_t rows) {
+                                               int64_t rows, std::optional<float> input_scale) {
   if (row0 < 0 || rows < 0 || row0 + rows > q.rows)
     throw Error("export: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) + ") of '" + prefix +
                 "' are outside its " + std::to_string(q.rows) + " rows");
@@ -39,9 +44,44 @@ std::vector<SafeTensor> modelopt_nvfp4_tensors(const std::string& prefix, const 
   auto slice = [&](const std::vector<uint8_t>& v, int64_t cols) {
     return std::string(reinterpret_cast<const char*>(v.data()) + row0 * cols, static_cast<size_t>(rows * cols));
   };
-  return {{prefix + ".weight", "U8", {rows, packed_cols}, slice(q.packed, packed_cols)},
-          {prefix + ".weight_scale", "F8_E4M3", {rows, scale_cols}, slice(q.scales, scale_cols)},
-          {prefix + ".weight_scale_2", "F32", {}, std::string(reinterpret_cast<const char*>(&q.tensor_scale), 4)}};
+  auto scalar = [](const float& v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+  std::vector<SafeTensor> out = {{prefix + ".weight", "U8", {rows, packed_cols}, slice(q.packed, packed_cols)},
+                                 {prefix + ".weight_scale", "F8_E4M3", {rows, scale_cols}, slice(q.scales, scale_cols)},
+                                 {prefix + ".weight_scale_2", "F32", {}, scalar(q.tensor_scale)}};
+  if (input_scale) out.push_back({prefix + ".input_scale", "F32", {}, scalar(*input_scale)});
+  return out;
+}
+
+InputScales calibrate_input_scales(model::Transformer& model, const data::DatasetMeta& data, int64_t windows,
+                                   int64_t seq) {
+  InputScales amax;
+  model.set_tap(
+      [&](const std::string& name, const model::Tensor& t) {
+        if (name.size() < 2 || name.compare(name.size() - 2, 2, ".x") != 0) return;
+        const Matrix x = model.backend().download(t);
+        float m = 0;
+        for (float v : x.data) m = std::isnan(v) ? v : std::max(m, std::fabs(v));
+        const std::string linear = name.substr(0, name.size() - 2);
+        if (!std::isfinite(m))
+          throw Error("export: calibration: the input of '" + linear + "' holds NaN or Inf on validation data");
+        float& slot = amax[linear + ".weight"];
+        slot = std::max(slot, m);
+      },
+      true);
+  data::Loader loader(data, data::Split::kVal, 1, seq);
+  try {
+    for (int64_t i = 0; i < windows; ++i) {
+      const data::Batch b = loader.next();
+      if (i > 0 && loader.epoch() > 0) break;  // the split is smaller than asked: each window once
+      model.logits(b.inputs, 1, seq);
+    }
+  } catch (...) {
+    model.set_tap(nullptr);
+    throw;
+  }
+  model.set_tap(nullptr);
+  for (auto& [name, a] : amax) a /= static_cast<float>(e2m1::kMax * e4m3::kMax);
+  return amax;
 }
 
 nlohmann::json modelopt_quantization() {

@@ -2,14 +2,19 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <map>
 
 #include "common/error_test_util.h"
+#include "data/shard.h"
+#include "data/test_util.h"
 #include "format/bf16.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
 #include "quant/distributions.h"
 #include "quant/rtn.h"
+#include "train/export.h"
 
 namespace q2::train {
 namespace {
@@ -71,6 +76,104 @@ TEST(Nvfp4Export, ModelOptTensorsOfRowsDecodeToThoseRowsValues) {
     }
   EXPECT_NE(test::error_of([&] { modelopt_nvfp4_tensors("x", q, 40, 9); }).find("outside its 48 rows"),
             std::string::npos);
+}
+
+model::ModelConfig micro() {
+  return {.preset = "micro", .n_layers = 2, .d_model = 32, .n_heads = 4, .d_ff = 48, .vocab = 40, .seq_len = 8};
+}
+
+// A dataset of only a validation shard of `n` tokens (calibration reads nothing else).
+data::DatasetMeta val_only(const data::test::TempDir& dir, int n) {
+  std::vector<uint32_t> tokens;
+  for (int i = 0; i < n; ++i) tokens.push_back(static_cast<uint32_t>((i * 7 + 3) % 40));
+  data::write_shard(dir / "val.bin", tokens, 40);
+  data::DatasetMeta d;
+  d.vocab_size = 40;
+  d.val_shard = dir / "val.bin";
+  d.val_tokens = static_cast<uint64_t>(n);
+  return d;
+}
+
+Matrix param(model::Transformer& m, const std::string& name) {
+  for (const model::Param& p : m.params())
+    if (p.name == name) return m.backend().download(p.value);
+  throw Error("no parameter " + name);
+}
+
+// The first block's QKV input is RMSNorm(embedding) with unit gains: its largest magnitude over
+// the windows, recomputed in float64, over 6 x 448; every block linear gets a finite positive
+// scale; a split shorter than asked is read once.
+TEST(Nvfp4Export, CalibratesInputScalesAsTheLargestInputOver2688) {
+  const data::test::TempDir dir;
+  const data::DatasetMeta data = val_only(dir, 40);  // four windows of 8 (+1) tokens
+  const auto backend = model::make_cpu_backend();
+  model::Transformer m(micro(), linear::scheme_by_name("quartet2"), *backend);
+  m.init(5);
+  const InputScales s = calibrate_input_scales(m, data, 3, 8);
+  ASSERT_EQ(s.size(), 8u);
+  for (const auto& [name, v] : s) EXPECT_TRUE(std::isfinite(v) && v > 0) << name;
+  const Matrix emb = param(m, "tok_embeddings.weight");
+  double amax = 0;
+  for (int i = 0; i < 3 * 8; ++i) {
+    const uint32_t t = static_cast<uint32_t>((i * 7 + 3) % 40);
+    double ss = 0;
+    for (int c = 0; c < 32; ++c) ss += static_cast<double>(emb.at(t, c)) * emb.at(t, c);
+    const double r = 1 / std::sqrt(ss / 32 + 1e-5);
+    for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(emb.at(t, c) * r));
+  }
+  EXPECT_NEAR(s.at("layers.0.attention.wqkv.weight") * 2688.0, amax, 1e-5 * amax);
+  EXPECT_EQ(calibrate_input_scales(m, data, 100, 8), calibrate_input_scales(m, data, 4, 8));
+  EXPECT_NE(calibrate_input_scales(m, data, 4, 8), s);
+}
+
+TEST(Nvfp4Export, CalibrationNamesTheLinearWhoseInputIsNotFinite) {
+  const data::test::TempDir dir;
+  const data::DatasetMeta data = val_only(dir, 40);
+  const auto backend = model::make_cpu_backend();
+  model::Transformer m(micro(), linear::scheme_by_name("bf16"), *backend);
+  m.init(5);
+  for (model::Param& p : m.params())
+    if (p.name == "tok_embeddings.weight") {
+      Matrix e = backend->download(p.value);
+      e.at(3, 0) = NAN;  // the first window's first token
+      backend->upload(e, p.value);
+    }
+  EXPECT_EQ(test::error_of([&] { calibrate_input_scales(m, data, 2, 8); }),
+            "export: calibration: the input of 'layers.0.attention.wqkv' holds NaN or Inf on validation data");
+}
+
+// The fused linears' parts share their input and so its scale; without scales none is written.
+TEST(Nvfp4Export, InputScalesGoToEveryPartOfTheirLinear) {
+  const auto backend = model::make_cpu_backend();
+  model::Transformer m(micro(), linear::scheme_by_name("quartet2"), *backend);
+  m.init(6);
+  const WeightQuantizer q = forward_weight_quantizer(linear::scheme_by_name("quartet2"), "cpu");
+  InputScales scales;
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    scales[p + "attention.wqkv.weight"] = 1.0f + l;
+    scales[p + "attention.wo.weight"] = 2.0f + l;
+    scales[p + "feed_forward.w12.weight"] = 3.0f + l;
+    scales[p + "feed_forward.w3.weight"] = 4.0f + l;
+  }
+  std::map<std::string, float> got;
+  for (const SafeTensor& t : llama_tensors(m, WeightFormat::kNvfp4, q, scales))
+    if (t.name.size() > 12 && t.name.compare(t.name.size() - 12, 12, ".input_scale") == 0) {
+      EXPECT_EQ(t.dtype, "F32");
+      EXPECT_TRUE(t.shape.empty());
+      std::memcpy(&got[t.name], t.bytes.data(), 4);
+    }
+  std::map<std::string, float> want;
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}) want[p + n + ".input_scale"] = 1.0f + l;
+    want[p + "self_attn.o_proj.input_scale"] = 2.0f + l;
+    for (const char* n : {"mlp.gate_proj", "mlp.up_proj"}) want[p + n + ".input_scale"] = 3.0f + l;
+    want[p + "mlp.down_proj.input_scale"] = 4.0f + l;
+  }
+  EXPECT_EQ(got, want);
+  for (const SafeTensor& t : llama_tensors(m, WeightFormat::kNvfp4, q))
+    EXPECT_EQ(t.name.find("input_scale"), std::string::npos) << t.name;
 }
 
 }  // namespace
