@@ -15,8 +15,10 @@ Layers
   native     the CUDA layer inside the quartet2 program (bench layer's quartet2 row)
   nn         quartet2.nn.Linear(scheme="quartet2"), float32 weight, BF16 X
   official   Quartet_II_Linear(hadamard_dim=128, four_over_six=True) of IST-DASLab/Quartet-II
-             (its research code: triton kernels, torch.compile'd forward and backward), under
-             BF16 autocast, X as [1, M, K]; --official DIR, a checkout of that repository
+             (its research code: triton kernels, torch.compile'd forward and backward), in
+             float32 as its training runs it (its backward multiplies dY by a float32 Hadamard
+             matrix, so BF16 autocast is refused), X as [1, M, K] float32; --official DIR, a
+             checkout of that repository
              (git clone https://github.com/IST-DASLab/Quartet-II; measured at 8776a90)
   torch-bf16 torch.nn.Linear under BF16 autocast (float32 weight), for scale
 
@@ -75,7 +77,7 @@ def layers(m, k, n, official):
     for name, make, shaped in (("nn", lambda: nn.Linear(k, n, device="cuda"), x),
                                ("torch-bf16", lambda: torch.nn.Linear(k, n, bias=False, device="cuda"), x),
                                ("official", lambda: official(k, n, bias=False, hadamard_dim=128, four_over_six=True,
-                                                             device="cuda"), x.view(1, m, k))):
+                                                             device="cuda"), x.float().view(1, m, k))):
         if name == "official" and official is None:
             continue
         layer = make()
@@ -89,9 +91,9 @@ def layers(m, k, n, official):
 def step(layer, x, dy):
     layer.weight.grad = None
     x.grad = None
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.dtype == torch.bfloat16):
         y = layer(x)
-    y.backward(dy.view(y.shape))
+    y.backward(dy.view(y.shape).to(y.dtype))
 
 
 def event_ms(fn):
