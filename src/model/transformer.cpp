@@ -45,7 +45,8 @@ std::vector<Param> Transformer::param_shapes(const ModelConfig& c) {
   return params;
 }
 
-Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend)
+Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend,
+                         const PrecisionOverrides& precision)
     : config_(std::move(config)), backend_(backend) {
   config_.validate();
   const ModelConfig& c = config_;
@@ -60,18 +61,17 @@ Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backe
     if (p.name == "norm.weight") final_norm_ = i;
     if (p.name == "output.weight") head_ = i;
   }
+  const std::vector<linear::Scheme> schemes = linear_schemes(c, scheme, precision);
   for (int l = 0; l < c.n_layers; ++l)
-    for (int w = 0; w < kLinears; ++w) linears_.push_back(backend_.make_linear(scheme, linear_name(c, l, w)));
+    for (int w = 0; w < kLinears; ++w)
+      linears_.push_back(backend_.make_linear(schemes[static_cast<size_t>(l * kLinears + w)], linear_name(c, l, w)));
   for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols, Role::kParam));
   cache_.resize(static_cast<size_t>(c.n_layers));
   block_in_.resize(static_cast<size_t>(c.n_layers));
 }
 
 std::string Transformer::linear_name(const ModelConfig& c, int layer, int which) {
-  static const char* const kNames[] = {"attention.wqkv", "attention.wo", nullptr, "feed_forward.w3"};
-  // The SwiGLU MLP's fused gate|up is w12, the ReLU^2 MLP's single up projection w1.
-  const char* name = which == kUp ? (c.mlp == "swiglu" ? "feed_forward.w12" : "feed_forward.w1") : kNames[which];
-  return "layers." + std::to_string(layer) + "." + name;
+  return "layers." + std::to_string(layer) + "." + block_linear_names(c)[static_cast<size_t>(which)];
 }
 
 size_t Transformer::layer_param(int64_t layer, int which) const {

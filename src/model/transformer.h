@@ -15,6 +15,7 @@
 
 #include "model/backend.h"
 #include "model/config.h"
+#include "model/linear_schemes.h"
 
 namespace q2::model {
 
@@ -27,7 +28,9 @@ struct Param {
 
 class Transformer {
  public:
-  Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend);
+  // Each block linear runs under `scheme`, or in BF16 where `precision` puts it (linear_schemes).
+  Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend,
+              const PrecisionOverrides& precision = {});
 
   // The parameters of a model of config c, in order, as names and shapes (tensors without
   // data): what the constructor allocates, and what a memory plan counts without allocating.
@@ -74,7 +77,7 @@ class Transformer {
   void set_tap(Tap tap) { tap_ = std::move(tap); }
 
  private:
-  static constexpr int kLinears = 4;  // fused qkv, o, fused gate|up (or up), down
+  static constexpr int kLinears = kBlockLinears;
   static constexpr size_t kNone = SIZE_MAX;
   struct LayerCache {
     Tensor x_pre, x_in, qkv, x_mid, h12, rstd1, rstd2, qk_rstd, attention;
