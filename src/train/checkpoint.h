@@ -38,8 +38,8 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 // Loads parameters (and optimizer state, if given) into a model built from the same model
 // config; a checkpoint of another shape, or whose parameter list or length disagrees with its
 // header, is an error naming what differs. With `resume`, the settings a run cannot change midway
-// (scheme, rotation size, optimizer) must equal the checkpoint's; `optimizer`'s state must be the
-// one the checkpoint holds.
+// (scheme, rotation size, the precision overrides, optimizer) must equal the checkpoint's;
+// `optimizer`'s state must be the one the checkpoint holds.
 CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, Optimizer* optimizer,
                                const TrainConfig* resume);
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
+#include "model/linear_schemes.h"
 
 namespace q2::train {
 
@@ -28,6 +29,9 @@ struct TrainConfig {
   int hadamard = 0;  // 0: the scheme's own rotation size
   std::string device = "cpu";
   std::string gemm = "auto";  // NVFP4 products: auto | emulated | native (model::BackendOptions)
+  // method.bf16_first_layers, method.bf16_last_layers, method.bf16_linears: block linears kept in
+  // BF16 whatever the scheme (model/linear_schemes.h); none by default.
+  model::PrecisionOverrides precision;
   // optimization
   int64_t batch_size = 8, grad_accum = 1, steps = 1000;
   // Activation recomputation (model::Transformer::set_recompute): keep only each block's input

@@ -47,7 +47,7 @@ LoadedModel load_for_inference(const std::string& checkpoint, const std::string&
   m.config = m.info.config;
   m.backend = model::make_backend(device, model::BackendOptions());  // "auto": wherever the checkpoint came from
   m.model = std::make_unique<model::Transformer>(m.info.model, linear::scheme_by_name(m.config.scheme, m.config.hadamard),
-                                                 *m.backend);
+                                                 *m.backend, m.config.precision);
   load_checkpoint(checkpoint, *m.model, nullptr, nullptr);
   return m;
 }
@@ -167,7 +167,8 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     dir = std::make_unique<RunDir>(cfg.out_dir, log);
     dir->start(mode);
   }
-  model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
+  const linear::Scheme scheme = linear::scheme_by_name(cfg.scheme, cfg.hadamard);
+  model::Transformer model(mc, scheme, *backend, cfg.precision);
   model.set_recompute(cfg.recompute);
   const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc);
   GradReducer reducer(model, cfg.bucket_mb);
@@ -195,6 +196,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const nlohmann::json resolved = {{"config", to_json(cfg)}, {"model", model::to_json(mc)},
                                    {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
   log("config:\n" + resolved.dump(2));
+  log("block linears:\n" + model::describe_linear_schemes(mc, model::linear_schemes(mc, scheme, cfg.precision)));
   log("device: " + backend->describe());
   log(describe(memory, free_memory));
   if (lead) write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");

@@ -2,8 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "data/tokenizer.h"
 #include "eval/grad_error.h"
 #include "train/checkpoint.h"
+#include "train/hf_export.h"
 
 namespace q2::train {
 namespace {
@@ -329,6 +331,37 @@ TEST(Trainer, ResumeRejectsAnotherConfigAndMissingData) {
   TrainConfig nodata = c;
   nodata.data_dir = "/nonexistent/q2data";
   EXPECT_THROW(run_training(nodata, StartMode::kFresh, quiet), Error);
+}
+
+// A run with precision overrides logs its assignment; its checkpoint evaluates as the run did
+// (the loaded model keeps the same linears in BF16), resumes only under the same overrides, and
+// is refused by the NVFP4 export, which cannot yet write BF16 linears beside NVFP4 ones.
+TEST(Trainer, PrecisionOverridesAreLoggedKeptByTheCheckpointAndFixedForTheRun) {
+  TrainConfig c = small_config("overrides", "quartet2");
+  c.model.n_layers = 2;
+  c.precision = {.bf16_first_layers = 1, .bf16_linears = {"feed_forward.w12"}};
+  c.steps = 2;
+  c.eval_every = 2;
+  std::vector<std::string> lines;
+  const TrainSummary s = run_training(c, StartMode::kFresh, [&](const std::string& l) { lines.push_back(l); });
+  EXPECT_NE(std::find(lines.begin(), lines.end(),
+                      "block linears:\nlayer 0: bf16\nlayer 1: attention.wqkv quartet2, attention.wo quartet2, "
+                      "feed_forward.w12 bf16, feed_forward.w3 quartet2"),
+            lines.end());
+  LoadedModel m = load_for_inference(checkpoint_path(c));
+  const data::DatasetMeta d = dataset_for(m, "");
+  const EvalResult r = evaluate(*m.model, d, data::Tokenizer::load(d.tokenizer).byte_lengths(), c.eval_batches,
+                                c.batch_size, c.seq_len);
+  EXPECT_EQ(r.loss, s.val.loss);
+  const std::string nvfp4 = test::error_of(
+      [&] { export_hf_folder(m, d, {(test_root() / "overrides_nvfp4").string(), WeightFormat::kNvfp4}); });
+  EXPECT_NE(nvfp4.find("export --format nvfp4: the model keeps some block linears in BF16"), std::string::npos) << nvfp4;
+  TrainConfig other = c;
+  other.steps = 3;
+  other.precision.bf16_first_layers = 0;
+  EXPECT_NE(test::error_of([&] { run_training(other, StartMode::kResume, quiet); })
+                .find("another configuration: method.bf16_first_layers (checkpoint 1, now 0)"),
+            std::string::npos);
 }
 
 // A checkpoint records data.dir as given, relative to the folder training ran in; from another
