@@ -124,11 +124,13 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, Optimizer* optimizer,
-                     int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset) {
+                     int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset,
+                     const nlohmann::json& spike_guard) {
   nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
                            {"step", step},              {"loader", loader_state},
                            {"dataset", dataset},        {"params", param_list(model)},
                            {"has_optimizer", optimizer != nullptr}};
+  if (!spike_guard.is_null()) header["spike_guard"] = spike_guard;
   const std::vector<OptimizerState> state = optimizer ? optimizer->state() : std::vector<OptimizerState>();
   if (optimizer) {
     header["optimizer"] = optimizer->name();

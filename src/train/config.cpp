@@ -54,6 +54,8 @@ void for_each_field(C& c, F&& f) {
   f("train", "beta2", c.beta2);
   f("train", "eps", c.eps);
   f("train", "clip", c.clip);
+  f("train", "spike_guard", c.spike_guard);
+  f("train", "spike_window", c.spike_window);
   f("train", "recompute", c.recompute);
   f("train", "optimizer", c.optimizer);
   f("train", "matrix_lr", c.matrix_lr);
@@ -105,12 +107,13 @@ json typed_defaults() {
   return j;
 }
 
-// The keys that came with train.optimizer, train.recompute and the precision overrides (older
-// checkpoints lack them).
+// The keys that came with train.optimizer, train.recompute, the precision overrides and the
+// spike guard (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
                                       "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
-                                      "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute"};
+                                      "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute",
+                                      "spike_guard",   "spike_window"};
   static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
@@ -388,6 +391,11 @@ void validate(const TrainConfig& c) {
   require(c.dist_timeout_s > 0 && c.dist_timeout_s <= 1e9, "dist.timeout_s", "in (0, 1e9]", c.dist_timeout_s);
   require(c.bucket_mb >= 0 && c.bucket_mb <= 1e9, "dist.bucket_mb", "in [0, 1e9] (0: one all-reduce after backward)",
           c.bucket_mb);
+
+  require(c.spike_guard == 0 || (c.spike_guard > 1 && std::isfinite(c.spike_guard)), "train.spike_guard",
+          "0 (off) or finite and > 1", c.spike_guard);
+  // The window travels in every checkpoint's header.
+  require(c.spike_window >= 1 && c.spike_window <= 10000, "train.spike_window", "in [1, 10000]", c.spike_window);
 
   // The model's shape and options, named where wrong (the vocabulary comes with the data), and
   // the precision overrides against its layers and linears.

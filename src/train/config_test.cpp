@@ -311,6 +311,28 @@ TEST(TrainConfig, CheckpointConfigWithoutOverrideKeysHasNone) {
   EXPECT_EQ(from_json(j).precision, model::PrecisionOverrides{});
 }
 
+// The loss-spike guard's keys: off by default, bad values named; configs stored before them
+// read them as off.
+TEST(TrainConfig, SpikeGuardKeys) {
+  const TrainConfig c = load_config(write_temp("q2_cfg_guard.toml", "[train]\nspike_guard = 4\nspike_window = 20\n"), {});
+  EXPECT_EQ(c.spike_guard, 4);
+  EXPECT_EQ(c.spike_window, 20);
+  EXPECT_EQ(from_json(to_json(c)).spike_guard, 4);
+  EXPECT_EQ(from_json(to_json(c)).spike_window, 20);
+  EXPECT_EQ(load_config("", {}).spike_guard, 0);
+  EXPECT_EQ(error_of([] { load_config("", {"--train.spike_guard=1"}); }),
+            "config: train.spike_guard must be 0 (off) or finite and > 1, got 1");
+  EXPECT_EQ(error_of([] { load_config("", {"--train.spike_guard=inf"}); }),
+            "config: train.spike_guard must be 0 (off) or finite and > 1, got inf");
+  EXPECT_EQ(error_of([] { load_config("", {"--train.spike_window=0"}); }),
+            "config: train.spike_window must be in [1, 10000], got 0");
+  nlohmann::json j = to_json(TrainConfig{});
+  for (const char* k : {"spike_guard", "spike_window"}) j["train"].erase(k);
+  const TrainConfig old = from_json(j);
+  EXPECT_EQ(old.spike_guard, 0);
+  EXPECT_EQ(old.spike_window, 50);
+}
+
 TEST(Schedule, CosineAndWsdShapes) {
   TrainConfig c;
   c.steps = 1000;
