@@ -67,7 +67,8 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   const Shape shapes[] = {{mc.qkv_rows(), mc.d_model}, {mc.d_model, mc.d_model}, {mc.mlp_in_rows(), mc.d_model},
                           {mc.d_model, mc.d_ff}};
   // The width of each linear's X that only a layer keeping X by reference keeps alive: the
-  // two norm outputs and the MLP's activation (attention's output is counted below anyway).
+  // two norm outputs and the MLP's activation (attention's output is kept for attention's own
+  // backward, counted with the block).
   const uint64_t by_reference[] = {d, 0, d, ff};
 
   // One block's forward keeps: its input (and the mixed input with the lambdas), the norms'
