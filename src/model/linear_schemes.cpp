@@ -20,13 +20,11 @@ void validate(const PrecisionOverrides& o, const ModelConfig& c) {
       throw Error("config: " + std::string(key) + " must be in [0, model.n_layers = " + layers + "], got " +
                   std::to_string(n));
   const auto names = block_linear_names(c);
-  for (size_t i = 0; i < o.bf16_linears.size(); ++i) {
-    const std::string& name = o.bf16_linears[i];
+  for (const std::string& name : o.bf16_linears) {
     if (std::find(names.begin(), names.end(), name) == names.end())
       throw Error("config: method.bf16_linears names '" + name + "', which the model's blocks do not have; they have " +
                   names[0] + ", " + names[1] + ", " + names[2] + " and " + names[3]);
-    if (std::find(o.bf16_linears.begin(), o.bf16_linears.begin() + static_cast<std::ptrdiff_t>(i), name) !=
-        o.bf16_linears.begin() + static_cast<std::ptrdiff_t>(i))
+    if (std::count(o.bf16_linears.begin(), o.bf16_linears.end(), name) > 1)
       throw Error("config: method.bf16_linears names '" + name + "' twice");
   }
 }

@@ -77,7 +77,8 @@ TEST(LinearSchemes, DescriptionGroupsLayersAlike) {
 
 std::vector<uint32_t> tokens(int64_t n, uint64_t seed) {
   std::vector<uint32_t> t(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = philox::word(seed, philox::kData, static_cast<uint64_t>(i)) % 40;
+  for (int64_t i = 0; i < n; ++i)
+    t[static_cast<size_t>(i)] = philox::word(seed, philox::kData, static_cast<uint64_t>(i)) % 40;
   return t;
 }
 
@@ -151,7 +152,8 @@ TEST(LinearSchemes, EachLinearRunsExactlyItsAssignedScheme) {
           backend->upload(v, t);
           return t;
         };
-        const Tensor x = upload(operands.at(name + ".x"), Role::kActivation), wt = upload(operands.at(name + ".w"), Role::kParam);
+        const Tensor x = upload(operands.at(name + ".x"), Role::kActivation);
+        const Tensor wt = upload(operands.at(name + ".w"), Role::kParam);
         const Tensor dy = upload(operands.at(name + ".dy"), Role::kActivation);
         Tensor dw = backend->alloc(wt.rows, wt.cols, Role::kParam);
         op->forward(x, wt, true);

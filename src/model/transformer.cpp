@@ -63,8 +63,8 @@ Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backe
   }
   const std::vector<linear::Scheme> schemes = linear_schemes(c, scheme, precision);
   for (int l = 0; l < c.n_layers; ++l)
-    for (int w = 0; w < kLinears; ++w)
-      linears_.push_back(backend_.make_linear(schemes[static_cast<size_t>(l * kLinears + w)], linear_name(c, l, w)));
+    for (int w = 0; w < kBlockLinears; ++w)
+      linears_.push_back(backend_.make_linear(schemes[static_cast<size_t>(l * kBlockLinears + w)], linear_name(c, l, w)));
   for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols, Role::kParam));
   cache_.resize(static_cast<size_t>(c.n_layers));
   block_in_.resize(static_cast<size_t>(c.n_layers));
@@ -262,7 +262,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   Tensor dx0;  // what the x0 lambdas send back to x0
   if (c.resid_x0_lambdas) dx0 = B.alloc(T, d, Role::kActivation);
   const size_t half = c.norm_weights ? 3 : 2;  // parameters of each half of a block
-  auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kLinears + which); };
+  auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kBlockLinears + which); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
     // The forward is deterministic: the recomputed block keeps the very operands the first pass made.
@@ -295,7 +295,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
                               grads_[lambdas_], grads_[lambdas_ + 1]);
     if (recompute_) {  // one block's activations at a time
       k = LayerCache{};
-      for (int w = 0; w < kLinears; ++w) linear(l, w).release();
+      for (int w = 0; w < kBlockLinears; ++w) linear(l, w).release();
     }
   }
   if (c.resid_x0_lambdas) {

@@ -77,7 +77,6 @@ class Transformer {
   void set_tap(Tap tap) { tap_ = std::move(tap); }
 
  private:
-  static constexpr int kLinears = kBlockLinears;
   static constexpr size_t kNone = SIZE_MAX;
   struct LayerCache {
     Tensor x_pre, x_in, qkv, x_mid, h12, rstd1, rstd2, qk_rstd, attention;
@@ -86,7 +85,7 @@ class Transformer {
   // Block l on its input x (the residual stream), returning its output; fills k, and the
   // linears keep their operands when `keep`.
   Tensor layer_forward(int l, Tensor x, const Tensor& x0, int64_t batch, int64_t seq, LayerCache& k, bool keep);
-  LinearOp& linear(int layer, int which) { return *linears_[static_cast<size_t>(layer * kLinears + which)]; }
+  LinearOp& linear(int layer, int which) { return *linears_[static_cast<size_t>(layer * kBlockLinears + which)]; }
   static std::string linear_name(const ModelConfig& c, int layer, int which);
   // The index in params() of a layer's parameter (LayerParam in transformer.cpp), kNone if the
   // model has none (the norm gains of a model without them).
