@@ -76,13 +76,13 @@ model::ModelConfig nanochat_config(bool tied) {
 // One step of `mc` on the named backend. Lambdas, where the model has them, are set away from
 // their init (1 and 0) so that every term of the mix and its backward counts.
 StepResult one_step(const std::string& device, const std::string& scheme, const model::ModelConfig& mc,
-                    bool recompute = false) {
+                    bool recompute = false, const model::PrecisionOverrides& precision = {}) {
   register_cuda_backend();
   const int64_t batch = 3, seq = 200, n = batch * seq;
   const auto in = tokens(n, 1, 1000), tg = tokens(n, 2, 1000);
   const model::BackendOptions options;
   auto backend = model::make_backend(device, options);
-  model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend);
+  model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend, precision);
   model.init(5);
   model.set_recompute(recompute);
   for (model::Param& p : model.params()) {
@@ -111,9 +111,10 @@ StepResult one_step(const std::string& device, const std::string& scheme, const 
 // over every token and feature of BF16 products that largely cancel (measured on an H100: cosines
 // 0.993-0.998 in BF16, against 0.9995 and more for every matrix).
 void expect_agreement(const std::string& scheme, double min_cosine, const model::ModelConfig& mc = llama_config(),
-                      const std::string& label = "llama", double min_cosine_lambdas = 0) {
+                      const std::string& label = "llama", double min_cosine_lambdas = 0,
+                      const model::PrecisionOverrides& precision = {}) {
   const std::string what = label + " " + scheme;
-  const StepResult cpu = one_step("cpu", scheme, mc), gpu = one_step("cuda", scheme, mc);
+  const StepResult cpu = one_step("cpu", scheme, mc, false, precision), gpu = one_step("cuda", scheme, mc, false, precision);
   ASSERT_EQ(gpu.names, cpu.names) << what;
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-2 * cpu.loss) << what;
   EXPECT_NEAR(gpu.loss_after, cpu.loss_after, 1e-2 * cpu.loss_after) << what;
@@ -165,6 +166,24 @@ TEST(GpuBackend, NanochatTiedBf16StepAgreesWithCpu) {
 TEST(GpuBackend, NanochatQuartet2StepAgreesWithCpu) {
   REQUIRE_GPU();
   expect_agreement("quartet2", 0.9, nanochat_config(false), "nanochat");
+}
+
+// Precision overrides on the GPU (model/linear_schemes.h): overrides that cover every linear
+// give the bf16 model bit for bit, and the first block and every wo in BF16 agree with the CPU's
+// as quartet2 itself does.
+TEST(GpuBackend, PrecisionOverridesFollowTheAssignment) {
+  REQUIRE_GPU();
+  const model::ModelConfig mc = llama_config();
+  const StepResult bf16 = one_step("cuda", "bf16", mc),
+                   all = one_step("cuda", "quartet2", mc, false, {.bf16_first_layers = 1, .bf16_last_layers = 1});
+  EXPECT_EQ(all.loss, bf16.loss);
+  EXPECT_EQ(all.loss_after, bf16.loss_after);
+  ASSERT_EQ(all.grads.size(), bf16.grads.size());
+  for (size_t i = 0; i < all.grads.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(all.grads[i].data.data(), bf16.grads[i].data.data(), all.grads[i].data.size() * 4))
+        << all.names[i];
+  expect_agreement("quartet2", 0.9, mc, "llama, layer 0 and every wo in BF16", 0,
+                   {.bf16_first_layers = 1, .bf16_linears = {"attention.wo"}});
 }
 
 // The GEMM path is chosen at run time: 'auto' always works, 'native' only with FP4 tensor cores.

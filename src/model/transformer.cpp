@@ -45,7 +45,8 @@ std::vector<Param> Transformer::param_shapes(const ModelConfig& c) {
   return params;
 }
 
-Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend)
+Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend,
+                         const PrecisionOverrides& precision)
     : config_(std::move(config)), backend_(backend) {
   config_.validate();
   const ModelConfig& c = config_;
@@ -60,18 +61,17 @@ Transformer::Transformer(ModelConfig config, const linear::Scheme& scheme, Backe
     if (p.name == "norm.weight") final_norm_ = i;
     if (p.name == "output.weight") head_ = i;
   }
+  const std::vector<linear::Scheme> schemes = linear_schemes(c, scheme, precision);
   for (int l = 0; l < c.n_layers; ++l)
-    for (int w = 0; w < kLinears; ++w) linears_.push_back(backend_.make_linear(scheme, linear_name(c, l, w)));
+    for (int w = 0; w < kBlockLinears; ++w)
+      linears_.push_back(backend_.make_linear(schemes[static_cast<size_t>(l * kBlockLinears + w)], linear_name(c, l, w)));
   for (const Param& p : params_) grads_.push_back(backend_.alloc(p.value.rows, p.value.cols, Role::kParam));
   cache_.resize(static_cast<size_t>(c.n_layers));
   block_in_.resize(static_cast<size_t>(c.n_layers));
 }
 
 std::string Transformer::linear_name(const ModelConfig& c, int layer, int which) {
-  static const char* const kNames[] = {"attention.wqkv", "attention.wo", nullptr, "feed_forward.w3"};
-  // The SwiGLU MLP's fused gate|up is w12, the ReLU^2 MLP's single up projection w1.
-  const char* name = which == kUp ? (c.mlp == "swiglu" ? "feed_forward.w12" : "feed_forward.w1") : kNames[which];
-  return "layers." + std::to_string(layer) + "." + name;
+  return "layers." + std::to_string(layer) + "." + block_linear_names(c)[static_cast<size_t>(which)];
 }
 
 size_t Transformer::layer_param(int64_t layer, int which) const {
@@ -262,7 +262,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   Tensor dx0;  // what the x0 lambdas send back to x0
   if (c.resid_x0_lambdas) dx0 = B.alloc(T, d, Role::kActivation);
   const size_t half = c.norm_weights ? 3 : 2;  // parameters of each half of a block
-  auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kLinears + which); };
+  auto lseed = [&](int l, int which) { return seeds::linear_layer(seed, l * kBlockLinears + which); };
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
     // The forward is deterministic: the recomputed block keeps the very operands the first pass made.
@@ -295,7 +295,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
                               grads_[lambdas_], grads_[lambdas_ + 1]);
     if (recompute_) {  // one block's activations at a time
       k = LayerCache{};
-      for (int w = 0; w < kLinears; ++w) linear(l, w).release();
+      for (int w = 0; w < kBlockLinears; ++w) linear(l, w).release();
     }
   }
   if (c.resid_x0_lambdas) {

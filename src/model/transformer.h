@@ -15,6 +15,7 @@
 
 #include "model/backend.h"
 #include "model/config.h"
+#include "model/linear_schemes.h"
 
 namespace q2::model {
 
@@ -27,7 +28,9 @@ struct Param {
 
 class Transformer {
  public:
-  Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend);
+  // Each block linear runs under `scheme`, or in BF16 where `precision` puts it (linear_schemes).
+  Transformer(ModelConfig config, const linear::Scheme& scheme, Backend& backend,
+              const PrecisionOverrides& precision = {});
 
   // The parameters of a model of config c, in order, as names and shapes (tensors without
   // data): what the constructor allocates, and what a memory plan counts without allocating.
@@ -78,7 +81,6 @@ class Transformer {
   }
 
  private:
-  static constexpr int kLinears = 4;  // fused qkv, o, fused gate|up (or up), down
   static constexpr size_t kNone = SIZE_MAX;
   struct LayerCache {
     Tensor x_pre, x_in, qkv, x_mid, h12, rstd1, rstd2, qk_rstd, attention;
@@ -87,7 +89,7 @@ class Transformer {
   // Block l on its input x (the residual stream), returning its output; fills k, and the
   // linears keep their operands when `keep`.
   Tensor layer_forward(int l, Tensor x, const Tensor& x0, int64_t batch, int64_t seq, LayerCache& k, bool keep);
-  LinearOp& linear(int layer, int which) { return *linears_[static_cast<size_t>(layer * kLinears + which)]; }
+  LinearOp& linear(int layer, int which) { return *linears_[static_cast<size_t>(layer * kBlockLinears + which)]; }
   static std::string linear_name(const ModelConfig& c, int layer, int which);
   // The index in params() of a layer's parameter (LayerParam in transformer.cpp), kNone if the
   // model has none (the norm gains of a model without them).

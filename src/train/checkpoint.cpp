@@ -124,11 +124,13 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, Optimizer* optimizer,
-                     int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset) {
+                     int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset,
+                     const nlohmann::json& spike_guard) {
   nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
                            {"step", step},              {"loader", loader_state},
                            {"dataset", dataset},        {"params", param_list(model)},
                            {"has_optimizer", optimizer != nullptr}};
+  if (!spike_guard.is_null()) header["spike_guard"] = spike_guard;
   const std::vector<OptimizerState> state = optimizer ? optimizer->state() : std::vector<OptimizerState>();
   if (optimizer) {
     header["optimizer"] = optimizer->name();
@@ -188,6 +190,13 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
   if (resume && info.config.hadamard != resume->hadamard)
     diff += " method.hadamard (checkpoint " + std::to_string(info.config.hadamard) + ", now " +
             std::to_string(resume->hadamard) + ")";
+  // Linears that change precision midway would continue another recipe's run.
+  if (resume) {
+    const nlohmann::json then = to_json(info.config).at("method"), now = to_json(*resume).at("method");
+    for (const char* key : {"bf16_first_layers", "bf16_last_layers", "bf16_linears"})
+      if (then.at(key) != now.at(key))
+        diff += std::string(" method.") + key + " (checkpoint " + then.at(key).dump() + ", now " + now.at(key).dump() + ")";
+  }
   // One optimizer's state cannot continue another's.
   if (resume && info.config.optimizer != resume->optimizer)
     diff += " train.optimizer (checkpoint \"" + info.config.optimizer + "\", now \"" + resume->optimizer + "\")";

@@ -38,6 +38,9 @@ void for_each_field(C& c, F&& f) {
   f("method", "hadamard", c.hadamard);
   f("method", "device", c.device);
   f("method", "gemm", c.gemm);
+  f("method", "bf16_first_layers", c.precision.bf16_first_layers);
+  f("method", "bf16_last_layers", c.precision.bf16_last_layers);
+  f("method", "bf16_linears", c.precision.bf16_linears);
   f("train", "batch_size", c.batch_size);
   f("train", "grad_accum", c.grad_accum);
   f("train", "steps", c.steps);
@@ -51,6 +54,8 @@ void for_each_field(C& c, F&& f) {
   f("train", "beta2", c.beta2);
   f("train", "eps", c.eps);
   f("train", "clip", c.clip);
+  f("train", "spike_guard", c.spike_guard);
+  f("train", "spike_window", c.spike_window);
   f("train", "recompute", c.recompute);
   f("train", "optimizer", c.optimizer);
   f("train", "matrix_lr", c.matrix_lr);
@@ -102,12 +107,16 @@ json typed_defaults() {
   return j;
 }
 
-// The keys that came with train.optimizer and train.recompute (older checkpoints lack them).
+// The keys that came with train.optimizer, train.recompute, the precision overrides and the
+// spike guard (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
-  static const char* const keys[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
-                                     "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
-                                     "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute"};
-  return section == "train" && std::find(std::begin(keys), std::end(keys), key) != std::end(keys);
+  static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
+                                      "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
+                                      "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute",
+                                      "spike_guard",   "spike_window"};
+  static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears"};
+  if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
+  return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
 }
 
 }  // namespace
@@ -142,6 +151,9 @@ TrainConfig from_json(const json& j) {
       if constexpr (std::is_same_v<T, bool>) {
         if (!value.is_boolean())
           throw Error("config: '" + std::string(section) + "." + key + "' must be true or false, got " + value.dump());
+      } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+        if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const json& e) { return e.is_string(); }))
+          throw Error("config: '" + std::string(section) + "." + key + "' must be a list of names, got " + value.dump());
       } else if constexpr (std::is_integral_v<T>) {
         if (!value.is_number_integer())
           throw Error("config: '" + std::string(section) + "." + key + "' must be an integer, got " + value.dump());
@@ -189,6 +201,26 @@ void set_typed(json& j, const json& types, const std::string& key, const json& v
   } else if (type.is_number_float()) {
     if (!value.is_number()) bad();
     slot = value.get<double>();
+  } else if (type.is_array()) {
+    // A TOML array of strings, or names separated by commas on the command line ("" for none).
+    if (value.is_array()) {
+      slot = value;
+    } else if (value.is_string()) {
+      slot = json::array();
+      const std::string text = value.get<std::string>();
+      for (size_t at = 0; !text.empty();) {
+        const size_t comma = std::min(text.find(',', at), text.size());
+        std::string name = text.substr(at, comma - at);
+        name.erase(0, name.find_first_not_of(' '));
+        name.erase(name.find_last_not_of(' ') + 1);
+        slot.push_back(name);
+        if (comma == text.size()) break;
+        at = comma + 1;
+      }
+    } else {
+      throw Error(origin + ": option '" + key + "' expects a list of names (comma-separated on the command line), got " +
+                  value.dump());
+    }
   } else {
     bad();
   }
@@ -241,8 +273,11 @@ TrainConfig load_config(const std::string& toml_path, const std::vector<std::str
         else if (v.is_integer()) value = *v.value<int64_t>();
         else if (v.is_floating_point()) value = *v.value<double>();
         else if (v.is_boolean()) value = *v.value<bool>();
-        else throw Error("config file '" + toml_path + "': '" + std::string(section.str()) + "." + std::string(key.str()) +
-                         "' must be a string, a number or a boolean");
+        else if (const toml::array* a = v.as_array(); a && (a->empty() || a->is_homogeneous(toml::node_type::string))) {
+          value = json::array();
+          for (const toml::node& e : *a) value.push_back(*e.value<std::string>());
+        } else throw Error("config file '" + toml_path + "': '" + std::string(section.str()) + "." + std::string(key.str()) +
+                           "' must be a string, a number, a boolean or an array of strings");
         const std::string dotted = std::string(section.str()) + "." + std::string(key.str());
         set_typed(j, types, dotted, value, "config file '" + toml_path + "'");
         seq_len_given |= dotted == "model.seq_len";
@@ -357,7 +392,14 @@ void validate(const TrainConfig& c) {
   require(c.bucket_mb >= 0 && c.bucket_mb <= 1e9, "dist.bucket_mb", "in [0, 1e9] (0: one all-reduce after backward)",
           c.bucket_mb);
 
-  model_config(c, 2);  // the model's shape and options, named where wrong (the vocabulary comes with the data)
+  require(c.spike_guard == 0 || (c.spike_guard > 1 && std::isfinite(c.spike_guard)), "train.spike_guard",
+          "0 (off) or finite and > 1", c.spike_guard);
+  // The window travels in every checkpoint's header.
+  require(c.spike_window >= 1 && c.spike_window <= 10000, "train.spike_window", "in [1, 10000]", c.spike_window);
+
+  // The model's shape and options, named where wrong (the vocabulary comes with the data), and
+  // the precision overrides against its layers and linears.
+  model::validate(c.precision, model_config(c, 2));
 }
 
 void resolve_dist(TrainConfig& c, const std::function<const char*(const char*)>& env) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
+#include "model/linear_schemes.h"
 
 namespace q2::train {
 
@@ -28,6 +29,9 @@ struct TrainConfig {
   int hadamard = 0;  // 0: the scheme's own rotation size
   std::string device = "cpu";
   std::string gemm = "auto";  // NVFP4 products: auto | emulated | native (model::BackendOptions)
+  // method.bf16_first_layers, method.bf16_last_layers, method.bf16_linears: block linears kept in
+  // BF16 whatever the scheme (model/linear_schemes.h); none by default.
+  model::PrecisionOverrides precision;
   // optimization
   int64_t batch_size = 8, grad_accum = 1, steps = 1000;
   // Activation recomputation (model::Transformer::set_recompute): keep only each block's input
@@ -37,6 +41,11 @@ struct TrainConfig {
   std::string schedule = "cosine";  // cosine | wsd
   double decay_frac = 0.2;          // wsd: the final fraction of steps that decays
   double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
+  // The loss-spike guard (train/spike_guard.h): > 0 skips the update of a step whose gradient
+  // norm (before clipping) exceeds spike_guard times the median of the last spike_window steps'
+  // norms; 0 turns it off.
+  double spike_guard = 0;
+  int64_t spike_window = 50;
   // The optimizer (train/optimizer.h): "adamw" (every parameter, at lr, weight_decay on block
   // weights) or "muon" (nanochat's groups: Muon for the block matrices, AdamW for the rest,
   // each group at its own base rate times the schedule's lr / train.lr).

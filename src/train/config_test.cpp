@@ -262,6 +262,77 @@ TEST(TrainConfig, CheckpointConfigWithoutOptimizerKeysIsAdamW) {
   EXPECT_NE(error_of([&] { from_json(j); }).find("lr"), std::string::npos);
 }
 
+// The precision overrides from a TOML file (an array of linear names) or the command line
+// (names separated by commas); they round-trip through JSON.
+TEST(TrainConfig, PrecisionOverrideKeys) {
+  const std::string f = write_temp("q2_cfg_controls.toml",
+                                   "[method]\nbf16_first_layers = 1\nbf16_last_layers = 2\n"
+                                   "bf16_linears = [\"attention.wo\", \"feed_forward.w3\"]\n");
+  const TrainConfig c = load_config(f, {});
+  EXPECT_EQ(c.precision, (model::PrecisionOverrides{1, 2, {"attention.wo", "feed_forward.w3"}}));
+  EXPECT_EQ(from_json(to_json(c)).precision, c.precision);
+  EXPECT_EQ(load_config(f, {"--method.bf16_linears=feed_forward.w12, attention.wqkv"}).precision.bf16_linears,
+            (std::vector<std::string>{"feed_forward.w12", "attention.wqkv"}));
+  EXPECT_TRUE(load_config(f, {"--method.bf16_linears="}).precision.bf16_linears.empty());
+  EXPECT_TRUE(load_config(write_temp("q2_cfg_none.toml", "[method]\nbf16_linears = []\n"), {}).precision.bf16_linears.empty());
+  // Off by default.
+  EXPECT_EQ(load_config("", {}).precision, model::PrecisionOverrides{});
+}
+
+TEST(TrainConfig, BadPrecisionOverridesAreNamed) {
+  // The tiny preset has 4 layers; a model key changes what the overrides are checked against.
+  EXPECT_EQ(error_of([] { load_config("", {"--method.bf16_first_layers=5"}); }),
+            "config: method.bf16_first_layers must be in [0, model.n_layers = 4], got 5");
+  EXPECT_EQ(error_of([] { load_config("", {"--model.n_layers=2", "--method.bf16_last_layers=3"}); }),
+            "config: method.bf16_last_layers must be in [0, model.n_layers = 2], got 3");
+  EXPECT_EQ(error_of([] { load_config("", {"--method.bf16_linears=attn_out,feed_forward.w3"}); }),
+            "config: method.bf16_linears names 'attn_out', which the model's blocks do not have; they have "
+            "attention.wqkv, attention.wo, feed_forward.w12 and feed_forward.w3");
+  EXPECT_NE(error_of([] { load_config("", {"--model.mlp=relu2", "--method.bf16_linears=feed_forward.w12"}); })
+                .find("they have attention.wqkv, attention.wo, feed_forward.w1 and feed_forward.w3"),
+            std::string::npos);
+  EXPECT_EQ(error_of([] { load_config("", {"--method.bf16_linears=3"}); }),
+            "override '--method.bf16_linears=3': option 'method.bf16_linears' expects a list of names (comma-separated "
+            "on the command line), got 3");
+  const std::string numbers = write_temp("q2_cfg_numbers.toml", "[method]\nbf16_linears = [1, 2]\n");
+  EXPECT_EQ(error_of([&] { load_config(numbers, {}); }),
+            "config file '" + numbers + "': 'method.bf16_linears' must be a string, a number, a boolean or an array of strings");
+  const std::string listed = write_temp("q2_cfg_listed.toml", "[method]\nscheme = [\"bf16\"]\n");
+  EXPECT_NE(error_of([&] { load_config(listed, {}); }).find("option 'method.scheme' expects a string"), std::string::npos);
+  nlohmann::json j = to_json(TrainConfig{});
+  j["method"]["bf16_linears"] = "attention.wo";
+  EXPECT_EQ(error_of([&] { from_json(j); }), "config: 'method.bf16_linears' must be a list of names, got \"attention.wo\"");
+}
+
+// Configs stored before the overrides existed run without them.
+TEST(TrainConfig, CheckpointConfigWithoutOverrideKeysHasNone) {
+  nlohmann::json j = to_json(TrainConfig{});
+  for (const char* k : {"bf16_first_layers", "bf16_last_layers", "bf16_linears"}) j["method"].erase(k);
+  EXPECT_EQ(from_json(j).precision, model::PrecisionOverrides{});
+}
+
+// The loss-spike guard's keys: off by default, bad values named; configs stored before them
+// read them as off.
+TEST(TrainConfig, SpikeGuardKeys) {
+  const TrainConfig c = load_config(write_temp("q2_cfg_guard.toml", "[train]\nspike_guard = 4\nspike_window = 20\n"), {});
+  EXPECT_EQ(c.spike_guard, 4);
+  EXPECT_EQ(c.spike_window, 20);
+  EXPECT_EQ(from_json(to_json(c)).spike_guard, 4);
+  EXPECT_EQ(from_json(to_json(c)).spike_window, 20);
+  EXPECT_EQ(load_config("", {}).spike_guard, 0);
+  EXPECT_EQ(error_of([] { load_config("", {"--train.spike_guard=1"}); }),
+            "config: train.spike_guard must be 0 (off) or finite and > 1, got 1");
+  EXPECT_EQ(error_of([] { load_config("", {"--train.spike_guard=inf"}); }),
+            "config: train.spike_guard must be 0 (off) or finite and > 1, got inf");
+  EXPECT_EQ(error_of([] { load_config("", {"--train.spike_window=0"}); }),
+            "config: train.spike_window must be in [1, 10000], got 0");
+  nlohmann::json j = to_json(TrainConfig{});
+  for (const char* k : {"spike_guard", "spike_window"}) j["train"].erase(k);
+  const TrainConfig old = from_json(j);
+  EXPECT_EQ(old.spike_guard, 0);
+  EXPECT_EQ(old.spike_window, 50);
+}
+
 TEST(Schedule, CosineAndWsdShapes) {
   TrainConfig c;
   c.steps = 1000;

@@ -121,6 +121,11 @@ std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann
        "documents, no EOS) |\n";
   s += "| sequence length | " + std::to_string(c.seq_len) + " |\n";
   s += "| linear-layer scheme | `" + t.scheme + "` |\n";
+  if (t.precision != model::PrecisionOverrides{}) {
+    std::string layers = model::describe_linear_schemes(c, model::linear_schemes(c, scheme, t.precision));
+    for (size_t at; (at = layers.find('\n')) != std::string::npos;) layers.replace(at, 1, "; ");  // one table cell
+    s += "| schemes of the block linears | " + layers + " |\n";
+  }
   s += "| optimizer | `" + t.optimizer + "`, schedule `" + t.schedule + "` |\n";
   s += "| steps | " + std::to_string(m.info.step) + " of " + std::to_string(t.steps) + " |\n";
   s += "| tokens seen | " + std::to_string(m.info.step * tokens_per_step) + " |\n";
@@ -167,6 +172,10 @@ std::vector<std::string> export_hf_folder(LoadedModel& m, const data::DatasetMet
   fs::create_directories(o.out_dir, ec);
   if (ec) throw Error("export: cannot create --out '" + o.out_dir + "': " + ec.message());
   const linear::Scheme scheme = linear::scheme_by_name(m.config.scheme, m.config.hadamard);
+  // ModelOpt's layout could list BF16 linears in exclude_modules; this exporter does not yet.
+  if (o.format == WeightFormat::kNvfp4 && m.config.precision != model::PrecisionOverrides{})
+    throw Error("export --format nvfp4: the model keeps some block linears in BF16 (method.bf16_first_layers, "
+                "method.bf16_last_layers, method.bf16_linears), which this export cannot write yet (use --format hf)");
   const WeightQuantizer quantize =
       o.format == WeightFormat::kNvfp4 ? forward_weight_quantizer(scheme, m.config.device) : WeightQuantizer();
   const InputScales input_scales = o.format == WeightFormat::kNvfp4 && o.calib_windows > 0

@@ -7,6 +7,7 @@
 #include "common/memory.h"
 #include "format/scale_layout.h"
 #include "linear/plan.h"
+#include "model/linear_schemes.h"
 #include "model/muon.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
@@ -32,7 +33,6 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   const bool cuda = device == "cuda";
   // Bytes of an activation element, and of a dense weight copy kept for backward (BF16 on the GPU).
   const uint64_t a = cuda ? 2 : 4;
-  const linear::Plan lp = linear::make_plan(linear::scheme_by_name(c.scheme, c.hadamard));
   MemoryPlan p;
   p.device = device;
   p.micro_batch = batch;
@@ -57,42 +57,62 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
     }
   }
 
-  const uint64_t T = static_cast<uint64_t>(batch * c.seq_len), Tp = static_cast<uint64_t>(lp.padded_rows(batch * c.seq_len));
+  // Each block linear's plan, as the model assigns the schemes (model/linear_schemes.h).
+  std::vector<linear::Plan> plans;
+  for (const linear::Scheme& s : model::linear_schemes(mc, linear::scheme_by_name(c.scheme, c.hadamard), c.precision))
+    plans.push_back(linear::make_plan(s));
+  const uint64_t T = static_cast<uint64_t>(batch * c.seq_len);
   const uint64_t d = mc.d_model, ff = mc.d_ff, qkv = mc.qkv_rows(), up = mc.mlp_in_rows(), V = mc.vocab;
   const uint64_t H = mc.n_heads, KV = mc.kv_heads();
   const Shape shapes[] = {{mc.qkv_rows(), mc.d_model}, {mc.d_model, mc.d_model}, {mc.mlp_in_rows(), mc.d_model},
                           {mc.d_model, mc.d_ff}};
+  // The width of each linear's X that only a layer keeping X by reference keeps alive: the
+  // two norm outputs and the MLP's activation (attention's output is kept for attention's own
+  // backward, counted with the block).
+  const uint64_t by_reference[] = {d, 0, d, ff};
 
   // One block's forward keeps: its input (and the mixed input with the lambdas), the norms'
   // rstd, qkv, the QK norms' rstd, attention's output and log-sum-exp, the mid-block residual, the
-  // MLP's input-side output; and what the scheme keeps of each linear's X and W.
-  uint64_t layer = T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
-  if (mc.qk_norm) layer += T * (H + KV) * 4;
+  // MLP's input-side output; and what its linears' schemes keep of each one's X and W.
+  uint64_t common = T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
+  if (mc.qk_norm) common += T * (H + KV) * 4;
   // The CPU reference's attention keeps its probabilities: float32 [batch, heads, seq, seq].
-  if (!cuda) layer += static_cast<uint64_t>(batch) * H * static_cast<uint64_t>(c.seq_len * c.seq_len) * 4;
-  uint64_t layer_w = 0;
-  for (const Shape& s : shapes) {
-    const uint64_t k = static_cast<uint64_t>(s.k);
-    if (lp.saved_x == Kept::kNvfp4)
-      layer += nvfp4_bytes(static_cast<int64_t>(Tp), s.k);
-    else if (!cuda || Tp != T)
-      layer += Tp * k * a;  // a copy (the CUDA layers keep an unpadded BF16 X by reference)
-    layer_w += lp.saved_w == Kept::kNvfp4 ? nvfp4_bytes(s.n, s.k) : static_cast<uint64_t>(s.n * s.k) * a;
+  if (!cuda) common += static_cast<uint64_t>(batch) * H * static_cast<uint64_t>(c.seq_len * c.seq_len) * 4;
+  uint64_t layers = 0, largest = 0;  // every block's kept bytes, and the largest block's
+  uint64_t Tp = T;                   // the most padded token rows of any linear
+  bool fwd_q = false, bwd_q = false;  // some linear quantizes its forward, its backward
+  for (int64_t l = 0; l < mc.n_layers; ++l) {
+    uint64_t layer = common;
+    for (int w = 0; w < model::kBlockLinears; ++w) {
+      const linear::Plan& lp = plans[static_cast<size_t>(l * model::kBlockLinears + w)];
+      const Shape& s = shapes[w];
+      const uint64_t k = static_cast<uint64_t>(s.k), rows = static_cast<uint64_t>(lp.padded_rows(batch * c.seq_len));
+      if (lp.saved_x == Kept::kNvfp4)
+        layer += nvfp4_bytes(static_cast<int64_t>(rows), s.k);
+      else if (!cuda || rows != T)
+        layer += rows * k * a;  // a copy (the CUDA layers keep an unpadded BF16 X by reference)
+      else
+        layer += T * a * by_reference[w];
+      layer += lp.saved_w == Kept::kNvfp4 ? nvfp4_bytes(s.n, s.k) : static_cast<uint64_t>(s.n * s.k) * a;
+      Tp = std::max(Tp, rows);
+      fwd_q |= lp.x != linear::FwdQuant::kBf16 || lp.w != linear::FwdQuant::kBf16;
+      bwd_q |= lp.dgrad.a.quantized() || lp.dgrad.b.quantized() || lp.wgrad.a.quantized() || lp.wgrad.b.quantized();
+    }
+    layers += layer;
+    largest = std::max(largest, layer);
   }
-  // Kept by reference: the two norm outputs and the MLP's activation (attention's output is counted above).
-  if (cuda && lp.saved_x != Kept::kNvfp4 && Tp == T) layer += T * a * (2 * d + ff);
 
   // The embedding's output (x0), its pre-norm input, the final norm's input and output.
   const uint64_t outer = T * a * d * (mc.embed_norm ? 2 : 1) + (mc.embed_norm ? T * 4 : 0) + 2 * T * a * d + T * 4;
   const uint64_t L = static_cast<uint64_t>(mc.n_layers);
-  p.activations = outer + (recompute ? L * T * a * d : L * (layer + layer_w));
+  p.activations = outer + (recompute ? L * T * a * d : layers);
 
   // The transients: the end of forward (logits and their gradient), one block's backward (the
   // logit gradient is kept through backward; under recompute, the block's activations made
   // again), the optimizer step (Muon's buffers).
   const uint64_t logits = T * V * a;
   const uint64_t block_backward = logits + T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + std::max(up + ff + d, qkv + 2 * d)) +
-                                  (recompute ? layer + layer_w : 0);
+                                  (recompute ? largest : 0);
   uint64_t working = std::max({2 * logits, block_backward, muon_transient});
 
   // The CUDA layers' operand buffers, shared by all layers at their largest: NVFP4 backward
@@ -101,8 +121,6 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
     const uint64_t kmax = std::max(d, ff), nmax = std::max({qkv, up, d});
     uint64_t wmax = 0;
     for (const Shape& s : shapes) wmax = std::max(wmax, static_cast<uint64_t>(s.n * s.k));
-    const bool fwd_q = lp.x != linear::FwdQuant::kBf16 || lp.w != linear::FwdQuant::kBf16;
-    const bool bwd_q = lp.dgrad.a.quantized() || lp.dgrad.b.quantized() || lp.wgrad.a.quantized() || lp.wgrad.b.quantized();
     const bool expand = c.gemm != "native";
     uint64_t scratch = 0;
     if (bwd_q) scratch += (2 * Tp * nmax + wmax + Tp * kmax) * 9 / 16;

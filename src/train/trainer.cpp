@@ -18,6 +18,7 @@
 #include "train/grad_reducer.h"
 #include "train/memory_plan.h"
 #include "train/optimizer.h"
+#include "train/spike_guard.h"
 
 namespace q2::train {
 
@@ -47,7 +48,7 @@ LoadedModel load_for_inference(const std::string& checkpoint, const std::string&
   m.config = m.info.config;
   m.backend = model::make_backend(device, model::BackendOptions());  // "auto": wherever the checkpoint came from
   m.model = std::make_unique<model::Transformer>(m.info.model, linear::scheme_by_name(m.config.scheme, m.config.hadamard),
-                                                 *m.backend);
+                                                 *m.backend, m.config.precision);
   load_checkpoint(checkpoint, *m.model, nullptr, nullptr);
   return m;
 }
@@ -167,11 +168,13 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     dir = std::make_unique<RunDir>(cfg.out_dir, log);
     dir->start(mode);
   }
-  model::Transformer model(mc, linear::scheme_by_name(cfg.scheme, cfg.hadamard), *backend);
+  const linear::Scheme scheme = linear::scheme_by_name(cfg.scheme, cfg.hadamard);
+  model::Transformer model(mc, scheme, *backend, cfg.precision);
   model.set_recompute(cfg.recompute);
   const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc);
   GradReducer reducer(model, cfg.bucket_mb);
   data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
+  SpikeGuard guard(cfg.spike_guard, cfg.spike_window);
   const std::string ckpt = checkpoint_path(cfg), metrics = RunDir::metrics_file(cfg.out_dir);
 
   int64_t start = 0;
@@ -187,6 +190,11 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
                                    : "train.steps is " + std::to_string(cfg.steps)) +
                   ": nothing is left to train (raise train.steps to continue)");
     loader.restore(info.header.at("loader"));
+    try {
+      guard.restore(info.header.value("spike_guard", nlohmann::json()));
+    } catch (const Error& e) {
+      throw Error("checkpoint '" + ckpt + "': " + e.what());
+    }
     if (lead) dir->truncate_metrics(start);
     log("resumed from " + ckpt + " at step " + std::to_string(start));
   } else {
@@ -195,6 +203,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const nlohmann::json resolved = {{"config", to_json(cfg)}, {"model", model::to_json(mc)},
                                    {"params_total", mc.total_params()}, {"params_non_embedding", mc.non_embedding_params()}};
   log("config:\n" + resolved.dump(2));
+  log("block linears:\n" + model::describe_linear_schemes(mc, model::linear_schemes(mc, scheme, cfg.precision)));
   log("device: " + backend->describe());
   log(describe(memory, free_memory));
   if (lead) write_file_atomic(cfg.out_dir + "/config.json", resolved.dump(2) + "\n");
@@ -212,19 +221,24 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
                  (last_good >= 0 ? "the last good checkpoint is '" + ckpt + "' (step " + std::to_string(last_good) + ")"
                                  : "no checkpoint was written yet"));
   };
+  // What a checkpoint holds besides the model and the optimizer, as it was after its step.
+  struct Progress {
+    nlohmann::json loader, guard;
+  };
+  auto progress = [&] { return Progress{loader.state(), guard.state()}; };
   // A checkpoint due after step N is written once step N + 1's loss and gradients are found finite
   // (the weights of step N produced them), so a checkpoint never holds weights that lead straight
   // to a NaN. The last step's is written at once.
   struct Pending {
     int64_t step;
-    nlohmann::json loader;
+    Progress progress;
   };
   std::optional<Pending> pending;
   // Writes the checkpoint of `step` (rank 0); returns why it could not, or "".
-  auto save = [&](int64_t step, const nlohmann::json& loader_state) -> std::string {
+  auto save = [&](int64_t step, const Progress& p) -> std::string {
     if (!lead) return "";
     try {
-      save_checkpoint(ckpt, cfg, model, opt.get(), step, loader_state, dataset);
+      save_checkpoint(ckpt, cfg, model, opt.get(), step, p.loader, dataset, p.guard);
     } catch (const Error& e) {
       return e.what();
     }
@@ -260,21 +274,38 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     if (!std::isfinite(loss) || !std::isfinite(gnorm))
       throw stopped(step + 1, std::isfinite(loss) ? "the gradient norm is not finite" : "the loss is not finite (NaN)");
     if (pending) {
-      if (const std::string err = save(pending->step, pending->loader); !err.empty()) throw stopped(pending->step, err);
+      if (const std::string err = save(pending->step, pending->progress); !err.empty()) throw stopped(pending->step, err);
       pending.reset();
     }
-    if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm));
+    // Every rank holds the same summed gradients, so every rank skips the same steps.
+    const double threshold = guard.threshold();
+    const size_t judged_by = guard.filled();
+    const bool skip = guard.skip(gnorm);
     const double schedule_lr = learning_rate(cfg, step), lr = opt->shown_lr(schedule_lr, cfg);
-    opt->step(model.params(), model.grads(), schedule_lr, cfg, step + 1);
+    if (skip) {
+      sum.skipped.push_back(step + 1);
+    } else {
+      if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm));
+      opt->step(model.params(), model.grads(), schedule_lr, cfg, step + 1);
+    }
     sum.losses.push_back(loss);
     sum.last_loss = loss;
     sum.steps = step + 1;
     if (!lead) continue;
 
     const double secs = elapsed(), tok_s = (step + 1 - start) * tokens_per_step / std::max(secs, 1e-9);
-    append_line(metrics, nlohmann::json({{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-                                         {"tokens", (step + 1) * tokens_per_step}, {"tokens_per_s", tok_s},
-                                         {"elapsed_s", secs}}).dump());
+    nlohmann::json record = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
+                             {"tokens", (step + 1) * tokens_per_step}, {"tokens_per_s", tok_s}, {"elapsed_s", secs}};
+    if (guard.on()) record["skipped"] = skip;
+    append_line(metrics, record.dump());
+    if (skip) {
+      char line[200];
+      std::snprintf(line, sizeof line,
+                    "step %lld: update skipped (train.spike_guard): gradient norm %.4g > %.4g = %g x the median of "
+                    "the last %zu",
+                    static_cast<long long>(step + 1), gnorm, threshold, cfg.spike_guard, judged_by);
+      log(line);
+    }
     if ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps || step == start) {
       char line[256];
       std::snprintf(line, sizeof line, "step %6lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | ETA %s",
@@ -289,7 +320,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
         if (!std::isfinite(sum.val.loss)) throw Error("the validation loss is not finite (NaN)");
       } catch (const Error& e) {
         // The training step itself succeeded: keep it before stopping.
-        const std::string err = save(step + 1, loader.state());
+        const std::string err = save(step + 1, progress());
         throw stopped(step + 1, std::string("the evaluation failed: ") + e.what() + (err.empty() ? "" : "; " + err));
       }
       append_line(metrics, nlohmann::json({{"step", step + 1}, {"val_loss", sum.val.loss}, {"val_bpb", sum.val.bpb},
@@ -300,9 +331,9 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
       log(line);
     }
     if (last) {
-      if (const std::string err = save(step + 1, loader.state()); !err.empty()) throw stopped(step + 1, err);
+      if (const std::string err = save(step + 1, progress()); !err.empty()) throw stopped(step + 1, err);
     } else if ((step + 1) % cfg.ckpt_every == 0) {
-      pending = Pending{step + 1, loader.state()};
+      pending = Pending{step + 1, progress()};
     }
   }
   sum.checkpoint = ckpt;

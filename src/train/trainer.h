@@ -29,6 +29,7 @@ struct TrainSummary {
   EvalResult val;
   std::string checkpoint;
   std::vector<double> losses;  // the mean training loss of every step run by this call
+  std::vector<int64_t> skipped;  // the steps of this call whose update the spike guard skipped
 };
 
 // Trains per the config in out.dir (train/run_dir.h says what `mode` allows there); kResume

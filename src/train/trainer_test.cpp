@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include "data/tokenizer.h"
 #include "eval/grad_error.h"
 #include "train/checkpoint.h"
+#include "train/hf_export.h"
 
 namespace q2::train {
 namespace {
@@ -329,6 +332,135 @@ TEST(Trainer, ResumeRejectsAnotherConfigAndMissingData) {
   TrainConfig nodata = c;
   nodata.data_dir = "/nonexistent/q2data";
   EXPECT_THROW(run_training(nodata, StartMode::kFresh, quiet), Error);
+}
+
+// A run with precision overrides logs its assignment; its checkpoint evaluates as the run did
+// (the loaded model keeps the same linears in BF16), resumes only under the same overrides, and
+// is refused by the NVFP4 export, which cannot yet write BF16 linears beside NVFP4 ones.
+TEST(Trainer, PrecisionOverridesAreLoggedKeptByTheCheckpointAndFixedForTheRun) {
+  TrainConfig c = small_config("overrides", "quartet2");
+  c.model.n_layers = 2;
+  c.precision = {.bf16_first_layers = 1, .bf16_linears = {"feed_forward.w12"}};
+  c.steps = 2;
+  c.eval_every = 2;
+  std::vector<std::string> lines;
+  const TrainSummary s = run_training(c, StartMode::kFresh, [&](const std::string& l) { lines.push_back(l); });
+  EXPECT_NE(std::find(lines.begin(), lines.end(),
+                      "block linears:\nlayer 0: bf16\nlayer 1: attention.wqkv quartet2, attention.wo quartet2, "
+                      "feed_forward.w12 bf16, feed_forward.w3 quartet2"),
+            lines.end());
+  LoadedModel m = load_for_inference(checkpoint_path(c));
+  const data::DatasetMeta d = dataset_for(m, "");
+  const EvalResult r = evaluate(*m.model, d, data::Tokenizer::load(d.tokenizer).byte_lengths(), c.eval_batches,
+                                c.batch_size, c.seq_len);
+  EXPECT_EQ(r.loss, s.val.loss);
+  const std::string nvfp4 = test::error_of(
+      [&] { export_hf_folder(m, d, {(test_root() / "overrides_nvfp4").string(), WeightFormat::kNvfp4}); });
+  EXPECT_NE(nvfp4.find("export --format nvfp4: the model keeps some block linears in BF16"), std::string::npos) << nvfp4;
+  TrainConfig other = c;
+  other.steps = 3;
+  other.precision.bf16_first_layers = 0;
+  EXPECT_NE(test::error_of([&] { run_training(other, StartMode::kResume, quiet); })
+                .find("another configuration: method.bf16_first_layers (checkpoint 1, now 0)"),
+            std::string::npos);
+}
+
+// The per-step records of out.dir/metrics.jsonl (not the evaluations).
+std::vector<nlohmann::json> step_records(const TrainConfig& c) {
+  std::ifstream f(fs::path(c.out_dir) / "metrics.jsonl");
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(f, line);)
+    if (const nlohmann::json j = nlohmann::json::parse(line); j.contains("grad_norm")) records.push_back(j);
+  return records;
+}
+
+// A checkpoint's tensors (weights, then the optimizer's state), without its header and checksum.
+std::string checkpoint_tensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  const std::string b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  uint64_t header = 0;
+  std::memcpy(&header, b.data() + 8, 8);
+  return b.substr(16 + header, b.size() - 4 - 16 - header);
+}
+
+// A model small enough for many short runs; bf16 (the guard does not depend on the scheme).
+TrainConfig guarded_config(const std::string& out) {
+  TrainConfig c = small_config(out, "bf16");
+  c.model.n_layers = 2;
+  c.model.d_model = 64;
+  c.steps = 12;
+  c.eval_every = 12;
+  c.spike_guard = 1.02;
+  c.spike_window = 4;
+  return c;
+}
+
+// The guard skips exactly the updates whose gradient norm exceeds the factor times the median of
+// the window before them (re-derived here from the logged norms), leaves the weights and the
+// optimizer's state of those steps as they were, and a run resumed after every step (the window
+// coming back from each checkpoint) is the uninterrupted run, bit for bit. A factor barely above
+// 1 makes the ordinary ups and downs of the norm spikes, so both kinds of step occur.
+TEST(Trainer, SpikeGuardSkipsExactlyTheSpikesLeavingTheirWeightsAndResumesBitIdentically) {
+  const TrainConfig c = guarded_config("guard_full");
+  std::vector<std::string> lines;
+  const TrainSummary full = run_training(c, StartMode::kFresh, [&](const std::string& l) { lines.push_back(l); });
+  const std::vector<nlohmann::json> records = step_records(c);
+  ASSERT_EQ(records.size(), 12u);
+  std::vector<double> window;
+  std::vector<int64_t> spikes;
+  for (const nlohmann::json& r : records) {
+    const double norm = r.at("grad_norm").get<double>();
+    double threshold = INFINITY;
+    if (2 * window.size() >= 4) {
+      std::vector<double> v = window;
+      std::sort(v.begin(), v.end());
+      threshold = c.spike_guard * (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
+    }
+    if (norm > threshold) spikes.push_back(r.at("step").get<int64_t>());
+    EXPECT_EQ(r.at("skipped").get<bool>(), norm > threshold) << r.dump();
+    window.push_back(norm);
+    if (window.size() > 4) window.erase(window.begin());
+  }
+  EXPECT_EQ(full.skipped, spikes);
+  ASSERT_FALSE(spikes.empty()) << "no step was skipped: the test needs a smaller train.spike_guard";
+  ASSERT_LT(spikes.size(), 9u) << "every judged step was skipped: the test needs a larger train.spike_guard";
+  for (const int64_t s : spikes) {
+    const std::string start = "step " + std::to_string(s) + ": update skipped (train.spike_guard): gradient norm ";
+    EXPECT_EQ(std::count_if(lines.begin(), lines.end(), [&](const std::string& l) { return l.rfind(start, 0) == 0; }), 1)
+        << "step " << s;
+  }
+
+  TrainConfig chain = guarded_config("guard_chain");
+  std::string before;
+  for (int64_t s = 1; s <= c.steps; ++s) {
+    chain.stop_at = s;
+    const TrainSummary part = run_training(chain, s == 1 ? StartMode::kFresh : StartMode::kResume, quiet);
+    ASSERT_EQ(part.losses.size(), 1u);
+    EXPECT_EQ(part.losses[0], full.losses[static_cast<size_t>(s - 1)]) << "step " << s;
+    const std::string after = checkpoint_tensors(checkpoint_path(chain));
+    const bool skipped = std::find(spikes.begin(), spikes.end(), s) != spikes.end();
+    EXPECT_EQ(part.skipped, skipped ? std::vector<int64_t>{s} : std::vector<int64_t>{}) << "step " << s;
+    if (s > 1) {
+      EXPECT_EQ(after == before, skipped) << "step " << s << (skipped ? " changed" : " kept") << " the weights";
+    }
+    before = after;
+  }
+}
+
+// A checkpoint without a window (written with the guard off, or before it existed) resumes
+// under the guard, which starts judging once its window has filled again.
+TEST(Trainer, CheckpointWithoutAGuardWindowResumesUnderTheGuard) {
+  TrainConfig c = guarded_config("guard_later");
+  c.spike_guard = 0;
+  c.stop_at = 6;
+  run_training(c, StartMode::kFresh, quiet);
+  EXPECT_FALSE(read_checkpoint_info(checkpoint_path(c)).header.contains("spike_guard"));
+  c.spike_guard = 1.02;
+  c.stop_at = 0;
+  const TrainSummary resumed = run_training(c, StartMode::kResume, quiet);
+  EXPECT_EQ(resumed.losses.size(), 6u);
+  for (const int64_t s : resumed.skipped) EXPECT_GE(s, 9) << "judged before 2 norms of the resumed run";
+  EXPECT_EQ(read_checkpoint_info(checkpoint_path(c)).header.at("spike_guard").size(), 4u);
 }
 
 // A checkpoint records data.dir as given, relative to the folder training ran in; from another
