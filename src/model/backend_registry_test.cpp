@@ -2,6 +2,7 @@
 
 #include "common/error_test_util.h"
 #include "model/backend.h"
+#include "model/collectives.h"
 
 namespace q2::model {
 namespace {
@@ -15,8 +16,8 @@ BackendOptions gemm(const std::string& path) {
 }
 
 TEST(BackendRegistry, MakesTheCpuBackendAndNamesWhatItCannotDo) {
-  EXPECT_EQ(make_backend("cpu")->world(), 1);
-  EXPECT_EQ(make_backend("cpu", gemm("emulated"))->world(), 1);
+  EXPECT_EQ(make_backend("cpu")->collectives().world(), 1);
+  EXPECT_EQ(make_backend("cpu", gemm("emulated"))->collectives().world(), 1);
   EXPECT_NE(error_of([] { make_backend("tpu"); }).find("device 'tpu' is not available in this build (available: cpu"),
             std::string::npos);
   BackendOptions two;

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "common/error.h"
+#include "model/collectives.h"
 
 namespace q2::train {
 
@@ -32,7 +33,7 @@ void GradReducer::ready(size_t first, size_t count) {
 }
 
 void GradReducer::start() {
-  model_.backend().start_allreduce_sum(bucket_, what_);
+  model_.backend().collectives().start_allreduce_sum(bucket_, what_);
   bucket_.clear();
   bucket_bytes_ = 0;
 }
@@ -42,7 +43,7 @@ void GradReducer::finish() {
     if (!handed_[i]) throw Error(model_.params()[i].name + ": backward never handed its gradient over");
   handed_.assign(handed_.size(), false);
   if (!bucket_.empty()) start();
-  model_.backend().finish_allreduces(what_);
+  model_.backend().collectives().finish(what_);
 }
 
 }  // namespace q2::train

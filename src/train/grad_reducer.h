@@ -2,8 +2,8 @@
 // Data-parallel gradient sums overlapped with backward (docs/ARCHITECTURE.md): the model's
 // backward tells which gradients are final; they go, in that order (reverse layer order), into
 // buckets of at most dist.bucket_mb, and each bucket's sum over all ranks starts as soon as it
-// is full, so that communication runs while backward computes the earlier layers. The backend
-// does the sums (nothing at world 1).
+// is full, so that communication runs while backward computes the earlier layers. The backend's
+// collectives do the sums (nothing at world 1).
 #include <string>
 #include <vector>
 

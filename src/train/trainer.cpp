@@ -12,6 +12,7 @@
 #include "common/file.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "model/collectives.h"
 #include "quant/seeds.h"
 #include "train/checkpoint.h"
 #include "common/npy.h"
@@ -145,17 +146,19 @@ model::DistConfig dist_config(const TrainConfig& c) {
 
 }  // namespace
 
-TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::function<void(const std::string&)>& log_all) {
+TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::function<void(const std::string&)>& log_all,
+                          model::Collectives* in_process) {
   validate(cfg);
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const nlohmann::json dataset = dataset_identity(data);
   const model::ModelConfig mc = model_config(cfg, data.vocab_size);
   const MemoryPlan memory = plan_memory(mc, cfg, cfg.device);
-  const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
+  const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm, in_process});
+  model::Collectives& ranks = backend->collectives();
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
-  const bool lead = backend->rank() == 0;
-  const int world = backend->world();
+  const bool lead = ranks.rank() == 0;
+  const int world = ranks.world();
   auto log = [&](const std::string& m) {
     if (lead) log_all(m);
   };
@@ -171,7 +174,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   model.set_recompute(cfg.recompute);
   const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc);
   GradReducer reducer(model, cfg.bucket_mb);
-  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
+  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, ranks.rank(), world);
   const std::string ckpt = checkpoint_path(cfg), metrics = RunDir::metrics_file(cfg.out_dir);
 
   int64_t start = 0;
@@ -245,13 +248,13 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
         loss += model.forward(b.inputs, b.targets, b.batch, b.seq);
         // Each rank draws its own rotations and rounding (independent noise averages out in the
         // sum); world 1 keeps the single-process seeds.
-        const int64_t draw = (step * cfg.grad_accum + micro) * world + backend->rank();
+        const int64_t draw = (step * cfg.grad_accum + micro) * world + ranks.rank();
         model.backward(seeds::backward_call(cfg.seed, draw), loss_scale,
                        reducer.hook(micro, cfg.grad_accum, "gradients" + of_step));
         if (dump) model.set_tap(nullptr);
       }
       reducer.finish();  // before the gradient norm and the optimizer read them
-      loss = backend->allreduce_sum(loss, "loss" + of_step);
+      loss = ranks.allreduce_sum(loss, "loss" + of_step);
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());
     }
