@@ -15,27 +15,30 @@ namespace {
 using model::Tensor;
 
 // The collectives of one rank, recording what is started: which tensors, their values at that
-// moment, and during which phase (the micro-batch whose backward
+// moment, their owners (reduce-scatter) and during which phase (the micro-batch whose backward
 // runs, or -1 in finish()).
 class Recording final : public model::Collectives {
  public:
   struct Bucket {
     std::vector<const void*> tensors;
     std::vector<Matrix> values;
+    std::vector<int> owners;
     size_t bytes = 0;
     int phase = 0;
   };
   std::vector<Bucket> buckets;
-  int finishes = 0, phase = 0, all_reduces = 0;
+  int finishes = 0, phase = 0, all_reduces = 0, reduce_scatters = 0;
 
   int rank() const override { return 0; }
   int world() const override { return 3; }
   void start_allreduce_sum(const std::vector<Tensor>& ts, const std::string& what) override {
     ++all_reduces;
-    record(ts, what);
+    record(ts, {}, what);
   }
-  void start_reduce_scatter_sum(const std::vector<Tensor>&, const std::vector<int>&, const std::string&) override {
-    ADD_FAILURE() << "the gradients are all-reduced";
+  void start_reduce_scatter_sum(const std::vector<Tensor>& ts, const std::vector<int>& owners,
+                                const std::string& what) override {
+    ++reduce_scatters;
+    record(ts, owners, what);
   }
   void start_all_gather(const std::vector<Tensor>&, const std::vector<int>&, const std::string&) override {
     ADD_FAILURE() << "the gradients are not all-gathered";
@@ -44,10 +47,11 @@ class Recording final : public model::Collectives {
   void allreduce_sum(std::vector<double>&, const std::string&) override {}
 
  private:
-  void record(const std::vector<Tensor>& ts, const std::string& what) {
+  void record(const std::vector<Tensor>& ts, const std::vector<int>& owners, const std::string& what) {
     EXPECT_EQ(what, "gradients of step 1");
     Bucket b;
     b.phase = phase;
+    b.owners = owners;
     for (const Tensor& t : ts) {
       b.tensors.push_back(t.data);
       b.values.push_back(cpu_->download(t));
@@ -104,15 +108,15 @@ std::vector<Matrix> reference(int micros, const model::ModelConfig& config) {
   return run(m, micros, [](int) { return nullptr; });
 }
 
-// Runs a step of `micros` micro-batches through a GradReducer of `bucket_mb` on a CPU backend
-// with recording collectives and checks what every bucket of it must satisfy; returns the
+// Runs a step of `micros` micro-batches through a GradReducer of `bucket_mb` and `shard` on a CPU
+// backend with recording collectives and checks what every bucket of it must satisfy; returns the
 // recording.
-Recording step(double bucket_mb, int micros, const model::ModelConfig& config = small()) {
+Recording step(double bucket_mb, int micros, const model::ModelConfig& config = small(), const Shard& shard = {}) {
   Recording rec;
   const auto cpu = model::make_cpu_backend(&rec);
   model::Transformer m(config, linear::scheme_by_name("quartet2"), *cpu);
   m.init(5);
-  GradReducer reducer(m, bucket_mb);
+  GradReducer reducer(m, bucket_mb, shard);
   run(m, micros, [&](int micro) {
     rec.phase = micro;
     return reducer.hook(micro, micros, "gradients of step 1");
@@ -120,7 +124,8 @@ Recording step(double bucket_mb, int micros, const model::ModelConfig& config = 
   rec.phase = -1;
   reducer.finish();
   EXPECT_EQ(rec.finishes, 1);
-  EXPECT_EQ(rec.all_reduces, static_cast<int>(rec.buckets.size()));
+  // Sharded, every bucket is a reduce-scatter; else an all-reduce.
+  EXPECT_EQ(shard.sharded() ? rec.reduce_scatters : rec.all_reduces, static_cast<int>(rec.buckets.size()));
 
   std::map<const void*, size_t> index;
   for (size_t i = 0; i < m.grads().size(); ++i) index[m.grads()[i].data] = i;
@@ -142,6 +147,9 @@ Recording step(double bucket_mb, int micros, const model::ModelConfig& config = 
       }
       const size_t i = it->second;
       ++times[i];
+      if (shard.sharded()) {
+        EXPECT_EQ(b.owners.at(k), shard.owner[i]) << m.params()[i].name;
+      }
       // Already final when handed over: bit for bit the full backward's value.
       EXPECT_EQ(b.values[k].data, want[i].data) << m.params()[i].name;
       // Reverse layer order.
@@ -189,6 +197,21 @@ TEST(GradReducer, NanochatOptionsHandEveryGradientOverOnceWhenFinal) {
   const Recording one = step(0, 1, nanochat_small());
   ASSERT_EQ(one.buckets.size(), 1u);
   EXPECT_EQ(one.buckets[0].tensors.size(), 1u + 4u * 2u + 2u);  // embedding (= head), 2 blocks, 2 lambdas
+}
+
+// ZeRO-1: the same buckets, each reduce-scattered to the owners of its parameters.
+TEST(GradReducer, ShardedBucketsAreReduceScatteredToTheOwners) {
+  std::vector<uint64_t> sizes;
+  for (const model::Param& p : model::Transformer::param_shapes(small()))
+    sizes.push_back(static_cast<uint64_t>(p.value.size()));
+  const Shard shard{balance_owners(sizes, 3), 1};
+  const Recording all = step(100.0 / 1024, 2), sharded = step(100.0 / 1024, 2, small(), shard);
+  ASSERT_EQ(sharded.buckets.size(), all.buckets.size());
+  for (size_t b = 0; b < all.buckets.size(); ++b) {
+    EXPECT_EQ(sharded.buckets[b].bytes, all.buckets[b].bytes);
+    EXPECT_EQ(sharded.buckets[b].phase, all.buckets[b].phase);
+  }
+  EXPECT_EQ(step(0, 1, small(), shard).buckets.size(), 1u);
 }
 
 TEST(GradReducer, MissingGradientIsAnError) {
