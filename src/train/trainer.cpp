@@ -158,7 +158,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
   const bool lead = ranks.rank() == 0;
   const int world = ranks.world();
-  const MemoryPlan memory = plan_memory(mc, cfg, cfg.device);
+  const MemoryPlan memory = plan_memory(mc, cfg, cfg.device, world);
   auto log = [&](const std::string& m) {
     if (lead) log_all(m);
   };
