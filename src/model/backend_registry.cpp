@@ -7,7 +7,7 @@ namespace q2::model {
 
 namespace {
 std::unique_ptr<Backend> make_cpu(const BackendOptions& o) {
-  if (o.dist.world > 1)
+  if (o.dist.world > 1 && !o.in_process)
     throw Error("device 'cpu' runs several ranks only as threads of one process (world size " +
                 std::to_string(o.dist.world) + " needs --device cuda)");
   if (o.gemm == "native") throw Error("device 'cpu' has no native NVFP4 GEMMs (use method.gemm = \"auto\" or \"emulated\")");
