@@ -75,6 +75,17 @@ std::string tensors(const std::string& path) {
 
 std::string out_of(const TrainConfig& c) { return checkpoint_path(c); }
 
+// The gradient norms of a run's steps, as its metrics hold them.
+std::vector<double> grad_norms(const TrainConfig& c) {
+  std::ifstream f(RunDir::metrics_file(c.out_dir));
+  std::vector<double> norms;
+  for (std::string line; std::getline(f, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("grad_norm")) norms.push_back(j["grad_norm"].get<double>());
+  }
+  return norms;
+}
+
 TEST(Zero, ShardsBalanceByStateSizeOnEveryRank) {
   // The largest first, each to the least-loaded rank (the lowest on a tie).
   EXPECT_EQ(balance_owners({5, 9, 1, 4, 4, 3}, 2), (std::vector<int>{1, 0, 1, 1, 0, 1}));
@@ -114,6 +125,7 @@ TEST(Zero, ShardedTrainingIsBitIdenticalToUnshardedAtEveryWorldSize) {
       ASSERT_EQ(a.losses.size(), 4u);
       EXPECT_EQ(b.losses, a.losses);
       EXPECT_EQ(b.val.loss, a.val.loss);
+      EXPECT_EQ(grad_norms(sharded), grad_norms(whole));
       EXPECT_LT(a.losses.back(), a.losses.front());
       const std::string t = tensors(out_of(whole));
       ASSERT_FALSE(t.empty());
