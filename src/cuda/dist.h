@@ -38,7 +38,6 @@ class Communicator final : public model::Collectives {
   void finish(const std::string& what) override;
   // On stream 0.
   void allreduce_sum(std::vector<double>& values, const std::string& what) override;
-  using model::Collectives::allreduce_sum;
 
  private:
   // One NCCL group of `op(tensor i, stream)` on the communicator's stream after stream 0's work so far.
