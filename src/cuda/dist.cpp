@@ -19,11 +19,12 @@ namespace q2::cuda {
 struct Communicator::State {
   ncclComm_t comm = nullptr;
   bool aborted = false;
-  double* scalar = nullptr;  // device slot of the double all-reduce
-  // The gradient sums' stream (non-blocking: the legacy stream 0 must not serialize with it)
-  // and the events that order it after stream 0's gradients and stream 0 after the sums.
+  double* values = nullptr;  // device slots of the float64 all-reduce
+  size_t values_capacity = 0;
+  // The tensor collectives' stream (non-blocking: the legacy stream 0 must not serialize with it)
+  // and the events that order it after stream 0's work and stream 0 after the collectives.
   cudaStream_t stream = nullptr;
-  cudaEvent_t computed = nullptr, summed = nullptr;
+  cudaEvent_t computed = nullptr, finished = nullptr;
 };
 
 namespace {
@@ -64,18 +65,17 @@ Communicator::Communicator(const model::DistConfig& dist) : dist_(dist), s_(std:
   // Every rank has joined, so every rank has read the id: remove it so a later launch cannot
   // pick up this one.
   if (dist.rank == 0) std::filesystem::remove(rendezvous_file(dist.rendezvous));
-  check(cudaMalloc(&s_->scalar, sizeof(double)), "cudaMalloc (all-reduce scalar)");
   check(cudaStreamCreateWithFlags(&s_->stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   check(cudaEventCreateWithFlags(&s_->computed, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-  check(cudaEventCreateWithFlags(&s_->summed, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  check(cudaEventCreateWithFlags(&s_->finished, cudaEventDisableTiming), "cudaEventCreateWithFlags");
 }
 
 Communicator::~Communicator() {
   if (s_->comm && !s_->aborted) ncclCommDestroy(s_->comm);
-  if (s_->summed) cudaEventDestroy(s_->summed);
+  if (s_->finished) cudaEventDestroy(s_->finished);
   if (s_->computed) cudaEventDestroy(s_->computed);
   if (s_->stream) cudaStreamDestroy(s_->stream);
-  if (s_->scalar) cudaFree(s_->scalar);
+  if (s_->values) cudaFree(s_->values);
 }
 
 void Communicator::fail(const std::string& why) {
@@ -115,41 +115,81 @@ void Communicator::wait(const std::string& what, bool drain) {
   }
 }
 
-void Communicator::start_allreduce_sum(const std::vector<model::Tensor>& tensors, const std::string& what) {
+void Communicator::ok(int result, const char* call, const std::string& what) {
+  const auto r = static_cast<ncclResult_t>(result);
+  if (failed(r)) fail(std::string(call) + " (" + what + "): " + ncclGetErrorString(r));
+}
+
+void Communicator::start(const std::vector<model::Tensor>& tensors, const std::string& what,
+                         const std::function<void(const model::Tensor&, size_t)>& op) {
   if (s_->aborted) fail("the communicator was aborted by an earlier error");
-  auto ok = [&](ncclResult_t r, const char* call) {
-    if (failed(r)) fail(std::string(call) + " (" + what + "): " + ncclGetErrorString(r));
-  };
   check(cudaEventRecord(s_->computed, 0), "cudaEventRecord (" + what + ")");
   check(cudaStreamWaitEvent(s_->stream, s_->computed, 0), "cudaStreamWaitEvent (" + what + ")");
-  ok(ncclGroupStart(), "ncclGroupStart");
-  for (const model::Tensor& t : tensors) {
-    if (t.dtype != model::DType::kF32) fail("all-reduce of " + what + ": only float32 tensors are summed");
-    ok(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, ncclSum, s_->comm, s_->stream),
-       "ncclAllReduce");
+  ok(ncclGroupStart(), "ncclGroupStart", what);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].dtype != model::DType::kF32) fail(what + ": only float32 tensors are summed or copied");
+    op(tensors[i], i);
   }
-  ok(ncclGroupEnd(), "ncclGroupEnd");
+  ok(ncclGroupEnd(), "ncclGroupEnd", what);
   // Enqueued before the next NCCL call or event record on the stream, as non-blocking NCCL requires.
-  wait("all-reduce of " + what, false);
+  wait(what, false);
 }
 
-void Communicator::finish_allreduces(const std::string& what) {
+void Communicator::start_allreduce_sum(const std::vector<model::Tensor>& tensors, const std::string& what) {
+  const std::string op = "all-reduce of " + what;
+  start(tensors, op, [&](const model::Tensor& t, size_t) {
+    ok(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, ncclSum, s_->comm, s_->stream),
+       "ncclAllReduce", op);
+  });
+}
+
+void Communicator::start_reduce_scatter_sum(const std::vector<model::Tensor>& tensors, const std::vector<int>& owners,
+                                            const std::string& what) {
+  const std::string op = "reduce-scatter of " + what;
+  if (owners.size() != tensors.size()) fail(op + ": " + std::to_string(owners.size()) + " owners of " +
+                                            std::to_string(tensors.size()) + " tensors");
+  start(tensors, op, [&](const model::Tensor& t, size_t i) {
+    ok(ncclReduce(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, ncclSum, owners[i], s_->comm,
+                  s_->stream),
+       "ncclReduce", op);
+  });
+}
+
+void Communicator::start_all_gather(const std::vector<model::Tensor>& tensors, const std::vector<int>& owners,
+                                    const std::string& what) {
+  const std::string op = "all-gather of " + what;
+  if (owners.size() != tensors.size()) fail(op + ": " + std::to_string(owners.size()) + " owners of " +
+                                            std::to_string(tensors.size()) + " tensors");
+  start(tensors, op, [&](const model::Tensor& t, size_t i) {
+    ok(ncclBroadcast(t.data, t.data, static_cast<size_t>(t.size()), ncclFloat32, owners[i], s_->comm, s_->stream),
+       "ncclBroadcast", op);
+  });
+}
+
+void Communicator::finish(const std::string& what) {
   if (s_->aborted) fail("the communicator was aborted by an earlier error");
-  check(cudaEventRecord(s_->summed, s_->stream), "cudaEventRecord (" + what + ")");
-  check(cudaStreamWaitEvent(0, s_->summed, 0), "cudaStreamWaitEvent (" + what + ")");
+  check(cudaEventRecord(s_->finished, s_->stream), "cudaEventRecord (" + what + ")");
+  check(cudaStreamWaitEvent(0, s_->finished, 0), "cudaStreamWaitEvent (" + what + ")");
   // Waiting here, against the deadline, rather than in the next synchronizing call: a rank
   // that died turns into the timeout error instead of a hang.
-  wait("all-reduce of " + what);
+  wait("collectives of " + what);
 }
 
-double Communicator::allreduce_sum(double v, const std::string& what) {
+void Communicator::allreduce_sum(std::vector<double>& values, const std::string& what) {
   if (s_->aborted) fail("the communicator was aborted by an earlier error");
-  check(cudaMemcpy(s_->scalar, &v, sizeof v, cudaMemcpyHostToDevice), "cudaMemcpy (all-reduce scalar)");
-  const ncclResult_t r = ncclAllReduce(s_->scalar, s_->scalar, 1, ncclFloat64, ncclSum, s_->comm, 0);
-  if (failed(r)) fail("ncclAllReduce (" + what + "): " + ncclGetErrorString(r));
+  if (values.empty()) return;
+  const size_t bytes = values.size() * sizeof(double);
+  if (values.size() > s_->values_capacity) {
+    if (s_->values) check(cudaFree(s_->values), "cudaFree (all-reduce values)");
+    s_->values = nullptr;
+    check(cudaMalloc(&s_->values, bytes), "cudaMalloc (all-reduce values)");
+    s_->values_capacity = values.size();
+  }
+  check(cudaMemcpy(s_->values, values.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy (all-reduce values)");
+  ok(ncclAllReduce(s_->values, s_->values, values.size(), ncclFloat64, ncclSum, s_->comm, 0), "ncclAllReduce",
+     "all-reduce of " + what);
   wait("all-reduce of " + what);
-  check(cudaMemcpy(&v, s_->scalar, sizeof v, cudaMemcpyDeviceToHost), "cudaMemcpy (all-reduce scalar)");
-  return v;
+  check(cudaMemcpy(values.data(), s_->values, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (all-reduce values)");
 }
 
 }  // namespace q2::cuda

@@ -2,8 +2,9 @@
 // state float32; activations BF16), the ops of src/cuda/ops, the linear layers of
 // src/cuda/linear and BF16 cuBLASLt GEMMs for the LM head. Everything runs on stream 0; only
 // the calls that return host values (loss, squared norms, downloads) synchronize. In a
-// data-parallel job (world > 1) it owns the NCCL communicator (cuda/dist.h), whose gradient
-// sums run on a stream of their own, overlapping backward.
+// data-parallel job (world > 1) it owns the NCCL communicator (cuda/dist.h), whose collectives
+// (the gradient sums, ZeRO-1's weight all-gather) run on a stream of their own, the gradient sums
+// overlapping backward.
 #include "cuda/model_backend.h"
 
 #include <cuda_runtime.h>
@@ -316,15 +317,7 @@ class CudaBackend final : public model::Backend {
     return free;
   }
 
-  int rank() const override { return comm_ ? comm_->rank() : 0; }
-  int world() const override { return comm_ ? comm_->world() : 1; }
-  void start_allreduce_sum(const std::vector<Tensor>& tensors, const std::string& what) override {
-    if (comm_) comm_->start_allreduce_sum(tensors, what);
-  }
-  void finish_allreduces(const std::string& what) override {
-    if (comm_) comm_->finish_allreduces(what);
-  }
-  double allreduce_sum(double v, const std::string& what) override { return comm_ ? comm_->allreduce_sum(v, what) : v; }
+  model::Collectives& collectives() override { return comm_ ? *comm_ : model::single_rank(); }
 
  private:
   // x0 of x's shape; a and b float32 vectors holding element i.
@@ -349,6 +342,8 @@ class CudaBackend final : public model::Backend {
 };
 
 std::unique_ptr<model::Backend> make(const model::BackendOptions& options) {
+  if (options.in_process)
+    throw Error("device 'cuda' joins its ranks through NCCL (dist.*), not as threads of one process");
   return std::make_unique<CudaBackend>(options);
 }
 

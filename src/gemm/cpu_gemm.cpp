@@ -1,5 +1,6 @@
 #include <cblas.h>
 
+#include "common/blas.h"
 #include "common/error.h"
 #include "gemm/gemm.h"
 
@@ -38,6 +39,7 @@ class CpuBackend final : public Backend {
     const float* pb = unscaled(b, bbuf, tb);
     Matrix d(a.rows(), b.rows());
     if (d.size() == 0 || a.k() == 0) return d;
+    const std::lock_guard<std::mutex> lock(blas_lock());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(a.rows()), static_cast<int>(b.rows()),
                 static_cast<int>(a.k()), ta * tb, pa, static_cast<int>(a.k()), pb, static_cast<int>(b.k()), 0.0f,
                 d.data.data(), static_cast<int>(d.cols));

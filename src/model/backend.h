@@ -15,6 +15,8 @@
 
 namespace q2::model {
 
+class Collectives;
+
 enum class DType { kF32, kBF16 };
 
 // What a tensor holds: parameters, gradients and optimizer state stay float32 everywhere;
@@ -138,19 +140,9 @@ class Backend {
   virtual uint64_t free_memory_bytes() = 0;
   virtual void reset_peak_memory() {}
 
-  // Data parallelism (docs/ARCHITECTURE.md): this process's place among world() replicas; `what`
-  // names the data in the timeout error ("gradients of step 37"). World 1, the default and the
-  // CPU's only size: nothing to sum.
-  virtual int rank() const { return 0; }
-  virtual int world() const { return 1; }
-  // Starts in-place sums over all ranks of float32 tensors once the work queued so far has
-  // written them, and returns without waiting, so that the sums overlap the work queued next,
-  // which must not touch these tensors. finish_allreduces waits for every sum started: later
-  // work sees the sums. Every rank starts the same tensors in the same order.
-  virtual void start_allreduce_sum(const std::vector<Tensor>& /*float32 tensors*/, const std::string& /*what*/) {}
-  virtual void finish_allreduces(const std::string& /*what*/) {}
-  // Returns once summed.
-  virtual double allreduce_sum(double v, const std::string& /*what*/) { return v; }
+  // Data parallelism (docs/ARCHITECTURE.md): this rank's place among the replicas and the sums
+  // and copies between them; world 1 (single_rank()) unless the backend was made for a job.
+  virtual Collectives& collectives();
 };
 
 // Where this process sits in a data-parallel job; the default is a single process.
@@ -168,19 +160,23 @@ struct BackendOptions {
   // any GPU), "native" (the GPU's FP4 tensor cores; Blackwell only) or "auto" (native where the
   // GPU has them). The CPU backend always emulates.
   std::string gemm = "auto";
+  // A rank of an in-process job (threads as ranks, model/in_process.h), instead of dist: the CPU
+  // backend only; not owned.
+  Collectives* in_process = nullptr;
 };
 
 // Whether `path` names a BackendOptions::gemm value.
 bool is_gemm_path(const std::string& path);
 
-std::unique_ptr<Backend> make_cpu_backend();
+// `in_process`: its rank of an in-process job (not owned); null: world 1.
+std::unique_ptr<Backend> make_cpu_backend(Collectives* in_process = nullptr);
 
 // Backends by device name ("cpu" always; "cuda" once a CUDA build registered it at start-up),
 // so the trainer never names a device itself.
 using BackendFactory = std::unique_ptr<Backend> (*)(const BackendOptions&);
 void register_backend(const std::string& device, BackendFactory factory);
 // Throws q2::Error naming the device and the available ones when it is unknown, or when the
-// device cannot run dist.world > 1 or the GEMM path asked for.
+// device cannot run the job (dist, in_process) or the GEMM path asked for.
 std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options = {});
 
 }  // namespace q2::model

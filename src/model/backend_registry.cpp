@@ -7,11 +7,11 @@ namespace q2::model {
 
 namespace {
 std::unique_ptr<Backend> make_cpu(const BackendOptions& o) {
-  if (o.dist.world > 1)
-    throw Error("device 'cpu' runs a single process only (world size " + std::to_string(o.dist.world) +
-                " needs --device cuda)");
+  if (o.dist.world > 1 && !o.in_process)
+    throw Error("device 'cpu' runs several ranks only as threads of one process (world size " +
+                std::to_string(o.dist.world) + " needs --device cuda)");
   if (o.gemm == "native") throw Error("device 'cpu' has no native NVFP4 GEMMs (use method.gemm = \"auto\" or \"emulated\")");
-  return make_cpu_backend();
+  return make_cpu_backend(o.in_process);
 }
 
 std::map<std::string, BackendFactory>& registry() {

@@ -7,6 +7,7 @@
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "model/backend.h"
+#include "model/collectives.h"
 #include "model/cpu_muon.h"
 #include "model/cpu_ops.h"
 #include "model/muon.h"
@@ -76,6 +77,7 @@ class CpuLinear final : public LinearOp {
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(Collectives* in_process) : collectives_(in_process ? *in_process : single_rank()) {}
   std::string name() const override { return "cpu"; }
   std::string describe() const override { return "cpu (float32; NVFP4 products emulated exactly)"; }
   uint64_t free_memory_bytes() override { return available_host_memory(); }
@@ -191,12 +193,15 @@ class CpuBackend final : public Backend {
     });
   }
 
+  Collectives& collectives() override { return collectives_; }
+
  private:
   std::unique_ptr<gemm::Backend> gemm_ = gemm::make_cpu_backend();
+  Collectives& collectives_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend(Collectives* in_process) { return std::make_unique<CpuBackend>(in_process); }
 
 }  // namespace q2::model

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "common/blas.h"
 #include "common/error.h"
 
 namespace q2::model::cpu {
@@ -11,6 +12,7 @@ namespace q2::model::cpu {
 void matmul(const Matrix& a, bool ta, const Matrix& b, bool tb, Matrix& c, float alpha, bool accumulate) {
   const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols, n = tb ? b.rows : b.cols;
   if ((tb ? b.cols : b.rows) != k || c.rows != m || c.cols != n) throw Error("matmul: shapes do not agree");
+  const std::lock_guard<std::mutex> lock(blas_lock());
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a.data.data(), static_cast<int>(a.cols), b.data.data(),
               static_cast<int>(b.cols), accumulate ? 1.0f : 0.0f, c.data.data(), static_cast<int>(c.cols));
@@ -163,6 +165,7 @@ void check(const AttentionDims& a, const Matrix& qkv, const Matrix& out, const c
 // f(b, h) for every batch b and h < heads in parallel, each product single-threaded inside.
 template <class F>
 void for_each_head(int64_t batch, int64_t heads, F f) {
+  const std::lock_guard<std::mutex> lock(blas_lock());  // the thread count is global
   const int threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
 #pragma omp parallel for collapse(2) schedule(dynamic)

@@ -9,6 +9,7 @@
 #include "common/crc32.h"
 #include "common/error.h"
 #include "common/file.h"
+#include "model/collectives.h"
 
 namespace q2::train {
 
@@ -76,7 +77,7 @@ nlohmann::json param_list(model::Transformer& model) {
 
 nlohmann::json state_list(const std::vector<OptimizerState>& state) {
   nlohmann::json list = nlohmann::json::array();
-  for (const OptimizerState& s : state) list.push_back({s.name, s.tensor->rows, s.tensor->cols});
+  for (const OptimizerState& s : state) list.push_back({s.name, s.rows, s.cols});
   return list;
 }
 
@@ -126,12 +127,17 @@ CheckpointInfo info_of(const nlohmann::json& h, const std::string& path) {
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model, Optimizer* optimizer,
                      int64_t step, const nlohmann::json& loader_state, const nlohmann::json& dataset,
                      const nlohmann::json& spike_guard) {
+  model::Backend& b = model.backend();
+  model::Collectives& ranks = b.collectives();
+  const bool lead = ranks.rank() == 0;
+  const std::vector<OptimizerState> state = optimizer ? optimizer->state() : std::vector<OptimizerState>();
+  const Shard* shard = optimizer && optimizer->shard().sharded() ? &optimizer->shard() : nullptr;
+  if (!lead && !shard) return;
   nlohmann::json header = {{"config", to_json(config)}, {"model", model::to_json(model.config())},
                            {"step", step},              {"loader", loader_state},
                            {"dataset", dataset},        {"params", param_list(model)},
                            {"has_optimizer", optimizer != nullptr}};
   if (!spike_guard.is_null()) header["spike_guard"] = spike_guard;
-  const std::vector<OptimizerState> state = optimizer ? optimizer->state() : std::vector<OptimizerState>();
   if (optimizer) {
     header["optimizer"] = optimizer->name();
     header["optimizer_state"] = state_list(state);
@@ -142,18 +148,35 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, model::
   put(out, kVersion);
   put(out, static_cast<uint64_t>(h.size()));
   out += h;
-  model::Backend& b = model.backend();
   const auto& params = model.params();
+  // The first non-finite value; the other ranks' state is gathered to the end all the same, as
+  // they take part until then.
+  std::string bad;
   auto put_finite = [&](const model::Tensor& t, const std::string& what, size_t i) {
+    if (!lead) return;
     const Matrix m = b.download(t);
     for (const float x : m.data)
-      if (!std::isfinite(x))
-        throw Error("checkpoint '" + path + "' not written: " + what + " of '" + params[i].name +
-                    "' holds a non-finite value (" + std::to_string(x) + ")");
+      if (!std::isfinite(x) && bad.empty())
+        bad = "checkpoint '" + path + "' not written: " + what + " of '" + params[i].name +
+              "' holds a non-finite value (" + std::to_string(x) + ")";
     put_matrix(out, m);
   };
+  // The weights are whole on every rank.
   for (size_t i = 0; i < params.size(); ++i) put_finite(params[i].value, "the weights", i);
-  for (const OptimizerState& st : state) put_finite(*st.tensor, st.what, st.param);
+  for (const OptimizerState& st : state) {
+    if (!shard) {
+      put_finite(*st.tensor, st.what, st.param);
+      continue;
+    }
+    // ZeRO-1: one tensor at a time from the rank that holds it (the others into a scratch tensor).
+    const model::Tensor t = st.tensor ? *st.tensor : b.alloc(st.rows, st.cols, model::Role::kParam);
+    const std::string what = st.name + " for the checkpoint of step " + std::to_string(step);
+    ranks.start_all_gather({t}, {shard->owner[st.param]}, what);
+    ranks.finish(what);
+    put_finite(t, st.what, st.param);
+  }
+  if (!lead) return;
+  if (!bad.empty()) throw Error(bad);
   put(out, crc32_of(out.data(), out.size()));
   write_file_atomic(path, out);
 }
@@ -224,7 +247,11 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
     b.upload(m, t);
   };
   for (model::Param& p : model.params()) take(p.value);
-  for (const OptimizerState& st : state) take(*st.tensor);
+  // Any world size and shard: each rank takes the state of its own parameters.
+  for (const OptimizerState& st : state) {
+    if (st.tensor) take(*st.tensor);
+    else off += static_cast<size_t>(st.rows * st.cols) * sizeof(float);
+  }
   return info;
 }
 

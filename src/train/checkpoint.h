@@ -27,8 +27,9 @@ struct CheckpointInfo {
   nlohmann::json dataset;  // what it was trained on (vocabulary, tokenizer CRC); null in older checkpoints
 };
 
-// A parameter or optimizer value that is NaN or infinite is an error naming the tensor, and
-// nothing is written.
+// Every rank calls it and rank 0 writes: under ZeRO-1 the other ranks hand over the state of
+// their shards, so the file is the same under any world size and shard. A parameter or optimizer
+// value that is NaN or infinite is an error (on rank 0) naming the tensor, and nothing is written.
 // `spike_guard`: SpikeGuard::state(), left out of the header when null.
 void save_checkpoint(const std::string& path, const TrainConfig& config, model::Transformer& model,
                      Optimizer* optimizer, int64_t step, const nlohmann::json& loader_state,
@@ -41,7 +42,7 @@ CheckpointInfo read_checkpoint_info(const std::string& path);
 // config; a checkpoint of another shape, or whose parameter list or length disagrees with its
 // header, is an error naming what differs. With `resume`, the settings a run cannot change midway
 // (scheme, rotation size, the precision overrides, optimizer) must equal the checkpoint's;
-// `optimizer`'s state must be the one the checkpoint holds.
+// `optimizer`'s state must be the one the checkpoint holds, of which it takes its shard's.
 CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& model, Optimizer* optimizer,
                                const TrainConfig* resume);
 

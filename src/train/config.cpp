@@ -81,6 +81,7 @@ void for_each_field(C& c, F&& f) {
   f("dist", "rendezvous", c.rendezvous);
   f("dist", "timeout_s", c.dist_timeout_s);
   f("dist", "bucket_mb", c.bucket_mb);
+  f("dist", "zero", c.zero);
 }
 
 template <class T>
@@ -391,6 +392,8 @@ void validate(const TrainConfig& c) {
   require(c.dist_timeout_s > 0 && c.dist_timeout_s <= 1e9, "dist.timeout_s", "in (0, 1e9]", c.dist_timeout_s);
   require(c.bucket_mb >= 0 && c.bucket_mb <= 1e9, "dist.bucket_mb", "in [0, 1e9] (0: one all-reduce after backward)",
           c.bucket_mb);
+  require(c.zero == 0 || c.zero == 1, "dist.zero", "0 or 1 (1: ZeRO-1, optimizer state sharded over the ranks)",
+          c.zero);
 
   require(c.spike_guard == 0 || (c.spike_guard > 1 && std::isfinite(c.spike_guard)), "train.spike_guard",
           "0 (off) or finite and > 1", c.spike_guard);

@@ -77,9 +77,12 @@ struct TrainConfig {
   int64_t local_rank = -1;   // picks the GPU; -1: the rank (one host)
   std::string rendezvous;    // shared directory of the NCCL id; required when world_size > 1
   double dist_timeout_s = 120;  // start-up and every collective wait at most this long
-  // MiB of gradients per all-reduce bucket, started while backward runs; 0: one all-reduce
-  // of all gradients after backward (no overlap)
+  // MiB of gradients per all-reduce (or reduce-scatter) bucket, started while backward runs; 0:
+  // one collective of all gradients after backward (no overlap)
   double bucket_mb = 25;
+  // 1: ZeRO-1 (train/zero.h), each rank keeps the optimizer state of its shard of the
+  // parameters only; 0: every rank keeps all of it
+  int64_t zero = 0;
 };
 
 nlohmann::json to_json(const TrainConfig& c);

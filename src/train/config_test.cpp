@@ -87,6 +87,7 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--dist.local_rank=-2"}, "dist.local_rank must be >= 0 (-1: the rank), got -2"},
       {{"--dist.timeout_s=inf"}, "dist.timeout_s must be in (0, 1e9], got inf"},
       {{"--dist.bucket_mb=nan"}, "dist.bucket_mb must be in [0, 1e9] (0: one all-reduce after backward), got nan"},
+      {{"--dist.zero=2"}, "dist.zero must be 0 or 1 (1: ZeRO-1, optimizer state sharded over the ranks), got 2"},
   };
   for (const auto& [overrides, message] : cases)
     EXPECT_EQ(error_of([&] { load_config("", overrides); }), "config: " + message) << overrides.back();
@@ -245,6 +246,9 @@ TEST(DistConfig, CheckpointConfigWithoutDistSectionLoads) {
   j = to_json(TrainConfig{});
   j["dist"].erase("bucket_mb");  // written before buckets existed
   EXPECT_EQ(from_json(j).bucket_mb, 25);
+  j["dist"].erase("zero");  // written before ZeRO-1
+  EXPECT_EQ(from_json(j).zero, 0);
+  EXPECT_EQ(load_config("", {"--dist.zero=1"}).zero, 1);
 }
 
 TEST(TrainConfig, CheckpointConfigWithoutOptimizerKeysIsAdamW) {

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "common/error_test_util.h"
+#include "model/collectives.h"
 #include "quant/philox.h"
 #include "quant/seeds.h"
 
@@ -13,24 +14,44 @@ namespace {
 
 using model::Tensor;
 
-// The CPU backend, recording what is handed to start_allreduce_sum: which tensors, their
-// values at that moment, and during which phase (the micro-batch whose backward runs, or -1
-// in finish()).
-class Recording final : public model::Backend {
+// The collectives of one rank, recording what is started: which tensors, their values at that
+// moment, their owners (reduce-scatter) and during which phase (the micro-batch whose backward
+// runs, or -1 in finish()).
+class Recording final : public model::Collectives {
  public:
   struct Bucket {
     std::vector<const void*> tensors;
     std::vector<Matrix> values;
+    std::vector<int> owners;
     size_t bytes = 0;
     int phase = 0;
   };
   std::vector<Bucket> buckets;
-  int finishes = 0, phase = 0;
+  int finishes = 0, phase = 0, all_reduces = 0, reduce_scatters = 0;
 
+  int rank() const override { return 0; }
+  int world() const override { return 3; }
   void start_allreduce_sum(const std::vector<Tensor>& ts, const std::string& what) override {
+    ++all_reduces;
+    record(ts, {}, what);
+  }
+  void start_reduce_scatter_sum(const std::vector<Tensor>& ts, const std::vector<int>& owners,
+                                const std::string& what) override {
+    ++reduce_scatters;
+    record(ts, owners, what);
+  }
+  void start_all_gather(const std::vector<Tensor>&, const std::vector<int>&, const std::string&) override {
+    ADD_FAILURE() << "the gradients are not all-gathered";
+  }
+  void finish(const std::string&) override { ++finishes; }
+  void allreduce_sum(std::vector<double>&, const std::string&) override {}
+
+ private:
+  void record(const std::vector<Tensor>& ts, const std::vector<int>& owners, const std::string& what) {
     EXPECT_EQ(what, "gradients of step 1");
     Bucket b;
     b.phase = phase;
+    b.owners = owners;
     for (const Tensor& t : ts) {
       b.tensors.push_back(t.data);
       b.values.push_back(cpu_->download(t));
@@ -38,84 +59,6 @@ class Recording final : public model::Backend {
     }
     buckets.push_back(std::move(b));
   }
-  void finish_allreduces(const std::string&) override { ++finishes; }
-
-  std::string name() const override { return "recording"; }
-  uint64_t free_memory_bytes() override { return cpu_->free_memory_bytes(); }
-  Tensor alloc(int64_t r, int64_t c, model::Role role) override { return cpu_->alloc(r, c, role); }
-  void upload(const Matrix& src, Tensor& dst) override { cpu_->upload(src, dst); }
-  Matrix download(const Tensor& t) override { return cpu_->download(t); }
-  Tensor clone(const Tensor& t) override { return cpu_->clone(t); }
-  void zero(Tensor& t) override { cpu_->zero(t); }
-  std::unique_ptr<model::LinearOp> make_linear(const linear::Scheme& s, const std::string& n) override {
-    return cpu_->make_linear(s, n);
-  }
-  void embedding_forward(const Tensor& table, const std::vector<uint32_t>& ids, Tensor& out) override {
-    cpu_->embedding_forward(table, ids, out);
-  }
-  void embedding_backward(const Tensor& dout, const std::vector<uint32_t>& ids, Tensor& dtable) override {
-    cpu_->embedding_backward(dout, ids, dtable);
-  }
-  void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) override {
-    cpu_->rmsnorm_forward(x, w, eps, y, rstd);
-  }
-  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, Tensor& dx,
-                        Tensor& dw) override {
-    cpu_->rmsnorm_backward(dy, x, w, rstd, dx, dw);
-  }
-  void rope(Tensor& x, int64_t col0, int64_t heads, int64_t hd, int64_t seq, double theta, int dir) override {
-    cpu_->rope(x, col0, heads, hd, seq, theta, dir);
-  }
-  void attention_forward(const Tensor& qkv, const model::AttentionDims& a, Tensor& out, Tensor& cache) override {
-    cpu_->attention_forward(qkv, a, out, cache);
-  }
-  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& cache, const model::AttentionDims& a,
-                          Tensor& dqkv) override {
-    cpu_->attention_backward(dout, qkv, cache, a, dqkv);
-  }
-  void swiglu_forward(const Tensor& h12, Tensor& g) override { cpu_->swiglu_forward(h12, g); }
-  void swiglu_backward(const Tensor& dg, const Tensor& h12, Tensor& dh12) override {
-    cpu_->swiglu_backward(dg, h12, dh12);
-  }
-  void head_rmsnorm_forward(Tensor& x, int64_t col0, int64_t heads, int64_t hd, double eps, Tensor& rstd) override {
-    cpu_->head_rmsnorm_forward(x, col0, heads, hd, eps, rstd);
-  }
-  void head_rmsnorm_backward(Tensor& dy, const Tensor& y, int64_t col0, int64_t heads, int64_t hd,
-                             const Tensor& rstd) override {
-    cpu_->head_rmsnorm_backward(dy, y, col0, heads, hd, rstd);
-  }
-  void relu2_forward(const Tensor& h, Tensor& g) override { cpu_->relu2_forward(h, g); }
-  void relu2_backward(const Tensor& dg, const Tensor& h, Tensor& dh) override { cpu_->relu2_backward(dg, h, dh); }
-  void residual_mix_forward(const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
-                            Tensor& y) override {
-    cpu_->residual_mix_forward(x, x0, a, b, i, y);
-  }
-  void residual_mix_backward(Tensor& dxy, const Tensor& x, const Tensor& x0, const Tensor& a, const Tensor& b, int64_t i,
-                             Tensor& dx0, Tensor& da, Tensor& db) override {
-    cpu_->residual_mix_backward(dxy, x, x0, a, b, i, dx0, da, db);
-  }
-  void softcap_forward(Tensor& logits, float cap) override { cpu_->softcap_forward(logits, cap); }
-  void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) override {
-    cpu_->softcap_backward(dlogits, capped, cap);
-  }
-  void add_inplace(Tensor& a, const Tensor& b) override { cpu_->add_inplace(a, b); }
-  void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, bool acc) override {
-    cpu_->matmul(a, ta, b, tb, c, alpha, acc);
-  }
-  double cross_entropy(const Tensor& logits, const std::vector<uint32_t>& t, Tensor* d, float scale) override {
-    return cpu_->cross_entropy(logits, t, d, scale);
-  }
-  double sum_squares(const Tensor& t) override { return cpu_->sum_squares(t); }
-  void scale(Tensor& t, float s) override { cpu_->scale(t, s); }
-  void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const model::AdamWHyper& h, bool decay) override {
-    cpu_->adamw(w, g, m, v, h, decay);
-  }
-  void muon(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const std::vector<int64_t>& blocks,
-            const model::MuonHyper& h) override {
-    cpu_->muon(w, g, m, v, blocks, h);
-  }
-
- private:
   std::unique_ptr<model::Backend> cpu_ = model::make_cpu_backend();
 };
 
@@ -165,13 +108,15 @@ std::vector<Matrix> reference(int micros, const model::ModelConfig& config) {
   return run(m, micros, [](int) { return nullptr; });
 }
 
-// Runs a step of `micros` micro-batches through a GradReducer of `bucket_mb` on the recording
-// backend and checks what every bucket of it must satisfy; returns the recording.
-Recording step(double bucket_mb, int micros, const model::ModelConfig& config = small()) {
+// Runs a step of `micros` micro-batches through a GradReducer of `bucket_mb` and `shard` on a CPU
+// backend with recording collectives and checks what every bucket of it must satisfy; returns the
+// recording.
+Recording step(double bucket_mb, int micros, const model::ModelConfig& config = small(), const Shard& shard = {}) {
   Recording rec;
-  model::Transformer m(config, linear::scheme_by_name("quartet2"), rec);
+  const auto cpu = model::make_cpu_backend(&rec);
+  model::Transformer m(config, linear::scheme_by_name("quartet2"), *cpu);
   m.init(5);
-  GradReducer reducer(m, bucket_mb);
+  GradReducer reducer(m, bucket_mb, shard);
   run(m, micros, [&](int micro) {
     rec.phase = micro;
     return reducer.hook(micro, micros, "gradients of step 1");
@@ -179,6 +124,8 @@ Recording step(double bucket_mb, int micros, const model::ModelConfig& config = 
   rec.phase = -1;
   reducer.finish();
   EXPECT_EQ(rec.finishes, 1);
+  // Sharded, every bucket is a reduce-scatter; else an all-reduce.
+  EXPECT_EQ(shard.sharded() ? rec.reduce_scatters : rec.all_reduces, static_cast<int>(rec.buckets.size()));
 
   std::map<const void*, size_t> index;
   for (size_t i = 0; i < m.grads().size(); ++i) index[m.grads()[i].data] = i;
@@ -200,6 +147,9 @@ Recording step(double bucket_mb, int micros, const model::ModelConfig& config = 
       }
       const size_t i = it->second;
       ++times[i];
+      if (shard.sharded()) {
+        EXPECT_EQ(b.owners.at(k), shard.owner[i]) << m.params()[i].name;
+      }
       // Already final when handed over: bit for bit the full backward's value.
       EXPECT_EQ(b.values[k].data, want[i].data) << m.params()[i].name;
       // Reverse layer order.
@@ -249,9 +199,25 @@ TEST(GradReducer, NanochatOptionsHandEveryGradientOverOnceWhenFinal) {
   EXPECT_EQ(one.buckets[0].tensors.size(), 1u + 4u * 2u + 2u);  // embedding (= head), 2 blocks, 2 lambdas
 }
 
+// ZeRO-1: the same buckets, each reduce-scattered to the owners of its parameters.
+TEST(GradReducer, ShardedBucketsAreReduceScatteredToTheOwners) {
+  std::vector<uint64_t> sizes;
+  for (const model::Param& p : model::Transformer::param_shapes(small()))
+    sizes.push_back(static_cast<uint64_t>(p.value.size()));
+  const Shard shard{balance_owners(sizes, 3), 1};
+  const Recording all = step(100.0 / 1024, 2), sharded = step(100.0 / 1024, 2, small(), shard);
+  ASSERT_EQ(sharded.buckets.size(), all.buckets.size());
+  for (size_t b = 0; b < all.buckets.size(); ++b) {
+    EXPECT_EQ(sharded.buckets[b].bytes, all.buckets[b].bytes);
+    EXPECT_EQ(sharded.buckets[b].phase, all.buckets[b].phase);
+  }
+  EXPECT_EQ(step(0, 1, small(), shard).buckets.size(), 1u);
+}
+
 TEST(GradReducer, MissingGradientIsAnError) {
   Recording rec;
-  model::Transformer m(small(), linear::scheme_by_name("quartet2"), rec);
+  const auto cpu = model::make_cpu_backend(&rec);
+  model::Transformer m(small(), linear::scheme_by_name("quartet2"), *cpu);
   GradReducer reducer(m, 25);
   const auto hook = reducer.hook(0, 1, "gradients of step 1");
   m.zero_grads();

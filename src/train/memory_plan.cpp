@@ -28,8 +28,8 @@ struct Shape {
 };
 
 // The plan for one micro-batch of `batch` sequences; the fixed parts do not depend on it.
-MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t batch,
-                    bool recompute) {
+MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t world,
+                    int64_t batch, bool recompute) {
   const bool cuda = device == "cuda";
   // Bytes of an activation element, and of a dense weight copy kept for backward (BF16 on the GPU).
   const uint64_t a = cuda ? 2 : 4;
@@ -38,24 +38,31 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   p.micro_batch = batch;
   p.seq = c.seq_len;
   p.recompute = recompute;
+  p.world = world;
+  p.zero = c.zero == 1;
 
   // Parameters, gradients and optimizer state, per tensor as the optimizer allocates it.
   uint64_t muon_transient = 0;  // the largest matrix's orthogonalization buffers
+  std::vector<uint64_t> state;  // floats, per parameter
   for (const model::Param& prm : model::Transformer::param_shapes(mc)) {
     const uint64_t n = static_cast<uint64_t>(prm.value.rows * prm.value.cols);
     p.parameters += 4 * n;
     p.gradients += 4 * n;
+    state.push_back(state_floats(c, prm, mc));
+    p.optimizer_whole += 4 * state.back();
     const MuonGroup g = c.optimizer == "muon" ? muon_group(prm, mc) : MuonGroup{ParamGroup::kScalar, {}};
-    if (g.group != ParamGroup::kMatrix) {  // AdamW's two moments
-      p.optimizer += 8 * n;
-      continue;
-    }
-    p.optimizer += 4 * n + 4 * static_cast<uint64_t>(model::muon_second_moment_size(g.blocks, prm.value.cols));
+    if (g.group != ParamGroup::kMatrix) continue;
     for (const int64_t rows : g.blocks) {  // float32 update, two BF16 iterates, two s x s products
       const uint64_t e = static_cast<uint64_t>(rows * prm.value.cols), s = std::min<uint64_t>(rows, prm.value.cols);
       if (cuda) muon_transient = std::max(muon_transient, 8 * e + 4 * s * s);
     }
   }
+  // ZeRO-1's shards as make_shard deals them.
+  std::vector<uint64_t> shards(static_cast<size_t>(world), 0);
+  const std::vector<int> owner = balance_owners(state, static_cast<int>(world));
+  for (size_t i = 0; i < state.size(); ++i) shards[static_cast<size_t>(owner[i])] += 4 * state[i];
+  p.optimizer_shard = *std::max_element(shards.begin(), shards.end());
+  p.optimizer = p.zero ? p.optimizer_shard : p.optimizer_whole;
 
   // Each block linear's plan, as the model assigns the schemes (model/linear_schemes.h).
   std::vector<linear::Plan> plans;
@@ -140,7 +147,7 @@ std::string micro_batch_name(int64_t batch, int64_t seq, int64_t vocab) {
 
 }  // namespace
 
-MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device) {
+MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t world) {
   // A bound on the bytes per token the plan counts (float32 activations, every block and one
   // more, both logit tensors), so that its unsigned arithmetic is exact.
   const std::string what = micro_batch_name(c.batch_size, c.seq_len, mc.vocab);
@@ -148,12 +155,15 @@ MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const
   const int64_t per_token = 8 * mc.vocab + (mc.n_layers + 3) * (24 * widths + 8 * (heads + 1) + 4 * mc.n_heads * c.seq_len);
   checked_mul(checked_mul(c.batch_size, c.seq_len, what), per_token, what);
   checked_mul(mc.total_params(), 32, "the model's parameters");
-  return plan_for(mc, c, device, c.batch_size, c.recompute);
+  if (world < 1) throw Error("a memory plan needs at least one rank, got " + std::to_string(world));
+  return plan_for(mc, c, device, world, c.batch_size, c.recompute);
 }
 
 std::string describe(const MemoryPlan& p, uint64_t free_bytes) {
   std::string s = "memory plan (" + p.device + ", micro-batch " + std::to_string(p.micro_batch) + " x " +
-                  std::to_string(p.seq) + (p.recompute ? ", recompute" : "") + "):\n";
+                  std::to_string(p.seq) + (p.recompute ? ", recompute" : "") +
+                  (p.world > 1 ? ", per rank of " + std::to_string(p.world) + (p.zero ? " with ZeRO-1" : "") : "") +
+                  "):\n";
   auto line = [&](const char* what, uint64_t b) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "  %-52s %12s\n", what, format_bytes(b).c_str());
@@ -161,10 +171,14 @@ std::string describe(const MemoryPlan& p, uint64_t free_bytes) {
   };
   line("parameters (float32)", p.parameters);
   line("gradients (float32)", p.gradients);
-  line("optimizer state", p.optimizer);
+  line(p.zero ? "optimizer state (ZeRO-1: the largest shard)" : "optimizer state", p.optimizer);
   line("saved activations per micro-batch", p.activations);
   line("largest transient (logits, backward, GEMM buffers)", p.working);
   line("predicted peak", p.peak());
+  // The other dist.zero setting's peak, to compare.
+  if (p.world > 1)
+    line(p.zero ? "predicted peak without ZeRO-1 (dist.zero = 0)" : "predicted peak with ZeRO-1 (dist.zero = 1)",
+         p.peak() - p.optimizer + (p.zero ? p.optimizer_whole : p.optimizer_shard));
   if (free_bytes > 0) line(p.device == "cuda" ? "free on the device now" : "available host memory now", free_bytes);
   s.pop_back();
   return s;
@@ -174,14 +188,14 @@ void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConf
   if (free_bytes == 0 || p.peak() <= free_bytes) return;
   std::string fixes;
   if (!p.recompute) {
-    const MemoryPlan r = plan_for(mc, c, p.device, p.micro_batch, true);
+    const MemoryPlan r = plan_for(mc, c, p.device, p.world, p.micro_batch, true);
     if (r.peak() <= free_bytes) fixes += "\n  train.recompute = true (predicted peak " + format_bytes(r.peak()) + ")";
   }
   // The largest smaller micro-batch that divides train.batch_size, so that accumulation keeps
   // the tokens per step. The peak grows with the micro-batch: bisect for the largest that fits.
   const int64_t per_step = c.batch_size * c.grad_accum;
   for (const bool rc : {p.recompute, true}) {
-    auto fits = [&](int64_t b) { return plan_for(mc, c, p.device, b, rc).peak() <= free_bytes; };
+    auto fits = [&](int64_t b) { return plan_for(mc, c, p.device, p.world, b, rc).peak() <= free_bytes; };
     int64_t lo = 0, hi = p.micro_batch - 1;  // fits(lo) (0: none), and the search's top
     while (lo < hi) {
       const int64_t mid = lo + (hi - lo + 1) / 2;
@@ -192,7 +206,7 @@ void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConf
     if (lo > 0)
       fixes += "\n  train.batch_size = " + std::to_string(lo) + " with train.grad_accum = " +
                std::to_string(per_step / lo) + (rc && !p.recompute ? " and train.recompute = true" : "") +
-               " (predicted peak " + format_bytes(plan_for(mc, c, p.device, lo, rc).peak()) + ")";
+               " (predicted peak " + format_bytes(plan_for(mc, c, p.device, p.world, lo, rc).peak()) + ")";
     if (p.recompute) break;
   }
   throw Error("the model does not fit (" + micro_batch_name(p.micro_batch, p.seq, mc.vocab) +

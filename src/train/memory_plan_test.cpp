@@ -110,5 +110,48 @@ TEST(MemoryPlan, TooBigIsRefusedWithConfigurationsThatFit) {
             std::string::npos);
 }
 
+// Per GPU, ZeRO-1 keeps the largest rank's shard of the optimizer state: what the sharded
+// optimizers allocate, and printed beside the peak without it.
+TEST(MemoryPlan, ZeroOneCountsTheLargestShardPerRank) {
+  const auto backend = model::make_cpu_backend();
+  for (const char* optimizer : {"adamw", "muon"}) {
+    SCOPED_TRACE(optimizer);
+    TrainConfig c;
+    c.optimizer = optimizer;
+    c.seq_len = 64;
+    c.zero = 1;
+    const model::ModelConfig mc = nanochat_small();
+    model::Transformer m(mc, linear::scheme_by_name(c.scheme), *backend);
+    for (int world : {1, 2, 4}) {
+      uint64_t largest = 0;
+      for (int r = 0; r < world; ++r) {
+        const auto opt = make_optimizer(c, *backend, m.params(), mc, make_shard(c, m.params(), mc, r, world));
+        uint64_t bytes = 0;
+        for (const OptimizerState& s : opt->state())
+          if (s.tensor) bytes += 4 * static_cast<uint64_t>(s.tensor->size());
+        largest = std::max(largest, bytes);
+      }
+      TrainConfig off = c;
+      off.zero = 0;
+      const MemoryPlan with = plan_memory(mc, c, "cuda", world), without = plan_memory(mc, off, "cuda", world);
+      EXPECT_EQ(with.optimizer, largest);
+      EXPECT_EQ(with.optimizer_shard, largest);
+      EXPECT_EQ(without.optimizer, without.optimizer_whole);
+      EXPECT_EQ(without.peak() - with.peak(), without.optimizer_whole - largest);
+      if (world == 1) {
+        EXPECT_EQ(with.peak(), without.peak());
+        continue;
+      }
+      EXPECT_LT(with.peak(), without.peak());
+      const std::string shown = describe(with, 0), other = describe(without, 0);
+      EXPECT_NE(shown.find("per rank of " + std::to_string(world) + " with ZeRO-1"), std::string::npos) << shown;
+      EXPECT_NE(shown.find("optimizer state (ZeRO-1: the largest shard)"), std::string::npos) << shown;
+      EXPECT_NE(shown.find("predicted peak without ZeRO-1 (dist.zero = 0)"), std::string::npos) << shown;
+      EXPECT_NE(shown.find(format_bytes(without.peak())), std::string::npos) << shown;
+      EXPECT_NE(other.find("predicted peak with ZeRO-1 (dist.zero = 1)"), std::string::npos) << other;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace q2::train

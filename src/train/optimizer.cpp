@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "model/collectives.h"
 #include "model/muon.h"
 
 namespace q2::train {
@@ -35,26 +36,41 @@ bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
+// A state tensor of the shard's parameter `param`; another rank's: an empty one of that shape.
+model::Tensor state_tensor(model::Backend& backend, const Shard& shard, size_t param, int64_t rows, int64_t cols) {
+  if (shard.holds(param)) return backend.alloc(rows, cols, model::Role::kParam);
+  model::Tensor t;
+  t.rows = rows;
+  t.cols = cols;
+  return t;
+}
+
+OptimizerState state_of(std::string name, const char* what, size_t param, model::Tensor& t, const Shard& shard) {
+  return {std::move(name), what, param, t.rows, t.cols, shard.holds(param) ? &t : nullptr};
+}
+
 }  // namespace
 
-AdamW::AdamW(model::Backend& backend, const std::vector<model::Param>& params)
-    : backend_(backend), names_(names_of(params)) {
-  for (const model::Param& p : params) {
-    m_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
-    v_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
+AdamW::AdamW(model::Backend& backend, const std::vector<model::Param>& params, Shard shard)
+    : Optimizer(std::move(shard)), backend_(backend), names_(names_of(params)) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const model::Tensor& p = params[i].value;
+    m_.push_back(state_tensor(backend, shard_, i, p.rows, p.cols));
+    v_.push_back(state_tensor(backend, shard_, i, p.rows, p.cols));
   }
 }
 
 void AdamW::step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
                  const TrainConfig& c, int64_t t) {
   const model::AdamWHyper h{lr, c.beta1, c.beta2, c.eps, c.weight_decay, t};
-  for (size_t i = 0; i < params.size(); ++i) backend_.adamw(params[i].value, grads[i], m_[i], v_[i], h, params[i].decay);
+  for (size_t i = 0; i < params.size(); ++i)
+    if (shard_.holds(i)) backend_.adamw(params[i].value, grads[i], m_[i], v_[i], h, params[i].decay);
 }
 
 std::vector<OptimizerState> AdamW::state() {
   std::vector<OptimizerState> s;
-  for (size_t i = 0; i < m_.size(); ++i) s.push_back({names_[i] + ":adamw.m", kAdamFirst, i, &m_[i]});
-  for (size_t i = 0; i < v_.size(); ++i) s.push_back({names_[i] + ":adamw.v", kAdamSecond, i, &v_[i]});
+  for (size_t i = 0; i < m_.size(); ++i) s.push_back(state_of(names_[i] + ":adamw.m", kAdamFirst, i, m_[i], shard_));
+  for (size_t i = 0; i < v_.size(); ++i) s.push_back(state_of(names_[i] + ":adamw.v", kAdamSecond, i, v_[i], shard_));
   return s;
 }
 
@@ -78,15 +94,16 @@ MuonGroup muon_group(const model::Param& p, const model::ModelConfig& mc) {
   return {ParamGroup::kMatrix, {rows}};
 }
 
-Muon::Muon(model::Backend& backend, const std::vector<model::Param>& params, const model::ModelConfig& mc)
-    : backend_(backend), mc_(mc), names_(names_of(params)) {
-  for (const model::Param& p : params) {
-    groups_.push_back(muon_group(p, mc));
+Muon::Muon(model::Backend& backend, const std::vector<model::Param>& params, const model::ModelConfig& mc, Shard shard)
+    : Optimizer(std::move(shard)), backend_(backend), mc_(mc), names_(names_of(params)) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const model::Tensor& p = params[i].value;
+    groups_.push_back(muon_group(params[i], mc));
     const MuonGroup& g = groups_.back();
-    first_.push_back(backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
+    first_.push_back(state_tensor(backend, shard_, i, p.rows, p.cols));
     second_.push_back(g.group == ParamGroup::kMatrix
-                          ? backend.alloc(1, model::muon_second_moment_size(g.blocks, p.value.cols), model::Role::kParam)
-                          : backend.alloc(p.value.rows, p.value.cols, model::Role::kParam));
+                          ? state_tensor(backend, shard_, i, 1, model::muon_second_moment_size(g.blocks, p.cols))
+                          : state_tensor(backend, shard_, i, p.rows, p.cols));
   }
 }
 
@@ -124,6 +141,7 @@ void Muon::step(std::vector<model::Param>& params, const std::vector<model::Tens
   const double mult = lr / c.lr;  // the schedule's multiplier, applied to every group
   const model::MuonHyper h = hyper(c, mult, t);
   for (size_t i = 0; i < params.size(); ++i) {
+    if (!shard_.holds(i)) continue;
     if (groups_[i].group == ParamGroup::kMatrix) {
       backend_.muon(params[i].value, grads[i], first_[i], second_[i], groups_[i].blocks, h);
     } else {
@@ -139,31 +157,54 @@ std::vector<OptimizerState> Muon::state() {
   std::vector<OptimizerState> s;
   for (size_t i = 0; i < first_.size(); ++i) {
     const bool muon = groups_[i].group == ParamGroup::kMatrix;
-    s.push_back({names_[i] + (muon ? ":muon.momentum" : ":adamw.m"), muon ? "Muon's momentum" : kAdamFirst, i, &first_[i]});
+    s.push_back(state_of(names_[i] + (muon ? ":muon.momentum" : ":adamw.m"), muon ? "Muon's momentum" : kAdamFirst, i,
+                         first_[i], shard_));
   }
   for (size_t i = 0; i < second_.size(); ++i) {
     const bool muon = groups_[i].group == ParamGroup::kMatrix;
-    s.push_back({names_[i] + (muon ? ":muon.second_moment" : ":adamw.v"), muon ? "Muon's second moment" : kAdamSecond, i,
-                 &second_[i]});
+    s.push_back(state_of(names_[i] + (muon ? ":muon.second_moment" : ":adamw.v"),
+                         muon ? "Muon's second moment" : kAdamSecond, i, second_[i], shard_));
   }
   return s;
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, model::Backend& backend,
-                                          const std::vector<model::Param>& params, const model::ModelConfig& mc) {
-  if (c.optimizer == "adamw") return std::make_unique<AdamW>(backend, params);
-  if (c.optimizer == "muon") return std::make_unique<Muon>(backend, params, mc);
+                                          const std::vector<model::Param>& params, const model::ModelConfig& mc,
+                                          Shard shard) {
+  if (c.optimizer == "adamw") return std::make_unique<AdamW>(backend, params, std::move(shard));
+  if (c.optimizer == "muon") return std::make_unique<Muon>(backend, params, mc, std::move(shard));
   throw Error("train.optimizer must be 'adamw' or 'muon', got '" + c.optimizer + "'");
 }
 
-double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads) {
+uint64_t state_floats(const TrainConfig& c, const model::Param& p, const model::ModelConfig& mc) {
+  const uint64_t n = static_cast<uint64_t>(p.value.size());
+  const MuonGroup g = c.optimizer == "muon" ? muon_group(p, mc) : MuonGroup{ParamGroup::kScalar, {}};
+  if (g.group != ParamGroup::kMatrix) return 2 * n;  // AdamW's two moments
+  return n + static_cast<uint64_t>(model::muon_second_moment_size(g.blocks, p.value.cols));
+}
+
+Shard make_shard(const TrainConfig& c, const std::vector<model::Param>& params, const model::ModelConfig& mc, int rank,
+                 int world) {
+  if (c.zero == 0) return {};
+  std::vector<uint64_t> sizes;
+  for (const model::Param& p : params) sizes.push_back(state_floats(c, p, mc));
+  return {balance_owners(sizes, world), rank};
+}
+
+double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard,
+                 const std::string& what) {
+  std::vector<double> squares(grads.size(), 0.0);
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (shard.holds(i)) squares[i] = backend.sum_squares(grads[i]);
+  if (shard.sharded()) backend.collectives().allreduce_sum(squares, what);
   double s = 0;
-  for (const model::Tensor& g : grads) s += backend.sum_squares(g);
+  for (const double x : squares) s += x;
   return std::sqrt(s);
 }
 
-void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s) {
-  for (model::Tensor& g : grads) backend.scale(g, s);
+void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard) {
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (shard.holds(i)) backend.scale(grads[i], s);
 }
 
 }  // namespace q2::train

@@ -9,6 +9,7 @@
 
 #include "model/transformer.h"
 #include "train/config.h"
+#include "train/zero.h"
 
 namespace q2::train {
 
@@ -22,24 +23,33 @@ struct OptimizerState {
   std::string name;  // "<parameter name>:<kind>", e.g. "output.weight:adamw.m"
   std::string what;  // for messages: "AdamW's first moment"
   size_t param;      // index into the parameters
-  model::Tensor* tensor;
+  int64_t rows, cols;
+  model::Tensor* tensor;  // null where another rank's shard holds it (ZeRO-1)
 };
 
+// The optimizers update the parameters of their shard only, and keep state for those only.
 class Optimizer {
  public:
+  explicit Optimizer(Shard shard) : shard_(std::move(shard)) {}
   virtual ~Optimizer() = default;
   virtual std::string name() const = 0;  // the train.optimizer value
-  // One update; `lr` is the schedule's learning rate (learning_rate), `t` counts updates from 1.
+  // One update of the shard's parameters; `lr` is the schedule's learning rate (learning_rate),
+  // `t` counts updates from 1.
   virtual void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
                     const TrainConfig& c, int64_t t) = 0;
+  // Every parameter's, this rank's or not.
   virtual std::vector<OptimizerState> state() = 0;
   // The learning rate the logs show for the schedule's `lr`.
   virtual double shown_lr(double lr, const TrainConfig& /*c*/) const { return lr; }
+  const Shard& shard() const { return shard_; }
+
+ protected:
+  Shard shard_;
 };
 
 class AdamW final : public Optimizer {
  public:
-  AdamW(model::Backend& backend, const std::vector<model::Param>& params);
+  AdamW(model::Backend& backend, const std::vector<model::Param>& params, Shard shard = {});
   std::string name() const override { return "adamw"; }
   void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr, const TrainConfig& c,
             int64_t t) override;
@@ -71,7 +81,8 @@ MuonGroup muon_group(const model::Param& p, const model::ModelConfig& mc);
 // schedules and cautious weight decay (docs/ARCHITECTURE.md, model/muon.h).
 class Muon final : public Optimizer {
  public:
-  Muon(model::Backend& backend, const std::vector<model::Param>& params, const model::ModelConfig& mc);
+  Muon(model::Backend& backend, const std::vector<model::Param>& params, const model::ModelConfig& mc,
+       Shard shard = {});
   std::string name() const override { return "muon"; }
   void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr, const TrainConfig& c,
             int64_t t) override;
@@ -94,12 +105,25 @@ class Muon final : public Optimizer {
   std::vector<model::Tensor> first_, second_;
 };
 
-// The optimizer c.optimizer names, over `params` of a model of config `mc`.
+// The optimizer c.optimizer names, over `params` of a model of config `mc`, for `shard`.
 std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& c, model::Backend& backend,
-                                          const std::vector<model::Param>& params, const model::ModelConfig& mc);
+                                          const std::vector<model::Param>& params, const model::ModelConfig& mc,
+                                          Shard shard = {});
 
-// Global L2 norm of the gradients (float64, in order: deterministic).
-double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads);
-void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s);
+// The float32 values of c.optimizer's state for parameter p.
+uint64_t state_floats(const TrainConfig& c, const model::Param& p, const model::ModelConfig& mc);
+// Rank `rank`'s shard under c.zero: with 1, the parameters balanced over `world` ranks by the
+// size of their optimizer state.
+Shard make_shard(const TrainConfig& c, const std::vector<model::Param>& params, const model::ModelConfig& mc, int rank,
+                 int world);
+
+// Global L2 norm of the gradients: float64 squares per parameter, added in parameter order
+// (deterministic). Sharded, each rank holds the sums of its own parameters' gradients only: the
+// squares are all-reduced, each nonzero on one rank only, so the norm is bit for bit the
+// unsharded one. `what` names it in errors.
+double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard = {},
+                 const std::string& what = "gradient norm");
+// Scales the gradients of the shard's parameters.
+void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard = {});
 
 }  // namespace q2::train

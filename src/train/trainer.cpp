@@ -12,6 +12,7 @@
 #include "common/file.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "model/collectives.h"
 #include "quant/seeds.h"
 #include "train/checkpoint.h"
 #include "common/npy.h"
@@ -146,17 +147,19 @@ model::DistConfig dist_config(const TrainConfig& c) {
 
 }  // namespace
 
-TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::function<void(const std::string&)>& log_all) {
+TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::function<void(const std::string&)>& log_all,
+                          model::Collectives* in_process) {
   validate(cfg);
   const data::DatasetMeta data = data::load_dataset(cfg.data_dir);
   const data::Tokenizer tok = data::Tokenizer::load(data.tokenizer);
   const nlohmann::json dataset = dataset_identity(data);
   const model::ModelConfig mc = model_config(cfg, data.vocab_size);
-  const MemoryPlan memory = plan_memory(mc, cfg, cfg.device);
-  const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm});
+  const auto backend = model::make_backend(cfg.device, {dist_config(cfg), cfg.gemm, in_process});
+  model::Collectives& ranks = backend->collectives();
   // Rank 0 alone logs and writes files; the others take part only in the collectives.
-  const bool lead = backend->rank() == 0;
-  const int world = backend->world();
+  const bool lead = ranks.rank() == 0;
+  const int world = ranks.world();
+  const MemoryPlan memory = plan_memory(mc, cfg, cfg.device, world);
   auto log = [&](const std::string& m) {
     if (lead) log_all(m);
   };
@@ -171,9 +174,10 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const linear::Scheme scheme = linear::scheme_by_name(cfg.scheme, cfg.hadamard);
   model::Transformer model(mc, scheme, *backend, cfg.precision);
   model.set_recompute(cfg.recompute);
-  const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc);
-  GradReducer reducer(model, cfg.bucket_mb);
-  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, backend->rank(), world);
+  const Shard shard = make_shard(cfg, model.params(), mc, ranks.rank(), world);
+  const std::unique_ptr<Optimizer> opt = make_optimizer(cfg, *backend, model.params(), mc, shard);
+  GradReducer reducer(model, cfg.bucket_mb, shard);
+  data::Loader loader(data, data::Split::kTrain, cfg.batch_size, cfg.seq_len, ranks.rank(), world);
   SpikeGuard guard(cfg.spike_guard, cfg.spike_window);
   const std::string ckpt = checkpoint_path(cfg), metrics = RunDir::metrics_file(cfg.out_dir);
 
@@ -234,9 +238,9 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     Progress progress;
   };
   std::optional<Pending> pending;
-  // Writes the checkpoint of `step` (rank 0); returns why it could not, or "".
+  // Writes the checkpoint of `step` (every rank takes part, rank 0 writes); returns why it could
+  // not, or "".
   auto save = [&](int64_t step, const Progress& p) -> std::string {
-    if (!lead) return "";
     try {
       save_checkpoint(ckpt, cfg, model, opt.get(), step, p.loader, dataset, p.guard);
     } catch (const Error& e) {
@@ -249,7 +253,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   const int64_t end = cfg.stop_at > 0 ? cfg.stop_at : cfg.steps;
   for (int64_t step = start; step < end; ++step) {
     model.zero_grads();
-    double loss = 0;
+    double loss = 0, gnorm = 0;
     const std::string of_step = " of step " + std::to_string(step + 1);
     try {
       for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
@@ -259,25 +263,25 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
         loss += model.forward(b.inputs, b.targets, b.batch, b.seq);
         // Each rank draws its own rotations and rounding (independent noise averages out in the
         // sum); world 1 keeps the single-process seeds.
-        const int64_t draw = (step * cfg.grad_accum + micro) * world + backend->rank();
+        const int64_t draw = (step * cfg.grad_accum + micro) * world + ranks.rank();
         model.backward(seeds::backward_call(cfg.seed, draw), loss_scale,
                        reducer.hook(micro, cfg.grad_accum, "gradients" + of_step));
         if (dump) model.set_tap(nullptr);
       }
       reducer.finish();  // before the gradient norm and the optimizer read them
-      loss = backend->allreduce_sum(loss, "loss" + of_step);
+      loss = ranks.allreduce_sum(loss, "loss" + of_step);
+      gnorm = grad_norm(*backend, model.grads(), shard, "gradient norm" + of_step);
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());
     }
     loss /= static_cast<double>(tokens_per_step);
-    double gnorm = grad_norm(*backend, model.grads());
     if (!std::isfinite(loss) || !std::isfinite(gnorm))
       throw stopped(step + 1, std::isfinite(loss) ? "the gradient norm is not finite" : "the loss is not finite (NaN)");
     if (pending) {
       if (const std::string err = save(pending->step, pending->progress); !err.empty()) throw stopped(pending->step, err);
       pending.reset();
     }
-    // Every rank holds the same summed gradients, so every rank skips the same steps.
+    // Every rank has the same (global) gradient norm, so every rank skips the same steps.
     const double threshold = guard.threshold();
     const size_t judged_by = guard.filled();
     const bool skip = guard.skip(gnorm);
@@ -285,19 +289,26 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     if (skip) {
       sum.skipped.push_back(step + 1);
     } else {
-      if (cfg.clip > 0 && gnorm > cfg.clip) scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm));
+      if (cfg.clip > 0 && gnorm > cfg.clip)
+        scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm), shard);
       opt->step(model.params(), model.grads(), schedule_lr, cfg, step + 1);
+      try {
+        gather_weights(model, shard, "weights" + of_step);
+      } catch (const Error& e) {
+        throw stopped(step + 1, e.what());
+      }
     }
     sum.losses.push_back(loss);
     sum.last_loss = loss;
     sum.steps = step + 1;
-    if (!lead) continue;
 
     const double secs = elapsed(), tok_s = (step + 1 - start) * tokens_per_step / std::max(secs, 1e-9);
-    nlohmann::json record = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-                             {"tokens", (step + 1) * tokens_per_step}, {"tokens_per_s", tok_s}, {"elapsed_s", secs}};
-    if (guard.on()) record["skipped"] = skip;
-    append_line(metrics, record.dump());
+    if (lead) {
+      nlohmann::json record = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
+                               {"tokens", (step + 1) * tokens_per_step}, {"tokens_per_s", tok_s}, {"elapsed_s", secs}};
+      if (guard.on()) record["skipped"] = skip;
+      append_line(metrics, record.dump());
+    }
     if (skip) {
       char line[200];
       std::snprintf(line, sizeof line,
@@ -315,16 +326,30 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     }
     const bool last = step + 1 == end;
     if ((step + 1) % cfg.eval_every == 0 || last) {
+      std::string failed;  // why rank 0's evaluation failed
+      if (lead) {
+        try {
+          sum.val = evaluate(model, data, tok.byte_lengths(), cfg.eval_batches, cfg.batch_size, cfg.seq_len);
+          if (!std::isfinite(sum.val.loss)) throw Error("the validation loss is not finite (NaN)");
+        } catch (const Error& e) {
+          failed = e.what();
+        }
+      }
+      // Every rank learns of it, to take part in the checkpoint (ZeRO-1 gathers the state from all).
       try {
-        sum.val = evaluate(model, data, tok.byte_lengths(), cfg.eval_batches, cfg.batch_size, cfg.seq_len);
-        if (!std::isfinite(sum.val.loss)) throw Error("the validation loss is not finite (NaN)");
+        if (ranks.allreduce_sum(failed.empty() ? 0.0 : 1.0, "evaluation" + of_step) > 0 && failed.empty())
+          failed = "on rank 0";
       } catch (const Error& e) {
+        throw stopped(step + 1, e.what());
+      }
+      if (!failed.empty()) {
         // The training step itself succeeded: keep it before stopping.
         const std::string err = save(step + 1, progress());
-        throw stopped(step + 1, std::string("the evaluation failed: ") + e.what() + (err.empty() ? "" : "; " + err));
+        throw stopped(step + 1, "the evaluation failed: " + failed + (err.empty() ? "" : "; " + err));
       }
-      append_line(metrics, nlohmann::json({{"step", step + 1}, {"val_loss", sum.val.loss}, {"val_bpb", sum.val.bpb},
-                                           {"tokens", (step + 1) * tokens_per_step}, {"elapsed_s", elapsed()}}).dump());
+      if (lead)
+        append_line(metrics, nlohmann::json({{"step", step + 1}, {"val_loss", sum.val.loss}, {"val_bpb", sum.val.bpb},
+                                             {"tokens", (step + 1) * tokens_per_step}, {"elapsed_s", elapsed()}}).dump());
       char line[160];
       std::snprintf(line, sizeof line, "eval step %lld | val loss %.4f | val bpb %.4f", static_cast<long long>(step + 1),
                     sum.val.loss, sum.val.bpb);

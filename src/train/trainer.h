@@ -37,8 +37,11 @@ struct TrainSummary {
 // lines, evaluations) go to `log`. Any failure is an Error naming the step and the last good
 // checkpoint: a checkpoint is written only from finite weights that the following step's
 // forward and backward pass have also found finite (or the last step's), and a failing
-// evaluation saves the progress before it stops.
-TrainSummary run_training(const TrainConfig& config, StartMode mode, const std::function<void(const std::string&)>& log);
+// evaluation saves the progress before it stops. `in_process`: this call's rank of an in-process
+// job (threads as ranks, model/in_process.h), each rank's thread calling run_training with the
+// same config; null: the job config.dist describes.
+TrainSummary run_training(const TrainConfig& config, StartMode mode, const std::function<void(const std::string&)>& log,
+                          model::Collectives* in_process = nullptr);
 
 std::string checkpoint_path(const TrainConfig& c);
 

@@ -16,47 +16,14 @@
 #include "eval/grad_error.h"
 #include "train/checkpoint.h"
 #include "train/hf_export.h"
+#include "train/test_dataset.h"
 
 namespace q2::train {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Per process: ctest runs each test in a process of its own, in parallel.
-fs::path test_root() { return fs::temp_directory_path() / ("q2_trainer_test_" + std::to_string(::getpid())); }
-
-struct RemoveTestRoot {
-  ~RemoveTestRoot() { fs::remove_all(test_root()); }
-} remove_test_root_at_exit;
-
-// A small prepared dataset shared by the tests in this file (built once per process).
-const std::string& dataset_dir() {
-  static const std::string dir = [] {
-    const fs::path root = test_root();
-    fs::remove_all(root);
-    fs::create_directories(root);
-    std::ofstream text(root / "corpus.txt");
-    const char* words[] = {"the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "quartet", "scale",
-                           "model", "gradient", "hadamard", "rounding", "unbiased", "tensor"};
-    uint32_t x = 12345;
-    for (int doc = 0; doc < 400; ++doc) {
-      for (int w = 0; w < 60; ++w) {
-        x = x * 1103515245u + 12345u;
-        text << words[(x >> 16) % 16] << (w % 12 == 11 ? ".\n" : " ");
-      }
-      text << "\n\n";
-    }
-    text.close();
-    data::PrepareOptions o;
-    o.corpus = (root / "corpus.txt").string();
-    o.vocab = 300;
-    o.out = (root / "data").string();
-    o.val_fraction = 0.05;
-    data::prepare(o, [](const std::string&) {});
-    return o.out;
-  }();
-  return dir;
-}
+using test::dataset_dir;
+using test::test_root;
 
 TrainConfig small_config(const std::string& out, const std::string& scheme) {
   TrainConfig c;
