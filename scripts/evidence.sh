@@ -10,6 +10,11 @@
 #   scripts/evidence.sh train SEED SCHEME... configs/big-30m.toml (or $CONFIG) per scheme with
 #                                            train.seed=SEED; $PAR runs at once (default 1); log and
 #                                            metrics to $OUT/<scheme>.seed<SEED>.{log,metrics.jsonl}.
+#                                            A variant: $TRAIN_ARGS (extra --section.key=value
+#                                            overrides) under the name <scheme>-$TAG, e.g. TAG=ends
+#                                            TRAIN_ARGS="--method.bf16_first_layers=1
+#                                            --method.bf16_last_layers=1" or TAG=guard
+#                                            TRAIN_ARGS=--train.spike_guard=3 (issue 25's controls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/gpu-env.sh
@@ -45,10 +50,12 @@ train() {
   shift
   for scheme in "$@"; do
     (
-      local dir="runs/big-$scheme-s$seed" name="$scheme.seed$seed" t0=$SECONDS
+      local recipe="$scheme${TAG:+-$TAG}" t0=$SECONDS
+      local dir="runs/big-$recipe-s$seed" name="$recipe.seed$seed"
       rm -rf "$dir"
+      # shellcheck disable=SC2086 # TRAIN_ARGS: overrides, split on spaces
       "$q2" train --config "$config" --device cuda --method.scheme="$scheme" --train.seed="$seed" --out.dir="$dir" \
-        >"$out/$name.log" 2>&1 || echo "train $name: exit $?"
+        ${TRAIN_ARGS:-} >"$out/$name.log" 2>&1 || echo "train $name: exit $?"
       cp "$dir/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null || true
       echo "$name: $((SECONDS - t0)) s; $(grep 'eval step' "$out/$name.log" | tail -n 1)"
     ) &

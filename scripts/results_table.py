@@ -8,7 +8,9 @@ bits per byte, its gap to the baseline run of the same seed (default bf16: same 
 data order, so the pairing cancels most of the seed-to-seed spread), and its mean training loss
 over the last 10% of steps; then the gaps averaged over seeds and how much smaller Quartet II's
 mean gap is than each other recipe's (the paper's 1 - gap_Q2 / gap_recipe), like for like: recipes
-with a BF16 forward (sr, *_bwd) against quartet2_bwd, the fully NVFP4 ones against quartet2.
+with a BF16 forward (sr, *_bwd) against quartet2_bwd, the fully NVFP4 ones against quartet2; last,
+the distribution of each recipe's gaps over the seeds (quartiles, standard deviation) beside the
+baseline's own spread between seeds.
 """
 import glob
 import json
@@ -70,6 +72,18 @@ def main():
         forward = "BF16" if q == "quartet2_bwd" else "NVFP4"
         print(f"| {r} | {forward} | {len(v)} | {mean:+.4f} | {min(v):+.4f}, {max(v):+.4f} "
               f"| {statistics.mean(g for _, g in gaps[r]):+.4f} | {rel} |")
+
+    vals = [runs[(base, s)]["val"] for s in seeds]
+    print()
+    print(f"{base}'s own final validation loss spreads over {max(vals) - min(vals):.4f} between its {len(seeds)} seeds.")
+    print()
+    print("| recipe | seeds | min | 25% | median | 75% | max | std |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in recipes[1:]:
+        v = sorted(g for g, _ in gaps[r])
+        q1, q2, q3 = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else (v[0],) * 3
+        std = statistics.stdev(v) if len(v) > 1 else 0.0
+        print(f"| {r} | {len(v)} | {v[0]:+.4f} | {q1:+.4f} | {q2:+.4f} | {q3:+.4f} | {v[-1]:+.4f} | {std:.4f} |")
 
 
 if __name__ == "__main__":

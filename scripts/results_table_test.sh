@@ -24,6 +24,9 @@ expect "| quartet2 | 1 | 2.1300 | 1.0000 | +0.0300 (+1.43%) | 3.1200 | +0.0200 |
 expect "| quartet2 | NVFP4 | 2 | +0.0200 | +0.0100, +0.0300 | +0.0200 |  |"
 expect "| nvidia | NVFP4 | 2 | +0.0400 | +0.0400, +0.0400 | +0.0400 | 50% (quartet2) |"
 expect "| sr | BF16 | 2 | +0.0200 | +0.0200, +0.0200 | +0.0000 | 50% (quartet2_bwd) |"
+# Quartiles (inclusive) of the two gaps .01 and .03, their sample deviation; bf16 spreads over .10.
+expect "| quartet2 | 2 | +0.0100 | +0.0150 | +0.0200 | +0.0250 | +0.0300 | 0.0141 |"
+expect "bf16's own final validation loss spreads over 0.1000 between its 2 seeds."
 # A directory without baseline runs is an error.
 if python3 "$root/scripts/results_table.py" "$tmp" fp32 >/dev/null 2>&1; then
   echo "results_table_test: accepted a missing baseline" >&2
