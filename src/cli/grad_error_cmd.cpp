@@ -22,6 +22,7 @@ struct GradErrorOptions {
   std::string load;
   int64_t rows = 0;  // --load: use the first rows tokens only (0: all)
   bool json = false;
+  bool curve = false;        // also the means of the first 1, 2, 4, ... draws and bias2
 };
 
 void run(const GradErrorOptions& o) {
@@ -58,7 +59,12 @@ void run(const GradErrorOptions& o) {
     nlohmann::json j;
     j["config"] = {{"scheme", o.scheme}, {"m", ops.x.rows}, {"k", ops.x.cols}, {"n", ops.w.rows},
                    {"draws", o.draws},   {"seed", o.seed},  {"load", o.load},  {"hadamard", o.hadamard}};
-    for (const auto& r : rows) j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
+    for (const auto& r : rows) {
+      j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
+      if (!o.curve || r.curve.empty()) continue;
+      j[r.product]["bias2"] = r.bias2;  // NaN (one draw) prints as null
+      for (const auto& c : r.curve) j[r.product]["curve"].push_back({{"draws", c.draws}, {"rel_err_mean", c.rel_err_mean}});
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -69,6 +75,15 @@ void run(const GradErrorOptions& o) {
   for (const auto& r : rows)
     std::printf("%-8s %12.6f %10.6f %14.8f %18.4f\n", r.product.c_str(), r.rel_err, r.cosine, r.rel_err_mean,
                 r.product == "fwd" ? 1.0 : r.rel_err_mean * o.draws / r.rel_err);
+  if (!o.curve) return;
+  // ratio: mean * draws / first draw, both against the backward's target; 1 while unbiased.
+  std::printf("\n%-8s %6s %14s %10s\n", "product", "draws", "rel_err_mean", "ratio");
+  for (const auto& r : rows) {
+    for (const auto& c : r.curve)
+      std::printf("%-8s %6d %14.8f %10.4f\n", r.product.c_str(), c.draws, c.rel_err_mean,
+                  c.rel_err_mean * c.draws / r.curve.front().rel_err_mean);
+    if (!r.curve.empty()) std::printf("%-8s bias2 %.3g\n", r.product.c_str(), r.bias2);
+  }
 }
 
 }  // namespace
@@ -89,6 +104,9 @@ void add_grad_error(CLI::App& app) {
   sub->add_option("--load", o->load, "Directory with x.npy [M,K], w.npy [N,K], dy.npy [M,N]");
   sub->add_option("--rows", o->rows, "With --load: only the first ROWS tokens of x and dy")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "Print one JSON object instead of a table");
+  sub->add_flag("--curve", o->curve,
+                "Also the error of the mean of the first 1, 2, 4, ... draws (1/draws if unbiased) and bias2, an "
+                "unbiased estimate of the squared bias");
   sub->callback([o] { run(*o); });
 }
 
