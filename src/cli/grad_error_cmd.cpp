@@ -8,7 +8,10 @@
 #include "common/error.h"
 #include "common/memory.h"
 #include "eval/grad_error.h"
+#include "eval/chunk_stats.h"
 #include "gemm/gemm.h"
+#include "quant/hadamard.h"
+#include "quant/seeds.h"
 
 namespace q2::cli {
 
@@ -23,7 +26,54 @@ struct GradErrorOptions {
   int64_t rows = 0;  // --load: use the first rows tokens only (0: all)
   bool json = false;
   bool curve = false;        // also the means of the first 1, 2, 4, ... draws and bias2
+  bool chunk_stats = false;  // instead of the errors: statistics of the backward's chunks
 };
+
+nlohmann::json to_json(const eval::Quantiles& q) {
+  return {{"min", q.min}, {"p1", q.p1}, {"p10", q.p10}, {"p50", q.p50},
+          {"p90", q.p90}, {"p99", q.p99}, {"max", q.max}};
+}
+
+// The chunks the backward rotates and quantizes, of the operands as loaded (the forward's
+// quantization of X and W aside), under the rotation of grad-error's first backward draw.
+void print_chunk_stats(const GradErrorOptions& o, const eval::LayerOperands& ops) {
+  const int size = o.hadamard ? o.hadamard : 128;
+  if (!quant::valid_rht_size(size))
+    throw Error("--hadamard must be " + std::string(quant::kRhtSizes) + ", got " + std::to_string(size));
+  const quant::Rht r(size, seeds::linear_stream(seeds::experiment_backward(o.seed, 0), seeds::LinearStream::kRotation));
+  const Matrix dyt = transpose(ops.dy), wt = transpose(ops.w), xt = transpose(ops.x);
+  const std::pair<const char*, MatrixRef> operands[] = {{"dgrad.dy", MatrixRef(ops.dy, "dy")},
+                                                        {"dgrad.wt", MatrixRef(wt, "w^T")},
+                                                        {"wgrad.dyt", MatrixRef(dyt, "dy^T")},
+                                                        {"wgrad.xt", MatrixRef(xt, "x^T")}};
+  nlohmann::json j;
+  j["config"] = {{"m", ops.x.rows}, {"k", ops.x.cols}, {"n", ops.w.rows}, {"seed", o.seed},
+                 {"load", o.load},  {"hadamard", size}, {"dominated_above", eval::kDominated}};
+  if (!o.json)
+    std::printf("chunk statistics: M=%lld K=%lld N=%lld, %d-element chunks (dominated: outlier share > %g)\n"
+                "%-10s %8s %8s %10s %10s %10s %12s %12s %12s\n",
+                static_cast<long long>(ops.x.rows), static_cast<long long>(ops.x.cols),
+                static_cast<long long>(ops.w.rows), size, eval::kDominated, "operand", "chunks", "zero",
+                "share_p99", "share_max", "dominated", "dom_energy", "kurt_rot_p1", "eden_dev_p99");
+  for (const auto& [name, m] : operands) {
+    const eval::ChunkSummary c = eval::summarize(eval::chunk_stats(m, r));
+    j["chunk_stats"][name] = {{"chunks", c.chunks},
+                              {"zero_chunks", c.zero_chunks},
+                              {"dominated", c.dominated},
+                              {"dominated_energy", c.dominated_energy},
+                              {"outlier_share", to_json(c.outlier_share)},
+                              {"kurtosis", to_json(c.kurtosis)},
+                              {"outlier_share_rot", to_json(c.outlier_share_rot)},
+                              {"kurtosis_rot", to_json(c.kurtosis_rot)},
+                              {"eden_spread", to_json(c.eden_spread)},
+                              {"eden_deviation", to_json(c.eden_deviation)}};
+    if (!o.json)
+      std::printf("%-10s %8lld %8lld %10.4f %10.4f %10.5f %12.5f %12.4f %12.5f\n", name,
+                  static_cast<long long>(c.chunks), static_cast<long long>(c.zero_chunks), c.outlier_share.p99,
+                  c.outlier_share.max, c.dominated, c.dominated_energy, c.kurtosis_rot.p1, c.eden_deviation.p99);
+  }
+  if (o.json) std::printf("%s\n", j.dump(2).c_str());
+}
 
 void run(const GradErrorOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -44,6 +94,7 @@ void run(const GradErrorOptions& o) {
     ops.x = first_rows(std::move(ops.x), o.rows);
     ops.dy = first_rows(std::move(ops.dy), o.rows);
   }
+  if (o.chunk_stats) return print_chunk_stats(o, ops);
   if (!o.load.empty())
     require_memory(ops.x.rows, ops.x.cols, ops.w.rows,
                    "grad-error --load " + o.load + " (M " + std::to_string(ops.x.rows) + ", K " +
@@ -107,6 +158,9 @@ void add_grad_error(CLI::App& app) {
   sub->add_flag("--curve", o->curve,
                 "Also the error of the mean of the first 1, 2, 4, ... draws (1/draws if unbiased) and bias2, an "
                 "unbiased estimate of the squared bias");
+  sub->add_flag("--chunk-stats", o->chunk_stats,
+                "Instead of the errors: outlier share, kurtosis and EDEN factors of the backward operands' "
+                "Hadamard chunks");
   sub->callback([o] { run(*o); });
 }
 
