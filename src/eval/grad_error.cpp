@@ -100,7 +100,7 @@ uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& wh
   // Per element: the operand, its transpose, float64 products and copies, the draws' sums.
   const struct {
     int64_t rows, cols, bytes_per_element;
-  } terms[] = {{m, k, 72}, {n, k, 56}, {m, n, 40}};
+  } terms[] = {{m, k, 72}, {n, k, 56}, {m, n, 48}};
   int64_t total = 0;
   for (const auto& t : terms) {
     const int64_t elements = checked_mul(t.rows, t.cols, what);
@@ -117,13 +117,15 @@ std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string
   const linear::Linear layer(linear::scheme_by_name(scheme_name, hadamard), backend, "grad-error");
   const Matrix xt = transpose(ops.x), dyt = transpose(ops.dy), wt = transpose(ops.w);
 
-  // Exact products of the unquantized operands, and the products the backward estimates:
-  // dY times the operands as the forward used them.
+  // Exact products of the unquantized operands, and the products the backward estimates: dY as
+  // the backward reads it (BF16 in most schemes, a bias that is not the quantizers') times the
+  // operands as the forward used them.
   const std::vector<double> y_exact = product_nt_f64(ops.x, ops.w);
   const std::vector<double> dx_exact = product_nt_f64(ops.dy, wt), dw_exact = product_nt_f64(dyt, xt);
   const Matrix x_used = layer.forward_x(ops.x).values(), w_used = layer.forward_w(ops.w).values();
-  const std::vector<double> dx_target = product_nt_f64(ops.dy, transpose(w_used));
-  const std::vector<double> dw_target = product_nt_f64(dyt, transpose(x_used));
+  const Matrix dy_used = layer.backward_dy(ops.dy);
+  const std::vector<double> dx_target = product_nt_f64(dy_used, transpose(w_used));
+  const std::vector<double> dw_target = product_nt_f64(transpose(dy_used), transpose(x_used));
 
   linear::Saved saved;
   const std::vector<double> y = as_f64(layer.forward(ops.x, ops.w, saved));

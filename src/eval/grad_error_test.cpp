@@ -40,6 +40,18 @@ TEST(LinearQuartet2, BackwardIsUnbiasedForTheForwardQuantizedOperands) {
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i].rel_err_mean, 1.3 * rows[i].rel_err / 64) << rows[i].product;
 }
 
+// The target is what the backward computes on average, dY rounded to BF16 included (a bias of
+// about 1e-6 relative squared error that is not the quantizers'): a deterministic BF16 backward
+// meets it up to float32 accumulation.
+TEST(GradError, TargetTakesDyAsTheBackwardReadsIt) {
+  const auto backend = gemm::make_cpu_backend();
+  const auto rows = grad_error(default_operands(128, 128, 128, 2), "bf16", 0, 2, 1, *backend);
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_LT(rows[i].rel_err_mean, 1e-10) << rows[i].product;
+    EXPECT_GT(rows[i].rel_err, 1e-7) << rows[i].product << ": against the exact product, BF16 shows";
+  }
+}
+
 // The curve of the mean of k draws, scaled by k and divided by one draw's error: near 1 at every
 // k for an unbiased backward (E|mean_k - target|^2 = E|draw - target|^2 / k), growing like k
 // once the bias dominates.
