@@ -8,7 +8,10 @@
 #include "common/error.h"
 #include "common/memory.h"
 #include "eval/grad_error.h"
+#include "eval/chunk_stats.h"
 #include "gemm/gemm.h"
+#include "quant/hadamard.h"
+#include "quant/seeds.h"
 
 namespace q2::cli {
 
@@ -22,7 +25,55 @@ struct GradErrorOptions {
   std::string load;
   int64_t rows = 0;  // --load: use the first rows tokens only (0: all)
   bool json = false;
+  bool curve = false;        // also the means of the first 1, 2, 4, ... draws and bias2
+  bool chunk_stats = false;  // instead of the errors: statistics of the backward's chunks
 };
+
+nlohmann::json to_json(const eval::Quantiles& q) {
+  return {{"min", q.min}, {"p1", q.p1}, {"p10", q.p10}, {"p50", q.p50},
+          {"p90", q.p90}, {"p99", q.p99}, {"max", q.max}};
+}
+
+// The chunks the backward rotates and quantizes, of the operands as loaded (the forward's
+// quantization of X and W aside), under the rotation of grad-error's first backward draw.
+void print_chunk_stats(const GradErrorOptions& o, const eval::LayerOperands& ops) {
+  const int size = o.hadamard ? o.hadamard : 128;
+  if (!quant::valid_rht_size(size))
+    throw Error("--hadamard must be " + std::string(quant::kRhtSizes) + ", got " + std::to_string(size));
+  const quant::Rht r(size, seeds::linear_stream(seeds::experiment_backward(o.seed, 0), seeds::LinearStream::kRotation));
+  const Matrix dyt = transpose(ops.dy), wt = transpose(ops.w), xt = transpose(ops.x);
+  const std::pair<const char*, MatrixRef> operands[] = {{"dgrad.dy", MatrixRef(ops.dy, "dy")},
+                                                        {"dgrad.wt", MatrixRef(wt, "w^T")},
+                                                        {"wgrad.dyt", MatrixRef(dyt, "dy^T")},
+                                                        {"wgrad.xt", MatrixRef(xt, "x^T")}};
+  nlohmann::json j;
+  j["config"] = {{"m", ops.x.rows}, {"k", ops.x.cols}, {"n", ops.w.rows}, {"seed", o.seed},
+                 {"load", o.load},  {"hadamard", size}, {"dominated_above", eval::kDominated}};
+  if (!o.json)
+    std::printf("chunk statistics: M=%lld K=%lld N=%lld, %d-element chunks (dominated: outlier share > %g)\n"
+                "%-10s %8s %8s %10s %10s %10s %12s %12s %12s\n",
+                static_cast<long long>(ops.x.rows), static_cast<long long>(ops.x.cols),
+                static_cast<long long>(ops.w.rows), size, eval::kDominated, "operand", "chunks", "zero",
+                "share_p99", "share_max", "dominated", "dom_energy", "kurt_rot_p1", "eden_dev_p99");
+  for (const auto& [name, m] : operands) {
+    const eval::ChunkSummary c = eval::summarize(eval::chunk_stats(m, r));
+    j["chunk_stats"][name] = {{"chunks", c.chunks},
+                              {"zero_chunks", c.zero_chunks},
+                              {"dominated", c.dominated},
+                              {"dominated_energy", c.dominated_energy},
+                              {"outlier_share", to_json(c.outlier_share)},
+                              {"kurtosis", to_json(c.kurtosis)},
+                              {"outlier_share_rot", to_json(c.outlier_share_rot)},
+                              {"kurtosis_rot", to_json(c.kurtosis_rot)},
+                              {"eden_spread", to_json(c.eden_spread)},
+                              {"eden_deviation", to_json(c.eden_deviation)}};
+    if (!o.json)
+      std::printf("%-10s %8lld %8lld %10.4f %10.4f %10.5f %12.5f %12.4f %12.5f\n", name,
+                  static_cast<long long>(c.chunks), static_cast<long long>(c.zero_chunks), c.outlier_share.p99,
+                  c.outlier_share.max, c.dominated, c.dominated_energy, c.kurtosis_rot.p1, c.eden_deviation.p99);
+  }
+  if (o.json) std::printf("%s\n", j.dump(2).c_str());
+}
 
 void run(const GradErrorOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -43,6 +94,7 @@ void run(const GradErrorOptions& o) {
     ops.x = first_rows(std::move(ops.x), o.rows);
     ops.dy = first_rows(std::move(ops.dy), o.rows);
   }
+  if (o.chunk_stats) return print_chunk_stats(o, ops);
   if (!o.load.empty())
     require_memory(ops.x.rows, ops.x.cols, ops.w.rows,
                    "grad-error --load " + o.load + " (M " + std::to_string(ops.x.rows) + ", K " +
@@ -58,7 +110,12 @@ void run(const GradErrorOptions& o) {
     nlohmann::json j;
     j["config"] = {{"scheme", o.scheme}, {"m", ops.x.rows}, {"k", ops.x.cols}, {"n", ops.w.rows},
                    {"draws", o.draws},   {"seed", o.seed},  {"load", o.load},  {"hadamard", o.hadamard}};
-    for (const auto& r : rows) j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
+    for (const auto& r : rows) {
+      j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
+      if (!o.curve || r.curve.empty()) continue;
+      j[r.product]["bias2"] = r.bias2;  // NaN (one draw) prints as null
+      for (const auto& c : r.curve) j[r.product]["curve"].push_back({{"draws", c.draws}, {"rel_err_mean", c.rel_err_mean}});
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -69,6 +126,15 @@ void run(const GradErrorOptions& o) {
   for (const auto& r : rows)
     std::printf("%-8s %12.6f %10.6f %14.8f %18.4f\n", r.product.c_str(), r.rel_err, r.cosine, r.rel_err_mean,
                 r.product == "fwd" ? 1.0 : r.rel_err_mean * o.draws / r.rel_err);
+  if (!o.curve) return;
+  // ratio: mean * draws / first draw, both against the backward's target; 1 while unbiased.
+  std::printf("\n%-8s %6s %14s %10s\n", "product", "draws", "rel_err_mean", "ratio");
+  for (const auto& r : rows) {
+    for (const auto& c : r.curve)
+      std::printf("%-8s %6d %14.8f %10.4f\n", r.product.c_str(), c.draws, c.rel_err_mean,
+                  c.rel_err_mean * c.draws / r.curve.front().rel_err_mean);
+    if (!r.curve.empty()) std::printf("%-8s bias2 %.3g\n", r.product.c_str(), r.bias2);
+  }
 }
 
 }  // namespace
@@ -89,6 +155,12 @@ void add_grad_error(CLI::App& app) {
   sub->add_option("--load", o->load, "Directory with x.npy [M,K], w.npy [N,K], dy.npy [M,N]");
   sub->add_option("--rows", o->rows, "With --load: only the first ROWS tokens of x and dy")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "Print one JSON object instead of a table");
+  sub->add_flag("--curve", o->curve,
+                "Also the error of the mean of the first 1, 2, 4, ... draws (1/draws if unbiased) and bias2, an "
+                "unbiased estimate of the squared bias");
+  sub->add_flag("--chunk-stats", o->chunk_stats,
+                "Instead of the errors: outlier share, kurtosis and EDEN factors of the backward operands' "
+                "Hadamard chunks");
   sub->callback([o] { run(*o); });
 }
 

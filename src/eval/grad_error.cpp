@@ -42,9 +42,13 @@ std::vector<double> product_nt_f64(const Matrix& a, const Matrix& b) {
 
 namespace {
 
-double rel_err(const std::vector<double>& est, const std::vector<double>& ref) {
+// Of est / divisor (a sum of draws and their count: their mean, without a copy).
+double rel_err(const std::vector<double>& est, const std::vector<double>& ref, double divisor = 1) {
   double num = 0, den = 0;
-  for (size_t i = 0; i < est.size(); ++i) num += (est[i] - ref[i]) * (est[i] - ref[i]), den += ref[i] * ref[i];
+  for (size_t i = 0; i < est.size(); ++i) {
+    const double d = est[i] / divisor - ref[i];
+    num += d * d, den += ref[i] * ref[i];
+  }
   return den == 0 ? 0 : num / den;
 }
 
@@ -56,13 +60,47 @@ double cosine(const std::vector<double>& a, const std::vector<double>& b) {
 
 std::vector<double> as_f64(const Matrix& m) { return {m.data.begin(), m.data.end()}; }
 
+// Sums one backward product's draws; records the curve and, at the half, the first half's sum.
+class DrawMeans {
+ public:
+  DrawMeans(const std::vector<double>& target, int draws)
+      : target_(target), draws_(draws), sum_(target.size(), 0.0) {}
+
+  void add(const std::vector<double>& draw) {
+    for (size_t i = 0; i < draw.size(); ++i) sum_[i] += draw[i];
+    ++n_;
+    if ((n_ & (n_ - 1)) == 0 || n_ == draws_) curve_.push_back({n_, rel_err(sum_, target_, n_)});
+    if (n_ == draws_ / 2) half_ = sum_;
+  }
+
+  void finish(ProductError& p) const {
+    p.rel_err_mean = curve_.back().rel_err_mean;
+    p.curve = curve_;
+    p.bias2 = std::nan("");
+    if (draws_ < 2) return;
+    const int a = draws_ / 2, b = draws_ - a;
+    double cross = 0, den = 0;
+    for (size_t i = 0; i < sum_.size(); ++i) {
+      cross += (half_[i] / a - target_[i]) * ((sum_[i] - half_[i]) / b - target_[i]);
+      den += target_[i] * target_[i];
+    }
+    p.bias2 = den == 0 ? 0 : cross / den;
+  }
+
+ private:
+  const std::vector<double>& target_;
+  int draws_, n_ = 0;
+  std::vector<double> sum_, half_;
+  std::vector<CurvePoint> curve_;
+};
+
 }  // namespace
 
 uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& what) {
   // Per element: the operand, its transpose, float64 products and copies, the draws' sums.
   const struct {
     int64_t rows, cols, bytes_per_element;
-  } terms[] = {{m, k, 64}, {n, k, 48}, {m, n, 40}};
+  } terms[] = {{m, k, 72}, {n, k, 56}, {m, n, 48}};
   int64_t total = 0;
   for (const auto& t : terms) {
     const int64_t elements = checked_mul(t.rows, t.cols, what);
@@ -79,21 +117,23 @@ std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string
   const linear::Linear layer(linear::scheme_by_name(scheme_name, hadamard), backend, "grad-error");
   const Matrix xt = transpose(ops.x), dyt = transpose(ops.dy), wt = transpose(ops.w);
 
-  // Exact products of the unquantized operands, and the products the backward estimates:
-  // dY times the operands as the forward used them.
+  // Exact products of the unquantized operands, and the products the backward estimates: dY as
+  // the backward reads it (BF16 in most schemes, a bias that is not the quantizers') times the
+  // operands as the forward used them.
   const std::vector<double> y_exact = product_nt_f64(ops.x, ops.w);
   const std::vector<double> dx_exact = product_nt_f64(ops.dy, wt), dw_exact = product_nt_f64(dyt, xt);
   const Matrix x_used = layer.forward_x(ops.x).values(), w_used = layer.forward_w(ops.w).values();
-  const std::vector<double> dx_target = product_nt_f64(ops.dy, transpose(w_used));
-  const std::vector<double> dw_target = product_nt_f64(dyt, transpose(x_used));
+  const Matrix dy_used = layer.backward_dy(ops.dy);
+  const std::vector<double> dx_target = product_nt_f64(dy_used, transpose(w_used));
+  const std::vector<double> dw_target = product_nt_f64(transpose(dy_used), transpose(x_used));
 
   linear::Saved saved;
   const std::vector<double> y = as_f64(layer.forward(ops.x, ops.w, saved));
   std::vector<ProductError> out;
-  out.push_back({"fwd", rel_err(y, y_exact), cosine(y, y_exact), rel_err(y, y_exact)});
+  out.push_back({"fwd", rel_err(y, y_exact), cosine(y, y_exact), rel_err(y, y_exact), {}, 0});
 
-  std::vector<double> dx_sum(dx_exact.size(), 0.0), dw_sum(dw_exact.size(), 0.0);
-  ProductError dgrad{"dgrad", 0, 0, 0}, wgrad{"wgrad", 0, 0, 0};
+  DrawMeans dx_means(dx_target, draws), dw_means(dw_target, draws);
+  ProductError dgrad{"dgrad", 0, 0, 0, {}, 0}, wgrad{"wgrad", 0, 0, 0, {}, 0};
   for (int k = 0; k < draws; ++k) {
     const linear::Grads g = layer.backward(ops.dy, saved, seeds::experiment_backward(seed, k));
     const std::vector<double> dx = as_f64(g.dx), dw = as_f64(g.dw);
@@ -103,14 +143,12 @@ std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string
       wgrad.rel_err = rel_err(dw, dw_exact);
       wgrad.cosine = cosine(dw, dw_exact);
     }
-    for (size_t i = 0; i < dx.size(); ++i) dx_sum[i] += dx[i];
-    for (size_t i = 0; i < dw.size(); ++i) dw_sum[i] += dw[i];
+    dx_means.add(dx);
+    dw_means.add(dw);
     if (progress) progress(k + 1);
   }
-  for (double& v : dx_sum) v /= draws;
-  for (double& v : dw_sum) v /= draws;
-  dgrad.rel_err_mean = rel_err(dx_sum, dx_target);
-  wgrad.rel_err_mean = rel_err(dw_sum, dw_target);
+  dx_means.finish(dgrad);
+  dw_means.finish(wgrad);
   out.push_back(dgrad);
   out.push_back(wgrad);
   return out;

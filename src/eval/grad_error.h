@@ -19,16 +19,30 @@ LayerOperands default_operands(int64_t m, int64_t k, int64_t n, uint64_t seed);
 // x.npy, w.npy, dy.npy from a directory; shapes are checked against each other.
 LayerOperands load_operands(const std::string& dir);
 
+// The mean of the first `draws` backward draws against what the backward estimates (relative
+// squared error): an unbiased backward's falls like 1/draws, a biased one's levels off at its bias.
+struct CurvePoint {
+  int draws;
+  double rel_err_mean;
+};
+
 struct ProductError {
   std::string product;  // fwd, dgrad, wgrad
   double rel_err;       // one draw against the float64 product of the unquantized operands
   double cosine;        // of that draw with the exact product
   double rel_err_mean;  // mean of the draws against what the scheme's backward estimates
+  // Backward products only: points at draws 1, 2, 4, ... and the last draw (one pass, prefix
+  // means), and bias2, an unbiased estimate of |E[draw] - target|^2 / |target|^2 (NaN for one
+  // draw): the inner product of the errors of the first half's and the second half's means,
+  // which are independent, so only the bias survives in its expectation. Noise can make it < 0.
+  std::vector<CurvePoint> curve;
+  double bias2 = 0;
 };
 
 // Bytes grad_error() holds at its peak for X [M, K], W [N, K], dY [M, N], the operands included
-// (measured: about 62, 48 and 37 bytes per element of X, W and dY); an Error naming `what` when
-// the sizes overflow.
+// (measured: about 62, 48 and 37 bytes per element of X, W and dY, before the first half's sums
+// that bias2 keeps added 8 to X's and W's and dY as the backward reads it 8 to dY's); an Error
+// naming `what` when the sizes overflow.
 uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& what);
 
 std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string& scheme, int hadamard, int draws,

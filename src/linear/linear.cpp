@@ -89,13 +89,15 @@ gemm::OwnedOperand Linear::backward_operand(const BackwardOperand& o, const Matr
   }
 }
 
+Matrix Linear::backward_dy(const Matrix& dy) const { return plan_.exact_dy ? dy : round_bf16(dy); }
+
 Grads Linear::backward(const Matrix& dy, const Saved& saved, uint64_t seed, Trace* trace) const {
   const int64_t tokens = saved.x.rows(), out = saved.w.rows();
   if (dy.rows != tokens || dy.cols != out)
     throw Error("layer '" + name_ + "': dY is [" + std::to_string(dy.rows) + ", " + std::to_string(dy.cols) +
                 "] but the forward output was [" + std::to_string(tokens) + ", " + std::to_string(out) + "]");
   plan_.check_backward_shapes(name_, tokens, out);
-  const Matrix e = plan_.exact_dy ? dy : round_bf16(dy);
+  const Matrix e = backward_dy(dy);
   auto run = [&](const ProductPlan& p, const char* product) {
     const gemm::OwnedOperand a = backward_operand(p.a, e, saved, seed, trace);
     const gemm::OwnedOperand b = backward_operand(p.b, e, saved, seed, trace);

@@ -38,8 +38,10 @@ class Linear {
   // The forward-pass operands exactly as the product used them (dequantized).
   gemm::OwnedOperand forward_x(const Matrix& x) const;
   gemm::OwnedOperand forward_w(const Matrix& w) const;
-  // A backward operand exactly as backward() uses it, from `e` (dY as backward reads it:
-  // rounded to BF16 unless the plan keeps dY exact), what the forward saved and the call's seed.
+  // dY as backward reads it: rounded to BF16 unless the plan keeps dY exact.
+  Matrix backward_dy(const Matrix& dy) const;
+  // A backward operand exactly as backward() uses it, from `e` (backward_dy), what the forward
+  // saved and the call's seed.
   gemm::OwnedOperand backward_operand(const BackwardOperand& o, const Matrix& e, const Saved& saved, uint64_t seed,
                                       Trace* trace = nullptr) const;
 

@@ -40,7 +40,14 @@ float group_amax(const float* y) {
   return g;
 }
 
+float post_hoc_first_stage(float g_max) { return e4m3::round_e8m4_rtz(g_max / kMsEdenValMax); }
+
 }  // namespace
+
+float eden_group_factor(const float* y) {
+  uint8_t packed[kBlock / 2];
+  return eden_factor(round_group(y, post_hoc_first_stage(group_amax(y)), packed));
+}
 
 NVFP4Tensor quantize_ms_eden(const MatrixRef& x, const Rht& r, uint64_t sr_seed, const MsEdenConfig& cfg) {
   check_shape(x, r.size, "MS-EDEN rotates whole Hadamard chunks along a row");
@@ -73,7 +80,7 @@ NVFP4Tensor quantize_ms_eden(const MatrixRef& x, const Rht& r, uint64_t sr_seed,
       for (int64_t g = c0; g < c0 + per_chunk; ++g) {
         const float g_max = group_amax(yr + g * kBlock);
         m[g - c0] = cfg.tensor_scale == EdenTensorScale::kPostHoc
-                        ? e4m3::round_e8m4_rtz(g_max / s)
+                        ? post_hoc_first_stage(g_max)
                         : e4m3::decode(e4m3::encode_rne((g_max / s) / pre_t)) * pre_t;
         const GroupSums gs = round_group(yr + g * kBlock, m[g - c0], pr + g * kBlock / 2);
         cr[g] = m[g - c0] * eden_factor(gs);

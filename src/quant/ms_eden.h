@@ -35,4 +35,8 @@ struct MsEdenConfig {
 // GEMM operands are rotated alike and the rotation cancels in the product.
 NVFP4Tensor quantize_ms_eden(const MatrixRef& x, const Rht& r, uint64_t sr_seed, const MsEdenConfig& cfg = {});
 
+// The EDEN factor S of one 16-group of rotated values y under the default (post-hoc) first
+// stage: what pass 1 multiplies into the group's scale (1 for an all-zero group).
+float eden_group_factor(const float* y);
+
 }  // namespace q2::quant

@@ -171,10 +171,29 @@ std::vector<double> rht(const Matrix& x, const quant::Rht& r) {
   return y;
 }
 
+EdenGroup eden_group(const double* y) {
+  EdenGroup g;
+  double g_max = 0;
+  for (int i = 0; i < kB; ++i) g_max = std::max(g_max, std::fabs(y[i]));
+  // E8M4 truncation: keep 5 significant bits of g_max / s.
+  const double a = g_max / (6.0 / ((17.0 / 16.0) * 0.93));
+  const double e = a > 0 ? std::floor(std::log2(a)) : 0, ulp = std::ldexp(1.0, static_cast<int>(e) - 4);
+  g.m = a > 0 ? std::floor(a / ulp) * ulp : 0.0;
+  g.ambiguous = a > 0 && (a / ulp - std::floor(a / ulp) < kHair || std::ceil(a / ulp) - a / ulp < kHair);
+  for (int i = 0; i < kB; ++i) {
+    const double v = g.m > 0 ? y[i] / g.m : 0.0;
+    double margin;
+    g.q[i] = std::copysign(e2m1_grid()[nearest_even(e2m1_grid(), std::min(std::fabs(v), 6.0), &margin)], v);
+    g.ambiguous = g.ambiguous || (g.m > 0 && margin < kHair);
+    g.vv += v * v;
+    g.vq += v * g.q[i];
+  }
+  return g;
+}
+
 Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chunk_group) {
   Result res = empty_result(x);
   const std::vector<double> y = rht(x, r);
-  const double s = 6.0 / ((17.0 / 16.0) * 0.93);
   const int64_t groups = x.size() / kB;
   std::vector<double> corrected(groups), q(x.data.size());
   std::vector<uint8_t> amb(groups, 0);
@@ -184,29 +203,14 @@ Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chun
     std::vector<double> m(per_chunk), factor(per_chunk);
     bool chunk_amb = false;
     for (int g = 0; g < per_chunk; ++g) {
-      const double* yg = y.data() + (c0 + g) * kB;
-      double g_max = 0;
-      for (int i = 0; i < kB; ++i) g_max = std::max(g_max, std::fabs(yg[i]));
-      // E8M4 truncation: keep 5 significant bits of g_max / s.
-      const double a = g_max / s;
-      const double e = a > 0 ? std::floor(std::log2(a)) : 0, ulp = std::ldexp(1.0, static_cast<int>(e) - 4);
-      m[g] = a > 0 ? std::floor(a / ulp) * ulp : 0.0;
-      bool gamb = a > 0 && (a / ulp - std::floor(a / ulp) < kHair || std::ceil(a / ulp) - a / ulp < kHair);
-      double vv = 0, vq = 0;
-      for (int i = 0; i < kB; ++i) {
-        const double v = m[g] > 0 ? yg[i] / m[g] : 0.0;
-        double margin;
-        const double qi = std::copysign(e2m1_grid()[nearest_even(e2m1_grid(), std::min(std::fabs(v), 6.0), &margin)], v);
-        gamb = gamb || (m[g] > 0 && margin < kHair);
-        q[(c0 + g) * kB + i] = qi;
-        vv += v * v;
-        vq += v * qi;
-      }
-      factor[g] = vq == 0 ? 1.0 : vv / vq;
-      chunk_vv += vv;
-      chunk_vq += vq;
-      amb[c0 + g] = gamb;
-      chunk_amb = chunk_amb || gamb;
+      const EdenGroup eg = eden_group(y.data() + (c0 + g) * kB);
+      m[g] = eg.m;
+      std::copy(eg.q.begin(), eg.q.end(), q.begin() + (c0 + g) * kB);
+      factor[g] = eg.factor();
+      chunk_vv += eg.vv;
+      chunk_vq += eg.vq;
+      amb[c0 + g] = eg.ambiguous;
+      chunk_amb = chunk_amb || eg.ambiguous;
     }
     for (int g = 0; g < per_chunk; ++g) {
       corrected[c0 + g] = m[g] * (chunk_group ? (chunk_vq == 0 ? 1.0 : chunk_vv / chunk_vq) : factor[g]);

@@ -4,6 +4,7 @@
 // `ambiguous` flag: some rounding decision behind it (a code, a scale, the 4/6 choice, a
 // stochastic coin) lay within a hair of its threshold, where float32 and float64 arithmetic
 // may legitimately disagree. Tests demand agreement everywhere else and few such elements.
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -29,6 +30,17 @@ Result rtn(const Matrix& x, double val_max, double scale_max);
 Result four_over_six(const Matrix& x);
 Result sr(const Matrix& x, double scale_override, uint64_t seed);
 Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chunk_group);
+
+// MS-EDEN's default first stage on one 16-group of rotated values y: the scale m, the codes'
+// values q of y / m and the EDEN sums sum v^2, sum v q of v = y / m.
+struct EdenGroup {
+  double m = 0;
+  std::array<double, 16> q{};
+  double vv = 0, vq = 0;
+  bool ambiguous = false;
+  double factor() const { return vq == 0 ? 1.0 : vv / vq; }
+};
+EdenGroup eden_group(const double* y);
 
 // How a float32 quantizer's dequantized output agrees with the reference: elements that
 // differ by more than rel_tol though unambiguous, and the count of ambiguous elements.

@@ -75,6 +75,7 @@ void for_each_field(C& c, F&& f) {
   f("log", "eval_batches", c.eval_batches);
   f("log", "ckpt_every", c.ckpt_every);
   f("log", "dump_every", c.dump_every);
+  f("log", "dump_layers", c.dump_layers);
   f("dist", "world_size", c.world_size);
   f("dist", "rank", c.rank);
   f("dist", "local_rank", c.local_rank);
@@ -108,8 +109,8 @@ json typed_defaults() {
   return j;
 }
 
-// The keys that came with train.optimizer, train.recompute, the precision overrides and the
-// spike guard (older checkpoints lack them).
+// The keys that came with train.optimizer, train.recompute, the precision overrides, the
+// spike guard and log.dump_layers (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
                                       "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
@@ -117,6 +118,7 @@ bool added_later(const std::string& section, const std::string& key) {
                                       "spike_guard",   "spike_window"};
   static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
+  if (section == "log") return key == "dump_layers";
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
 }
 
@@ -378,6 +380,8 @@ void validate(const TrainConfig& c) {
   require(c.eval_batches >= 1, "log.eval_batches", ">= 1", c.eval_batches);
   require(c.ckpt_every >= 1, "log.ckpt_every", ">= 1", c.ckpt_every);
   require(c.dump_every >= 0, "log.dump_every", ">= 0 (0: no tensor dumps)", c.dump_every);
+  if (c.dump_layers != "ends" && c.dump_layers != "all")
+    bad("log.dump_layers must be 'ends' (first and last layer) or 'all', got '" + c.dump_layers + "'");
 
   require(c.world_size >= 0, "dist.world_size", ">= 1 (0: from the environment)", c.world_size);
   require(c.rank >= -1, "dist.rank", ">= 0 (-1: from the environment)", c.rank);

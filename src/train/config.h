@@ -68,9 +68,11 @@ struct TrainConfig {
   int64_t stop_at = 0;  // > 0: stop after this step with a checkpoint, to be continued with --resume
   // monitoring
   int64_t log_every = 10, eval_every = 100, eval_batches = 8, ckpt_every = 100;
-  // > 0: every dump_every steps, the X, W and dY of the first and last layer's linears (first
-  // micro-batch) go to out.dir/tensors/step<N>/<linear>/{x,w,dy}.npy (grad-error --load reads them)
+  // > 0: every dump_every steps, the X, W and dY of the block linears (first micro-batch) go to
+  // out.dir/tensors/step<N>/<linear>/{x,w,dy}.npy (grad-error --load reads them); dump_layers
+  // picks whose: "ends" the first and last layer's, "all" every layer's (a bias study per layer).
   int64_t dump_every = 0;
+  std::string dump_layers = "ends";
   // data parallelism (docs/ARCHITECTURE.md); 0 / -1 / "": taken from OpenMPI's environment or
   // world 1 by resolve_dist
   int64_t world_size = 0, rank = -1;

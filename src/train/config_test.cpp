@@ -64,6 +64,7 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--train.schedule=wsd", "--train.warmup_frac=0.5", "--train.decay_frac=0.6"},
        "train.warmup_frac + train.decay_frac must be at most 1 with train.schedule 'wsd', got 0.5 + 0.6"},
       {{"--train.optimizer=sgd"}, "train.optimizer must be 'adamw' or 'muon', got 'sgd'"},
+      {{"--log.dump_layers=middle"}, "log.dump_layers must be 'ends' (first and last layer) or 'all', got 'middle'"},
       {{"--train.matrix_lr=-1"}, "train.matrix_lr must be finite and >= 0, got -1"},
       {{"--train.embedding_lr=inf"}, "train.embedding_lr must be finite and >= 0, got inf"},
       {{"--train.head_lr=nan"}, "train.head_lr must be finite and >= 0, got nan"},
@@ -249,6 +250,13 @@ TEST(DistConfig, CheckpointConfigWithoutDistSectionLoads) {
   j["dist"].erase("zero");  // written before ZeRO-1
   EXPECT_EQ(from_json(j).zero, 0);
   EXPECT_EQ(load_config("", {"--dist.zero=1"}).zero, 1);
+}
+
+TEST(TrainConfig, CheckpointConfigWithoutDumpLayersDumpsTheEnds) {
+  nlohmann::json j = to_json(load_config("", {"--log.dump_layers=all"}));
+  EXPECT_EQ(from_json(j).dump_layers, "all");
+  j["log"].erase("dump_layers");  // written before per-layer dumps
+  EXPECT_EQ(from_json(j).dump_layers, "ends");
 }
 
 TEST(TrainConfig, CheckpointConfigWithoutOptimizerKeysIsAdamW) {

@@ -14,6 +14,7 @@
 #include "common/error_test_util.h"
 #include "data/tokenizer.h"
 #include "eval/grad_error.h"
+#include "model/linear_schemes.h"
 #include "train/checkpoint.h"
 #include "train/hf_export.h"
 #include "train/test_dataset.h"
@@ -125,6 +126,21 @@ TEST(Trainer, DumpsLinearOperandsThatGradErrorLoads) {
     EXPECT_FALSE(fs::exists(d / "layers.1.attention.wo")) << "only the first and last layer are dumped";
   }
   EXPECT_FALSE(fs::exists(fs::path(c.out_dir) / "tensors" / "step1"));
+}
+
+TEST(Trainer, DumpLayersAllDumpsEveryBlockLinearOfEveryLayer) {
+  TrainConfig c = small_config("dump_all", "quartet2");
+  c.steps = 1;
+  c.dump_every = 1;
+  c.dump_layers = "all";
+  run_training(c, StartMode::kFresh, quiet);
+  const model::ModelConfig mc = model::preset(c.preset, 300, c.seq_len);
+  ASSERT_GT(mc.n_layers, 2) << "middle layers tell 'all' from 'ends'";
+  for (int64_t l = 0; l < mc.n_layers; ++l)
+    for (const std::string& lin : model::block_linear_names(mc)) {
+      const fs::path d = fs::path(c.out_dir) / "tensors" / "step1" / ("layers." + std::to_string(l) + "." + lin);
+      for (const char* f : {"x.npy", "w.npy", "dy.npy"}) EXPECT_TRUE(fs::exists(d / f)) << d / f;
+    }
 }
 
 TEST(Trainer, NaNStopsNamingTheStepAndALastCheckpointThatLoadsAndResumes) {

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# scripts/bias-study.sh and scripts/bias_table.py on a fake run of two dumped linears, one of
+# whose dY has a token carrying nearly all the gradient (as an attention sink's can): one JSON
+# line per linear and scheme, the chunk statistics see that token, the tables and the plot.
+#
+#   scripts/bias_study_test.sh QUARTET2_BINARY
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+q2="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python3 - "$tmp/run/tensors/step7" <<'PY'
+import os, random, struct, sys
+
+def save_npy(path, rows, cols, values):
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, cols)
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%df" % len(values), *values))
+
+rng = random.Random(1)
+for name, sink in (("layers.0.attention.wo", False), ("layers.1.attention.wo", True)):
+    d = os.path.join(sys.argv[1], name)
+    os.makedirs(d)
+    gauss = lambda n: [rng.gauss(0, 1) for _ in range(n)]
+    dy = gauss(128 * 128)
+    if sink:  # token 3 of 128: +-100 on every feature, the others about 1
+        dy[3 * 128:4 * 128] = [rng.choice((-100.0, 100.0)) for _ in range(128)]
+    save_npy(os.path.join(d, "x.npy"), 128, 128, gauss(128 * 128))
+    save_npy(os.path.join(d, "w.npy"), 128, 128, gauss(128 * 128))
+    save_npy(os.path.join(d, "dy.npy"), 128, 128, dy)
+PY
+SCHEMES="quartet2 nvidia" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/study.jsonl" 2>"$tmp/log"
+fail() { echo "bias_study_test: $*" >&2; exit 1; }
+[[ $(wc -l <"$tmp/study.jsonl") -eq 6 ]] || fail "want 6 lines (2 linears x chunks, quartet2, nvidia), got: $(cat "$tmp/study.jsonl")"
+python3 - "$tmp/study.jsonl" <<'PY' || fail "wrong study lines"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+by = {(l["linear"], l["scheme"]): l for l in lines}
+assert all(l["step"] == 7 for l in lines)
+curve = by[("layers.0.attention.wo", "quartet2")]["result"]["wgrad"]["curve"]
+assert [p["draws"] for p in curve] == [1, 2, 4], curve
+# Along tokens (wgrad's dY^T) the sink token dominates every chunk; along features it does not.
+sink = by[("layers.1.attention.wo", "chunks")]["result"]["chunk_stats"]
+plain = by[("layers.0.attention.wo", "chunks")]["result"]["chunk_stats"]
+assert sink["wgrad.dyt"]["dominated"] == 1.0 and sink["wgrad.dyt"]["chunks"] == 128, sink["wgrad.dyt"]
+assert sink["dgrad.dy"]["dominated"] == 0.0 and plain["wgrad.dyt"]["dominated"] == 0.0
+PY
+plot=()
+command -v gnuplot >/dev/null && plot=(--plot "$tmp/out")
+out=$(python3 "$root/scripts/bias_table.py" "$tmp/study.jsonl" "${plot[@]}" 2>/dev/null)
+grep -q '^| 7 | 1 | attention.wo | nvidia | ' <<<"$out" || fail "no nvidia row of layer 1 in: $out"
+grep -q '^| 7 | 1 | attention.wo | 0 | 1 | 0 | ' <<<"$out" || fail "no chunk row of layer 1 (dY^T dominated) in: $out"
+grep -q '^- quartet2 wgrad: .* of 2 cases above 1.3' <<<"$out" || fail "no summary line in: $out"
+if ((${#plot[@]})); then
+  [[ "$(head -c 4 "$tmp/out-curves.png" | tail -c 3)" == "PNG" ]] || fail "out-curves.png is not a PNG"
+fi
+# A run without dumps is an error.
+if "$root/scripts/bias-study.sh" "$q2" "$tmp" 2>/dev/null; then fail "accepted a run without tensors"; fi
+echo "bias_study_test: ok"
