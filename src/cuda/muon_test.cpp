@@ -1,10 +1,10 @@
 // Muon on the CUDA backend (cuda/muon.cpp) against the CPU reference (model/cpu_muon.cpp),
 // through Backend::muon on the same weights, gradients and state: the momentum is bit-identical
-// (the same float32 operations); the orthogonalization runs in BF16 GEMMs, so the update agrees
-// to within BF16's rounding compounded over the five iterations: measured on an H100, 2.0-2.6%
-// relative for the quintic and 3.4-4.2% for Polar Express (whose coefficients amplify more),
-// bounded here by 4% and 6%; a wrong coefficient or step is off by O(1). The second moments
-// agree within 2%. Skips without a GPU.
+// (the same float32 operations); the orthogonalization runs in BF16 GEMMs, so the update and the
+// second moments are required to agree within 2e-2 relative. The first H100 run (2026-12-07)
+// measured the update 2.0-2.6% (quintic) and 3.4-4.2% (Polar Express) off, failing it; whether
+// that is BF16's rounding or a defect is open (a CPU reference rounding where the GPU rounds
+// would tell). Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -76,8 +76,7 @@ TEST(GpuMuon, MatchesTheCpuReference) {
         gpu->muon(sg.w, sg.g, sg.m, sg.v, c.blocks, h);
         const Matrix mc = cpu->download(sc.m), mg = gpu->download(sg.m);
         EXPECT_EQ(std::memcmp(mc.data.data(), mg.data.data(), mc.data.size() * 4), 0) << what << ": momentum differs";
-        const double bound = o == model::MuonOrtho::kQuintic ? 4e-2 : 6e-2;
-        EXPECT_LT(rel_err(gpu->download(sg.w), cpu->download(sc.w), base), bound) << what << " step " << t + 1;
+        EXPECT_LT(rel_err(gpu->download(sg.w), cpu->download(sc.w), base), 2e-2) << what << " step " << t + 1;
         Matrix zero(1, nv);
         EXPECT_LT(rel_err(gpu->download(sg.v), cpu->download(sc.v), zero), 2e-2) << what << " step " << t + 1;
         // Go on from the same state, so that the differences do not compound.
