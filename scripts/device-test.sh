@@ -161,6 +161,25 @@ run() {
   [[ $tests_rc -eq 0 && $bench_rc -eq 0 ]]
 }
 
+# datasets [NAME...]: the prepared datasets the bundle carries (default: all of them), each into
+# data/<name> unless already there.
+datasets() {
+  local archives=("$bundle"/*.data.tar.xz) archive name
+  if [[ $# -gt 0 ]]; then
+    archives=()
+    for name in "$@"; do archives+=("$bundle/$name.data.tar.xz"); done
+  fi
+  for archive in "${archives[@]}"; do
+    name=$(basename "$archive" .data.tar.xz)
+    if [[ ! -e "$archive" ]]; then
+      [[ $# -eq 0 ]] && continue  # none carried
+      echo "device-test: the bundle carries no $name dataset (scripts/device-test.sh build $name)" >&2
+      return 1
+    fi
+    [[ -f "data/$name/meta.json" ]] || { mkdir -p data && tar -xJf "$archive" -C data; }
+  done
+}
+
 # train CONFIG [SCHEME...]: GPU training runs (default quartet2 and bf16) with the same config
 # (plus the overrides in $TRAIN_ARGS)
 # in runs/gpu-<scheme>; the log and metrics.jsonl of each are copied to $OUT as
@@ -170,12 +189,7 @@ train() {
   local out="${OUT:-$root/gpu-bundle/out}" config="$1" scheme
   shift
   mkdir -p "$out"
-  local archive
-  for archive in "$bundle"/*.data.tar.xz; do  # prepared datasets, each data/<name>
-    [[ -e "$archive" ]] || continue
-    local name=$(basename "$archive" .data.tar.xz)
-    [[ -f "data/$name/meta.json" ]] || { mkdir -p data && tar -xJf "$archive" -C data; }
-  done
+  datasets
   local schemes=("$@")
   [[ $# -gt 0 ]] || schemes=(quartet2 bf16)
   for scheme in "${schemes[@]}"; do
@@ -359,8 +373,8 @@ PY
 hf_check() {
   unpack
   local out="${OUT:-$root/gpu-bundle/out}/hf-check" q="$bundle/quartet2" rc=0
-  mkdir -p "$out" data
-  [[ -f data/gcide/meta.json ]] || tar -xJf "$bundle/gcide.data.tar.xz" -C data
+  mkdir -p "$out"
+  datasets gcide
   local common=(--config configs/tiny-demo.toml --overwrite --train.steps=40 --log.eval_every=40 --log.ckpt_every=40)
   "$q" train "${common[@]}" --device cpu --method.scheme=fp32 --out.dir=runs/hf-fp32 >"$out/train-fp32.log" 2>&1
   "$q" train "${common[@]}" --device cuda --method.scheme=quartet2 --out.dir=runs/hf-q2 >"$out/train-q2.log" 2>&1
@@ -402,8 +416,8 @@ torch_linear() {
 convert_train() {
   unpack
   local out="${OUT:-$root/gpu-bundle/out}/convert-train" steps="${1:-400}" seed specs=()
-  mkdir -p "$out" data
-  [[ -f data/gcide/meta.json ]] || tar -xJf "$bundle/gcide.data.tar.xz" -C data
+  mkdir -p "$out"
+  datasets gcide
   for seed in 0 1; do
     "$bundle/quartet2" train --config configs/gcide-30m.toml --device cuda --method.scheme=quartet2 \
       --train.steps="$steps" --train.seed="$seed" --out.dir="runs/native-s$seed" --overwrite >"$out/native-s$seed.log" 2>&1

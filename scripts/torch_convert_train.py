@@ -23,25 +23,12 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 
-import numpy as np
+from hf_check import read_shard  # the shard reader (both header versions), beside this script
 
 WINDOW = 50
-
-
-def read_shard(path):
-    """Tokens of a quartet2 shard (src/data/shard.h: a 28-byte header, then uint16 or uint32)."""
-    with open(path, "rb") as f:
-        magic, version, vocab, width, count, _crc = struct.unpack("<IIIIQI", f.read(28))
-        if magic != 0x4B543251 or version not in (1, 2) or width not in (2, 4):
-            sys.exit(f"{path}: not a quartet2 token shard (magic {magic:#x}, version {version}, width {width})")
-        tokens = np.frombuffer(f.read(), dtype=np.uint16 if width == 2 else np.uint32)
-    if tokens.size != count:
-        sys.exit(f"{path}: header says {count} tokens, the file holds {tokens.size}")
-    return tokens, vocab
 
 
 class Stream:
@@ -54,7 +41,7 @@ class Stream:
     def next(self):
         if self.position + self.rows + 1 > self.tokens.size:
             self.position = 0
-        w = self.tokens[self.position:self.position + self.rows + 1].astype(np.int64)
+        w = self.tokens[self.position:self.position + self.rows + 1]
         self.position += self.rows
         return w[:-1].reshape(self.shape), w[1:].reshape(self.shape)
 
@@ -76,8 +63,9 @@ def train(a):
     meta = json.load(open(os.path.join(a.data, "meta.json")))
     if len(meta["train_shards"]) != 1:
         sys.exit("torch_convert_train.py: reads a dataset of one train shard")
-    train_tokens, vocab = read_shard(os.path.join(a.data, meta["train_shards"][0]))
-    val_tokens, _ = read_shard(os.path.join(a.data, meta["val_shard"]))
+    vocab = meta["vocab_size"]
+    train_tokens = read_shard(os.path.join(a.data, meta["train_shards"][0]))
+    val_tokens = read_shard(os.path.join(a.data, meta["val_shard"]))
     device = torch.device("cuda")
     torch.manual_seed(a.seed)
     model = torch_step.Model(a.preset, vocab, a.seq)

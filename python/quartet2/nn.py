@@ -37,6 +37,11 @@ def _view(t):
     return _capi.Tensor(t.data_ptr(), t.shape[0], t.shape[1], _DTYPES[t.dtype], _device(t))
 
 
+def _on(t):
+    """The CUDA device of t current (the C API works on the current device); nothing on the CPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _stream(t):
     return ctypes_stream(t.device) if t.is_cuda else None
 
@@ -105,7 +110,7 @@ def _forward_op(x: torch.Tensor, weight: torch.Tensor, module: int, keep: bool) 
         _check_finite(m, "input", x)
         _check_finite(m, "weight", weight)
     y = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+    with _on(x):
         native = m._layer(x.device).forward(_view(x), _view(weight), _view(y), keep, _stream(x))
     handle = torch.zeros(1, dtype=torch.int64)
     if native is not None:
@@ -134,7 +139,7 @@ def _backward_op(dy: torch.Tensor, handle: torch.Tensor, in_features: int, out_f
         _check_finite(checked, "output gradient", dy)
     dx = torch.empty(dy.shape[0], in_features, dtype=dy.dtype, device=dy.device) if need_dx else dy.new_empty(0)
     dw = torch.zeros(out_features, in_features, dtype=torch.float32, device=dy.device)
-    with torch.cuda.device(dy.device) if dy.is_cuda else contextlib.nullcontext():
+    with _on(dy):
         native.backward(_view(dy), seed, _view(dx) if need_dx else None, _view(dw), _stream(dy))
     native.close()
     return dx, dw
