@@ -110,6 +110,8 @@ assert (t[p + "weight_scale"][0], t[p + "weight_scale"][1]) == ("F8_E4M3", [256,
 assert (t[p + "weight_scale_2"][0], t[p + "weight_scale_2"][1]) == ("F32", [])
 a = "model.layers.0.self_attn."
 assert t[a + "q_proj.weight_scale_2"][2] == t[a + "k_proj.weight_scale_2"][2] == t[a + "v_proj.weight_scale_2"][2]
+assert t[a + "q_proj.input_scale"][:2] == ("F32", []) and t[p + "input_scale"][:2] == ("F32", [])
+assert t[a + "q_proj.input_scale"][2] == t[a + "k_proj.input_scale"][2] == t[a + "v_proj.input_scale"][2]
 assert all(t[k][0] == "BF16" for k in ("lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"))'
 
 expect_error "already holds files" "$q2" export --checkpoint runs/bf16/checkpoint.bin --format hf --out hf
@@ -121,6 +123,9 @@ expect_error "keeps the tensors it does not quantize in bf16" "$q2" export --che
   --format nvfp4 --dtype f32 --out nv3
 expect_error "apply to --format hf and nvfp4" "$q2" export --checkpoint runs/bf16/checkpoint.bin --out x.safetensors \
   --max-shard-mb 1
+expect_error "--calib-windows and --device apply to --format nvfp4 only" "$q2" export \
+  --checkpoint runs/q2/checkpoint.bin --format hf --out hf-calib --calib-windows 4
+expect_error "--calib-windows" "$q2" export --checkpoint runs/q2/checkpoint.bin --format nvfp4 --out nv4 --calib-windows -1
 expect_error 'cannot express model.mlp = "relu2", model.qk_norm = true, model.logit_softcap = 15' \
   "$q2" export --checkpoint runs/nano/checkpoint.bin --format hf --out nano
 
