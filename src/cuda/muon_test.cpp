@@ -1,10 +1,11 @@
-// Muon on the CUDA backend (cuda/muon.cpp) against the CPU reference (model/cpu_muon.cpp),
-// through Backend::muon on the same weights, gradients and state: the momentum is bit-identical
-// (the same float32 operations); the orthogonalization runs in BF16 GEMMs, so the update and the
-// second moments are required to agree within 2e-2 relative. The first H100 run (2026-12-07)
-// measured the update 2.0-2.6% (quintic) and 3.4-4.2% (Polar Express) off, failing it; whether
-// that is BF16's rounding or a defect is open (a CPU reference rounding where the GPU rounds
-// would tell). Skips without a GPU.
+// Muon on the CUDA backend (cuda/muon.cpp) against the CPU reference (model/cpu_muon.cpp) on the
+// same weights, gradients and state: the momentum is bit-identical (the same float32
+// operations). The orthogonalization runs in BF16 GEMMs, so the reference is the CPU's that
+// rounds to BF16 where the GPU does (NsPrecision::kBf16); the update and the second moments are
+// required to agree with it within 2e-2 relative, which leaves cuBLAS's float32 accumulation
+// order (differences of it alone move the result by up to about 1% after the 5 steps). Against
+// the float32 reference the H100 measured 2.0-4.2% (2026-12-07), what BF16 rounding alone gives
+// on the CPU (model/cpu_muon_test.cpp); that distance is printed too. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "cuda/model_backend.h"
 #include "cuda/runtime/test_util.h"
 #include "model/backend.h"
+#include "model/cpu_muon.h"
 #include "model/muon.h"
 #include "quant/distributions.h"
 
@@ -44,10 +46,19 @@ State upload(model::Backend& b, const Matrix& w, const Matrix& m, const Matrix& 
   return s;
 }
 
+// Backend::muon on host matrices with the CPU reference at precision p, block by block.
+void reference_step(Matrix& w, const Matrix& g, Matrix& m, Matrix& v, const std::vector<int64_t>& blocks,
+                    const model::MuonHyper& h, model::cpu::NsPrecision p) {
+  const auto shape = [](const Matrix& x) { return model::Tensor{x.rows, x.cols, model::DType::kF32, nullptr, {}}; };
+  model::for_each_muon_block(shape(w), shape(g), shape(m), shape(v), blocks, [&](int64_t at, int64_t moment, int64_t rows) {
+    model::cpu::muon_step(w.data.data() + at, g.data.data() + at, m.data.data() + at, v.data.data() + moment, rows,
+                          w.cols, h, p);
+  });
+}
+
 TEST(GpuMuon, MatchesTheCpuReference) {
   REQUIRE_GPU();
   register_cuda_backend();
-  auto cpu = model::make_cpu_backend();
   auto gpu = model::make_backend("cuda");
   struct Case {
     int64_t rows, cols;
@@ -65,23 +76,29 @@ TEST(GpuMuon, MatchesTheCpuReference) {
       Matrix m = quant::random_matrix(c.rows, c.cols, quant::Dist::kGaussian, 2, 1e-3);
       Matrix v = quant::random_matrix(1, nv, quant::Dist::kGaussian, 3, 1e-3);
       for (float& x : v.data) x = x * x;
-      State sc = upload(*cpu, w, m, v), sg = upload(*gpu, w, m, v);
+      State sg = upload(*gpu, w, m, v);
       for (int t = 0; t < 3; ++t) {
         const Matrix g = quant::random_matrix(c.rows, c.cols, quant::Dist::kStudent3, 10 + t, 1e-3);
-        cpu->upload(g, sc.g);
         gpu->upload(g, sg.g);
-        const Matrix base = cpu->download(sc.w);
         const model::MuonHyper h{0.02, 0.9, 0.95, 0.2, o};
-        cpu->muon(sc.w, sc.g, sc.m, sc.v, c.blocks, h);
+        Matrix w16 = w, m16 = m, v16 = v, w32 = w, m32 = m, v32 = v;
+        reference_step(w16, g, m16, v16, c.blocks, h, model::cpu::NsPrecision::kBf16);
+        reference_step(w32, g, m32, v32, c.blocks, h, model::cpu::NsPrecision::kF32);
         gpu->muon(sg.w, sg.g, sg.m, sg.v, c.blocks, h);
-        const Matrix mc = cpu->download(sc.m), mg = gpu->download(sg.m);
-        EXPECT_EQ(std::memcmp(mc.data.data(), mg.data.data(), mc.data.size() * 4), 0) << what << ": momentum differs";
-        EXPECT_LT(rel_err(gpu->download(sg.w), cpu->download(sc.w), base), 2e-2) << what << " step " << t + 1;
+        const Matrix wg = gpu->download(sg.w), mg = gpu->download(sg.m), vg = gpu->download(sg.v);
+        EXPECT_EQ(std::memcmp(m16.data.data(), mg.data.data(), mg.data.size() * 4), 0) << what << ": momentum differs";
+        const double e16 = rel_err(wg, w16, w), e32 = rel_err(wg, w32, w);
+        EXPECT_LT(e16, 2e-2) << what << " step " << t + 1;
         Matrix zero(1, nv);
-        EXPECT_LT(rel_err(gpu->download(sg.v), cpu->download(sc.v), zero), 2e-2) << what << " step " << t + 1;
-        // Go on from the same state, so that the differences do not compound.
-        gpu->upload(cpu->download(sc.w), sg.w);
-        gpu->upload(cpu->download(sc.v), sg.v);
+        EXPECT_LT(rel_err(vg, v16, zero), 2e-2) << what << " step " << t + 1;
+        std::printf("%s step %d: update %.4f from the BF16-rounding reference, %.4f from float32's\n", what.c_str(),
+                    t + 1, e16, e32);
+        // Go on from the reference's state, so that the differences do not compound.
+        w = w16;
+        m = m16;
+        v = v16;
+        gpu->upload(w, sg.w);
+        gpu->upload(v, sg.v);
       }
     }
 }

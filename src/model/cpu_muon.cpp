@@ -4,12 +4,22 @@
 #include <utility>
 #include <vector>
 
+#include "format/bf16.h"
 #include "model/cpu_ops.h"
 #include "model/muon.h"
 
 namespace q2::model::cpu {
 
-void orthogonalize(Matrix& u, MuonOrtho ortho) {
+namespace {
+
+void round_to(Matrix& m, NsPrecision p) {
+  if (p == NsPrecision::kBf16)
+    for (float& v : m.data) v = bf16::round(v);
+}
+
+}  // namespace
+
+void orthogonalize(Matrix& u, MuonOrtho ortho, NsPrecision p) {
   // On the short side: X [s, l] with s <= l, so the Gram matrix A is s x s.
   const bool tall = u.rows > u.cols;
   Matrix x = tall ? transpose(u) : std::move(u);
@@ -18,21 +28,28 @@ void orthogonalize(Matrix& u, MuonOrtho ortho) {
   for (const float v : x.data) ss += static_cast<double>(v) * v;
   const float k = static_cast<float>(1.0 / (ns_norm_scale(ortho) * std::sqrt(ss) + ns_norm_eps(ortho)));
   for (float& v : x.data) v *= k;
+  round_to(x, p);
   Matrix a(s, s), b(s, s), y(s, l);
   for (int i = 0; i < kMuonSteps; ++i) {
     const NsStep c = ns_step(ortho, i);
     const float ca = static_cast<float>(c.a), cb = static_cast<float>(c.b), cc = static_cast<float>(c.c);
     matmul(x, false, x, true, a);  // A = X X^T
+    round_to(a, p);
     for (int64_t j = 0; j < a.size(); ++j) b.data[j] = cb * a.data[j];
+    round_to(b, p);
     matmul(a, false, a, false, b, cc, true);  // B = b A + c A A
+    round_to(b, p);
     for (int64_t j = 0; j < x.size(); ++j) y.data[j] = ca * x.data[j];
+    round_to(y, p);
     matmul(b, false, x, false, y, 1.0f, true);  // X = a X + B X
+    round_to(y, p);
     std::swap(x, y);
   }
   u = tall ? transpose(x) : std::move(x);
 }
 
-void muon_step(float* w, const float* g, float* m, float* v, int64_t rows, int64_t cols, const MuonHyper& h) {
+void muon_step(float* w, const float* g, float* m, float* v, int64_t rows, int64_t cols, const MuonHyper& h,
+               NsPrecision p) {
   const int64_t n = rows * cols;
   const float mu = static_cast<float>(h.momentum), one_mu = static_cast<float>(1.0 - h.momentum);
   Matrix x(rows, cols);
@@ -41,7 +58,7 @@ void muon_step(float* w, const float* g, float* m, float* v, int64_t rows, int64
     m[j] = m[j] + one_mu * (g[j] - m[j]);
     x.data[j] = g[j] + mu * (m[j] - g[j]);
   }
-  orthogonalize(x, h.ortho);
+  orthogonalize(x, h.ortho, p);
 
   // Variance reduction: the mean square along the long side, its running average V, and the
   // per-row (per-column) factors that even out X while keeping its Frobenius norm.
