@@ -47,6 +47,15 @@
 #                                  quartet2.nn.Linear against the native layer, the official
 #                                  Quartet II layer (when ext/Quartet-II holds a checkout, carried
 #                                  along) and torch's BF16 layer; JSON in $OUT/torch-linear.json.
+#   scripts/device-test.sh torch-step [PRESET...]   (on the GPU machine, which has torch) issue
+#                                  20's PyTorch reference of the step: for each preset (default
+#                                  nanochat-d20 nanochat-d32) at sequence 2048, vocabulary 65,536,
+#                                  micro-batch $BATCH (default 8), 'quartet2 bench step' (bf16,
+#                                  quartet2) and bench/torch_step.py (torch.compile, eager), each in
+#                                  its own process (stopped after 3 minutes, torch.compile's after
+#                                  5; one that fails or does not fit leaves its row out); JSON and
+#                                  logs in $OUT/torch-step/; a table last: tokens/s of each, our
+#                                  bf16 / torch.compile and quartet2 / our bf16 step times.
 #   scripts/device-test.sh convert-train [STEPS]   (on the GPU machine, which has torch) the
 #                                  gcide-30m config for STEPS steps (default 400) with the quartet2
 #                                  scheme: the native program at seeds 0 and 1, and
@@ -421,6 +430,62 @@ torch_linear() {
     tee "$out/torch-linear-table.txt"
 }
 
+# json_run FILE LIMIT COMMAND...: COMMAND's stdout to FILE.json and stderr to FILE.log, stopped
+# after LIMIT seconds; prints how it ended and never fails (a run that does not fit is a result).
+json_run() {
+  local file=$1 limit=$2 t0=$SECONDS rc=0 why=""
+  shift 2
+  timeout "$limit" "$@" >"$file.json" 2>"$file.log" || rc=$?
+  [[ $rc -eq 0 ]] || why=": $(tail -n 1 "$file.log")"
+  echo "$(basename "$file"): exit $rc, $((SECONDS - t0)) s$why"
+}
+
+# torch-step [PRESET...]: our step against PyTorch's at the nanochat presets (issue 20).
+torch_step() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}/torch-step" preset
+  mkdir -p "$out"
+  local presets=("$@") shape=(--seq 2048 --vocab 65536 --batch "${BATCH:-8}")
+  [[ $# -gt 0 ]] || presets=(nanochat-d20 nanochat-d32)
+  nvidia-smi -L || true
+  for preset in "${presets[@]}"; do
+    json_run "$out/$preset-quartet2" 180 "$bundle/quartet2" bench step --presets "$preset" --schemes bf16 quartet2 \
+      "${shape[@]}" --json
+    json_run "$out/$preset-torch-compile" 300 python3 bench/torch_step.py --presets "$preset" "${shape[@]}" --json
+    json_run "$out/$preset-torch-eager" 180 python3 bench/torch_step.py --presets "$preset" "${shape[@]}" --no-compile \
+      --json
+  done
+  python3 - "$out" "${BATCH:-8}" "${presets[@]}" <<'PY'
+import json, sys
+out, batch, presets = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+def rows(preset, part):
+    try:
+        return {r["scheme"]: r for r in json.load(open(f"{out}/{preset}-{part}.json"))["rows"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+names = {"bf16": "our bf16", "quartet2": "our quartet2", "torch_bf16_compile": "torch.compile", "torch_bf16": "torch eager"}
+table = []
+print(f"\n{'preset':14s} {'what':14s} {'ms/step':>9s} {'tokens/s':>10s} {'MFU':>6s} {'memory GiB':>10s}")
+for preset in presets:
+    r = {**rows(preset, "quartet2"), **rows(preset, "torch-compile"), **rows(preset, "torch-eager")}
+    for scheme, name in names.items():
+        if scheme in r:
+            x = r[scheme]
+            mem = f"{x['memory_gib']:10.2f}" if x.get("memory_gib") is not None else f"{'-':>10s}"
+            print(f"{preset:14s} {name:14s} {x['step_ms']:9.1f} {x['tokens_per_s']:10.0f} {100 * x['mfu']:5.1f}% {mem}")
+    table.append((preset, r))
+print(f"\ntokens/s at {batch} x 2048 tokens, vocabulary 65,536 (step-time ratios: > 1 is slower)")
+print(f"{'preset':14s} " + " ".join(f"{n:>13s}" for n in names.values()) + f" {'bf16/compile':>13s} {'quartet2/bf16':>13s}")
+for preset, r in table:
+    ms = lambda s: r[s]["step_ms"] if s in r else None
+    ratio = lambda a, b: f"{ms(a) / ms(b):12.2f}x" if ms(a) and ms(b) else f"{'-':>13s}"
+    cells = [f"{r[s]['tokens_per_s']:13.0f}" if s in r else f"{'-':>13s}" for s in names]
+    print(f"{preset:14s} " + " ".join(cells) + f" {ratio('bf16', 'torch_bf16_compile')} {ratio('quartet2', 'bf16')}")
+PY
+}
+
 # convert-train [STEPS]: issue 22's PyTorch run against the native one.
 convert_train() {
   unpack
@@ -456,6 +521,10 @@ case "${1:-}" in
   hf-check) hf_check ;;
   capi-python) capi_python ;;
   torch-linear) torch_linear ;;
+  torch-step)
+    shift
+    torch_step "$@"
+    ;;
   convert-train)
     shift
     convert_train "$@"
@@ -486,7 +555,7 @@ case "${1:-}" in
     verify "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | capi-python | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | capi-python | torch-linear | torch-step [PRESET...] | convert-train [STEPS] | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

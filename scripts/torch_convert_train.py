@@ -68,7 +68,7 @@ def train(a):
     val_tokens = read_shard(os.path.join(a.data, meta["val_shard"]))
     device = torch.device("cuda")
     torch.manual_seed(a.seed)
-    model = torch_step.Model(a.preset, vocab, a.seq)
+    model = torch_step.Model(torch_step.preset(a.preset, vocab, a.seq))
     if a.scheme != "bf16":
         nn.convert(model, a.scheme, seed=a.seed)  # keeps `output`, the LM head
     model.to(device)
