@@ -119,9 +119,10 @@ void expect_agreement(const std::string& scheme, double min_cosine, const model:
   for (size_t i = 0; i < cpu.grads.size(); ++i) {
     const double c = cosine(gpu.grads[i], cpu.grads[i]);
     EXPECT_GE(c, min_cosine) << what << " " << cpu.names[i];
-    // The lambdas' gradients (one sum over every activation per layer, with cancellation) move
-    // by 2% on the CPU between the fp32 and bf16 schemes, where matrices move by 1e-5 in cosine:
-    // print them, to tell BF16's sensitivity from a defect.
+    // The lambdas' gradients are ill-conditioned here: each is a sum <dL/dy, x> over every
+    // activation whose absolute terms add to 9e3-2.3e4 times its value (measured on the CPU at
+    // this test point; pre-norm blocks make the loss nearly invariant to the stream's scale), so
+    // BF16 storage of dy and x alone predicts 10-20% per component. Printed, to compare.
     if (cpu.grads[i].size() <= 8) {
       std::printf("%s %s (cosine %.6f):", what.c_str(), cpu.names[i].c_str(), c);
       for (int64_t j = 0; j < cpu.grads[i].size(); ++j) std::printf(" cpu %.6g gpu %.6g;", cpu.grads[i].data[j], gpu.grads[i].data[j]);
