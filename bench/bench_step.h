@@ -26,7 +26,8 @@ struct StepBenchRow {
   double step_ms = 0, tokens_per_s = 0, mfu = 0;
   double memory_gib = 0;  // backend memory after the timed steps (its high-water mark)
   // train::plan_memory's peak plus what the backend held before the model (the CUDA context)
-  double predicted_gib = 0;
+  double predicted_gib = 0, context_gib = 0;
+  double allocated_gib = 0;  // the most the backend's allocations held at once (0: not tracked)
   double saved_linear_mib = 0;  // what the block linears keep for backward (X or packed X_q)
 };
 

@@ -32,8 +32,9 @@
 #   scripts/device-test.sh sizes [PRESET...]   (on the GPU machine) 'bench step' of each preset
 #                                  (default nanochat-d20 nanochat-d32) at sequence 2048 and
 #                                  vocabulary 65,536, bf16 and quartet2, micro-batch 1, 2, 4, ...
-#                                  ($BATCHES) until one does not fit: each row's time, MFU and peak memory,
-#                                  and the largest micro-batch that fits. Extra 'bench step'
+#                                  ($BATCHES) until one does not fit: each row's time, MFU, peak memory
+#                                  (predicted, and the most the pool's allocations held), and
+#                                  the largest micro-batch that fits. Extra 'bench step'
 #                                  options in $STEP_ARGS; JSON in $OUT/sizes/.
 #   scripts/device-test.sh hf-check   (on the GPU machine, which has torch and transformers) trains
 #                                  the tiny preset on the carried gcide data (fp32 on the CPU, and
@@ -367,12 +368,14 @@ for f in glob.glob(f"{sys.argv[1]}/*.json"):
         key = (r["preset"], r["scheme"], cfg.get("optimizer", "adamw"), cfg.get("recompute", False))
         rows.setdefault(key, []).append((cfg["batch"], r))
 print(f"{'preset':14s} {'scheme':9s} {'optim':6s} {'recomp':6s} {'batch':>5s} {'ms/step':>9s} {'tokens/s':>10s} "
-      f"{'MFU':>6s} {'peak GiB':>9s} {'predicted':>9s} {'pred/meas':>9s}")
+      f"{'MFU':>6s} {'peak GiB':>9s} {'predicted':>9s} {'pred/meas':>9s} {'allocs':>7s} {'plan/allocs':>11s}")
+# allocs: the most the pool's allocations held at once (no context, no reserve); plan: predicted less the context.
 for (preset, scheme, opt, rc), rs in sorted(rows.items()):
     for b, r in sorted(rs, key=lambda x: x[0]):
-        p = r.get("predicted_gib", 0)
+        p, al = r.get("predicted_gib", 0), r.get("allocated_gib", 0)
         print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} {b:5d} {r['step_ms']:9.1f} "
-              f"{r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f} {p:9.2f} {p / r['memory_gib'] if r['memory_gib'] else float('nan'):9.3f}")
+              f"{r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f} {p:9.2f} {p / r['memory_gib'] if r['memory_gib'] else float('nan'):9.3f} "
+              f"{al:7.2f} {(p - r.get('context_gib', 0)) / al if al else float('nan'):11.3f}")
     print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} largest micro-batch that fits: "
           f"{max(b for b, _ in rs)} x 2048")
 PY

@@ -310,6 +310,10 @@ class CudaBackend final : public model::Backend {
     synchronize();
     return device_bytes_in_use();
   }
+  size_t peak_allocated_bytes() override {
+    synchronize();
+    return pool_allocated_peak();
+  }
   void reset_peak_memory() override { trim_pool(); }
   uint64_t free_memory_bytes() override {
     size_t free = 0, total = 0;

@@ -1,6 +1,7 @@
 #include "format/scale_layout.h"
 
 #include "common/error.h"
+#include "format/nvfp4.h"
 
 namespace q2 {
 
@@ -16,6 +17,13 @@ int64_t blocked_scale_offset(int64_t row, int64_t scale_col, int64_t scale_cols)
 
 int64_t blocked_scale_bytes(int64_t rows, int64_t scale_cols) {
   return round_up(rows, 128) * round_up(scale_cols, 4);
+}
+
+int64_t nvfp4_packed_bytes(int64_t rows, int64_t cols) { return rows * cols / 2; }
+
+int64_t blocked_nvfp4_bytes(int64_t rows, int64_t cols) {
+  return nvfp4_packed_bytes(rows, cols) + blocked_scale_bytes(rows, cols / kBlock) +
+         static_cast<int64_t>(sizeof(float));
 }
 
 std::vector<uint8_t> scales_to_blocked(const std::vector<uint8_t>& row_major, int64_t rows, int64_t scale_cols) {

@@ -40,6 +40,13 @@ TEST(ScaleLayout, PaddedShapesRoundTripWithZeroPadding) {
   EXPECT_EQ(scales_from_blocked(blocked, rows, scale_cols), rm);
 }
 
+// The GPU's NVFP4 tensor: half a byte per code, the scales padded to 128 rows x 4 columns, one float.
+TEST(ScaleLayout, Nvfp4TensorBytes) {
+  EXPECT_EQ(nvfp4_packed_bytes(200, 96), 9600);
+  EXPECT_EQ(blocked_nvfp4_bytes(200, 96), 9600 + 256 * 8 + 4);  // 6 scale columns pad to 8
+  EXPECT_EQ(blocked_nvfp4_bytes(128, 64), 4096 + 128 * 4 + 4);
+}
+
 TEST(ScaleLayout, RejectsBuffersOfTheWrongSize) {
   EXPECT_THROW(scales_to_blocked(std::vector<uint8_t>(10), 4, 4), Error);
   EXPECT_THROW(scales_from_blocked(std::vector<uint8_t>(10), 4, 4), Error);

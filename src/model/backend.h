@@ -136,6 +136,9 @@ class Backend {
   // reserved (CUDA's pool); 0 where the backend does not track it.
   virtual void synchronize() {}
   virtual size_t peak_memory_bytes() { return 0; }
+  // The most bytes the backend's allocations held at once since reset_peak_memory(), without
+  // what its allocator reserves beyond them; 0 where the backend does not track it.
+  virtual size_t peak_allocated_bytes() { return 0; }
   // What a run can still allocate: the device's free memory, or the host's available memory.
   virtual uint64_t free_memory_bytes() = 0;
   virtual void reset_peak_memory() {}

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <set>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/memory.h"
+#include "format/nvfp4.h"
 #include "format/scale_layout.h"
+#include "gemm/workspace.h"
 #include "linear/plan.h"
 #include "model/linear_schemes.h"
 #include "model/muon.h"
@@ -16,20 +20,84 @@ namespace q2::train {
 
 namespace {
 
+using linear::BwdQuant;
+using linear::FwdQuant;
 using linear::Kept;
+using linear::OperandId;
+using linear::Source;
 
-// An NVFP4 tensor as the CUDA layers hold it: packed values, blocked E4M3 scales, one float.
-uint64_t nvfp4_bytes(int64_t rows, int64_t cols) {
-  return static_cast<uint64_t>(rows * cols / 2 + blocked_scale_bytes(rows, cols / 16) + 4);
-}
+uint64_t nvfp4_bytes(int64_t rows, int64_t cols) { return static_cast<uint64_t>(blocked_nvfp4_bytes(rows, cols)); }
 
 struct Shape {
   int64_t n, k;  // a block linear's W [n, k]
 };
 
+// The CUDA linear layers' scratch (cuda/linear/scratch.h), shared by every layer and never
+// freed, as linear.cpp and product.cpp ask for it at `tokens` rows: an NVFP4 tensor per
+// (operand, shape), grow-only BF16 buffers per slot (the padded input, a BF16 layer's W in a
+// forward that keeps nothing, the expansions of NVFP4 operands of emulated products), and per
+// stream MS-EDEN's float32 corrected scales (one per 16 values). `unkept`: some forward keeps
+// nothing (recomputation's first pass, evaluation), its quantized X and W landing here.
+uint64_t cuda_layer_scratch(const std::vector<linear::Plan>& plans, const Shape (&shapes)[model::kBlockLinears],
+                            int64_t tokens, bool native, bool unkept) {
+  enum { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kSlots };  // cuda::Slot
+  int64_t slot[kSlots] = {}, eden[2] = {};                        // elements; stream 0, the side stream
+  std::set<std::tuple<OperandId, int64_t, int64_t>> fp4;
+  auto grow = [](int64_t& at, int64_t n) { at = std::max(at, n); };
+  auto slot_of = [](OperandId id) {
+    return id == OperandId::kDgradA   ? kDeqA
+           : id == OperandId::kDgradB ? kDeqB
+           : id == OperandId::kWgradA ? kDeqC
+                                      : kDeqD;
+  };
+  auto along_k = [](const linear::BackwardOperand& o) { return o.quantized() && o.quant != BwdQuant::kForward; };
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const linear::Plan& p = plans[i];
+    const int64_t n = shapes[i % model::kBlockLinears].n, k = shapes[i % model::kBlockLinears].k;
+    const int64_t mp = p.padded_rows(tokens);
+    const bool xq = p.x != FwdQuant::kBf16, wq = p.w != FwdQuant::kBf16, dense_x = p.saved_x != Kept::kNvfp4;
+    if (mp != tokens) {
+      grow(slot[kPadded], mp * n);                           // dY
+      if (!dense_x || unkept) grow(slot[kPadded], mp * k);  // X, unless kept as the layer's own copy
+    }
+    const bool fwd_expanded = !(native && xq && wq);
+    if (xq && fwd_expanded) grow(slot[kDeqA], mp * k);
+    if (wq && fwd_expanded) grow(slot[kDeqB], n * k);
+    if (unkept) {
+      if (xq) fp4.insert({OperandId::kFwdX, mp, k});
+      if (wq) fp4.insert({OperandId::kFwdW, n, k});
+      else grow(slot[kWeight], n * k);
+    }
+    for (const linear::ProductPlan* prod : {&p.dgrad, &p.wgrad}) {
+      const bool expanded = !(native && along_k(prod->a) && along_k(prod->b));
+      for (const linear::BackwardOperand* o : {&prod->a, &prod->b}) {
+        // The source [rows, cols], and whether the forward kept it as NVFP4 only.
+        const int64_t rows = o->source == Source::kSavedW ? n : mp;
+        const int64_t cols = o->source == Source::kDy ? n : k;
+        const bool from_fp4 = (o->source == Source::kSavedW && p.saved_w == Kept::kNvfp4) ||
+                              (o->source == Source::kSavedX && !dense_x);
+        const int at = slot_of(o->id);
+        if (!o->quantized() || o->quant == BwdQuant::kForward) {
+          if (o->transposed && from_fp4) grow(slot[at], rows * cols);  // dequantized, or expanded as it is
+          continue;
+        }
+        if (o->transposed) fp4.insert({o->id, cols, rows});
+        else fp4.insert({o->id, rows, cols});
+        if (expanded) grow(slot[at], rows * cols);
+        if (o->quant == BwdQuant::kMsEden) grow(eden[o->id == OperandId::kDgradA ? 0 : 1], rows * cols / kBlock);
+      }
+    }
+  }
+  uint64_t bytes = 0;
+  for (const auto& [id, r, c] : fp4) bytes += nvfp4_bytes(r, c);
+  for (const int64_t e : slot) bytes += 2 * static_cast<uint64_t>(e);
+  for (const int64_t e : eden) bytes += 4 * static_cast<uint64_t>(e);
+  return bytes;
+}
+
 // The plan for one micro-batch of `batch` sequences; the fixed parts do not depend on it.
 MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t world,
-                    int64_t batch, bool recompute) {
+                    int64_t batch, bool recompute, bool evaluates) {
   const bool cuda = device == "cuda";
   // Bytes of an activation element, and of a dense weight copy kept for backward (BF16 on the GPU).
   const uint64_t a = cuda ? 2 : 4;
@@ -40,6 +108,7 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   p.recompute = recompute;
   p.world = world;
   p.zero = c.zero == 1;
+  p.evaluates = evaluates;
 
   // Parameters, gradients and optimizer state, per tensor as the optimizer allocates it.
   uint64_t muon_transient = 0;  // the largest matrix's orthogonalization buffers
@@ -71,23 +140,24 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   const uint64_t T = static_cast<uint64_t>(batch * c.seq_len);
   const uint64_t d = mc.d_model, ff = mc.d_ff, qkv = mc.qkv_rows(), up = mc.mlp_in_rows(), V = mc.vocab;
   const uint64_t H = mc.n_heads, KV = mc.kv_heads();
-  const Shape shapes[] = {{mc.qkv_rows(), mc.d_model}, {mc.d_model, mc.d_model}, {mc.mlp_in_rows(), mc.d_model},
-                          {mc.d_model, mc.d_ff}};
+  const bool lambdas = mc.resid_x0_lambdas;
+  const Shape shapes[model::kBlockLinears] = {
+      {mc.qkv_rows(), mc.d_model}, {mc.d_model, mc.d_model}, {mc.mlp_in_rows(), mc.d_model}, {mc.d_model, mc.d_ff}};
   // The width of each linear's X that only a layer keeping X by reference keeps alive: the
   // two norm outputs and the MLP's activation (attention's output is kept for attention's own
   // backward, counted with the block).
   const uint64_t by_reference[] = {d, 0, d, ff};
 
-  // One block's forward keeps: its input (and the mixed input with the lambdas), the norms'
-  // rstd, qkv, the QK norms' rstd, attention's output and log-sum-exp, the mid-block residual, the
-  // MLP's input-side output; and what its linears' schemes keep of each one's X and W.
-  uint64_t common = T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
+  // One block's forward keeps: the residual stream it mixes with the lambdas (the next block's
+  // x_pre, or the final norm's input; without them the stream is updated in place), a copy of
+  // its input, the norms' rstd, qkv, the QK norms' rstd, attention's output and log-sum-exp, the
+  // mid-block residual, the MLP's input-side output; and what its linears' schemes keep of each
+  // one's X and W.
+  uint64_t common = T * a * ((lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
   if (mc.qk_norm) common += T * (H + KV) * 4;
   // The CPU reference's attention keeps its probabilities: float32 [batch, heads, seq, seq].
   if (!cuda) common += static_cast<uint64_t>(batch) * H * static_cast<uint64_t>(c.seq_len * c.seq_len) * 4;
   uint64_t layers = 0, largest = 0;  // every block's kept bytes, and the largest block's
-  uint64_t Tp = T;                   // the most padded token rows of any linear
-  bool fwd_q = false, bwd_q = false;  // some linear quantizes its forward, its backward
   for (int64_t l = 0; l < mc.n_layers; ++l) {
     uint64_t layer = common;
     for (int w = 0; w < model::kBlockLinears; ++w) {
@@ -101,41 +171,34 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
       else
         layer += T * a * by_reference[w];
       layer += lp.saved_w == Kept::kNvfp4 ? nvfp4_bytes(s.n, s.k) : static_cast<uint64_t>(s.n * s.k) * a;
-      Tp = std::max(Tp, rows);
-      fwd_q |= lp.x != linear::FwdQuant::kBf16 || lp.w != linear::FwdQuant::kBf16;
-      bwd_q |= lp.dgrad.a.quantized() || lp.dgrad.b.quantized() || lp.wgrad.a.quantized() || lp.wgrad.b.quantized();
     }
     layers += layer;
     largest = std::max(largest, layer);
   }
 
-  // The embedding's output (x0), its pre-norm input, the final norm's input and output.
-  const uint64_t outer = T * a * d * (mc.embed_norm ? 2 : 1) + (mc.embed_norm ? T * 4 : 0) + 2 * T * a * d + T * 4;
+  // The embedding's output x0 (with the embedding norm also its input and rstd), the final
+  // norm's output and rstd, and under recompute with the lambdas the final norm's input (else
+  // the last block's stream, or x0 itself updated in place).
   const uint64_t L = static_cast<uint64_t>(mc.n_layers);
+  const uint64_t outer = T * a * d * (2 + (mc.embed_norm ? 1 : 0) + (recompute && lambdas ? 1 : 0)) +
+                         T * 4 * (mc.embed_norm ? 2 : 1);
   p.activations = outer + (recompute ? L * T * a * d : layers);
 
-  // The transients: the end of forward (logits and their gradient), one block's backward (the
-  // logit gradient is kept through backward; under recompute, the block's activations made
-  // again), the optimizer step (Muon's buffers).
-  const uint64_t logits = T * V * a;
-  const uint64_t block_backward = logits + T * a * ((mc.resid_x0_lambdas ? 2 : 1) * d + std::max(up + ff + d, qkv + 2 * d)) +
-                                  (recompute ? largest : 0);
-  uint64_t working = std::max({2 * logits, block_backward, muon_transient});
+  // The transients: the end of forward (the logits and their gradient), the start of backward
+  // (the logits' gradient, dxf and the BF16 copy of the float32 LM head that CudaBackend::matmul
+  // makes for the head's GEMMs, in forward beside the logits), one block's backward (the
+  // logits' gradient, dxf, dx and with the lambdas dx0 throughout, and every gradient of the
+  // block until its end: those of the MLP's down, up and norm, of wo, qkv and the attention
+  // norm; under recompute, the block's activations made again, less the stream it mixes, which
+  // backward drops at once), the optimizer step (Muon's buffers).
+  const uint64_t logits = T * V * a, head_copy = cuda ? V * d * 2 : 0;
+  const uint64_t block_backward = logits + T * a * ((lambdas ? 3 : 2) * d + ff + up + d + d + qkv + d) +
+                                  (recompute ? largest - (lambdas ? T * a * d : 0) : 0);
+  p.working = std::max({2 * logits, logits + T * a * d + head_copy, block_backward, muon_transient});
 
-  // The CUDA layers' operand buffers, shared by all layers at their largest: NVFP4 backward
-  // operands, and on Hopper their BF16 expansions for the tensor cores.
-  if (cuda) {
-    const uint64_t kmax = std::max(d, ff), nmax = std::max({qkv, up, d});
-    uint64_t wmax = 0;
-    for (const Shape& s : shapes) wmax = std::max(wmax, static_cast<uint64_t>(s.n * s.k));
-    const bool expand = c.gemm != "native";
-    uint64_t scratch = 0;
-    if (bwd_q) scratch += (2 * Tp * nmax + wmax + Tp * kmax) * 9 / 16;
-    if (expand && (fwd_q || bwd_q))
-      scratch += 2 * (Tp * std::max(fwd_q ? kmax : 0, bwd_q ? nmax : 0) + wmax + (bwd_q ? Tp * (nmax + kmax) : 0));
-    working += scratch;
-  }
-  p.working = working;
+  if (cuda)
+    p.buffers = gemm::kCublasLtWorkspaceBytes + cuda_layer_scratch(plans, shapes, static_cast<int64_t>(T),
+                                                                   c.gemm == "native", recompute || evaluates);
   return p;
 }
 
@@ -147,7 +210,8 @@ std::string micro_batch_name(int64_t batch, int64_t seq, int64_t vocab) {
 
 }  // namespace
 
-MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t world) {
+MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device, int64_t world,
+                       bool evaluates) {
   // A bound on the bytes per token the plan counts (float32 activations, every block and one
   // more, both logit tensors), so that its unsigned arithmetic is exact.
   const std::string what = micro_batch_name(c.batch_size, c.seq_len, mc.vocab);
@@ -156,7 +220,7 @@ MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const
   checked_mul(checked_mul(c.batch_size, c.seq_len, what), per_token, what);
   checked_mul(mc.total_params(), 32, "the model's parameters");
   if (world < 1) throw Error("a memory plan needs at least one rank, got " + std::to_string(world));
-  return plan_for(mc, c, device, world, c.batch_size, c.recompute);
+  return plan_for(mc, c, device, world, c.batch_size, c.recompute, evaluates);
 }
 
 std::string describe(const MemoryPlan& p, uint64_t free_bytes) {
@@ -173,7 +237,8 @@ std::string describe(const MemoryPlan& p, uint64_t free_bytes) {
   line("gradients (float32)", p.gradients);
   line(p.zero ? "optimizer state (ZeRO-1: the largest shard)" : "optimizer state", p.optimizer);
   line("saved activations per micro-batch", p.activations);
-  line("largest transient (logits, backward, GEMM buffers)", p.working);
+  if (p.buffers > 0) line("backend buffers (GEMM workspace, layer scratch)", p.buffers);
+  line("largest transient (logits, backward)", p.working);
   line("predicted peak", p.peak());
   // The other dist.zero setting's peak, to compare.
   if (p.world > 1)
@@ -188,14 +253,14 @@ void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConf
   if (free_bytes == 0 || p.peak() <= free_bytes) return;
   std::string fixes;
   if (!p.recompute) {
-    const MemoryPlan r = plan_for(mc, c, p.device, p.world, p.micro_batch, true);
+    const MemoryPlan r = plan_for(mc, c, p.device, p.world, p.micro_batch, true, p.evaluates);
     if (r.peak() <= free_bytes) fixes += "\n  train.recompute = true (predicted peak " + format_bytes(r.peak()) + ")";
   }
   // The largest smaller micro-batch that divides train.batch_size, so that accumulation keeps
   // the tokens per step. The peak grows with the micro-batch: bisect for the largest that fits.
   const int64_t per_step = c.batch_size * c.grad_accum;
   for (const bool rc : {p.recompute, true}) {
-    auto fits = [&](int64_t b) { return plan_for(mc, c, p.device, p.world, b, rc).peak() <= free_bytes; };
+    auto fits = [&](int64_t b) { return plan_for(mc, c, p.device, p.world, b, rc, p.evaluates).peak() <= free_bytes; };
     int64_t lo = 0, hi = p.micro_batch - 1;  // fits(lo) (0: none), and the search's top
     while (lo < hi) {
       const int64_t mid = lo + (hi - lo + 1) / 2;
@@ -206,7 +271,7 @@ void check_fits(const MemoryPlan& p, uint64_t free_bytes, const model::ModelConf
     if (lo > 0)
       fixes += "\n  train.batch_size = " + std::to_string(lo) + " with train.grad_accum = " +
                std::to_string(per_step / lo) + (rc && !p.recompute ? " and train.recompute = true" : "") +
-               " (predicted peak " + format_bytes(plan_for(mc, c, p.device, p.world, lo, rc).peak()) + ")";
+               " (predicted peak " + format_bytes(plan_for(mc, c, p.device, p.world, lo, rc, p.evaluates).peak()) + ")";
     if (p.recompute) break;
   }
   throw Error("the model does not fit (" + micro_batch_name(p.micro_batch, p.seq, mc.vocab) +

@@ -25,16 +25,20 @@ struct MemoryPlan {
   uint64_t optimizer_shard = 0;  // the largest rank's shard of it over `world` ranks (dist.zero = 1)
   uint64_t activations = 0;  // what one micro-batch's forward keeps for backward, the block
                              // linears' copies of W (BF16 or NVFP4) included
-  uint64_t working = 0;      // the largest transient on top (logits and their gradient, or one
-                             // block's backward, with the GEMM operand buffers)
-  uint64_t peak() const { return parameters + gradients + optimizer + activations + working; }
+  uint64_t buffers = 0;      // the backend's buffers kept from step to step (CUDA: the cuBLASLt
+                             // workspace, the linear layers' shared operand scratch)
+  uint64_t working = 0;      // the largest transient on top (the logits and their gradient, the
+                             // LM head's BF16 copy, or one block's backward)
+  bool evaluates = true;     // buffers count what evaluation's forward (keeping nothing) leaves
+  uint64_t peak() const { return parameters + gradients + optimizer + activations + buffers + working; }
 };
 
 // The plan of training `mc` with c's scheme, optimizer, train.batch_size, train.recompute and
 // dist.zero on `device` ("cpu" or "cuda"; c.gemm = "native" skips the BF16 expansions of NVFP4
-// operands), per rank of `world`.
+// operands), per rank of `world`. `evaluates`: the run also evaluates (the trainer does, bench
+// step does not), whose forward leaves its operands in the CUDA layers' scratch.
 MemoryPlan plan_memory(const model::ModelConfig& mc, const TrainConfig& c, const std::string& device,
-                       int64_t world = 1);
+                       int64_t world = 1, bool evaluates = true);
 
 // The plan as log lines, against the memory free now (0: unknown, left out); over several ranks
 // also the peak under the other dist.zero setting.

@@ -4,6 +4,7 @@
 
 #include "common/error_test_util.h"
 #include "common/memory.h"
+#include "gemm/workspace.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"
 
@@ -75,6 +76,106 @@ TEST(MemoryPlan, RecomputeAndMicroBatchMoveOnlyTheActivations) {
   const uint64_t bf16 = plan_memory(mc, c, "cuda").activations;
   c.scheme = "quartet2";
   EXPECT_LT(plan_memory(mc, c, "cuda").activations, bf16);
+}
+
+// A block keeps (BF16 on the GPU): the stream the lambdas mix, a copy of its input, qkv,
+// attention's output, the mid-block residual and the MLP's input-side output, the rstds and
+// log-sum-exp in float32, and through its BF16 linears' references the two norm outputs and
+// the MLP's activation, with the linears' BF16 copies of W. Outside the blocks: x0 (with the
+// embedding norm its input and rstd), the final norm's output and rstd; the final norm's input
+// is the last block's stream (with the lambdas) or x0 itself (updated in place).
+TEST(MemoryPlan, ActivationsAreWhatEachBlockKeeps) {
+  TrainConfig c;
+  c.scheme = "bf16";
+  c.seq_len = 256;
+  c.batch_size = 2;
+  const uint64_t T = 512;
+  {
+    const model::ModelConfig mc = model::preset("nanochat-d20", 1024, 256);  // lambdas, embed norm, QK norm, ReLU^2
+    const uint64_t d = 1280, H = 10, L = 20;
+    const uint64_t block = T * 2 * (d + d + 3 * d + d + d + 4 * d) + T * 4 * 2 + T * H * 4 + T * 2 * H * 4 +
+                           T * 2 * (d + d + 4 * d) + 2 * (3 * d * d + d * d + 4 * d * d + d * 4 * d);
+    EXPECT_EQ(plan_memory(mc, c, "cuda").activations, T * 2 * d * 3 + T * 4 * 2 + L * block);
+  }
+  {
+    const model::ModelConfig mc = model::preset("tiny", 1024, 256);  // Llama: gains, SwiGLU, stream in place
+    const uint64_t d = 256, ff = 768, H = 4, L = 4;
+    const uint64_t block = T * 2 * (d + 3 * d + d + d + 2 * ff) + T * 4 * 2 + T * H * 4 + T * 2 * (d + d + ff) +
+                           2 * (3 * d * d + d * d + 2 * ff * d + d * ff);
+    EXPECT_EQ(plan_memory(mc, c, "cuda").activations, T * 2 * d * 2 + T * 4 + L * block);
+  }
+}
+
+// The transient is the largest of: the logits with their gradient; the logits beside the BF16
+// copy of the LM head (the CUDA backend's head GEMMs), and at the start of backward the logits'
+// gradient, dxf and that copy; a block's backward, which holds the logits' gradient, dxf, dx,
+// dx0 and all six of the block's gradients (under recompute also the block made again, less
+// the stream it mixes).
+TEST(MemoryPlan, TransientIsTheLogitsTheHeadCopyOrABlocksBackward) {
+  const uint64_t d = 1280, qkv = 3 * d, ff = 4 * d, L = 20;
+  TrainConfig c;
+  c.scheme = "bf16";
+  c.batch_size = 1;
+  {
+    c.seq_len = 64;  // few tokens: the head's copy (160 MiB) outgrows the logits
+    const uint64_t T = 64, V = 65536, logits = T * V * 2;
+    const model::ModelConfig mc = model::preset("nanochat-d20", V, 64);
+    EXPECT_EQ(plan_memory(mc, c, "cuda").working, logits + T * 2 * d + V * d * 2);
+    EXPECT_EQ(plan_memory(mc, c, "cpu").working, 2 * T * V * 4);  // no copy on the CPU
+  }
+  c.seq_len = 2048;  // a small vocabulary: a block's backward is the largest
+  const uint64_t T = 2048, V = 512, logits = T * V * 2;
+  const model::ModelConfig mc = model::preset("nanochat-d20", V, 2048);
+  const uint64_t grads = T * 2 * (3 * d + ff + ff + d + d + qkv + d);
+  EXPECT_EQ(plan_memory(mc, c, "cuda").working, logits + grads);
+  c.recompute = true;
+  const MemoryPlan again = plan_memory(mc, c, "cuda");
+  c.recompute = false;
+  const MemoryPlan kept = plan_memory(mc, c, "cuda");
+  // Every block is alike here: the largest block is the kept blocks' share, less the streams the blocks mix.
+  const uint64_t outer = T * 2 * d * 3 + T * 4 * 2, block = (kept.activations - outer) / L;
+  EXPECT_EQ(again.working, logits + grads + block - T * 2 * d);
+}
+
+// On the GPU, the backend's buffers: the cuBLASLt workspace, and the linear layers' scratch as
+// shared by all layers. quartet2: an NVFP4 tensor per backward operand and shape (dY and dY^T
+// at each output width, W^T of each linear, X^T at each input width), one BF16 expansion per
+// slot at its largest (the forward's X or dY, W, dY^T, X^T), and per stream MS-EDEN's float32
+// scales, one per 16 values; a forward keeping nothing adds the NVFP4 X of each input width
+// and W of each linear. bf16: only its W's BF16 copy in such a forward.
+TEST(MemoryPlan, CudaBuffersAreTheGemmWorkspaceAndTheLayersScratch) {
+  const model::ModelConfig mc = model::preset("nanochat-d20", 1024, 2048);
+  const int64_t T = 2048, d = 1280, qkv = 3 * d, ff = 4 * d;
+  auto nv = [](int64_t r, int64_t c) {  // packed codes, scales padded to 128 x 4, the tensor scale
+    return static_cast<uint64_t>(r * c / 2 + (r + 127) / 128 * 128 * ((c / 16 + 3) / 4 * 4) + 4);
+  };
+  const uint64_t ws = gemm::kCublasLtWorkspaceBytes;
+  TrainConfig c;
+  c.seq_len = 2048;
+  c.batch_size = 1;
+  c.scheme = "bf16";
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws);
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, true).buffers, ws + 2 * ff * d);
+  EXPECT_EQ(plan_memory(mc, c, "cpu").buffers, 0u);
+  c.recompute = true;
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws + 2 * ff * d);
+
+  c.recompute = false;
+  c.scheme = "quartet2";
+  const uint64_t fp4 = nv(T, qkv) + nv(T, d) + nv(T, ff) +                           // dY
+                       nv(d, qkv) + nv(d, d) + nv(d, ff) + nv(ff, d) +                 // W^T
+                       nv(qkv, T) + nv(d, T) + nv(ff, T) + nv(d, T) + nv(ff, T);       // dY^T, X^T
+  const uint64_t expansions = 2 * (T * ff + ff * d + T * ff + T * ff), scales = 4 * (T * ff / 16 + T * ff / 16);
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws + fp4 + expansions + scales);
+  const uint64_t forward = nv(T, d) + nv(T, ff) + nv(qkv, d) + nv(d, d) + nv(ff, d) + nv(d, ff);
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, true).buffers, ws + fp4 + expansions + scales + forward);
+  c.recompute = true;
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws + fp4 + expansions + scales + forward);
+  c.recompute = false;
+  c.gemm = "native";  // FP4 tensor cores take every product: no expansions
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws + fp4 + scales);
+  EXPECT_NE(describe(plan_memory(mc, c, "cuda"), 0).find("backend buffers (GEMM workspace, layer scratch)"),
+            std::string::npos);
 }
 
 // A configuration over the free memory is refused naming the estimate, the free memory and

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "cuda/runtime/device.h"
+#include "gemm/workspace.h"
 
 namespace q2::cuda::blas {
 
@@ -20,7 +21,7 @@ void check_lt(cublasStatus_t s, const char* what) {
     throw Error(std::string("cuBLASLt error in ") + what + ": cublasStatus_t " + std::to_string(static_cast<int>(s)));
 }
 
-constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+constexpr size_t kWorkspaceBytes = q2::gemm::kCublasLtWorkspaceBytes;
 
 // Row-major D = op(A) op(B) is column-major D^T = op(B)^T op(A)^T: cuBLASLt's first operand is
 // B, its second A, with the same transposition flags and m/n swapped.

@@ -16,7 +16,7 @@ void DeviceNVFP4::ensure(int64_t r, int64_t c) {
   if (r == rows && c == cols && packed.get()) return;
   rows = r;
   cols = c;
-  packed = DeviceBuffer<uint8_t>(r * c / 2);
+  packed = DeviceBuffer<uint8_t>(nvfp4_packed_bytes(r, c));
   scales = DeviceBuffer<uint8_t>(blocked_scale_bytes(r, c / kBlock));
   tensor_scale = DeviceBuffer<float>(1);
   check(cudaMemset(scales.get(), 0, scales.bytes()), "cudaMemset of the blocked scales");

@@ -36,9 +36,17 @@ size_t device_bytes_in_use() {
   return total - free;
 }
 
+size_t pool_allocated_peak() {
+  uint64_t high = 0;
+  check(cudaMemPoolGetAttribute(memory_pool(), cudaMemPoolAttrUsedMemHigh, &high), "cudaMemPoolGetAttribute");
+  return static_cast<size_t>(high);
+}
+
 void trim_pool() {
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   check(cudaMemPoolTrimTo(memory_pool(), 0), "cudaMemPoolTrimTo");
+  uint64_t zero = 0;  // the only value a high-water mark can be reset to
+  check(cudaMemPoolSetAttribute(memory_pool(), cudaMemPoolAttrUsedMemHigh, &zero), "cudaMemPoolSetAttribute");
 }
 
 }  // namespace q2::cuda

@@ -19,7 +19,11 @@ model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype, Fill
 // Device memory the process holds: everything allocated (the pool keeps freed tensors
 // reserved, so after a step this is that step's high-water mark) plus the CUDA context.
 size_t device_bytes_in_use();
-// Returns the pool's unused reservations to the driver, so the next step's mark is its own.
+// The most bytes the pool's allocations held at once since trim_pool; device_bytes_in_use also
+// counts the context, what the pool reserves beyond its allocations and memory outside the pool.
+size_t pool_allocated_peak();
+// Returns the pool's unused reservations to the driver and restarts pool_allocated_peak, so the
+// next step's marks are its own.
 void trim_pool();
 
 }  // namespace q2::cuda
