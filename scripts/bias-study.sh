@@ -10,7 +10,8 @@
 #   scripts/bias_table.py study.jsonl --plot OUT_PREFIX
 #
 # DRAWS (default 256) backward draws per scheme; ROWS (default 0: all) keeps the first tokens of
-# each dump (a multiple of 128). SCHEMES overrides the schemes (default "quartet2 sr nvidia").
+# each dump (a multiple of 128). SCHEMES overrides the schemes (default "quartet2 sr nvidia"); an
+# entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU) and is labelled so.
 # One JSON object per line: {"step", "linear", "scheme", "result"} with scheme "chunks" for the
 # chunk statistics.
 set -euo pipefail
@@ -33,7 +34,9 @@ for step_dir in "$run"/tensors/step*; do
     r=$(result --chunk-stats)
     printf '{"step":%s,"linear":"%s","scheme":"chunks","result":%s}\n' "$step" "$lin" "$r"
     for scheme in "${schemes[@]}"; do
-      r=$(result --scheme "$scheme" --draws "$draws" --curve)
+      args=(--scheme "${scheme%@*}")
+      [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
+      r=$(result "${args[@]}" --draws "$draws" --curve)
       printf '{"step":%s,"linear":"%s","scheme":"%s","result":%s}\n' "$step" "$lin" "$scheme" "$r"
     done
   done

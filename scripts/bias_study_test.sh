@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bias-study.sh and scripts/bias_table.py on a fake run of two dumped linears, one of
 # whose dY has a token carrying nearly all the gradient (as an attention sink's can): one JSON
-# line per linear and scheme, the chunk statistics see that token, the tables and the plot.
+# line per linear and scheme, the chunk statistics see that token, MS-EDEN's fallback
+# (quartet2@0.9) changes what it should, the tables and the plot.
 #
 #   scripts/bias_study_test.sh QUARTET2_BINARY
 set -euo pipefail
@@ -31,9 +32,10 @@ for name, sink in (("layers.0.attention.wo", False), ("layers.1.attention.wo", T
     save_npy(os.path.join(d, "w.npy"), 128, 128, gauss(128 * 128))
     save_npy(os.path.join(d, "dy.npy"), 128, 128, dy)
 PY
-SCHEMES="quartet2 nvidia" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/study.jsonl" 2>"$tmp/log"
+SCHEMES="quartet2 nvidia quartet2@0.9" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/study.jsonl" 2>"$tmp/log"
 fail() { echo "bias_study_test: $*" >&2; exit 1; }
-[[ $(wc -l <"$tmp/study.jsonl") -eq 6 ]] || fail "want 6 lines (2 linears x chunks, quartet2, nvidia), got: $(cat "$tmp/study.jsonl")"
+[[ $(wc -l <"$tmp/study.jsonl") -eq 8 ]] ||
+  fail "want 8 lines (2 linears x chunks, quartet2, nvidia, quartet2@0.9), got: $(cat "$tmp/study.jsonl")"
 python3 - "$tmp/study.jsonl" <<'PY' || fail "wrong study lines"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
@@ -46,6 +48,10 @@ sink = by[("layers.1.attention.wo", "chunks")]["result"]["chunk_stats"]
 plain = by[("layers.0.attention.wo", "chunks")]["result"]["chunk_stats"]
 assert sink["wgrad.dyt"]["dominated"] == 1.0 and sink["wgrad.dyt"]["chunks"] == 128, sink["wgrad.dyt"]
 assert sink["dgrad.dy"]["dominated"] == 0.0 and plain["wgrad.dyt"]["dominated"] == 0.0
+# quartet2@0.9 is quartet2 with MS-EDEN's fallback: the sink's dominated chunks change wgrad only.
+fb, q = by[("layers.1.attention.wo", "quartet2@0.9")]["result"], by[("layers.1.attention.wo", "quartet2")]["result"]
+assert fb["config"]["eden_fallback"] == 0.9 and fb["config"]["scheme"] == "quartet2", fb["config"]
+assert fb["dgrad"]["rel_err"] == q["dgrad"]["rel_err"] and fb["wgrad"]["rel_err"] != q["wgrad"]["rel_err"]
 PY
 plot=()
 command -v gnuplot >/dev/null && plot=(--plot "$tmp/out")
@@ -53,6 +59,8 @@ out=$(python3 "$root/scripts/bias_table.py" "$tmp/study.jsonl" "${plot[@]}" 2>/d
 grep -q '^| 7 | 1 | attention.wo | nvidia | ' <<<"$out" || fail "no nvidia row of layer 1 in: $out"
 grep -q '^| 7 | 1 | attention.wo | 0 | 1 | 0 | ' <<<"$out" || fail "no chunk row of layer 1 (dY^T dominated) in: $out"
 grep -q '^- quartet2 wgrad: .* of 2 cases above 1.3' <<<"$out" || fail "no summary line in: $out"
+grep -q '^- quartet2@0.9 against quartet2, wgrad: ' <<<"$out" || fail "no fallback summary in: $out"
+grep -q '^| 7 | 1 | attention.wo | wgrad | ' <<<"$out" || fail "no fallback row of layer 1 in: $out"
 if ((${#plot[@]})); then
   [[ "$(head -c 4 "$tmp/out-curves.png" | tail -c 3)" == "PNG" ]] || fail "out-curves.png is not a PNG"
 fi

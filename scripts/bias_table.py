@@ -8,8 +8,10 @@ product), mean@N (the mean of all N draws against what the backward estimates), 
 / mean@1, the error of the mean against the 1/draws line of an unbiased backward (1 while
 unbiased; ratios above 1.3 are in bold), and bias share = bias2 / mean@N, the part of mean@N that
 is bias (bias2: grad-error's unbiased estimate of the squared bias; about 0, either sign, while
-unbiased, near 1 once the bias dominates). All errors are relative squared errors. Then the chunk statistics of the backward
-operands. --plot writes OUT_PREFIX-curves.png (gnuplot): ratio against draws per scheme and product.
+unbiased, near 1 once the bias dominates). All errors are relative squared errors. A scheme run with MS-EDEN's
+fallback (SCHEME@TAU, bias-study.sh) is also set against SCHEME: its ratio and its single-draw error. Then the chunk
+statistics of the backward operands. --plot writes OUT_PREFIX-curves.png (gnuplot): ratio against draws per scheme and
+product.
 """
 import argparse
 import json
@@ -108,6 +110,39 @@ def plateau_summary(cases, schemes):
     return out
 
 
+def fallback_table(cases, schemes):
+    """Each SCHEME@TAU (MS-EDEN's fallback, bias-study.sh) against its SCHEME: the issue's test, a
+    ratio within RATIO_FLAG wherever the plain scheme's is above it, at a single-draw error at most
+    5% higher."""
+    out = []
+    for fix in (s for s in schemes if "@" in s and s.split("@")[0] in schemes):
+        base = fix.split("@")[0]
+        head = ["step", "layer", "linear", "product", f"{base} rel_err", f"{fix} rel_err", "change",
+                f"{base} ratio", f"{fix} ratio"]
+        rows, summary = [], []
+        for prod in PRODUCTS:
+            plateaus = converged = 0
+            worst_change = None
+            for (step, layer, linear), res in cases.items():
+                if base not in res or fix not in res:
+                    continue
+                b, f = res[base][prod], res[fix][prod]
+                change = f["rel_err"] / b["rel_err"] - 1 if b["rel_err"] > 0 else 0.0
+                worst_change = change if worst_change is None else max(worst_change, change)
+                rb, rf = ratio(b), ratio(f)
+                plateaus += rb > RATIO_FLAG
+                converged += rb > RATIO_FLAG and rf <= RATIO_FLAG
+                cells = [str(step), str(layer), linear, prod, fmt(b["rel_err"]), fmt(f["rel_err"]),
+                         f"{100 * change:+.1f}%", f"{rb:.2f}", f"**{rf:.2f}**" if rf > RATIO_FLAG else f"{rf:.2f}"]
+                rows.append("| " + " | ".join(cells) + " |")
+            if worst_change is not None:
+                summary.append(f"- {fix} against {base}, {prod}: {converged} of {plateaus} plateaus (ratio above "
+                               f"{RATIO_FLAG}) converge within {RATIO_FLAG}; single-draw error change at most "
+                               f"{100 * worst_change:+.1f}%")
+        out += summary + ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + rows + [""]
+    return out
+
+
 def chunk_table(cases):
     head = ["step", "layer", "linear"] + [c[3] for c in CHUNK_COLUMNS]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -159,7 +194,8 @@ def main():
     a = ap.parse_args()
     cases = load(a.study)
     schemes = list(OrderedDict.fromkeys(s for res in cases.values() for s in res if s != "chunks"))
-    print("\n".join(plateau_summary(cases, schemes) + [""] + curve_table(cases, schemes) + [""] + chunk_table(cases)))
+    print("\n".join(plateau_summary(cases, schemes) + [""] + fallback_table(cases, schemes) + curve_table(cases, schemes) +
+                    [""] + chunk_table(cases)))
     if a.plot:
         plot(cases, schemes, a.plot)
 

@@ -15,14 +15,16 @@ struct Moments {
   double energy = 0, share = 0, kurtosis = 0;
 };
 
+// The outlier share exactly as MS-EDEN's fallback decides on it (quant::chunk_energy).
 Moments moments(const float* x, int n) {
-  double e = 0, e4 = 0, top = 0;
+  const quant::ChunkEnergy e = quant::chunk_energy(x, n);
+  if (e.sum == 0) return {};
+  double e4 = 0;
   for (int i = 0; i < n; ++i) {
     const double v = static_cast<double>(x[i]) * x[i];
-    e += v, e4 += v * v, top = std::max(top, v);
+    e4 += v * v;
   }
-  if (e == 0) return {};
-  return {e, top / e, n * e4 / (e * e)};
+  return {e.sum, quant::outlier_share(e), n * e4 / (e.sum * e.sum)};
 }
 
 Quantiles quantiles(std::vector<double> v) {

@@ -15,7 +15,7 @@ namespace q2::eval {
 // of zeros (padding tokens).
 struct ChunkStats {
   double energy;             // sum x_i^2
-  double outlier_share;      // max x_i^2 / energy, before the rotation (1/n to 1)
+  double outlier_share;      // max x_i^2 / energy, before the rotation (1/n to 1; eden_fallback's)
   double kurtosis;           // n sum x_i^4 / energy^2, before the rotation (3 Gaussian, n one spike)
   double outlier_share_rot;  // the same two of the rotated chunk: a lone spike rotates to
   double kurtosis_rot;       // equal magnitudes, 1/n and 1

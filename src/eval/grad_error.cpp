@@ -110,11 +110,10 @@ uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& wh
   return static_cast<uint64_t>(total);
 }
 
-std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string& scheme_name, int hadamard,
-                                     int draws, uint64_t seed, const gemm::Backend& backend,
-                                     const std::function<void(int)>& progress) {
+std::vector<ProductError> grad_error(const LayerOperands& ops, const linear::Scheme& scheme, int draws, uint64_t seed,
+                                     const gemm::Backend& backend, const std::function<void(int)>& progress) {
   if (draws < 1) throw Error("--draws must be at least 1 (got " + std::to_string(draws) + ")");
-  const linear::Linear layer(linear::scheme_by_name(scheme_name, hadamard), backend, "grad-error");
+  const linear::Linear layer(scheme, backend, "grad-error");
   const Matrix xt = transpose(ops.x), dyt = transpose(ops.dy), wt = transpose(ops.w);
 
   // Exact products of the unquantized operands, and the products the backward estimates: dY as

@@ -7,6 +7,7 @@
 
 #include "common/matrix.h"
 #include "gemm/gemm.h"
+#include "linear/scheme.h"
 
 namespace q2::eval {
 
@@ -45,9 +46,8 @@ struct ProductError {
 // naming `what` when the sizes overflow.
 uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& what);
 
-std::vector<ProductError> grad_error(const LayerOperands& ops, const std::string& scheme, int hadamard, int draws,
-                                     uint64_t seed, const gemm::Backend& backend,
-                                     const std::function<void(int)>& progress = {});
+std::vector<ProductError> grad_error(const LayerOperands& ops, const linear::Scheme& scheme, int draws, uint64_t seed,
+                                     const gemm::Backend& backend, const std::function<void(int)>& progress = {});
 
 // A B^T in float64 (OpenBLAS dgemm), A [M, K], B [N, K].
 std::vector<double> product_nt_f64(const Matrix& a, const Matrix& b);

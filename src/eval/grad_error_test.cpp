@@ -36,7 +36,7 @@ TEST(GradError, LoadOperandsRejectsShapesThatDoNotFormALayer) {
 TEST(LinearQuartet2, BackwardIsUnbiasedForTheForwardQuantizedOperands) {
   const auto backend = gemm::make_cpu_backend();
   const LayerOperands ops = default_operands(256, 256, 128, 5);
-  const auto rows = grad_error(ops, "quartet2", 0, 64, 1, *backend);
+  const auto rows = grad_error(ops, linear::scheme_by_name("quartet2"), 64, 1, *backend);
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i].rel_err_mean, 1.3 * rows[i].rel_err / 64) << rows[i].product;
 }
 
@@ -45,7 +45,7 @@ TEST(LinearQuartet2, BackwardIsUnbiasedForTheForwardQuantizedOperands) {
 // meets it up to float32 accumulation.
 TEST(GradError, TargetTakesDyAsTheBackwardReadsIt) {
   const auto backend = gemm::make_cpu_backend();
-  const auto rows = grad_error(default_operands(128, 128, 128, 2), "bf16", 0, 2, 1, *backend);
+  const auto rows = grad_error(default_operands(128, 128, 128, 2), linear::scheme_by_name("bf16"), 2, 1, *backend);
   for (size_t i = 1; i < rows.size(); ++i) {
     EXPECT_LT(rows[i].rel_err_mean, 1e-10) << rows[i].product;
     EXPECT_GT(rows[i].rel_err, 1e-7) << rows[i].product << ": against the exact product, BF16 shows";
@@ -69,7 +69,7 @@ LayerOperands gaussian_operands() {
 
 TEST(GradErrorCurve, UnbiasedSrFallsLikeOneOverDraws) {
   const auto backend = gemm::make_cpu_backend();
-  const auto rows = grad_error(gaussian_operands(), "sr", 0, 64, 3, *backend);
+  const auto rows = grad_error(gaussian_operands(), linear::scheme_by_name("sr"), 64, 3, *backend);
   for (size_t i = 1; i < rows.size(); ++i) {
     const ProductError& p = rows[i];
     ASSERT_EQ(p.curve.size(), 7u) << p.product;  // draws 1, 2, 4, ..., 64
@@ -90,7 +90,7 @@ TEST(GradErrorCurve, UnbiasedSrFallsLikeOneOverDraws) {
 // mean levels off at that bias (docs/RESULTS.md); its dgrad (SR of dY) stays unbiased.
 TEST(GradErrorCurve, BiasedNvidiaWgradLevelsOff) {
   const auto backend = gemm::make_cpu_backend();
-  const auto rows = grad_error(gaussian_operands(), "nvidia", 0, 64, 3, *backend);
+  const auto rows = grad_error(gaussian_operands(), linear::scheme_by_name("nvidia"), 64, 3, *backend);
   const ProductError &dgrad = rows[1], &wgrad = rows[2];
   EXPECT_LT(curve_ratios(dgrad).back(), 1.15);
   EXPECT_GT(curve_ratios(wgrad).back(), 4.0);

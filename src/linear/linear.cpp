@@ -76,7 +76,11 @@ gemm::OwnedOperand Linear::backward_operand(const BackwardOperand& o, const Matr
   const quant::Rht rot = o.hadamard ? quant::Rht(o.hadamard, seeds::linear_stream(seed, seeds::LinearStream::kRotation))
                                     : quant::Rht();
   const uint64_t rounding = o.rounding_seed(seed);
-  if (o.quant == BwdQuant::kMsEden) return gemm::OwnedOperand::of(quant::quantize_ms_eden(MatrixRef(m, name), rot, rounding));
+  if (o.quant == BwdQuant::kMsEden) {
+    quant::MsEdenConfig cfg;
+    cfg.eden_fallback = o.eden_fallback;
+    return gemm::OwnedOperand::of(quant::quantize_ms_eden(MatrixRef(m, name), rot, rounding, cfg));
+  }
   const Matrix rotated = o.hadamard ? quant::rht_forward(MatrixRef(m, name), rot) : Matrix();
   const Matrix& src = o.hadamard ? rotated : m;
   const MatrixRef ref(src, name);

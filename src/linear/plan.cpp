@@ -1,6 +1,7 @@
 #include "linear/plan.h"
 
 #include "common/error.h"
+#include "quant/ms_eden.h"
 
 namespace q2::linear {
 
@@ -16,10 +17,12 @@ Kept kept(FwdQuant q) {
   }
 }
 
-ProductPlan product(const ProductRecipe& r, BackwardOperand a, BackwardOperand b) {
+ProductPlan product(const ProductRecipe& r, double eden_fallback, BackwardOperand a, BackwardOperand b) {
   ProductPlan p;
   a.quant = r.a;
   b.quant = r.b;
+  for (BackwardOperand* o : {&a, &b})
+    if (o->quant == BwdQuant::kMsEden) o->eden_fallback = eden_fallback;
   a.hadamard = b.hadamard = p.hadamard = r.hadamard;
   p.a = a;
   p.b = b;
@@ -29,12 +32,18 @@ ProductPlan product(const ProductRecipe& r, BackwardOperand a, BackwardOperand b
 
 void validate(const Scheme& s) {
   auto fail = [&](const std::string& why) { throw Error("scheme '" + s.name + "': " + why); };
-  for (const ProductRecipe* p : {&s.dgrad, &s.wgrad})
-    if ((p->a == BwdQuant::kMsEden || p->b == BwdQuant::kMsEden) && p->hadamard == 0)
-      fail("MS-EDEN needs a Hadamard rotation");
+  bool ms_eden = false;
+  for (const ProductRecipe* p : {&s.dgrad, &s.wgrad}) {
+    const bool here = p->a == BwdQuant::kMsEden || p->b == BwdQuant::kMsEden;
+    if (here && p->hadamard == 0) fail("MS-EDEN needs a Hadamard rotation");
+    ms_eden = ms_eden || here;
+  }
   if (s.dgrad.b == BwdQuant::kForward && s.dgrad.hadamard != 0) fail("a reused forward W cannot be rotated");
   if (s.wgrad.a == BwdQuant::kForward || s.wgrad.b == BwdQuant::kForward || s.dgrad.a == BwdQuant::kForward)
     fail("only dgrad's W operand can reuse the forward quantization");
+  if (!quant::valid_eden_fallback(s.eden_fallback))
+    fail("eden_fallback must be 0 (off) or an outlier share in (0, 1), got " + std::to_string(s.eden_fallback));
+  if (s.eden_fallback > 0 && !ms_eden) fail("eden_fallback applies to MS-EDEN operands, and there are none");
 }
 
 }  // namespace
@@ -49,9 +58,9 @@ Plan make_plan(const Scheme& s) {
   p.saved_x = s.save_x_high_precision ? Kept::kBf16 : kept(s.x);
   p.saved_w = kept(s.w);
   p.exact_dy = s.dgrad.a == BwdQuant::kFp32;
-  p.dgrad = product(s.dgrad, {OperandId::kDgradA, {}, Source::kDy, false, 0, LinearStream::kDgradA},
+  p.dgrad = product(s.dgrad, s.eden_fallback, {OperandId::kDgradA, {}, Source::kDy, false, 0, LinearStream::kDgradA},
                     {OperandId::kDgradB, {}, Source::kSavedW, true, 0, LinearStream::kDgradB});
-  p.wgrad = product(s.wgrad, {OperandId::kWgradA, {}, Source::kDy, true, 0, LinearStream::kWgradA},
+  p.wgrad = product(s.wgrad, s.eden_fallback, {OperandId::kWgradA, {}, Source::kDy, true, 0, LinearStream::kWgradA},
                     {OperandId::kWgradB, {}, Source::kSavedX, true, 0, LinearStream::kWgradB});
   const bool any = kept(s.x) == Kept::kNvfp4 || kept(s.w) == Kept::kNvfp4 || p.dgrad.a.quantized() ||
                    p.dgrad.b.quantized() || p.wgrad.a.quantized() || p.wgrad.b.quantized();

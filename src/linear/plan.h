@@ -34,6 +34,7 @@ struct BackwardOperand {
   // LinearStream::kRotation seed: one rotation for all four operands, so it cancels in products.
   int hadamard = 0;
   seeds::LinearStream rounding = seeds::LinearStream::kDgradA;  // the stochastic quantizers' seed
+  double eden_fallback = 0;  // MS-EDEN only: quant::MsEdenConfig::eden_fallback
 
   // Rounded to NVFP4 (not BF16, not FP32; kForward reuses the forward W_q, or W when unquantized).
   bool quantized() const { return quant != BwdQuant::kBf16 && quant != BwdQuant::kFp32; }
@@ -67,7 +68,8 @@ struct Plan {
 };
 
 // Throws q2::Error naming the scheme when its recipe is inconsistent (MS-EDEN without a
-// rotation, a rotated or misplaced reuse of the forward W).
+// rotation, a rotated or misplaced reuse of the forward W, an eden_fallback outside [0, 1) or
+// without MS-EDEN operands).
 Plan make_plan(const Scheme& scheme);
 
 // "fwd.x", "dgrad.a(dY)", ... as traces and errors name the operands.

@@ -134,6 +134,22 @@ TEST(Plan, AHadamardOverrideResizesEveryRotationAndOnlyThose) {
   EXPECT_EQ(n.row_multiple, 128);
 }
 
+TEST(Plan, AnEdenFallbackReachesEveryMsEdenOperandAndOnlyThose) {
+  for (const char* name : {"quartet2", "quartet2_no46", "quartet2_bwd"}) {
+    const Plan q = make_plan(scheme_by_name(name, 0, 0.9));
+    for (const BackwardOperand* o : {&q.dgrad.a, &q.dgrad.b, &q.wgrad.a, &q.wgrad.b}) EXPECT_EQ(o->eden_fallback, 0.9);
+  }
+  const Plan off = make_plan(scheme_by_name("quartet2"));
+  for (const BackwardOperand* o : {&off.dgrad.a, &off.dgrad.b, &off.wgrad.a, &off.wgrad.b}) EXPECT_EQ(o->eden_fallback, 0);
+  for (const char* name : {"bf16", "sr", "nvidia", "tetrajet2", "quartet2_fwd"})
+    EXPECT_EQ(test::error_of([&] { make_plan(scheme_by_name(name, 0, 0.9)); }),
+              std::string("scheme '") + name + "': eden_fallback applies to MS-EDEN operands, and there are none");
+  for (double tau : {1.0, -0.5})
+    EXPECT_NE(test::error_of([&] { make_plan(scheme_by_name("quartet2", 0, tau)); })
+                  .find("scheme 'quartet2': eden_fallback must be 0 (off) or an outlier share in (0, 1)"),
+              std::string::npos);
+}
+
 TEST(Plan, RowPaddingAndShapeErrorsNameTheDimension) {
   const Plan p = make_plan(scheme_by_name("quartet2"));
   EXPECT_EQ(p.padded_rows(100), 128);

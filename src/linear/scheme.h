@@ -22,12 +22,16 @@ struct Scheme {
   bool save_x_high_precision = false;  // nvidia keeps X itself, not X_q, for wgrad
   ProductRecipe dgrad, wgrad;          // dgrad: A = dY, B = W^T; wgrad: A = dY^T, B = X^T
   float sr_scale_override = 17.0f / 16.0f;
+  // > 0: every MS-EDEN operand rounds the chunks whose outlier share exceeds it stochastically
+  // instead (quant::MsEdenConfig::eden_fallback); 0: plain MS-EDEN.
+  double eden_fallback = 0;
 };
 
 // fp32 (no rounding at all: gradient checks), bf16, quartet2, quartet2_no46, nvidia, sr, tetrajet2, and <scheme>_fwd / <scheme>_bwd
 // (forward-only / backward-only quantization). hadamard > 0 replaces the rotation size of
-// every product that rotates. Unknown names throw, listing the known ones.
-Scheme scheme_by_name(const std::string& name, int hadamard = 0);
+// every product that rotates; eden_fallback > 0 turns on MS-EDEN's fallback (make_plan rejects
+// it outside (0, 1) or without MS-EDEN operands). Unknown names throw, listing the known ones.
+Scheme scheme_by_name(const std::string& name, int hadamard = 0, double eden_fallback = 0);
 // The hadamard scheme_by_name accepts: 0 (each product keeps its own size) or a supported
 // rotation size (quant::valid_rht_size).
 bool valid_hadamard(int hadamard);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/error.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
 #include "quant/checks.h"
@@ -17,6 +18,10 @@ struct GroupSums {
   float vv = 0.0f, vq = 0.0f;
 };
 
+void pack_group(const uint8_t* codes, uint8_t* packed) {
+  for (int i = 0; i < kBlock; i += 2) packed[i / 2] = static_cast<uint8_t>(codes[i] | (codes[i + 1] << 4));
+}
+
 // Codes of one 16-group against first-stage scale m (all +0 when m = 0); returns the EDEN sums.
 GroupSums round_group(const float* y, float m, uint8_t* packed) {
   GroupSums s;
@@ -28,7 +33,7 @@ GroupSums round_group(const float* y, float m, uint8_t* packed) {
     s.vv += v * v;
     s.vq += v * e2m1::decode(codes[i]);
   }
-  for (int i = 0; i < kBlock; i += 2) packed[i / 2] = static_cast<uint8_t>(codes[i] | (codes[i + 1] << 4));
+  pack_group(codes, packed);
   return s;
 }
 
@@ -44,6 +49,15 @@ float post_hoc_first_stage(float g_max) { return e4m3::round_e8m4_rtz(g_max / kM
 
 }  // namespace
 
+ChunkEnergy chunk_energy(const float* x, int n) {
+  ChunkEnergy e[128 / kBlock];
+  const int groups = n / kBlock;
+  for (int g = 0; g < groups; ++g) e[g] = group_energy(x + g * kBlock);
+  for (int w = 1; w < groups; w *= 2)
+    for (int g = 0; g < groups; g += 2 * w) e[g] = combine(e[g], e[g + w]);
+  return e[0];
+}
+
 float eden_group_factor(const float* y) {
   uint8_t packed[kBlock / 2];
   return eden_factor(round_group(y, post_hoc_first_stage(group_amax(y)), packed));
@@ -51,6 +65,8 @@ float eden_group_factor(const float* y) {
 
 NVFP4Tensor quantize_ms_eden(const MatrixRef& x, const Rht& r, uint64_t sr_seed, const MsEdenConfig& cfg) {
   check_shape(x, r.size, "MS-EDEN rotates whole Hadamard chunks along a row");
+  if (!valid_eden_fallback(cfg.eden_fallback))
+    throw Error("MS-EDEN of " + x.name + ": eden_fallback must be in [0, 1), got " + std::to_string(cfg.eden_fallback));
   checked_amax(x);
   const float s = kMsEdenValMax;
   NVFP4Tensor out(x.rows, x.cols);
@@ -75,6 +91,15 @@ NVFP4Tensor quantize_ms_eden(const MatrixRef& x, const Rht& r, uint64_t sr_seed,
     uint8_t* pr = out.packed.data() + i * x.cols / 2;
     float* cr = corrected.data() + i * groups;
     for (int64_t c0 = 0; c0 < groups; c0 += per_chunk) {
+      if (eden_falls_back(chunk_energy(x.row(i) + c0 * kBlock, r.size), cfg.eden_fallback)) {
+        for (int64_t g = c0; g < c0 + per_chunk; ++g) {
+          uint8_t codes[kBlock];
+          cr[g] = eden_fallback_group(yr + g * kBlock, sr_seed, static_cast<uint64_t>(i * x.cols + g * kBlock), codes);
+          pack_group(codes, pr + g * kBlock / 2);
+          c_max = std::max(c_max, cr[g]);
+        }
+        continue;
+      }
       GroupSums chunk;
       float m[128 / kBlock];
       for (int64_t g = c0; g < c0 + per_chunk; ++g) {

@@ -191,7 +191,7 @@ EdenGroup eden_group(const double* y) {
   return g;
 }
 
-Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chunk_group) {
+Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chunk_group, double eden_fallback) {
   Result res = empty_result(x);
   const std::vector<double> y = rht(x, r);
   const int64_t groups = x.size() / kB;
@@ -199,6 +199,31 @@ Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chun
   std::vector<uint8_t> amb(groups, 0);
   const int per_chunk = r.size / kB;
   for (int64_t c0 = 0; c0 < groups; c0 += per_chunk) {
+    double energy = 0, top = 0;
+    for (int64_t i = c0 * kB; i < (c0 + per_chunk) * kB; ++i) {
+      const double v = static_cast<double>(x.data[i]) * x.data[i];
+      energy += v;
+      top = std::max(top, v);
+    }
+    const double share = energy > 0 ? top / energy : 0;
+    if (eden_fallback > 0 && share > eden_fallback) {
+      const bool chunk_amb = share - eden_fallback < kHair * eden_fallback;
+      for (int64_t g = c0; g < c0 + per_chunk; ++g) {
+        const double* yg = y.data() + g * kB;
+        double g_max = 0;
+        for (int i = 0; i < kB; ++i) g_max = std::max(g_max, std::fabs(yg[i]));
+        bool a = chunk_amb;
+        for (int i = 0; i < kB; ++i) {
+          const uint64_t idx = static_cast<uint64_t>(g * kB + i);
+          const double v = g_max > 0 ? std::fabs(yg[i]) / g_max * 6.0 : 0.0;
+          q[idx] = std::copysign(sr_grid(e2m1_grid(), v, philox::word(sr_seed, philox::kElementSR, idx), a), yg[i]);
+        }
+        corrected[g] = g_max / 6.0;
+        amb[g] = a;
+      }
+      continue;
+    }
+    const bool chunk_near = eden_fallback > 0 && eden_fallback - share < kHair * eden_fallback;
     double chunk_vv = 0, chunk_vq = 0;
     std::vector<double> m(per_chunk), factor(per_chunk);
     bool chunk_amb = false;
@@ -209,12 +234,12 @@ Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chun
       factor[g] = eg.factor();
       chunk_vv += eg.vv;
       chunk_vq += eg.vq;
-      amb[c0 + g] = eg.ambiguous;
+      amb[c0 + g] = eg.ambiguous || chunk_near;
       chunk_amb = chunk_amb || eg.ambiguous;
     }
     for (int g = 0; g < per_chunk; ++g) {
       corrected[c0 + g] = m[g] * (chunk_group ? (chunk_vq == 0 ? 1.0 : chunk_vv / chunk_vq) : factor[g]);
-      if (chunk_group) amb[c0 + g] = chunk_amb;
+      if (chunk_group) amb[c0 + g] = chunk_amb || chunk_near;
     }
   }
   const double t = *std::max_element(corrected.begin(), corrected.end()) / 256.0;

@@ -29,7 +29,9 @@ int nearest_even(const std::vector<double>& grid, double a, double* margin = nul
 Result rtn(const Matrix& x, double val_max, double scale_max);
 Result four_over_six(const Matrix& x);
 Result sr(const Matrix& x, double scale_override, uint64_t seed);
-Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chunk_group);
+// eden_fallback > 0: chunks whose max x_i^2 / sum x_i^2 exceeds it take MS-EDEN's stochastic
+// rounding fallback (quant/ms_eden.h).
+Result ms_eden(const Matrix& x, const quant::Rht& r, uint64_t sr_seed, bool chunk_group, double eden_fallback = 0);
 
 // MS-EDEN's default first stage on one 16-group of rotated values y: the scale m, the codes'
 // values q of y / m and the EDEN sums sum v^2, sum v q of v = y / m.

@@ -213,10 +213,10 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
   if (resume && info.config.hadamard != resume->hadamard)
     diff += " method.hadamard (checkpoint " + std::to_string(info.config.hadamard) + ", now " +
             std::to_string(resume->hadamard) + ")";
-  // Linears that change precision midway would continue another recipe's run.
+  // Linears that change precision or backward quantizer midway would continue another recipe's run.
   if (resume) {
     const nlohmann::json then = to_json(info.config).at("method"), now = to_json(*resume).at("method");
-    for (const char* key : {"bf16_first_layers", "bf16_last_layers", "bf16_linears"})
+    for (const char* key : {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback"})
       if (then.at(key) != now.at(key))
         diff += std::string(" method.") + key + " (checkpoint " + then.at(key).dump() + ", now " + now.at(key).dump() + ")";
   }

@@ -16,6 +16,7 @@
 #include "model/backend.h"
 #include "model/muon.h"
 #include "quant/hadamard.h"
+#include "quant/ms_eden.h"
 #include "train/tomlpp.h"
 
 namespace q2::train {
@@ -36,6 +37,7 @@ void for_each_field(C& c, F&& f) {
   f("out", "dir", c.out_dir);
   f("method", "scheme", c.scheme);
   f("method", "hadamard", c.hadamard);
+  f("method", "eden_fallback", c.eden_fallback);
   f("method", "device", c.device);
   f("method", "gemm", c.gemm);
   f("method", "bf16_first_layers", c.precision.bf16_first_layers);
@@ -110,13 +112,13 @@ json typed_defaults() {
 }
 
 // The keys that came with train.optimizer, train.recompute, the precision overrides, the
-// spike guard and log.dump_layers (older checkpoints lack them).
+// spike guard, log.dump_layers and method.eden_fallback (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
                                       "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
                                       "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute",
                                       "spike_guard",   "spike_window"};
-  static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears"};
+  static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
   if (section == "log") return key == "dump_layers";
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
@@ -302,6 +304,10 @@ model::ModelConfig model_config(const TrainConfig& c, int64_t vocab) {
   return model::resolve(c.preset, c.model, vocab, c.seq_len);
 }
 
+linear::Scheme method_scheme(const TrainConfig& c) {
+  return linear::scheme_by_name(c.scheme, c.hadamard, c.eden_fallback);
+}
+
 namespace {
 
 [[noreturn]] void bad(const std::string& m) { throw Error("config: " + m); }
@@ -329,6 +335,8 @@ void validate(const TrainConfig& c) {
   require(c.seq_len >= 1, "model.seq_len", ">= 1", c.seq_len);
   require(linear::valid_hadamard(c.hadamard), "method.hadamard",
           std::string("0 (the scheme's own) or ") + quant::kRhtSizes, c.hadamard);
+  require(quant::valid_eden_fallback(c.eden_fallback), "method.eden_fallback", "0 (off) or in (0, 1)",
+          c.eden_fallback);
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
   if (!model::is_gemm_path(c.gemm))
     bad("method.gemm must be 'auto', 'emulated' or 'native', got '" + c.gemm + "'");

@@ -55,6 +55,8 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--train.seed=-1"}, "train.seed must be in [0, 18446744073709551615], got -1"},
       {{"--method.hadamard=-16"}, "method.hadamard must be 0 (the scheme's own) or 16, 32, 64 or 128, got -16"},
       {{"--method.hadamard=4294967312"}, "method.hadamard must be in [-2147483648, 2147483647], got 4294967312"},
+      {{"--method.eden_fallback=1"}, "method.eden_fallback must be 0 (off) or in (0, 1), got 1"},
+      {{"--method.eden_fallback=nan"}, "method.eden_fallback must be 0 (off) or in (0, 1), got nan"},
       {{"--train.lr=nan"}, "train.lr must be finite and > 0, got nan"},
       {{"--train.lr=inf"}, "train.lr must be finite and > 0, got inf"},
       {{"--train.clip=-1"}, "train.clip must be finite and >= 0 (0: no clipping), got -1"},
@@ -321,6 +323,19 @@ TEST(TrainConfig, CheckpointConfigWithoutOverrideKeysHasNone) {
   nlohmann::json j = to_json(TrainConfig{});
   for (const char* k : {"bf16_first_layers", "bf16_last_layers", "bf16_linears"}) j["method"].erase(k);
   EXPECT_EQ(from_json(j).precision, model::PrecisionOverrides{});
+}
+
+// MS-EDEN's fallback: off by default and in configs stored before it; the method's scheme
+// carries it.
+TEST(TrainConfig, EdenFallbackKey) {
+  const TrainConfig c = load_config(write_temp("q2_cfg_fallback.toml", "[method]\neden_fallback = 0.9\n"), {});
+  EXPECT_EQ(c.eden_fallback, 0.9);
+  EXPECT_EQ(from_json(to_json(c)).eden_fallback, 0.9);
+  EXPECT_EQ(method_scheme(c).eden_fallback, 0.9);
+  EXPECT_EQ(load_config("", {}).eden_fallback, 0);
+  nlohmann::json j = to_json(c);
+  j["method"].erase("eden_fallback");
+  EXPECT_EQ(from_json(j).eden_fallback, 0);
 }
 
 // The loss-spike guard's keys: off by default, bad values named; configs stored before them

@@ -104,7 +104,7 @@ std::string model_card(const LoadedModel& m, WeightFormat format, const nlohmann
                        int64_t calib_windows) {
   const model::ModelConfig& c = m.info.model;
   const TrainConfig& t = m.config;
-  const linear::Scheme scheme = linear::scheme_by_name(t.scheme, t.hadamard);
+  const linear::Scheme scheme = method_scheme(t);
   const bool quantized_forward = scheme.w != linear::FwdQuant::kBf16 && scheme.w != linear::FwdQuant::kFp32;
   const int64_t tokens_per_step = t.batch_size * t.grad_accum * t.seq_len * std::max<int64_t>(t.world_size, 1);
   std::string s = "---\nlibrary_name: transformers\npipeline_tag: text-generation\ntags:\n- llama\n- quartet2\n";
@@ -171,7 +171,7 @@ std::vector<std::string> export_hf_folder(LoadedModel& m, const data::DatasetMet
     throw Error("export: --out '" + o.out_dir + "' already holds files; choose a new or empty folder");
   fs::create_directories(o.out_dir, ec);
   if (ec) throw Error("export: cannot create --out '" + o.out_dir + "': " + ec.message());
-  const linear::Scheme scheme = linear::scheme_by_name(m.config.scheme, m.config.hadamard);
+  const linear::Scheme scheme = method_scheme(m.config);
   // ModelOpt's layout could list BF16 linears in exclude_modules; this exporter does not yet.
   if (o.format == WeightFormat::kNvfp4 && m.config.precision != model::PrecisionOverrides{})
     throw Error("export --format nvfp4: the model keeps some block linears in BF16 (method.bf16_first_layers, "

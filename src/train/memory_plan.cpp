@@ -135,7 +135,7 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
 
   // Each block linear's plan, as the model assigns the schemes (model/linear_schemes.h).
   std::vector<linear::Plan> plans;
-  for (const linear::Scheme& s : model::linear_schemes(mc, linear::scheme_by_name(c.scheme, c.hadamard), c.precision))
+  for (const linear::Scheme& s : model::linear_schemes(mc, method_scheme(c), c.precision))
     plans.push_back(linear::make_plan(s));
   const uint64_t T = static_cast<uint64_t>(batch * c.seq_len);
   const uint64_t d = mc.d_model, ff = mc.d_ff, qkv = mc.qkv_rows(), up = mc.mlp_in_rows(), V = mc.vocab;

@@ -48,8 +48,7 @@ LoadedModel load_for_inference(const std::string& checkpoint, const std::string&
   m.info = read_checkpoint_info(checkpoint);
   m.config = m.info.config;
   m.backend = model::make_backend(device, model::BackendOptions());  // "auto": wherever the checkpoint came from
-  m.model = std::make_unique<model::Transformer>(m.info.model, linear::scheme_by_name(m.config.scheme, m.config.hadamard),
-                                                 *m.backend, m.config.precision);
+  m.model = std::make_unique<model::Transformer>(m.info.model, method_scheme(m.config), *m.backend, m.config.precision);
   load_checkpoint(checkpoint, *m.model, nullptr, nullptr);
   return m;
 }
@@ -172,7 +171,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     dir = std::make_unique<RunDir>(cfg.out_dir, log);
     dir->start(mode);
   }
-  const linear::Scheme scheme = linear::scheme_by_name(cfg.scheme, cfg.hadamard);
+  const linear::Scheme scheme = method_scheme(cfg);
   model::Transformer model(mc, scheme, *backend, cfg.precision);
   model.set_recompute(cfg.recompute);
   const Shard shard = make_shard(cfg, model.params(), mc, ranks.rank(), world);

@@ -348,6 +348,24 @@ TEST(Trainer, PrecisionOverridesAreLoggedKeptByTheCheckpointAndFixedForTheRun) {
             std::string::npos);
 }
 
+// MS-EDEN's fallback reaches the backward (at an outlier share of 0.05 most chunks exceed it)
+// and is part of the recipe: a run resumes only under the value it started with.
+TEST(Trainer, EdenFallbackChangesTheBackwardAndIsFixedForTheRun) {
+  TrainConfig plain = small_config("fallback_off", "quartet2"), c = small_config("fallback_on", "quartet2");
+  plain.steps = c.steps = 2;
+  plain.eval_every = c.eval_every = 2;
+  c.eden_fallback = 0.05;
+  const TrainSummary a = run_training(plain, StartMode::kFresh, quiet), b = run_training(c, StartMode::kFresh, quiet);
+  EXPECT_EQ(a.losses[0], b.losses[0]);  // the same forward
+  EXPECT_NE(a.losses[1], b.losses[1]);  // after another backward
+  TrainConfig other = c;
+  other.steps = 3;
+  other.eden_fallback = 0;
+  EXPECT_NE(test::error_of([&] { run_training(other, StartMode::kResume, quiet); })
+                .find("another configuration: method.eden_fallback (checkpoint 0.05, now 0.0)"),
+            std::string::npos);
+}
+
 // The per-step records of out.dir/metrics.jsonl (not the evaluations).
 std::vector<nlohmann::json> step_records(const TrainConfig& c) {
   std::ifstream f(fs::path(c.out_dir) / "metrics.jsonl");

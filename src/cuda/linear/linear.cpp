@@ -243,7 +243,8 @@ class Layer final : public CudaLinear {
     __nv_bfloat16* expanded = nullptr;
     if (o.quant == BwdQuant::kMsEden) {
       if (expand) expanded = sc.bf16(slot, e.rows * e.cols);
-      quantize_ms_eden_async(e, rotation(o, seed), o.rounding_seed(seed), dst, ws, 0, expanded, link);
+      quantize_ms_eden_async(e, rotation(o, seed), o.rounding_seed(seed), dst, ws, 0, expanded, link,
+                             o.eden_fallback);
     } else if (o.hadamard) {
       quantize_sr_rtn_rows_async(e, sr_rtn(o, seed), sc.amax(0), dst);
     } else {
@@ -283,9 +284,10 @@ class Layer final : public CudaLinear {
       if (expand) expanded = sc.bf16(slot, rows * cols);
       if (fp4)
         requantize_ms_eden_transposed_async(*fp4, v.name, rotation(o, seed), o.rounding_seed(seed), dst, ws, stream,
-                                            expanded, link);
+                                            expanded, link, o.eden_fallback);
       else
-        quantize_ms_eden_transposed_async(v, rotation(o, seed), o.rounding_seed(seed), dst, ws, stream, expanded, link);
+        quantize_ms_eden_transposed_async(v, rotation(o, seed), o.rounding_seed(seed), dst, ws, stream, expanded, link,
+                                          o.eden_fallback);
     } else if (fp4) {
       requantize_sr_rtn_transposed_async(*fp4, v.name, sr_rtn(o, seed), sc.amax(stream), dst, stream);
     } else {

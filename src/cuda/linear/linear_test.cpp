@@ -213,12 +213,9 @@ TEST(GpuLinear, ForwardOnlySchemesMatchCpu) {
   }
 }
 
-class GpuLinearQuantized : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
-  REQUIRE_GPU();
+// Every quantized operand of scheme s bit-identical to the CPU layer's, the outputs close.
+void expect_operands_match_cpu(const linear::Scheme& s) {
   const Inputs in;
-  const linear::Scheme s = linear::scheme_by_name(GetParam());
   const uint64_t seed = 11;
   auto op = make_cuda_linear(s, "layer");
   const Outputs gpu = run_gpu(*op, in, seed);
@@ -251,6 +248,23 @@ TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
     else
       expect_same(host(o->id), *cpu.fp4, what);
   }
+}
+
+class GpuLinearQuantized : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GpuLinearQuantized, OperandsIdenticalAndGradientsCloseToCpu) {
+  REQUIRE_GPU();
+  expect_operands_match_cpu(linear::scheme_by_name(GetParam()));
+}
+
+// MS-EDEN's fallback on all four operands, both paths taken: a Gaussian 128-chunk's largest
+// square holds 6 % of its energy at the median, so at 0.065 about 40 % of the full chunks fall
+// back, and most of the token chunks that padding half fills.
+TEST(GpuLinear, EdenFallbackOperandsIdenticalToCpu) {
+  REQUIRE_GPU();
+  linear::Scheme s = linear::scheme_by_name("quartet2", 0, 0.065);
+  s.name = "quartet2 (eden_fallback 0.065)";
+  expect_operands_match_cpu(s);
 }
 
 // tetrajet2 requantizes the saved X_q / W_q (float32 values) and rotates dY along its rows.

@@ -59,6 +59,13 @@ __device__ __forceinline__ void publish_tensor_scale(float t, float* dst, AlphaL
 
 constexpr int kGroup = 16;
 
+// MS-EDEN's stochastic-rounding fallback (quant/ms_eden.h, MsEdenConfig::eden_fallback): the
+// threshold (0: off) and the rounding seed of the codes.
+struct EdenFallback {
+  double tau = 0;
+  uint64_t seed = 0;
+};
+
 // ---- launch helpers (host) ----
 
 // Blocks for a persistent grid: resident blocks per SM times SMs, at most `needed`.
@@ -386,6 +393,33 @@ __device__ __forceinline__ float eden_group(const float (&y)[16], uint2& packed)
   return m * S;
 }
 
+// Whether the 128-chunk held by the 8 lanes xor 1, 2, 4 (lane bits 0..2 = its group g) falls
+// back, from this lane's group x before the rotation: quant::chunk_energy's pairwise order,
+// ((g0 + g1) + (g2 + g3)) + ..., which the xor butterfly forms on every lane alike (each
+// combine is commutative bit for bit). Every lane of the warp must call it.
+__device__ __forceinline__ bool eden_falls_back8(const float (&x)[16], double tau) {
+  q2::quant::ChunkEnergy e = q2::quant::group_energy(x);
+#pragma unroll
+  for (int s = 1; s < 8; s <<= 1)
+    e = q2::quant::combine(e, {__shfl_xor_sync(0xFFFFFFFFu, e.top, s), __shfl_xor_sync(0xFFFFFFFFu, e.sum, s)});
+  return q2::quant::eden_falls_back(e, tau);
+}
+
+// MS-EDEN pass 1 of one rotated 16-group y whose elements are numbered from `first` (row * cols
+// + col of the output): eden_group, or where its chunk falls back (`sr`, from eden_falls_back8
+// before the rotation) quant::eden_fallback_group. Returns c.
+__device__ __forceinline__ float eden_or_fallback_group(const float (&y)[16], bool sr, const EdenFallback& fb,
+                                                        int64_t first, uint2& packed) {
+  if (!sr) return eden_group(y, packed);
+  uint8_t codes[16];
+  const float c = q2::quant::eden_fallback_group(y, fb.seed, static_cast<uint64_t>(first), codes);
+  uint32_t wide[16];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) wide[i] = codes[i];
+  packed = pack16(wide);
+  return c;
+}
+
 // 8 elements of a BF16 expansion, stored evict-first: the GEMM reads an expansion once, and its
 // 2 bytes an element would otherwise push out of L2 the inputs that the next quantizer reads
 // again (X after its amax, dY for dY^T).
@@ -453,6 +487,8 @@ void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint
                         DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link);
 // Validates the rotation (128 points).
 void require_rht128(const quant::Rht& r, const std::string& tensor);
+// Validates the fallback's threshold (quant::valid_eden_fallback).
+EdenFallback eden_fallback(double tau, uint64_t sr_seed, const std::string& tensor);
 
 }  // namespace q2::cuda::detail
 

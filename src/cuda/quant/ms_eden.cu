@@ -28,6 +28,12 @@
 // (one thread a quad, as pass 2, 4 tiles at a time) and writes the expansion with the
 // 1x16 quantizers' coalesced store_expansion. It saves pass 2's launch, the 4 bytes a group of
 // scratch written, and the 12 bytes a group (scratch and codes) pass 2 reads back.
+//
+// MS-EDEN's fallback (quant/ms_eden.h, eden_fallback > 0) is a second instantiation of each
+// pass-1 kernel: before the rotation the 8 lanes of a chunk decide from its outlier share
+// (eden_falls_back8), and a chunk that falls back is rounded stochastically
+// (quant::eden_fallback_group, the CPU's code) instead of EDEN-corrected
+// (eden_or_fallback_group).
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -101,12 +107,14 @@ __device__ __forceinline__ void grid_barrier(uint32_t* arrived) {
 // Fused: one cooperative launch whose blocks keep the codes and corrected scales of their
 // tiles in shared memory (tile k of a block at k * kThreads) instead of the scratch; a grid
 // barrier after the maximum is published replaces pass 2's launch, and pass 2 runs on them
-// (below). Otherwise pass 1 writes the scratch for eden_scales_kernel.
-template <bool Fused>
+// (below). Otherwise pass 1 writes the scratch for eden_scales_kernel. Fallback: MS-EDEN's
+// stochastic rounding of dominated chunks, a separate instantiation so that plain MS-EDEN's
+// kernels stay as they were.
+template <bool Fused, bool Fallback>
 __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __restrict__ x, int64_t groups,
                                                                  uint4 signs, uint2* __restrict__ packed,
                                                                  float* __restrict__ corrected, FlagSet flags,
-                                                                 ScalePass sp) {
+                                                                 ScalePass sp, EdenFallback fb) {
   dependent_launch_prologue();
   extern __shared__ uint8_t fused_smem[];
   const int per_block = Fused ? static_cast<int>((groups + kThreads - 1) / kThreads - blockIdx.x + gridDim.x - 1) /
@@ -154,9 +162,10 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
       y[2 * j] = bf16_lo(wj);
       y[2 * j + 1] = bf16_hi(wj);
     }
+    const bool sr = Fallback && eden_falls_back8(y, fb.tau);
     rht128_spread8(y, lane);
     uint2 p;
-    const float c = eden_group(y, p);
+    const float c = eden_or_fallback_group(y, sr, fb, 16 * gid, p);
     if (Fused) {
       const int k = static_cast<int>((tile - blockIdx.x) / gridDim.x);
       s_codes[k * kThreads + threadIdx.x] = p;
@@ -257,9 +266,10 @@ struct FusedPlan {
   size_t smem = 0;
 };
 
+template <bool Fallback>
 FusedPlan fused_plan(int64_t tiles) {
   constexpr size_t kTileBytes = kThreads * (sizeof(uint2) + sizeof(float));
-  const void* kernel = reinterpret_cast<const void*>(ms_eden_rows_kernel<true>);
+  const void* kernel = reinterpret_cast<const void*>(ms_eden_rows_kernel<true, Fallback>);
   static const size_t max_smem = [&] {
     cudaFuncAttributes a{};
     check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes (fused MS-EDEN)");
@@ -286,6 +296,32 @@ void launch_scales(const float* corrected, int64_t quads, Flags* flags, const De
                    reinterpret_cast<const uint32_t*>(out.packed.get()), sp);
 }
 
+// quantize_ms_eden_async's launches, after its checks.
+template <bool Fallback>
+void launch_rows(const BF16View& x, const quant::Rht& r, int64_t groups, DeviceNVFP4& out, Workspace& ws,
+                 cudaStream_t stream, const ScalePass& sp, const EdenFallback& fb) {
+  const int64_t tiles = (groups + kThreads - 1) / kThreads;
+  const auto* in = reinterpret_cast<const uint4*>(x.data);
+  auto* codes = reinterpret_cast<uint2*>(out.packed.get());
+  const FusedPlan plan = fused_plan<Fallback>(tiles);
+  // A device that holds fewer blocks than its occupancy says (e.g. under MPS) refuses the
+  // cooperative launch; the two kernels run instead.
+  if (plan.blocks && launch_cooperative("ms_eden_rows_kernel (fused)", ms_eden_rows_kernel<true, Fallback>,
+                                        plan.blocks, kThreads, plan.smem, stream, in, groups, sign_words(r), codes,
+                                        nullptr, next_flags(ws), sp, fb)) {
+    ws.next_turn();
+    return;
+  }
+  float* corrected = ws.scratch(groups);
+  const int blocks =
+      persistent_blocks(reinterpret_cast<const void*>(ms_eden_rows_kernel<false, Fallback>), kThreads, 0, tiles);
+  const FlagSet flags = next_flags(ws);
+  launch_dependent("ms_eden_rows_kernel", ms_eden_rows_kernel<false, Fallback>, blocks, kThreads, stream, in, groups,
+                   sign_words(r), codes, corrected, flags, sp, fb);
+  ws.next_turn();
+  launch_scales(corrected, groups / 4, flags.use, out, sp, stream);
+}
+
 }  // namespace
 
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
@@ -297,37 +333,22 @@ void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint
 }  // namespace detail
 
 void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
-                            cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link) {
+                            cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link, double eden_fallback) {
   detail::require_rht128(r, x.name);
+  const detail::EdenFallback fb = detail::eden_fallback(eden_fallback, sr_seed, x.name);
   const int64_t groups =
       detail::require_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
   out.ensure(x.rows, x.cols);
-  const int64_t tiles = (groups + detail::kThreads - 1) / detail::kThreads;
   const detail::ScalePass sp = detail::scale_pass(x.cols, sr_seed, out, expanded, link);
-  const auto* in = reinterpret_cast<const uint4*>(x.data);
-  auto* codes = reinterpret_cast<uint2*>(out.packed.get());
-  const detail::FusedPlan plan = detail::fused_plan(tiles);
-  // A device that holds fewer blocks than its occupancy says (e.g. under MPS) refuses the
-  // cooperative launch; the two kernels run instead.
-  if (plan.blocks && detail::launch_cooperative("ms_eden_rows_kernel (fused)", detail::ms_eden_rows_kernel<true>,
-                                                plan.blocks, detail::kThreads, plan.smem, stream, in, groups,
-                                                detail::sign_words(r), codes, nullptr, detail::next_flags(ws), sp)) {
-    ws.next_turn();
-    return;
-  }
-  float* corrected = ws.scratch(groups);
-  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(detail::ms_eden_rows_kernel<false>),
-                                               detail::kThreads, 0, tiles);
-  const detail::FlagSet flags = detail::next_flags(ws);
-  detail::launch_dependent("ms_eden_rows_kernel", detail::ms_eden_rows_kernel<false>, blocks, detail::kThreads, stream,
-                           in, groups, detail::sign_words(r), codes, corrected, flags, sp);
-  ws.next_turn();
-  detail::launch_scales(corrected, groups / 4, flags.use, out, sp, stream);
+  if (fb.tau > 0)
+    detail::launch_rows<true>(x, r, groups, out, ws, stream, sp, fb);
+  else
+    detail::launch_rows<false>(x, r, groups, out, ws, stream, sp, fb);
 }
 
 void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
-                      cudaStream_t stream) {
-  quantize_ms_eden_async(x, r, sr_seed, out, ws, stream);
+                      cudaStream_t stream, double eden_fallback) {
+  quantize_ms_eden_async(x, r, sr_seed, out, ws, stream, nullptr, {}, eden_fallback);
   ws.throw_if_nonfinite(x.name, stream);
 }
 

@@ -1,7 +1,7 @@
 // ms_eden.cu (RHT-128 + MS-EDEN along rows) against the CPU reference (quant/ms_eden.cpp),
 // bit for bit, and the tests of the whole MS-EDEN family (ms_eden.cu, ms_eden_transpose.cu,
-// requant.cu): the BF16 expansion of pass 2 and the NaN/Inf/shape errors. Every test skips
-// without a GPU.
+// requant.cu): the BF16 expansion of pass 2, the NaN/Inf/shape errors and the stochastic-rounding
+// fallback of dominated chunks. Every test skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -111,6 +111,108 @@ TEST(GpuMsEdenFamily, ExpansionEqualsUnscaledDequantization) {
           [&](__nv_bfloat16* e) { requantize_ms_eden_transposed_async(da, "xq", r, 5, out, ws, 0, e); },
           "requant " + kind + " " + shape(m));
     }
+}
+
+// MS-EDEN's stochastic-rounding fallback (quant::MsEdenConfig::eden_fallback): Gaussian rows
+// whose 128-chunks, two in three, hold a spike of c sqrt(128) with c from 2 to 10 (outlier share
+// c^2 / (c^2 + 1), 0.8 to 0.99: many near the threshold 0.9).
+Matrix dominated(int64_t rows, int64_t cols, uint64_t seed) {
+  Matrix m = random(rows, cols, seed);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c0 = 0; c0 < cols; c0 += 128) {
+      const int64_t k = r * (cols / 128) + c0 / 128;
+      if (k % 3 == 2) continue;
+      const double c = 2.0 + 0.05 * static_cast<double>(k * 53 % 161);
+      m.at(r, c0 + (k * 37) % 128) += static_cast<float>((k % 2 ? -c : c) * std::sqrt(128.0));
+    }
+  return m;
+}
+
+quant::MsEdenConfig with_fallback(double tau) {
+  quant::MsEdenConfig cfg;
+  cfg.eden_fallback = tau;
+  return cfg;
+}
+
+// The CPU's decisions on x's chunks along rows: how many fall back.
+int64_t fallbacks(const Matrix& x, double tau) {
+  int64_t n = 0;
+  for (int64_t r = 0; r < x.rows; ++r)
+    for (int64_t c0 = 0; c0 < x.cols; c0 += 128) n += quant::eden_falls_back(quant::chunk_energy(x.row(r) + c0, 128), tau);
+  return n;
+}
+
+// The decision (the chunk's outlier share before the rotation, in the CPU's order), the
+// stochastic rounding of the chunks that fall back and EDEN elsewhere, bit for bit, in the three
+// MS-EDEN kernels, the rows kernel fused and (8192 x 12288) as two kernels.
+TEST(GpuMsEdenFallback, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  const double tau = 0.9;
+  const quant::Rht r(128, 2024);
+  for (const Shape s : std::vector<Shape>{{7, 384}, {384, 256}, {640, 1024}, {8192, 12288}}) {
+    const Bf16Tensor x = upload(dominated(s.rows, s.cols, 61), "dY");
+    const int64_t n = fallbacks(x.host, tau), chunks = x.host.size() / 128;
+    EXPECT_GT(n, chunks / 4) << shape(x.host);
+    EXPECT_LT(n, chunks * 3 / 4) << shape(x.host);
+    const NVFP4Tensor ref = quant::quantize_ms_eden(MatrixRef(x.host, "dY"), r, 7, with_fallback(tau));
+    DeviceBuffer<__nv_bfloat16> expanded(x.host.size());
+    quantize_ms_eden_async(x.view(), r, 7, out, ws, 0, expanded.get(), {}, tau);
+    ws.throw_if_nonfinite(x.name, 0);
+    expect_same(to_host(out), ref, "rows " + shape(x.host));
+    expect_expansion(ref, expanded, "rows " + shape(x.host));
+  }
+  for (const Shape s : std::vector<Shape>{{128, 40}, {384, 256}, {1024, 640}}) {
+    const Bf16Tensor x = upload(transpose(dominated(s.cols, s.rows, 71)), "x");  // chunks along x's rows
+    const Matrix xt = transpose(x.host);
+    EXPECT_GT(fallbacks(xt, tau), 0) << shape(x.host);
+    quantize_ms_eden_transposed(x.view(), r, 8, out, ws, 0, tau);
+    expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(xt, "xt"), r, 8, with_fallback(tau)),
+                "transposed " + shape(x.host));
+  }
+  for (const Shape s : std::vector<Shape>{{128, 32}, {384, 256}, {1024, 800}}) {
+    const Matrix m = transpose(dominated(s.cols, s.rows, 81));
+    const NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(m, "x"));
+    const DeviceNVFP4 da = to_device(a);
+    const Matrix at = transpose(a.dequantize());
+    EXPECT_GT(fallbacks(at, tau), 0) << shape(m);
+    requantize_ms_eden_transposed(da, "xq", r, 9, out, ws, 0, tau);
+    expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(at, "xq^T"), r, 9, with_fallback(tau)),
+                "requant " + shape(m));
+  }
+}
+
+// Chunks whose share is exactly 1/2 (squares 4 against 4, summed without rounding): at tau = 1/2
+// none falls back, at the next double below every one does, on the GPU as on the CPU.
+TEST(GpuMsEdenFallback, DecidesExactlyAtTheThreshold) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  Matrix m(256, 512);
+  const float v[9] = {2, 1.5f, 1, 0.5f, 0.5f, 0.25f, 0.25f, 0.25f, 0.25f};
+  for (int64_t r = 0; r < m.rows; ++r)
+    for (int64_t c0 = 0; c0 < m.cols; c0 += 128)
+      for (int j = 0; j < 9; ++j) m.at(r, c0 + (r * 5 + c0 / 128 * 11 + 14 * j) % 128) = (j + r) % 2 ? -v[j] : v[j];
+  const quant::Rht r(128, 3);
+  const Bf16Tensor x = upload(m, "dY");
+  const Matrix mt = transpose(m);
+  const Bf16Tensor xt = upload(mt, "x");
+  const NVFP4Tensor none = quant::quantize_ms_eden(MatrixRef(m, "dY"), r, 5, with_fallback(0.5)),
+                    all = quant::quantize_ms_eden(MatrixRef(m, "dY"), r, 5, with_fallback(std::nextafter(0.5, 0.0)));
+  ASSERT_NE(none.packed, all.packed);  // the decision shows in the codes
+  for (double tau : {0.5, std::nextafter(0.5, 0.0)}) {
+    EXPECT_EQ(fallbacks(m, tau), tau == 0.5 ? 0 : m.size() / 128);
+    const NVFP4Tensor& ref = tau == 0.5 ? none : all;
+    quantize_ms_eden(x.view(), r, 5, out, ws, 0, tau);
+    expect_same(to_host(out), ref, "rows, tau " + std::to_string(tau));
+    quantize_ms_eden_transposed(xt.view(), r, 5, out, ws, 0, tau);
+    expect_same(to_host(out), ref, "transposed, tau " + std::to_string(tau));
+  }
+  for (double tau : {-0.5, 1.0}) {
+    expect_error([&] { quantize_ms_eden(x.view(), r, 5, out, ws, 0, tau); }, "eden_fallback");
+    expect_error([&] { quantize_ms_eden_transposed(xt.view(), r, 5, out, ws, 0, tau); }, "eden_fallback");
+  }
 }
 
 TEST(GpuMsEdenFamily, RejectsNaNAndInfAndBadShapes) {

@@ -16,7 +16,7 @@
 // is part of the per-row multiplier (x * -1 is exact). Then rht128_spread8, eden_group, stores
 // and ms_eden.cu's pass 2. NaN/Inf: a non-finite t or a NaN scale code raises the workspace
 // flag; products cannot overflow while 6 * 448 * |t| is finite, and otherwise (t above ~1.2e35)
-// a slower path also checks every value.
+// a slower path also checks every value. Fallback: ms_eden.cu's.
 #include <cuda_fp16.h>
 
 #include "cuda/quant/device_common.cuh"
@@ -44,10 +44,11 @@ __device__ __forceinline__ uint32_t e4m3_form(uint32_t x) { return (x + 3u * (x 
 // One unit: 16 rows x 8 columns, output groups o + col * gpr for columns col = 0..7 of the unit.
 // tm is t * 2^6, or t itself when Checked: then each value is the reference's (e2m1 * s) * t,
 // with e2m1 * s = p * 2^6 exact, and is checked for overflow.
-template <bool Checked>
+template <bool Checked, bool Fallback>
 __device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __half2 (&s2)[16], float tm, uint32_t sb,
-                                             int lane, bool valid, int64_t gpr, int64_t o, uint2* __restrict__ packed,
-                                             float* __restrict__ corrected, float& cmax, bool& bad) {
+                                             int lane, bool valid, int64_t gpr, int64_t o, const EdenFallback& fb,
+                                             uint2* __restrict__ packed, float* __restrict__ corrected, float& cmax,
+                                             bool& bad) {
   uint32_t e[16];  // even columns 0, 2, 4, 6 first, then the odd ones
 #pragma unroll 1
   for (int k = 0; k < 2; ++k) {
@@ -64,21 +65,25 @@ __device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __ha
         yb[i] = Checked ? (p.y * 64.0f) * m : p.y * m;
         if (Checked) bad = bad || (valid && (!is_finite(ya[i]) || !is_finite(yb[i])));
       }
+      const bool sr_a = Fallback && eden_falls_back8(ya, fb.tau), sr_b = Fallback && eden_falls_back8(yb, fb.tau);
       rht128_spread8(ya, lane);
       rht128_spread8(yb, lane);
-      uint2 pa, pb;
-      const float ca = eden_group(ya, pa), cb = eden_group(yb, pb);
       const int64_t col = 4 * h + k;
+      uint2 pa, pb;
+      const float ca = eden_or_fallback_group(ya, sr_a, fb, 16 * (o + col * gpr), pa);
+      const float cb = eden_or_fallback_group(yb, sr_b, fb, 16 * (o + (col + 2) * gpr), pb);
       if (valid) store_column_pair(packed, corrected, o + col * gpr, 2 * gpr, pa, ca, pb, cb, cmax);
     }
   }
 }
 
+template <bool Fallback>
 __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __restrict__ codes_in,
                                                             const uint8_t* __restrict__ scales_in,
                                                             const float* __restrict__ tensor_scale_in, int64_t R,
                                                             int64_t C, uint4 signs, uint2* __restrict__ packed,
-                                                            float* __restrict__ corrected, FlagSet flags) {
+                                                            float* __restrict__ corrected, FlagSet flags,
+                                                            EdenFallback fb) {
   dependent_launch_prologue();
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];  // codes, 128 bytes a row, swizzled
   __shared__ __align__(16) uint8_t sc[2][4 * 512];          // 4 blocked scale tiles
@@ -123,9 +128,9 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
     }
     const int64_t o = c * gpr + r0 / kBlock + g;
     if (checked)
-      requant_unit<true>(w, s2, t, sb, lane, valid, gpr, o, packed, corrected, cmax, bad);
+      requant_unit<true, Fallback>(w, s2, t, sb, lane, valid, gpr, o, fb, packed, corrected, cmax, bad);
     else
-      requant_unit<false>(w, s2, t * 64.0f, sb, lane, valid, gpr, o, packed, corrected, cmax, bad);
+      requant_unit<false, Fallback>(w, s2, t * 64.0f, sb, lane, valid, gpr, o, fb, packed, corrected, cmax, bad);
   });
   publish_cmax(cmax, bad && tiles > 0, flags);
 }
@@ -135,8 +140,9 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
 
 void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
                                          uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream,
-                                         __nv_bfloat16* expanded, AlphaLink link) {
+                                         __nv_bfloat16* expanded, AlphaLink link, double eden_fallback) {
   detail::require_rht128(r, name);
+  const detail::EdenFallback fb = detail::eden_fallback(eden_fallback, sr_seed, name);
   detail::require(a.rows > 0 && a.cols > 0 && a.packed.get(), name, "is empty");
   detail::require(a.rows % 128 == 0, name,
                   std::to_string(a.rows) + " rows is not a multiple of 128 (requantization rotates 128-row chunks)");
@@ -147,19 +153,20 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
   out.ensure(a.cols, a.rows);
   float* corrected = ws.scratch(groups);
   const int64_t tiles = a.rows / detail::kTileR * ((a.cols + detail::kTileC - 1) / detail::kTileC);
-  const int blocks =
-      detail::persistent_blocks(reinterpret_cast<const void*>(detail::requant_kernel), detail::kThreads, 0, tiles);
+  const auto kernel = fb.tau > 0 ? detail::requant_kernel<true> : detail::requant_kernel<false>;
+  const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(kernel), detail::kThreads, 0, tiles);
   const detail::FlagSet flags = detail::next_flags(ws);
-  detail::launch_dependent("requant_kernel", detail::requant_kernel, blocks, detail::kThreads, stream, a.packed.get(),
-                           a.scales.get(), a.tensor_scale.get(), a.rows, a.cols, detail::sign_words(r),
-                           reinterpret_cast<uint2*>(out.packed.get()), corrected, flags);
+  detail::launch_dependent("requant_kernel", kernel, blocks, detail::kThreads, stream, a.packed.get(), a.scales.get(),
+                           a.tensor_scale.get(), a.rows, a.cols, detail::sign_words(r),
+                           reinterpret_cast<uint2*>(out.packed.get()), corrected, flags, fb);
   ws.next_turn();
   detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 
 void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
-                                   uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream) {
-  requantize_ms_eden_transposed_async(a, name, r, sr_seed, out, ws, stream);
+                                   uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream,
+                                   double eden_fallback) {
+  requantize_ms_eden_transposed_async(a, name, r, sr_seed, out, ws, stream, nullptr, {}, eden_fallback);
   ws.throw_if_nonfinite(name, stream);
 }
 

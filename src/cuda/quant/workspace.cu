@@ -88,5 +88,11 @@ void require_rht128(const quant::Rht& r, const std::string& tensor) {
                                      "-point Hadamard transform");
 }
 
+EdenFallback eden_fallback(double tau, uint64_t sr_seed, const std::string& tensor) {
+  require(quant::valid_eden_fallback(tau), tensor,
+          "MS-EDEN's eden_fallback must be in [0, 1), got " + std::to_string(tau));
+  return EdenFallback{tau, sr_seed};
+}
+
 }  // namespace detail
 }  // namespace q2::cuda
