@@ -21,7 +21,9 @@
  * from one thread at a time. A CPU layer may be used by one thread at a time.
  *
  * Shapes: a linear layer computes y = x w^T with x [tokens, in_features], w [out_features,
- * in_features], y [tokens, out_features]; backward dx = dy w and dw += dy^T x. A scheme that
+ * in_features], y [tokens, out_features]; backward dx = dy w and dw += dy^T x. Outputs are
+ * written in place: y must overlap neither x nor w, and dx neither dy nor a borrowed x
+ * (q2_linear_info.borrows_input). A scheme that
  * quantizes its forward operands needs in_features % 16 == 0; out_features must be a multiple
  * of the backward's rotation size (128 for quartet2) or of 16 where the backward quantizes
  * without rotation; any token count works (the layer pads tokens with zero rows).

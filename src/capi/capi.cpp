@@ -4,6 +4,7 @@
 #include <mutex>
 #include <new>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "capi/device.h"
@@ -135,6 +136,18 @@ void check_tensor(const q2_tensor& t, const char* what, const Device& dev, q2_de
   dev.check_memory(t.data, what);
 }
 
+// Throws when `out` shares memory with `in`: the CUDA layer writes outputs in place while it
+// may still read its inputs.
+void check_disjoint(const q2_tensor& out, const char* out_name, const q2_tensor& in, const char* in_name) {
+  auto span = [](const q2_tensor& t) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data);
+    return std::make_pair(begin, begin + static_cast<uintptr_t>(t.rows * t.cols) * (t.dtype == Q2_BFLOAT16 ? 2 : 4));
+  };
+  const auto o = span(out), i = span(in);
+  if (o.first < i.second && i.first < o.second)
+    throw Fail(Q2_ERROR_INVALID_ARGUMENT, std::string(out_name) + " overlaps " + in_name);
+}
+
 // in_features and out_features for `plan` on `runner`'s device: the forward's NVFP4 blocks, the
 // backward's rotation or blocks along out_features (Plan::check_backward_shapes), the device's own.
 q2_linear_info layer_info(const linear::Plan& p, const LayerRunner& runner, int64_t in, int64_t out, q2_device d) {
@@ -226,6 +239,8 @@ q2_status q2_linear_forward(q2_linear* layer, const q2_tensor* x, const q2_tenso
     check_tensor(need(x, "x"), "x", dev, i.device, Role::kActivation, -1, i.in_features);
     check_tensor(need(w, "w"), "w", dev, i.device, Role::kWeight, i.out_features, i.in_features);
     check_tensor(need(y, "y"), "y", dev, i.device, Role::kActivation, x->rows, i.out_features);
+    check_disjoint(*y, "y", *x, "x");
+    check_disjoint(*y, "y", *w, "w");
     std::unique_ptr<model::LinearOp> op = l.take();
     try {
       l.runner->forward(*op, *x, *w, *y, ctx != nullptr, stream);
@@ -247,7 +262,10 @@ q2_status q2_linear_backward(q2_context* ctx, const q2_tensor* dy, uint64_t seed
     const q2_linear_info& i = c.layer->info;
     const Device& dev = *c.layer->device;
     check_tensor(need(dy, "dy"), "dy", dev, i.device, Role::kActivation, c.tokens, i.out_features);
-    if (dx) check_tensor(*dx, "dx", dev, i.device, Role::kActivation, c.tokens, i.in_features);
+    if (dx) {
+      check_tensor(*dx, "dx", dev, i.device, Role::kActivation, c.tokens, i.in_features);
+      check_disjoint(*dx, "dx", *dy, "dy");
+    }
     check_tensor(need(dw, "dw"), "dw", dev, i.device, Role::kWeightGrad, i.out_features, i.in_features);
     c.layer->runner->backward(*c.op, *dy, seed, dx, *dw, stream);
   });

@@ -77,6 +77,12 @@ TEST_P(CapiCuda, EqualsTheCudaLayerBitForBit) {
     EXPECT_EQ(bytes(y), y_want);
     EXPECT_EQ(bytes(dx), dx_want);
     EXPECT_EQ(bytes(dw), dw_want);
+    // Without dx (the dgrad product skipped), the same dw.
+    Tensor dw_only = device_tensor(N, K, DType::kF32);
+    const q2_tensor dwot = c_view(dw_only);
+    ASSERT_EQ(q2_linear_backward(ctx, &dyt, seed, nullptr, &dwot, stream), Q2_OK) << q2_last_error();
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    EXPECT_EQ(bytes(dw_only), dw_want);
     q2_context_destroy(ctx);
   }
   q2_linear_destroy(l);

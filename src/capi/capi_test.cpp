@@ -233,6 +233,8 @@ TEST(CapiErrors, ForwardAndBackwardNameTheProblem) {
   EXPECT_TRUE(says("x is [16, 64], expected [rows >= 1, 128]")) << error();
   EXPECT_EQ(forward(&xt, &wt, &nt), Q2_ERROR_INVALID_ARGUMENT);
   EXPECT_TRUE(says("y is [16, 64], expected [16, 128]")) << error();
+  EXPECT_EQ(forward(&xt, &wt, &xt), Q2_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(says("y overlaps x")) << error();
   Matrix nan_x = x;
   nan_x.at(3, 5) = std::nanf("");
   const q2_tensor nan_t = tensor(nan_x);
@@ -250,6 +252,8 @@ TEST(CapiErrors, ForwardAndBackwardNameTheProblem) {
   const q2_tensor wrong_dx = tensor(narrow);
   EXPECT_EQ(q2_linear_backward(ctx.p, &dyt, 0, &wrong_dx, &dwt, nullptr), Q2_ERROR_INVALID_ARGUMENT);
   EXPECT_TRUE(says("dx is [16, 64]")) << error();
+  EXPECT_EQ(q2_linear_backward(ctx.p, &dyt, 0, &dyt, &dwt, nullptr), Q2_ERROR_INVALID_ARGUMENT);
+  EXPECT_TRUE(says("dx overlaps dy")) << error();
   size_t n = 0;
   EXPECT_EQ(q2_context_saved_bytes(nullptr, &n), Q2_ERROR_NULL_POINTER);
   EXPECT_EQ(q2_linear_get_info(layer.p, nullptr), Q2_ERROR_NULL_POINTER);

@@ -26,38 +26,42 @@ model::Tensor view(const q2_tensor& t) {
   return v;
 }
 
-size_t bytes(const model::Tensor& t) { return static_cast<size_t>(t.size()) * (t.dtype == model::DType::kBF16 ? 2 : 4); }
-
 // For one call: stream 0 starts after the work queued on the caller's stream so far, and the
 // caller's stream waits for what the call queued on stream 0 (also when the call throws).
 class StreamJoin {
  public:
   explicit StreamJoin(void* stream) : s_(static_cast<cudaStream_t>(stream)) {
     if (!joined()) return;
-    check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-    check(cudaEventRecord(event_, s_), "cudaEventRecord (caller's stream)");
-    check(cudaStreamWaitEvent(0, event_, 0), "cudaStreamWaitEvent (stream 0 after the caller's stream)");
+    check(cudaEventRecord(event(), s_), "cudaEventRecord (caller's stream)");
+    check(cudaStreamWaitEvent(0, event(), 0), "cudaStreamWaitEvent (stream 0 after the caller's stream)");
   }
   StreamJoin(const StreamJoin&) = delete;
   StreamJoin& operator=(const StreamJoin&) = delete;
   ~StreamJoin() {
-    if (!event_) return;
+    if (!joined()) return;
     // In a destructor: errors surface at the caller's next CUDA call.
-    cudaEventRecord(event_, 0);
-    cudaStreamWaitEvent(s_, event_, 0);
-    cudaEventDestroy(event_);
+    cudaEventRecord(event(), 0);
+    cudaStreamWaitEvent(s_, event(), 0);
   }
 
  private:
   // The legacy default stream needs no join (it is stream 0).
   bool joined() const { return s_ != nullptr && s_ != cudaStreamLegacy; }
+  // One event for every join, made once: each wait is queued right after its record, and calls
+  // come from one thread at a time.
+  static cudaEvent_t event() {
+    static const cudaEvent_t e = [] {
+      cudaEvent_t made;
+      check(cudaEventCreateWithFlags(&made, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+      return made;
+    }();
+    return e;
+  }
   cudaStream_t s_;
-  cudaEvent_t event_ = nullptr;
 };
 
-void copy_out(const model::Tensor& from, void* to) {
-  check(cudaMemcpyAsync(to, from.data, bytes(from), cudaMemcpyDeviceToDevice, 0), "cudaMemcpyAsync (result)");
-}
+// The ops of a CudaRunner are CUDA layers (make_op).
+CudaLinear& cuda_op(model::LinearOp& op) { return static_cast<CudaLinear&>(op); }
 
 class CudaRunner final : public capi::LayerRunner {
  public:
@@ -93,15 +97,14 @@ class CudaRunner final : public capi::LayerRunner {
       wv.data = w32_.get();
       wv.dtype = model::DType::kF32;
     }
-    copy_out(op.forward(view(x), wv, keep), y.data);
+    cuda_op(op).forward_into(view(x), wv, keep, y.data);
   }
 
   void backward(model::LinearOp& op, const q2_tensor& dy, uint64_t seed, const q2_tensor* dx, const q2_tensor& dw,
                 void* stream) override {
     StreamJoin join(stream);
     model::Tensor dwv = view(dw);
-    const model::Tensor d = op.backward(view(dy), seed, dwv);
-    if (dx) copy_out(d, dx->data);
+    cuda_op(op).backward_into(view(dy), seed, dwv, dx ? dx->data : nullptr);
   }
 
  private:

@@ -75,6 +75,18 @@ class Layer final : public CudaLinear {
   }
 
   Tensor forward(const Tensor& x, const Tensor& w, bool keep) override {
+    Tensor y = device_tensor(x.rows, w.rows, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
+    forward_into(x, w, keep, y.data);
+    return y;
+  }
+
+  Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) override {
+    Tensor dx = device_tensor(dy.rows, saved_.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
+    backward_into(dy, seed, dw, dx.data);
+    return dx;
+  }
+
+  void forward_into(const Tensor& x, const Tensor& w, bool keep, void* y) override {
     if (x.dtype != DType::kBF16 || w.dtype != DType::kF32)
       throw Error("CUDA layer '" + name_ + "': forward needs BF16 x and a float32 w");
     if (x.cols != w.cols)
@@ -115,13 +127,11 @@ class Layer final : public CudaLinear {
       ops::convert(static_cast<const float*>(w.data), wb, N * K, sc.side());
       wo = Operand{wb};
     }
-    Tensor y = device_tensor(M, N, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
-    product(xo, wo, Product{M, N, K, y.data, blas::OutType::kBF16, false, kFwdAlpha, native_}, name_);
+    product(xo, wo, Product{M, N, K, y, blas::OutType::kBF16, false, kFwdAlpha, native_}, name_);
     if (keep) saved_ = Shapes{M, Mp, N, K, dense_x, p_.saved_w != Kept::kNvfp4};
-    return y;
   }
 
-  Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) override {
+  void backward_into(const Tensor& dy, uint64_t seed, Tensor& dw, void* dx) override {
     const Shapes& z = saved_;
     if (z.M == 0) throw Error("CUDA layer '" + name_ + "': backward called before a forward that kept its operands");
     if (dy.dtype != DType::kBF16 || dy.rows != z.M || dy.cols != z.N)
@@ -139,18 +149,19 @@ class Layer final : public CudaLinear {
     // dY's launches go first, as X's in forward.
     sc.fork();
     const linear::ProductPlan &d = p_.dgrad, &g = p_.wgrad;
-    const AlphaLinks dl = alpha_links(d, kDgradAlpha), gl = alpha_links(g, kWgradAlpha);
-    const bool dgrad_native = native_product(native_, fp4_along_k(d.a), fp4_along_k(d.b));
-    const bool wgrad_native = native_product(native_, fp4_along_k(g.a), fp4_along_k(g.b));
-    const Operand da = backward_operand(d.a, src, !dgrad_native, dl.first);
-    const Operand db = backward_operand(d.b, src, !dgrad_native, dl.second);
-    Tensor dx = device_tensor(z.M, z.K, DType::kBF16, Fill::kNone);  // the GEMM writes all of it
-    product(da, db, Product{z.M, z.K, z.N, dx.data, blas::OutType::kBF16, false, kDgradAlpha, native_}, name_);
+    if (dx) {
+      const AlphaLinks dl = alpha_links(d, kDgradAlpha);
+      const bool dgrad_native = native_product(native_, fp4_along_k(d.a), fp4_along_k(d.b));
+      const Operand da = backward_operand(d.a, src, !dgrad_native, dl.first);
+      const Operand db = backward_operand(d.b, src, !dgrad_native, dl.second);
+      product(da, db, Product{z.M, z.K, z.N, dx, blas::OutType::kBF16, false, kDgradAlpha, native_}, name_);
+    }
 
+    const AlphaLinks gl = alpha_links(g, kWgradAlpha);
+    const bool wgrad_native = native_product(native_, fp4_along_k(g.a), fp4_along_k(g.b));
     const Operand wa = backward_operand(g.a, src, !wgrad_native, gl.first);
     const Operand wb = backward_operand(g.b, src, !wgrad_native, gl.second);
     product(wa, wb, Product{z.N, z.K, z.Mp, dw.data, blas::OutType::kF32, true, kWgradAlpha, native_}, name_);
-    return dx;
   }
 
   // As the CPU backend: the activation kept for backward (X or X_q), not the weight.

@@ -36,6 +36,10 @@ class CudaLinear : public model::LinearOp {
   // shape: read them before another layer runs. dgrad.b of a scheme that reuses the forward W
   // is the forward W_q itself (stored [N, K]; the CPU uses its 16x16-block transpose).
   virtual const DeviceNVFP4* quantized(linear::OperandId which) const = 0;
+  // forward and backward writing y and dx straight into the caller's device memory (which must
+  // not overlap the inputs); a null dx skips the dgrad product.
+  virtual void forward_into(const model::Tensor& x, const model::Tensor& w, bool keep, void* y) = 0;
+  virtual void backward_into(const model::Tensor& dy, uint64_t seed, model::Tensor& dw, void* dx) = 0;
 };
 
 // Throws q2::Error naming the scheme when the CUDA layer cannot run it (e.g. fp32).
