@@ -32,32 +32,27 @@ class StreamJoin {
  public:
   explicit StreamJoin(void* stream) : s_(static_cast<cudaStream_t>(stream)) {
     if (!joined()) return;
-    check(cudaEventRecord(event(), s_), "cudaEventRecord (caller's stream)");
-    check(cudaStreamWaitEvent(0, event(), 0), "cudaStreamWaitEvent (stream 0 after the caller's stream)");
+    // An event per call: a shared one would belong to one device, and layers on other threads
+    // could record it between this call's record and wait.
+    check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check(cudaEventRecord(event_, s_), "cudaEventRecord (caller's stream)");
+    check(cudaStreamWaitEvent(0, event_, 0), "cudaStreamWaitEvent (stream 0 after the caller's stream)");
   }
   StreamJoin(const StreamJoin&) = delete;
   StreamJoin& operator=(const StreamJoin&) = delete;
   ~StreamJoin() {
-    if (!joined()) return;
+    if (!event_) return;
     // In a destructor: errors surface at the caller's next CUDA call.
-    cudaEventRecord(event(), 0);
-    cudaStreamWaitEvent(s_, event(), 0);
+    cudaEventRecord(event_, 0);
+    cudaStreamWaitEvent(s_, event_, 0);
+    cudaEventDestroy(event_);
   }
 
  private:
   // The legacy default stream needs no join (it is stream 0).
   bool joined() const { return s_ != nullptr && s_ != cudaStreamLegacy; }
-  // One event for every join, made once: each wait is queued right after its record, and calls
-  // come from one thread at a time.
-  static cudaEvent_t event() {
-    static const cudaEvent_t e = [] {
-      cudaEvent_t made;
-      check(cudaEventCreateWithFlags(&made, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-      return made;
-    }();
-    return e;
-  }
   cudaStream_t s_;
+  cudaEvent_t event_ = nullptr;
 };
 
 // The ops of a CudaRunner are CUDA layers (make_op).
