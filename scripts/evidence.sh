@@ -7,8 +7,9 @@
 #                                            dataset shares one vocabulary; skipped when present.
 #   scripts/evidence.sh probe                30m training throughput at batch 32 and 128, and of
 #                                            two processes sharing the GPU.
-#   scripts/evidence.sh train SEED SCHEME... configs/big-30m.toml (or $CONFIG) per scheme with
-#                                            train.seed=SEED; $PAR runs at once (default 1); log and
+#   scripts/evidence.sh train SEEDS SCHEME... configs/big-30m.toml (or $CONFIG) per scheme and
+#                                            seed (SEEDS: 3, 0-7 or 0,2,5) with train.seed; $PAR
+#                                            runs at once (default 1); log and
 #                                            metrics to $OUT/<scheme>.seed<SEED>.{log,metrics.jsonl}.
 #                                            A variant: $TRAIN_ARGS (extra --section.key=value
 #                                            overrides) under the name <scheme>-$TAG, e.g. TAG=ends
@@ -46,22 +47,35 @@ probe() {
 }
 
 train() {
-  local seed="$1" config="${CONFIG:-configs/big-30m.toml}" scheme running=0
+  local seeds config="${CONFIG:-configs/big-30m.toml}" seed scheme running=0
+  seeds=$(seed_list "$1")
   shift
-  for scheme in "$@"; do
-    (
-      local recipe="$scheme${TAG:+-$TAG}" t0=$SECONDS
-      local dir="runs/big-$recipe-s$seed" name="$recipe.seed$seed"
-      rm -rf "$dir"
-      # shellcheck disable=SC2086 # TRAIN_ARGS: overrides, split on spaces
-      "$q2" train --config "$config" --device cuda --method.scheme="$scheme" --train.seed="$seed" --out.dir="$dir" \
-        ${TRAIN_ARGS:-} >"$out/$name.log" 2>&1 || echo "train $name: exit $?"
-      cp "$dir/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null || true
-      echo "$name: $((SECONDS - t0)) s; $(grep 'eval step' "$out/$name.log" | tail -n 1)"
-    ) &
-    if (( ++running >= ${PAR:-1} )); then wait -n || true; ((running--)); fi
+  for seed in $seeds; do
+    for scheme in "$@"; do
+      (
+        local recipe="$scheme${TAG:+-$TAG}" t0=$SECONDS
+        local dir="runs/big-$recipe-s$seed" name="$recipe.seed$seed"
+        rm -rf "$dir"
+        # shellcheck disable=SC2086 # TRAIN_ARGS: overrides, split on spaces
+        "$q2" train --config "$config" --device cuda --method.scheme="$scheme" --train.seed="$seed" --out.dir="$dir" \
+          ${TRAIN_ARGS:-} >"$out/$name.log" 2>&1 || echo "train $name: exit $?"
+        cp "$dir/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null || true
+        echo "$name: $((SECONDS - t0)) s; $(grep 'eval step' "$out/$name.log" | tail -n 1)"
+      ) &
+      if (( ++running >= ${PAR:-1} )); then wait -n || true; ((running--)); fi
+    done
   done
   wait
+}
+
+# "3", "0-7" or "0,2,5" as the seeds one per line.
+seed_list() {
+  local part
+  for part in ${1//,/ }; do
+    if [[ "$part" =~ ^([0-9]+)-([0-9]+)$ ]]; then seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+    elif [[ "$part" =~ ^[0-9]+$ ]]; then echo "$part"
+    else echo "evidence: bad seed list '$1' (e.g. 3, 0-7 or 0,2,5)" >&2; exit 2; fi
+  done
 }
 
 case "${1:-}" in
@@ -72,7 +86,7 @@ case "${1:-}" in
     train "$@"
     ;;
   *)
-    echo "usage: $0 data | probe | train SEED SCHEME..." >&2
+    echo "usage: $0 data | probe | train SEEDS SCHEME..." >&2
     exit 2
     ;;
 esac

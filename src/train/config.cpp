@@ -78,6 +78,7 @@ void for_each_field(C& c, F&& f) {
   f("log", "ckpt_every", c.ckpt_every);
   f("log", "dump_every", c.dump_every);
   f("log", "dump_layers", c.dump_layers);
+  f("log", "param_grad_norms", c.param_grad_norms);
   f("dist", "world_size", c.world_size);
   f("dist", "rank", c.rank);
   f("dist", "local_rank", c.local_rank);
@@ -112,7 +113,8 @@ json typed_defaults() {
 }
 
 // The keys that came with train.optimizer, train.recompute, the precision overrides, the
-// spike guard, log.dump_layers and method.eden_fallback (older checkpoints lack them).
+// spike guard, log.dump_layers, log.param_grad_norms and method.eden_fallback (older checkpoints
+// lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
                                       "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
@@ -120,7 +122,7 @@ bool added_later(const std::string& section, const std::string& key) {
                                       "spike_guard",   "spike_window"};
   static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
-  if (section == "log") return key == "dump_layers";
+  if (section == "log") return key == "dump_layers" || key == "param_grad_norms";
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
 }
 

@@ -75,6 +75,9 @@ struct TrainConfig {
   // picks whose: "ends" the first and last layer's, "all" every layer's (a bias study per layer).
   int64_t dump_every = 0;
   std::string dump_layers = "ends";
+  // Each step's metrics record also holds every parameter's gradient norm ("param_grad_norms"),
+  // to find which layer and tensor a spike starts in.
+  bool param_grad_norms = false;
   // data parallelism (docs/ARCHITECTURE.md); 0 / -1 / "": taken from OpenMPI's environment or
   // world 1 by resolve_dist
   int64_t world_size = 0, rank = -1;

@@ -191,14 +191,19 @@ Shard make_shard(const TrainConfig& c, const std::vector<model::Param>& params, 
   return {balance_owners(sizes, world), rank};
 }
 
-double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard,
-                 const std::string& what) {
+std::vector<double> grad_squares(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard,
+                                 const std::string& what) {
   std::vector<double> squares(grads.size(), 0.0);
   for (size_t i = 0; i < grads.size(); ++i)
     if (shard.holds(i)) squares[i] = backend.sum_squares(grads[i]);
   if (shard.sharded()) backend.collectives().allreduce_sum(squares, what);
+  return squares;
+}
+
+double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard,
+                 const std::string& what) {
   double s = 0;
-  for (const double x : squares) s += x;
+  for (const double x : grad_squares(backend, grads, shard, what)) s += x;
   return std::sqrt(s);
 }
 

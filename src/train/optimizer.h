@@ -123,6 +123,9 @@ Shard make_shard(const TrainConfig& c, const std::vector<model::Param>& params, 
 // unsharded one. `what` names it in errors.
 double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard = {},
                  const std::string& what = "gradient norm");
+// Those squares, one per gradient (every rank has them all); grad_norm is the root of their sum.
+std::vector<double> grad_squares(model::Backend& backend, const std::vector<model::Tensor>& grads,
+                                 const Shard& shard = {}, const std::string& what = "gradient norm");
 // Scales the gradients of the shard's parameters.
 void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard = {});
 

@@ -254,6 +254,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
   for (int64_t step = start; step < end; ++step) {
     model.zero_grads();
     double loss = 0, gnorm = 0;
+    std::vector<double> squares;  // per parameter, for log.param_grad_norms
     const std::string of_step = " of step " + std::to_string(step + 1);
     try {
       for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
@@ -271,7 +272,9 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
       }
       reducer.finish();  // before the gradient norm and the optimizer read them
       loss = ranks.allreduce_sum(loss, "loss" + of_step);
-      gnorm = grad_norm(*backend, model.grads(), shard, "gradient norm" + of_step);
+      squares = grad_squares(*backend, model.grads(), shard, "gradient norm" + of_step);
+      for (const double s : squares) gnorm += s;
+      gnorm = std::sqrt(gnorm);
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());
     }
@@ -308,6 +311,10 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
       nlohmann::json record = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
                                {"tokens", (step + 1) * tokens_per_step}, {"tokens_per_s", tok_s}, {"elapsed_s", secs}};
       if (guard.on()) record["skipped"] = skip;
+      if (cfg.param_grad_norms) {
+        nlohmann::json& norms = record["param_grad_norms"] = nlohmann::json::object();
+        for (size_t i = 0; i < squares.size(); ++i) norms[model.params()[i].name] = std::sqrt(squares[i]);
+      }
       append_line(metrics, record.dump());
     }
     if (skip) {

@@ -12,9 +12,11 @@
 
 #include "common/error.h"
 #include "common/error_test_util.h"
+#include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "eval/grad_error.h"
 #include "model/linear_schemes.h"
+#include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/hf_export.h"
 #include "train/test_dataset.h"
@@ -382,6 +384,38 @@ std::string checkpoint_tensors(const std::string& path) {
   uint64_t header = 0;
   std::memcpy(&header, b.data() + 8, 8);
   return b.substr(16 + header, b.size() - 4 - 16 - header);
+}
+
+// log.param_grad_norms: each step's record names every parameter of the model once, the squares
+// of its norms add up to the logged global norm, and logging them changes nothing in the run.
+TEST(Trainer, ParamGradNormsNameEveryParameterAndAddUpToTheGradientNorm) {
+  TrainConfig plain = small_config("norms_off", "quartet2");
+  plain.steps = 3;
+  TrainConfig logged = plain;
+  logged.out_dir = (test_root() / "norms_on").string();
+  logged.param_grad_norms = true;
+  const TrainSummary a = run_training(plain, StartMode::kFresh, quiet), b = run_training(logged, StartMode::kFresh, quiet);
+  EXPECT_EQ(a.losses, b.losses);
+  const auto backend = model::make_cpu_backend();
+  model::Transformer model(model_config(logged, data::load_dataset(logged.data_dir).vocab_size),
+                           linear::scheme_by_name("quartet2"), *backend);
+  const std::vector<nlohmann::json> off = step_records(plain), on = step_records(logged);
+  ASSERT_EQ(on.size(), 3u);
+  ASSERT_EQ(off.size(), 3u);
+  for (size_t i = 0; i < on.size(); ++i) {
+    EXPECT_FALSE(off[i].contains("param_grad_norms"));
+    EXPECT_EQ(off[i].at("grad_norm"), on[i].at("grad_norm"));
+    const nlohmann::json& norms = on[i].at("param_grad_norms");
+    ASSERT_EQ(norms.size(), model.params().size());
+    double squares = 0;
+    for (const model::Param& p : model.params()) {
+      ASSERT_TRUE(norms.contains(p.name)) << p.name;
+      const double v = norms.at(p.name).get<double>();
+      EXPECT_GT(v, 0) << p.name;
+      squares += v * v;
+    }
+    EXPECT_NEAR(std::sqrt(squares), on[i].at("grad_norm").get<double>(), 1e-12 * std::sqrt(squares));
+  }
 }
 
 // A model small enough for many short runs; bf16 (the guard does not depend on the scheme).

@@ -128,6 +128,14 @@ class Lt {
     const size_t ws = kWorkspaceBytes;
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
              "MAX_WORKSPACE_BYTES");
+    // A split-K algorithm may add its partial sums in the output type: BF16 partials round
+    // at every step. Keep BF16 outputs' reductions in FP32 (or unsplit).
+    if (!k.f32_out) {
+      const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+                                                    sizeof schemes),
+               "REDUCTION_SCHEME_MASK");
+    }
     auto heuristic = [&](cublasLtMatmulHeuristicResult_t& r) {
       int found = 0;
       const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref, 1, &r, &found);
