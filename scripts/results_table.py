@@ -10,7 +10,9 @@ over the last 10% of steps; then the gaps averaged over seeds and how much small
 mean gap is than each other recipe's (the paper's 1 - gap_Q2 / gap_recipe), like for like: recipes
 with a BF16 forward (sr, *_bwd) against quartet2_bwd, the fully NVFP4 ones against quartet2; last,
 the distribution of each recipe's gaps over the seeds (quartiles, standard deviation) beside the
-baseline's own spread between seeds.
+baseline's own spread between seeds; and for each variant run under a tag (<recipe>-<tag>, e.g.
+quartet2-ends from scripts/evidence.sh's TAG), its paired difference to the untagged recipe of the
+same seed: the mean, its standard error and their ratio t over the seeds both have.
 """
 import glob
 import json
@@ -31,7 +33,10 @@ def load(path):
 
 
 def counterpart(recipe):
-    """The Quartet II run a recipe is compared with: the same forward precision."""
+    """The Quartet II run a recipe is compared with: the same forward precision; none for a tagged
+    variant (compared with its own recipe in the last table)."""
+    if "-" in recipe:
+        return None
     return "quartet2_bwd" if recipe == "sr" or recipe.endswith("_bwd") else "quartet2"
 
 
@@ -69,7 +74,7 @@ def main():
         v = [g for g, _ in gaps[r]]
         q, mean = counterpart(r), mean_gap[r]
         rel = f"{100 * (1 - mean_gap[q] / mean):.0f}% ({q})" if q in mean_gap and q != r and mean > 0 else ""
-        forward = "BF16" if q == "quartet2_bwd" else "NVFP4"
+        forward = "BF16" if r.split("-")[0] in ("bf16", "sr") or r.split("-")[0].endswith("_bwd") else "NVFP4"
         print(f"| {r} | {forward} | {len(v)} | {mean:+.4f} | {min(v):+.4f}, {max(v):+.4f} "
               f"| {statistics.mean(g for _, g in gaps[r]):+.4f} | {rel} |")
 
@@ -84,6 +89,20 @@ def main():
         q1, q2, q3 = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else (v[0],) * 3
         std = statistics.stdev(v) if len(v) > 1 else 0.0
         print(f"| {r} | {len(v)} | {v[0]:+.4f} | {q1:+.4f} | {q2:+.4f} | {q3:+.4f} | {v[-1]:+.4f} | {std:.4f} |")
+
+    variants = [r for r in recipes if "-" in r and r.rsplit("-", 1)[0] in recipes]
+    if variants:
+        print()
+        print("| variant | against | seeds | mean val difference | std error | t | per seed |")
+        print("|---|---|---|---|---|---|---|")
+    for r in variants:
+        plain = r.rsplit("-", 1)[0]
+        both = [s for s in seeds if (r, s) in runs and (plain, s) in runs]
+        d = [runs[(r, s)]["val"] - runs[(plain, s)]["val"] for s in both]
+        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        t = statistics.mean(d) / se if se > 0 else float("nan")
+        print(f"| {r} | {plain} | {len(d)} | {statistics.mean(d):+.4f} | {se:.4f} | {t:+.1f} | "
+              + " ".join(f"{x:+.3f}" for x in d) + " |")
 
 
 if __name__ == "__main__":
