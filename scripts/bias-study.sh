@@ -11,7 +11,8 @@
 #
 # DRAWS (default 256) backward draws per scheme; ROWS (default 0: all) keeps the first tokens of
 # each dump (a multiple of 128). SCHEMES overrides the schemes (default "quartet2 sr nvidia"); an
-# entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU) and is labelled so.
+# entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU), SCHEME+rht2 with two
+# rotation rounds (--hadamard-rounds 2), each labelled so.
 # One JSON object per line: {"step", "linear", "scheme", "result"} with scheme "chunks" for the
 # chunk statistics.
 set -euo pipefail
@@ -34,8 +35,11 @@ for step_dir in "$run"/tensors/step*; do
     r=$(result --chunk-stats)
     printf '{"step":%s,"linear":"%s","scheme":"chunks","result":%s}\n' "$step" "$lin" "$r"
     for scheme in "${schemes[@]}"; do
-      args=(--scheme "${scheme%@*}")
+      base="${scheme%@*}"
+      base="${base%+rht2}"
+      args=(--scheme "$base")
       [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
+      [[ "$scheme" == *+rht2 ]] && args+=(--hadamard-rounds 2)
       r=$(result "${args[@]}" --draws "$draws" --curve)
       printf '{"step":%s,"linear":"%s","scheme":"%s","result":%s}\n' "$step" "$lin" "$scheme" "$r"
     done

@@ -9,7 +9,8 @@ product), mean@N (the mean of all N draws against what the backward estimates), 
 unbiased; ratios above 1.3 are in bold), and bias share = bias2 / mean@N, the part of mean@N that
 is bias (bias2: grad-error's unbiased estimate of the squared bias; about 0, either sign, while
 unbiased, near 1 once the bias dominates). All errors are relative squared errors. A scheme run with MS-EDEN's
-fallback (SCHEME@TAU, bias-study.sh) is also set against SCHEME: its ratio and its single-draw error. Then the chunk
+fallback (SCHEME@TAU, bias-study.sh) or two rotation rounds (SCHEME+rht2) is also set against SCHEME: its ratio and
+its single-draw error. Then the chunk
 statistics of the backward operands. --plot writes OUT_PREFIX-curves.png (gnuplot): ratio against draws per scheme and
 product.
 """
@@ -111,12 +112,12 @@ def plateau_summary(cases, schemes):
 
 
 def fallback_table(cases, schemes):
-    """Each SCHEME@TAU (MS-EDEN's fallback, bias-study.sh) against its SCHEME: the issue's test, a
-    ratio within RATIO_FLAG wherever the plain scheme's is above it, at a single-draw error at most
-    5% higher."""
+    """Each SCHEME@TAU (MS-EDEN's fallback) or SCHEME+rht2 (two rotation rounds, bias-study.sh)
+    against its SCHEME: the issue's test, a ratio within RATIO_FLAG wherever the plain scheme's is
+    above it, at a single-draw error at most 5% higher."""
     out = []
-    for fix in (s for s in schemes if "@" in s and s.split("@")[0] in schemes):
-        base = fix.split("@")[0]
+    for fix in (s for s in schemes if variant_base(s) in schemes):
+        base = variant_base(fix)
         head = ["step", "layer", "linear", "product", f"{base} rel_err", f"{fix} rel_err", "change",
                 f"{base} ratio", f"{fix} ratio"]
         rows, summary = [], []
@@ -141,6 +142,13 @@ def fallback_table(cases, schemes):
                                f"{100 * worst_change:+.1f}%")
         out += summary + ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + rows + [""]
     return out
+
+
+def variant_base(scheme):
+    """The plain scheme of a variant (SCHEME@TAU, SCHEME+rht2), None for a plain scheme."""
+    base = scheme.split("@")[0]
+    base = base[: -len("+rht2")] if base.endswith("+rht2") else base
+    return base if base != scheme else None
 
 
 def chunk_table(cases):

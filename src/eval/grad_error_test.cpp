@@ -99,5 +99,47 @@ TEST(GradErrorCurve, BiasedNvidiaWgradLevelsOff) {
   EXPECT_LT(wgrad.bias2, wgrad.rel_err_mean);
 }
 
+// Outlier tokens (one per 128 tokens, every feature 10 sqrt(128) sigma there, as the SwiGLU
+// products that feed w3 show): wgrad's X^T chunks along tokens are each dominated by one
+// element, whose 128-point rotation is flat (a Hadamard row); MS-EDEN's correction of such
+// chunks is biased, so the mean of many draws levels off. Scheme::hadamard_rounds = 2 rotates
+// them a second time with other signs: the mean falls like 1/draws again, at no extra
+// single-draw error (docs/RESULTS.md: the tiny preset's plateaus).
+LayerOperands outlier_token_operands() {
+  using quant::Dist;
+  LayerOperands ops{quant::random_matrix(512, 128, Dist::kGaussian, 21), quant::random_matrix(128, 128, Dist::kGaussian, 22),
+                    quant::random_matrix(512, 128, Dist::kGaussian, 23)};
+  for (int64_t t = 37; t < ops.x.rows; t += 128)
+    for (int64_t k = 0; k < ops.x.cols; ++k) ops.x.at(t, k) *= static_cast<float>(10 * std::sqrt(128.0));
+  return ops;
+}
+
+TEST(GradErrorCurve, SecondRotationRemovesMsEdenBiasOnOutlierTokens) {
+  const auto backend = gemm::make_cpu_backend();
+  const LayerOperands ops = outlier_token_operands();
+  const auto plain = grad_error(ops, linear::scheme_by_name("quartet2"), 256, 3, *backend);
+  const auto twice = grad_error(ops, linear::scheme_by_name("quartet2", 0, 0, 2), 256, 3, *backend);
+  const double plain_ratio = curve_ratios(plain[2]).back(), twice_ratio = curve_ratios(twice[2]).back();
+  std::printf("wgrad, 256 draws: mean * draws / single %.2f plain, %.2f twice; single %.4g, %.4g\n", plain_ratio,
+              twice_ratio, plain[2].rel_err, twice[2].rel_err);
+  EXPECT_GT(plain_ratio, 2.0);
+  EXPECT_GT(twice_ratio, 0.7);
+  EXPECT_LT(twice_ratio, 1.3);
+  EXPECT_LT(twice[2].rel_err, 1.05 * plain[2].rel_err);
+  // dgrad has no dominated chunks: unbiased either way.
+  EXPECT_LT(curve_ratios(twice[1]).back(), 1.3);
+}
+
+// Both rounds are orthogonal and shared by a product's two operands: unquantized, the rotated
+// backward is the exact product up to float32 rounding, as with one round.
+TEST(GradError, TwoRotationsCancelInTheProducts) {
+  const auto backend = gemm::make_cpu_backend();
+  linear::Scheme s = linear::scheme_by_name("fp32");
+  s.dgrad.hadamard = s.wgrad.hadamard = 128;
+  s.hadamard_rounds = 2;
+  const auto rows = grad_error(outlier_token_operands(), s, 1, 4, *backend);
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i].rel_err, 1e-10) << rows[i].product;
+}
+
 }  // namespace
 }  // namespace q2::eval

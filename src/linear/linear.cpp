@@ -72,16 +72,24 @@ gemm::OwnedOperand Linear::backward_operand(const BackwardOperand& o, const Matr
   const Matrix transposed = o.transposed ? transpose(source) : Matrix();
   const Matrix& m = o.transposed ? transposed : source;
   const std::string name = name_ + "." + what;
-  note(trace, what + ": " + to_string(o.quant) + (o.hadamard ? " h" + std::to_string(o.hadamard) : ""));
+  note(trace, what + ": " + to_string(o.quant) +
+                  (o.hadamard ? " h" + std::to_string(o.hadamard) + (o.hadamard_rounds == 2 ? "x2" : "") : ""));
   const quant::Rht rot = o.hadamard ? quant::Rht(o.hadamard, seeds::linear_stream(seed, seeds::LinearStream::kRotation))
                                     : quant::Rht();
   const uint64_t rounding = o.rounding_seed(seed);
+  // The second round goes first: the operand rotated by kRotation2's signs, then as before.
+  const bool twice = o.hadamard && o.hadamard_rounds == 2;
+  const Matrix pre =
+      twice ? quant::rht_forward(MatrixRef(m, name),
+                                 quant::Rht(o.hadamard, seeds::linear_stream(seed, seeds::LinearStream::kRotation2)))
+            : Matrix();
+  const Matrix& input = twice ? pre : m;
   if (o.quant == BwdQuant::kMsEden) {
     quant::MsEdenConfig cfg;
     cfg.eden_fallback = o.eden_fallback;
-    return gemm::OwnedOperand::of(quant::quantize_ms_eden(MatrixRef(m, name), rot, rounding, cfg));
+    return gemm::OwnedOperand::of(quant::quantize_ms_eden(MatrixRef(input, name), rot, rounding, cfg));
   }
-  const Matrix rotated = o.hadamard ? quant::rht_forward(MatrixRef(m, name), rot) : Matrix();
+  const Matrix rotated = o.hadamard ? quant::rht_forward(MatrixRef(input, name), rot) : Matrix();
   const Matrix& src = o.hadamard ? rotated : m;
   const MatrixRef ref(src, name);
   switch (o.quant) {

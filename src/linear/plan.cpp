@@ -17,13 +17,14 @@ Kept kept(FwdQuant q) {
   }
 }
 
-ProductPlan product(const ProductRecipe& r, double eden_fallback, BackwardOperand a, BackwardOperand b) {
+ProductPlan product(const ProductRecipe& r, const Scheme& s, BackwardOperand a, BackwardOperand b) {
   ProductPlan p;
   a.quant = r.a;
   b.quant = r.b;
   for (BackwardOperand* o : {&a, &b})
-    if (o->quant == BwdQuant::kMsEden) o->eden_fallback = eden_fallback;
+    if (o->quant == BwdQuant::kMsEden) o->eden_fallback = s.eden_fallback;
   a.hadamard = b.hadamard = p.hadamard = r.hadamard;
+  if (r.hadamard) a.hadamard_rounds = b.hadamard_rounds = s.hadamard_rounds;
   p.a = a;
   p.b = b;
   p.inner_multiple = r.hadamard ? r.hadamard : (a.quantized() || b.quantized() ? 16 : 1);
@@ -44,6 +45,10 @@ void validate(const Scheme& s) {
   if (!quant::valid_eden_fallback(s.eden_fallback))
     fail("eden_fallback must be 0 (off) or an outlier share in (0, 1), got " + std::to_string(s.eden_fallback));
   if (s.eden_fallback > 0 && !ms_eden) fail("eden_fallback applies to MS-EDEN operands, and there are none");
+  if (s.hadamard_rounds != 1 && s.hadamard_rounds != 2)
+    fail("hadamard_rounds must be 1 or 2, got " + std::to_string(s.hadamard_rounds));
+  if (s.hadamard_rounds == 2 && s.dgrad.hadamard == 0 && s.wgrad.hadamard == 0)
+    fail("hadamard_rounds = 2 applies to rotated operands, and there are none");
 }
 
 }  // namespace
@@ -58,9 +63,9 @@ Plan make_plan(const Scheme& s) {
   p.saved_x = s.save_x_high_precision ? Kept::kBf16 : kept(s.x);
   p.saved_w = kept(s.w);
   p.exact_dy = s.dgrad.a == BwdQuant::kFp32;
-  p.dgrad = product(s.dgrad, s.eden_fallback, {OperandId::kDgradA, {}, Source::kDy, false, 0, LinearStream::kDgradA},
+  p.dgrad = product(s.dgrad, s, {OperandId::kDgradA, {}, Source::kDy, false, 0, LinearStream::kDgradA},
                     {OperandId::kDgradB, {}, Source::kSavedW, true, 0, LinearStream::kDgradB});
-  p.wgrad = product(s.wgrad, s.eden_fallback, {OperandId::kWgradA, {}, Source::kDy, true, 0, LinearStream::kWgradA},
+  p.wgrad = product(s.wgrad, s, {OperandId::kWgradA, {}, Source::kDy, true, 0, LinearStream::kWgradA},
                     {OperandId::kWgradB, {}, Source::kSavedX, true, 0, LinearStream::kWgradB});
   const bool any = kept(s.x) == Kept::kNvfp4 || kept(s.w) == Kept::kNvfp4 || p.dgrad.a.quantized() ||
                    p.dgrad.b.quantized() || p.wgrad.a.quantized() || p.wgrad.b.quantized();

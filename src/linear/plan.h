@@ -35,6 +35,7 @@ struct BackwardOperand {
   int hadamard = 0;
   seeds::LinearStream rounding = seeds::LinearStream::kDgradA;  // the stochastic quantizers' seed
   double eden_fallback = 0;  // MS-EDEN only: quant::MsEdenConfig::eden_fallback
+  int hadamard_rounds = 1;   // 2: rotated first with LinearStream::kRotation2's signs (Scheme)
 
   // Rounded to NVFP4 (not BF16, not FP32; kForward reuses the forward W_q, or W when unquantized).
   bool quantized() const { return quant != BwdQuant::kBf16 && quant != BwdQuant::kFp32; }
@@ -69,7 +70,7 @@ struct Plan {
 
 // Throws q2::Error naming the scheme when its recipe is inconsistent (MS-EDEN without a
 // rotation, a rotated or misplaced reuse of the forward W, an eden_fallback outside [0, 1) or
-// without MS-EDEN operands).
+// without MS-EDEN operands, hadamard_rounds other than 1 or 2, or 2 without a rotation).
 Plan make_plan(const Scheme& scheme);
 
 // "fwd.x", "dgrad.a(dY)", ... as traces and errors name the operands.

@@ -150,6 +150,25 @@ TEST(Plan, AnEdenFallbackReachesEveryMsEdenOperandAndOnlyThose) {
               std::string::npos);
 }
 
+// A second rotation reaches the rotated operands of every product that rotates, and only those:
+// nvidia's dgrad (SR of dY, the forward W reused) is not rotated, its wgrad is.
+TEST(Plan, HadamardRoundsReachRotatedOperandsOnly) {
+  const Plan q = make_plan(scheme_by_name("quartet2", 0, 0, 2));
+  for (const BackwardOperand* o : {&q.dgrad.a, &q.dgrad.b, &q.wgrad.a, &q.wgrad.b}) EXPECT_EQ(o->hadamard_rounds, 2);
+  const Plan n = make_plan(scheme_by_name("nvidia", 0, 0, 2));
+  EXPECT_EQ(n.dgrad.a.hadamard_rounds, 1);
+  EXPECT_EQ(n.dgrad.b.hadamard_rounds, 1);
+  EXPECT_EQ(n.wgrad.a.hadamard_rounds, 2);
+  EXPECT_EQ(n.wgrad.b.hadamard_rounds, 2);
+  const Plan one = make_plan(scheme_by_name("quartet2"));
+  EXPECT_EQ(one.wgrad.b.hadamard_rounds, 1);
+  EXPECT_EQ(test::error_of([&] { make_plan(scheme_by_name("bf16", 0, 0, 2)); }),
+            "scheme 'bf16': hadamard_rounds = 2 applies to rotated operands, and there are none");
+  for (int rounds : {0, 3})
+    EXPECT_EQ(test::error_of([&] { make_plan(scheme_by_name("quartet2", 0, 0, rounds)); }),
+              "scheme 'quartet2': hadamard_rounds must be 1 or 2, got " + std::to_string(rounds));
+}
+
 TEST(Plan, RowPaddingAndShapeErrorsNameTheDimension) {
   const Plan p = make_plan(scheme_by_name("quartet2"));
   EXPECT_EQ(p.padded_rows(100), 128);

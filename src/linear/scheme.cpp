@@ -65,7 +65,7 @@ std::vector<std::string> scheme_names() {
   return names;
 }
 
-Scheme scheme_by_name(const std::string& name, int hadamard, double eden_fallback) {
+Scheme scheme_by_name(const std::string& name, int hadamard, double eden_fallback, int hadamard_rounds) {
   const bool fwd_only = ends_with(name, "_fwd"), bwd_only = ends_with(name, "_bwd");
   const std::string base = fwd_only || bwd_only ? name.substr(0, name.size() - 4) : name;
   std::optional<Scheme> found = base_scheme(base);
@@ -89,7 +89,8 @@ Scheme scheme_by_name(const std::string& name, int hadamard, double eden_fallbac
   if (hadamard > 0)
     for (ProductRecipe* p : {&s.dgrad, &s.wgrad})
       if (p->hadamard > 0) p->hadamard = hadamard;
-  s.eden_fallback = eden_fallback;  // make_plan validates it
+  s.eden_fallback = eden_fallback;  // make_plan validates it and the rounds
+  s.hadamard_rounds = hadamard_rounds;
   return s;
 }
 

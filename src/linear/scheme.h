@@ -25,13 +25,19 @@ struct Scheme {
   // > 0: every MS-EDEN operand rounds the chunks whose outlier share exceeds it stochastically
   // instead (quant::MsEdenConfig::eden_fallback); 0: plain MS-EDEN.
   double eden_fallback = 0;
+  // 2: every rotated backward operand is rotated twice, by a second randomized Hadamard
+  // transform of the same size with its own signs (LinearStream::kRotation2) before the first,
+  // shared by both operands of a product so it cancels. A single spike's rotation is flat (a
+  // Hadamard row), which MS-EDEN's correction is biased on; the second round makes it Gaussian-like.
+  int hadamard_rounds = 1;
 };
 
 // fp32 (no rounding at all: gradient checks), bf16, quartet2, quartet2_no46, nvidia, sr, tetrajet2, and <scheme>_fwd / <scheme>_bwd
 // (forward-only / backward-only quantization). hadamard > 0 replaces the rotation size of
 // every product that rotates; eden_fallback > 0 turns on MS-EDEN's fallback (make_plan rejects
-// it outside (0, 1) or without MS-EDEN operands). Unknown names throw, listing the known ones.
-Scheme scheme_by_name(const std::string& name, int hadamard = 0, double eden_fallback = 0);
+// it outside (0, 1) or without MS-EDEN operands); hadamard_rounds 2 rotates twice (make_plan
+// rejects other values, and 2 without a rotation). Unknown names throw, listing the known ones.
+Scheme scheme_by_name(const std::string& name, int hadamard = 0, double eden_fallback = 0, int hadamard_rounds = 1);
 // The hadamard scheme_by_name accepts: 0 (each product keeps its own size) or a supported
 // rotation size (quant::valid_rht_size).
 bool valid_hadamard(int hadamard);

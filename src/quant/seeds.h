@@ -18,6 +18,7 @@ enum class LinearStream : uint64_t {
   kDgradB = 2,    // rounding of dgrad's B (W^T)
   kWgradA = 3,    // rounding of wgrad's A (dY^T)
   kWgradB = 4,    // rounding of wgrad's B (X^T)
+  kRotation2 = 5,  // the second rotation's signs (Scheme::hadamard_rounds = 2), shared as kRotation's
 };
 
 // The seed of backward call `draw` of a run seeded with `run_seed` (the trainer numbers its

@@ -38,6 +38,7 @@ void for_each_field(C& c, F&& f) {
   f("method", "scheme", c.scheme);
   f("method", "hadamard", c.hadamard);
   f("method", "eden_fallback", c.eden_fallback);
+  f("method", "hadamard_rounds", c.hadamard_rounds);
   f("method", "device", c.device);
   f("method", "gemm", c.gemm);
   f("method", "bf16_first_layers", c.precision.bf16_first_layers);
@@ -113,14 +114,15 @@ json typed_defaults() {
 }
 
 // The keys that came with train.optimizer, train.recompute, the precision overrides, the
-// spike guard, log.dump_layers, log.param_grad_norms and method.eden_fallback (older checkpoints
-// lack them).
+// spike guard, log.dump_layers, log.param_grad_norms, method.eden_fallback and
+// method.hadamard_rounds (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
                                       "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
                                       "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute",
                                       "spike_guard",   "spike_window"};
-  static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback"};
+  static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback",
+                                       "hadamard_rounds"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
   if (section == "log") return key == "dump_layers" || key == "param_grad_norms";
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
@@ -307,7 +309,7 @@ model::ModelConfig model_config(const TrainConfig& c, int64_t vocab) {
 }
 
 linear::Scheme method_scheme(const TrainConfig& c) {
-  return linear::scheme_by_name(c.scheme, c.hadamard, c.eden_fallback);
+  return linear::scheme_by_name(c.scheme, c.hadamard, c.eden_fallback, c.hadamard_rounds);
 }
 
 namespace {
@@ -339,6 +341,7 @@ void validate(const TrainConfig& c) {
           std::string("0 (the scheme's own) or ") + quant::kRhtSizes, c.hadamard);
   require(quant::valid_eden_fallback(c.eden_fallback), "method.eden_fallback", "0 (off) or in (0, 1)",
           c.eden_fallback);
+  require(c.hadamard_rounds == 1 || c.hadamard_rounds == 2, "method.hadamard_rounds", "1 or 2", c.hadamard_rounds);
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
   if (!model::is_gemm_path(c.gemm))
     bad("method.gemm must be 'auto', 'emulated' or 'native', got '" + c.gemm + "'");

@@ -57,6 +57,7 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--method.hadamard=4294967312"}, "method.hadamard must be in [-2147483648, 2147483647], got 4294967312"},
       {{"--method.eden_fallback=1"}, "method.eden_fallback must be 0 (off) or in (0, 1), got 1"},
       {{"--method.eden_fallback=nan"}, "method.eden_fallback must be 0 (off) or in (0, 1), got nan"},
+      {{"--method.hadamard_rounds=3"}, "method.hadamard_rounds must be 1 or 2, got 3"},
       {{"--train.lr=nan"}, "train.lr must be finite and > 0, got nan"},
       {{"--train.lr=inf"}, "train.lr must be finite and > 0, got inf"},
       {{"--train.clip=-1"}, "train.clip must be finite and >= 0 (0: no clipping), got -1"},
@@ -336,6 +337,18 @@ TEST(TrainConfig, EdenFallbackKey) {
   nlohmann::json j = to_json(c);
   j["method"].erase("eden_fallback");
   EXPECT_EQ(from_json(j).eden_fallback, 0);
+}
+
+// The second rotation: one round by default and in configs stored before it; the method's scheme
+// carries it.
+TEST(TrainConfig, HadamardRoundsKey) {
+  const TrainConfig c = load_config("", {"--method.hadamard_rounds=2"});
+  EXPECT_EQ(from_json(to_json(c)).hadamard_rounds, 2);
+  EXPECT_EQ(method_scheme(c).hadamard_rounds, 2);
+  EXPECT_EQ(load_config("", {}).hadamard_rounds, 1);
+  nlohmann::json j = to_json(c);
+  j["method"].erase("hadamard_rounds");
+  EXPECT_EQ(from_json(j).hadamard_rounds, 1);
 }
 
 // The loss-spike guard's keys: off by default, bad values named; configs stored before them

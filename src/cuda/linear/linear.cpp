@@ -35,6 +35,8 @@ void check_supported(const linear::Plan& p) {
   };
   if (p.x == FwdQuant::kFp32 || p.exact_dy) fail("fp32 products need float32 GEMMs (use the CPU backend)");
   for (const BackwardOperand* o : {&p.dgrad.a, &p.dgrad.b, &p.wgrad.a, &p.wgrad.b}) {
+    if (o->hadamard_rounds != 1)
+      fail("method.hadamard_rounds = 2 has no GPU kernels yet (the CPU backend runs it)");
     if (o->quant == BwdQuant::kMsEden && o->hadamard != 128)
       fail("the GPU MS-EDEN kernels rotate 128-point chunks, the scheme asks for " + std::to_string(o->hadamard));
     if ((o->quant == BwdQuant::kSr || o->quant == BwdQuant::kRtn) && o->hadamard != 0 && o->hadamard != 16 &&
