@@ -368,6 +368,22 @@ TEST(Trainer, EdenFallbackChangesTheBackwardAndIsFixedForTheRun) {
             std::string::npos);
 }
 
+TEST(Trainer, HadamardRoundsChangeTheBackwardAndAreFixedForTheRun) {
+  TrainConfig plain = small_config("rounds_one", "quartet2"), c = small_config("rounds_two", "quartet2");
+  plain.steps = c.steps = 2;
+  plain.eval_every = c.eval_every = 2;
+  c.hadamard_rounds = 2;
+  const TrainSummary a = run_training(plain, StartMode::kFresh, quiet), b = run_training(c, StartMode::kFresh, quiet);
+  EXPECT_EQ(a.losses[0], b.losses[0]);  // the same forward
+  EXPECT_NE(a.losses[1], b.losses[1]);  // after another backward
+  TrainConfig other = c;
+  other.steps = 3;
+  other.hadamard_rounds = 1;
+  EXPECT_NE(test::error_of([&] { run_training(other, StartMode::kResume, quiet); })
+                .find("another configuration: method.hadamard_rounds (checkpoint 2, now 1)"),
+            std::string::npos);
+}
+
 // The per-step records of out.dir/metrics.jsonl (not the evaluations).
 std::vector<nlohmann::json> step_records(const TrainConfig& c) {
   std::ifstream f(fs::path(c.out_dir) / "metrics.jsonl");
