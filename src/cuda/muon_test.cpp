@@ -1,13 +1,13 @@
 // Muon on the CUDA backend (cuda/muon.cpp) against the CPU reference (model/cpu_muon.cpp) on the
 // same weights, gradients and state: the momentum is bit-identical (the same float32
-// operations). The orthogonalization runs in BF16 GEMMs, whose rounding alone puts a correct
-// implementation 2.2-3.4% from float64 (model/cpu_muon_test.cpp), and two correct BF16
-// implementations that round in different places (cuBLASLt's kernels against the CPU's
-// NsPrecision::kBf16) are as far apart: the H100 measured 2.0-3.2% between them (build 824f251,
-// 2026-12-07), also with split-K sums kept in FP32 (33d22a0). So the bound is relative: the
-// update and the second moments must be no further from float32's reference than 1.5 times
-// the distance of the BF16-rounding CPU reference from it, on the same inputs. A wrong
-// coefficient, a missing iteration or a lost block is 10% or more. Skips without a GPU.
+// operations). The orthogonalization runs in BF16 GEMMs, so the reference is the CPU's that
+// rounds to BF16 where the GPU does (NsPrecision::kBf16); the update and the second moments are
+// required to agree with it within 2e-2 relative. The H100 fails that (the update 2.0-3.2%
+// from it at four of the five shapes, builds 824f251 and 265d7fc, the latter with split-K sums
+// kept in FP32; issue 19). The
+// distances from float32's reference of the GPU and of the BF16-rounding reference are printed
+// beside it: BF16 rounding alone puts a correct implementation 2.2-3.4% from float64
+// (model/cpu_muon_test.cpp). Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -89,14 +89,13 @@ TEST(GpuMuon, MatchesTheCpuReference) {
         gpu->muon(sg.w, sg.g, sg.m, sg.v, c.blocks, h);
         const Matrix wg = gpu->download(sg.w), mg = gpu->download(sg.m), vg = gpu->download(sg.v);
         EXPECT_EQ(std::memcmp(m16.data.data(), mg.data.data(), mg.data.size() * 4), 0) << what << ": momentum differs";
-        const Matrix zero(1, nv);
-        const double e16 = rel_err(wg, w16, w), e32 = rel_err(wg, w32, w), ref = rel_err(w16, w32, w),
-                     ev = rel_err(vg, v32, zero), vref = rel_err(v16, v32, zero);
-        EXPECT_LT(e32, 1.5 * ref) << what << " step " << t + 1 << ": update";
-        EXPECT_LT(ev, 1.5 * vref) << what << " step " << t + 1 << ": second moments";
-        std::printf("%s step %d: update %.4f from float32's reference (the BF16-rounding reference %.4f, the GPU from "
-                    "it %.4f); second moments %.4f (reference %.4f)\n",
-                    what.c_str(), t + 1, e32, ref, e16, ev, vref);
+        const double e16 = rel_err(wg, w16, w), e32 = rel_err(wg, w32, w), ref = rel_err(w16, w32, w);
+        EXPECT_LT(e16, 2e-2) << what << " step " << t + 1;
+        Matrix zero(1, nv);
+        EXPECT_LT(rel_err(vg, v16, zero), 2e-2) << what << " step " << t + 1;
+        std::printf("%s step %d: update %.4f from the BF16-rounding reference, %.4f from float32's (the BF16-rounding "
+                    "reference %.4f from it); second moments %.4f from float32's (reference %.4f)\n",
+                    what.c_str(), t + 1, e16, e32, ref, rel_err(vg, v32, zero), rel_err(v16, v32, zero));
         // Go on from the reference's state, so that the differences do not compound.
         w = w16;
         m = m16;
