@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "common/error.h"
 #include "common/error_test_util.h"
@@ -326,29 +327,30 @@ TEST(TrainConfig, CheckpointConfigWithoutOverrideKeysHasNone) {
   EXPECT_EQ(from_json(j).precision, model::PrecisionOverrides{});
 }
 
-// MS-EDEN's fallback: off by default and in configs stored before it; the method's scheme
-// carries it.
-TEST(TrainConfig, EdenFallbackKey) {
-  const TrainConfig c = load_config(write_temp("q2_cfg_fallback.toml", "[method]\neden_fallback = 0.9\n"), {});
-  EXPECT_EQ(c.eden_fallback, 0.9);
-  EXPECT_EQ(from_json(to_json(c)).eden_fallback, 0.9);
-  EXPECT_EQ(method_scheme(c).eden_fallback, 0.9);
-  EXPECT_EQ(load_config("", {}).eden_fallback, 0);
+// A [method] key the scheme carries: read from a TOML file, kept by to_json / from_json, passed
+// on by method_scheme, and `unset` by default and in configs stored before it.
+template <typename T>
+void expect_scheme_key(const std::string& key, T TrainConfig::*field, T linear::Scheme::*in_scheme, T value, T unset) {
+  SCOPED_TRACE(key);
+  std::ostringstream toml;
+  toml << "[method]\n" << key << " = " << value << "\n";
+  const TrainConfig c = load_config(write_temp("q2_cfg_" + key + ".toml", toml.str()), {});
+  EXPECT_EQ(c.*field, value);
+  EXPECT_EQ(from_json(to_json(c)).*field, value);
+  EXPECT_EQ(method_scheme(c).*in_scheme, value);
+  EXPECT_EQ(load_config("", {}).*field, unset);
   nlohmann::json j = to_json(c);
-  j["method"].erase("eden_fallback");
-  EXPECT_EQ(from_json(j).eden_fallback, 0);
+  j["method"].erase(key);
+  EXPECT_EQ(from_json(j).*field, unset);
 }
 
-// The second rotation: one round by default and in configs stored before it; the method's scheme
-// carries it.
+// MS-EDEN's fallback (off by default) and the second rotation (one round by default).
+TEST(TrainConfig, EdenFallbackKey) {
+  expect_scheme_key("eden_fallback", &TrainConfig::eden_fallback, &linear::Scheme::eden_fallback, 0.9, 0.0);
+}
+
 TEST(TrainConfig, HadamardRoundsKey) {
-  const TrainConfig c = load_config("", {"--method.hadamard_rounds=2"});
-  EXPECT_EQ(from_json(to_json(c)).hadamard_rounds, 2);
-  EXPECT_EQ(method_scheme(c).hadamard_rounds, 2);
-  EXPECT_EQ(load_config("", {}).hadamard_rounds, 1);
-  nlohmann::json j = to_json(c);
-  j["method"].erase("hadamard_rounds");
-  EXPECT_EQ(from_json(j).hadamard_rounds, 1);
+  expect_scheme_key("hadamard_rounds", &TrainConfig::hadamard_rounds, &linear::Scheme::hadamard_rounds, 2, 1);
 }
 
 // The loss-spike guard's keys: off by default, bad values named; configs stored before them

@@ -200,11 +200,15 @@ std::vector<double> grad_squares(model::Backend& backend, const std::vector<mode
   return squares;
 }
 
+double norm_of_squares(const std::vector<double>& squares) {
+  double s = 0;
+  for (const double x : squares) s += x;
+  return std::sqrt(s);
+}
+
 double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard,
                  const std::string& what) {
-  double s = 0;
-  for (const double x : grad_squares(backend, grads, shard, what)) s += x;
-  return std::sqrt(s);
+  return norm_of_squares(grad_squares(backend, grads, shard, what));
 }
 
 void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard) {

@@ -123,9 +123,11 @@ Shard make_shard(const TrainConfig& c, const std::vector<model::Param>& params, 
 // unsharded one. `what` names it in errors.
 double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard = {},
                  const std::string& what = "gradient norm");
-// Those squares, one per gradient (every rank has them all); grad_norm is the root of their sum.
+// Those squares, one per gradient (every rank has them all), and the norm they make (their
+// sum in parameter order, rooted): grad_norm is norm_of_squares(grad_squares(...)).
 std::vector<double> grad_squares(model::Backend& backend, const std::vector<model::Tensor>& grads,
                                  const Shard& shard = {}, const std::string& what = "gradient norm");
+double norm_of_squares(const std::vector<double>& squares);
 // Scales the gradients of the shard's parameters.
 void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard = {});
 

@@ -273,8 +273,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
       reducer.finish();  // before the gradient norm and the optimizer read them
       loss = ranks.allreduce_sum(loss, "loss" + of_step);
       squares = grad_squares(*backend, model.grads(), shard, "gradient norm" + of_step);
-      for (const double s : squares) gnorm += s;
-      gnorm = std::sqrt(gnorm);
+      gnorm = norm_of_squares(squares);
     } catch (const Error& e) {
       throw stopped(step + 1, e.what());
     }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <unistd.h>
 
@@ -350,38 +351,37 @@ TEST(Trainer, PrecisionOverridesAreLoggedKeptByTheCheckpointAndFixedForTheRun) {
             std::string::npos);
 }
 
-// MS-EDEN's fallback reaches the backward (at an outlier share of 0.05 most chunks exceed it)
-// and is part of the recipe: a run resumes only under the value it started with.
-TEST(Trainer, EdenFallbackChangesTheBackwardAndIsFixedForTheRun) {
-  TrainConfig plain = small_config("fallback_off", "quartet2"), c = small_config("fallback_on", "quartet2");
+// A method key that changes the backward only (set(c, true) turns it on, set(c, false) off): the
+// first step's loss is the same (the same forward), the second differs, and a run resumes only
+// under the value it started with, refused naming `refusal`.
+void expect_backward_key_fixed_for_the_run(const std::string& out, const std::function<void(TrainConfig&, bool)>& set,
+                                           const std::string& refusal) {
+  TrainConfig plain = small_config(out + "_off", "quartet2"), c = small_config(out + "_on", "quartet2");
   plain.steps = c.steps = 2;
   plain.eval_every = c.eval_every = 2;
-  c.eden_fallback = 0.05;
+  set(c, true);
   const TrainSummary a = run_training(plain, StartMode::kFresh, quiet), b = run_training(c, StartMode::kFresh, quiet);
   EXPECT_EQ(a.losses[0], b.losses[0]);  // the same forward
   EXPECT_NE(a.losses[1], b.losses[1]);  // after another backward
   TrainConfig other = c;
   other.steps = 3;
-  other.eden_fallback = 0;
+  set(other, false);
   EXPECT_NE(test::error_of([&] { run_training(other, StartMode::kResume, quiet); })
-                .find("another configuration: method.eden_fallback (checkpoint 0.05, now 0.0)"),
+                .find("another configuration: " + refusal),
             std::string::npos);
 }
 
+// MS-EDEN's fallback reaches the backward (at an outlier share of 0.05 most chunks exceed it).
+TEST(Trainer, EdenFallbackChangesTheBackwardAndIsFixedForTheRun) {
+  expect_backward_key_fixed_for_the_run(
+      "fallback", [](TrainConfig& c, bool on) { c.eden_fallback = on ? 0.05 : 0; },
+      "method.eden_fallback (checkpoint 0.05, now 0.0)");
+}
+
 TEST(Trainer, HadamardRoundsChangeTheBackwardAndAreFixedForTheRun) {
-  TrainConfig plain = small_config("rounds_one", "quartet2"), c = small_config("rounds_two", "quartet2");
-  plain.steps = c.steps = 2;
-  plain.eval_every = c.eval_every = 2;
-  c.hadamard_rounds = 2;
-  const TrainSummary a = run_training(plain, StartMode::kFresh, quiet), b = run_training(c, StartMode::kFresh, quiet);
-  EXPECT_EQ(a.losses[0], b.losses[0]);  // the same forward
-  EXPECT_NE(a.losses[1], b.losses[1]);  // after another backward
-  TrainConfig other = c;
-  other.steps = 3;
-  other.hadamard_rounds = 1;
-  EXPECT_NE(test::error_of([&] { run_training(other, StartMode::kResume, quiet); })
-                .find("another configuration: method.hadamard_rounds (checkpoint 2, now 1)"),
-            std::string::npos);
+  expect_backward_key_fixed_for_the_run(
+      "rounds", [](TrainConfig& c, bool on) { c.hadamard_rounds = on ? 2 : 1; },
+      "method.hadamard_rounds (checkpoint 2, now 1)");
 }
 
 // The per-step records of out.dir/metrics.jsonl (not the evaluations).
