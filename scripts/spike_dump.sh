@@ -2,8 +2,9 @@
 # Issue 25's look inside a spike (on the GPU machine, with gpu-bundle/ and data/gcide): seed 0 of
 # configs/short-30m.toml under quartet2_no46 and quartet2, stopped at step STEP (default 24, the
 # step where quartet2_no46 spikes) with the first and last layer's X, W and dY dumped; then each
-# dumped linear's forward, dgrad and wgrad errors under both forward quantizers (quartet2 grad-error
-# --load, first 4096 tokens, one backward draw) and each operand's outlier statistics.
+# dumped linear's forward, dgrad and wgrad errors under both forward quantizers
+# (scripts/real-grad-error.sh: first 4096 tokens, one backward draw) and each operand's outlier
+# statistics.
 #
 #   scripts/spike_dump.sh [STEP]   -> $OUT/dump-errors.jsonl, $OUT/dump-stats.txt
 set -euo pipefail
@@ -18,13 +19,7 @@ for run in quartet2_no46 quartet2; do
 done
 wait
 for run in quartet2_no46 quartet2; do
-  for lin in "runs/dump-$run/tensors/step$step"/*; do
-    for fwd in quartet2 quartet2_no46; do
-      r=$("$q2" grad-error --load "$lin" --rows 4096 --draws 1 --scheme $fwd --json 2>/dev/null | tr -d '\n ')
-      echo "{\"run\":\"$run\",\"linear\":\"$(basename "$lin")\",\"scheme\":\"$fwd\",\"result\":$r}"
-    done &
-  done
-  wait
+  SCHEMES="quartet2 quartet2_no46" scripts/real-grad-error.sh "$q2" "runs/dump-$run" 4096 1 | sed "s/^{/{\"run\":\"$run\",/"
 done >"$out/dump-errors.jsonl"
 STEP="$step" python3 - >"$out/dump-stats.txt" <<'PY'
 import glob, os
