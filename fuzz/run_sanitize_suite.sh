@@ -16,7 +16,5 @@ if ! flock "$tree/.q2-build.lock" cmake --build "$tree" --target quartet2_tests 
 fi
 # shellcheck source=sanitizer_env.sh
 . "$here/sanitizer_env.sh"
-# One OpenMP thread per test: ctest -j2 already fills both cores, and two tests of two threads
-# each spent much of their time spinning (the slowest test: 57 s alone, over 100 s that way).
-export OMP_NUM_THREADS=1
+# (Each test runs with one OpenMP thread: CMakeLists.txt's Q2_TEST_ENVIRONMENT.)
 exec ctest --test-dir "$tree" --output-on-failure -j2
