@@ -35,8 +35,11 @@ void check_supported(const linear::Plan& p) {
   };
   if (p.x == FwdQuant::kFp32 || p.exact_dy) fail("fp32 products need float32 GEMMs (use the CPU backend)");
   for (const BackwardOperand* o : {&p.dgrad.a, &p.dgrad.b, &p.wgrad.a, &p.wgrad.b}) {
-    if (o->hadamard_rounds != 1)
-      fail("method.hadamard_rounds = 2 has no GPU kernels yet (the CPU backend runs it)");
+    if (o->hadamard_rounds != 1 && o->quant != BwdQuant::kMsEden)
+      fail(std::string(linear::to_string(o->id)) +
+           ": method.hadamard_rounds = 2 has GPU kernels for MS-EDEN operands only (the CPU backend runs it)");
+    if (o->hadamard_rounds != 1 && o->eden_fallback > 0)
+      fail("method.eden_fallback with method.hadamard_rounds = 2 has no GPU kernels (the CPU backend runs it)");
     if (o->quant == BwdQuant::kMsEden && o->hadamard != 128)
       fail("the GPU MS-EDEN kernels rotate 128-point chunks, the scheme asks for " + std::to_string(o->hadamard));
     if ((o->quant == BwdQuant::kSr || o->quant == BwdQuant::kRtn) && o->hadamard != 0 && o->hadamard != 16 &&
@@ -256,7 +259,7 @@ class Layer final : public CudaLinear {
     __nv_bfloat16* expanded = nullptr;
     if (o.quant == BwdQuant::kMsEden) {
       if (expand) expanded = sc.bf16(slot, e.rows * e.cols);
-      quantize_ms_eden_async(e, rotation(o, seed), o.rounding_seed(seed), dst, ws, 0, expanded, link,
+      quantize_ms_eden_async(e, eden_rotation(o, seed), o.rounding_seed(seed), dst, ws, 0, expanded, link,
                              o.eden_fallback);
     } else if (o.hadamard) {
       quantize_sr_rtn_rows_async(e, sr_rtn(o, seed), sc.amax(0), dst);
@@ -295,11 +298,12 @@ class Layer final : public CudaLinear {
     __nv_bfloat16* expanded = nullptr;
     if (o.quant == BwdQuant::kMsEden) {
       if (expand) expanded = sc.bf16(slot, rows * cols);
+      const EdenRotation rot = eden_rotation(o, seed);
       if (fp4)
-        requantize_ms_eden_transposed_async(*fp4, v.name, rotation(o, seed), o.rounding_seed(seed), dst, ws, stream,
-                                            expanded, link, o.eden_fallback);
+        requantize_ms_eden_transposed_async(*fp4, v.name, rot, o.rounding_seed(seed), dst, ws, stream, expanded, link,
+                                            o.eden_fallback);
       else
-        quantize_ms_eden_transposed_async(v, rotation(o, seed), o.rounding_seed(seed), dst, ws, stream, expanded, link,
+        quantize_ms_eden_transposed_async(v, rot, o.rounding_seed(seed), dst, ws, stream, expanded, link,
                                           o.eden_fallback);
     } else if (fp4) {
       requantize_sr_rtn_transposed_async(*fp4, v.name, sr_rtn(o, seed), sc.amax(stream), dst, stream);
@@ -312,6 +316,12 @@ class Layer final : public CudaLinear {
   // The operand's rotation: its size, with the call's shared rotation seed.
   static quant::Rht rotation(const BackwardOperand& o, uint64_t seed) {
     return quant::Rht(o.hadamard, seeds::linear_stream(seed, seeds::LinearStream::kRotation));
+  }
+  // An MS-EDEN operand's: with hadamard_rounds = 2, kRotation2's first (as the CPU layer).
+  static EdenRotation eden_rotation(const BackwardOperand& o, uint64_t seed) {
+    if (o.hadamard_rounds == 1) return rotation(o, seed);
+    return EdenRotation(quant::Rht(o.hadamard, seeds::linear_stream(seed, seeds::LinearStream::kRotation2)),
+                        rotation(o, seed));
   }
 
   // The operand's SR or RTN quantizer of quantize_sr_rtn_*_async, rotated unless its hadamard is 0.

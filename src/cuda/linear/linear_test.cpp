@@ -267,6 +267,14 @@ TEST(GpuLinear, EdenFallbackOperandsIdenticalToCpu) {
   expect_operands_match_cpu(s);
 }
 
+// Two rounds of rotation (method.hadamard_rounds = 2) on the four MS-EDEN operands.
+TEST(GpuLinear, TwoHadamardRoundsOperandsIdenticalToCpu) {
+  REQUIRE_GPU();
+  linear::Scheme s = linear::scheme_by_name("quartet2", 0, 0, 2);
+  s.name = "quartet2 (hadamard_rounds 2)";
+  expect_operands_match_cpu(s);
+}
+
 // tetrajet2 requantizes the saved X_q / W_q (float32 values) and rotates dY along its rows.
 INSTANTIATE_TEST_SUITE_P(Schemes, GpuLinearQuantized,
                          ::testing::Values("quartet2", "quartet2_no46", "nvidia", "sr", "tetrajet2", "tetrajet2_bwd"));
@@ -303,13 +311,24 @@ TEST(GpuLinear, NativeFp4GemmAgreesWithEmulationWhereAvailable) {
 }
 
 TEST(GpuLinear, UnsupportedSchemesAreNamed) {
-  // fp32 needs float32 GEMMs; the SR/RTN kernels rotate 16- or 32-point chunks only.
-  for (const auto& [name, hadamard] : {std::pair<const char*, int>{"fp32", 0}, {"tetrajet2", 128}}) {
+  // fp32 needs float32 GEMMs; the SR/RTN kernels rotate 16- or 32-point chunks only, and once;
+  // MS-EDEN's two rounds have no kernels with its fallback.
+  struct Case {
+    const char* name;
+    int hadamard;
+    double fallback;
+    int rounds;
+    const char* why;
+  };
+  for (const Case c : {Case{"fp32", 0, 0, 1, "float32 GEMMs"}, Case{"tetrajet2", 128, 0, 1, "16 or 32 points only"},
+                       Case{"tetrajet2", 0, 0, 2, "MS-EDEN operands only"},
+                       Case{"quartet2", 0, 0.5, 2, "eden_fallback with method.hadamard_rounds = 2"}}) {
     try {
-      make_cuda_linear(linear::scheme_by_name(name, hadamard), "layer");
-      ADD_FAILURE() << name << " was accepted";
+      make_cuda_linear(linear::scheme_by_name(c.name, c.hadamard, c.fallback, c.rounds), "layer");
+      ADD_FAILURE() << c.name << " was accepted";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(std::string("'") + name + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + c.name + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.why), std::string::npos) << e.what();
     }
   }
 }

@@ -451,6 +451,26 @@ __device__ __forceinline__ uint32_t group_sign_bits(const uint4& signs, int g) {
   return (w >> (16 * (g & 1))) & 0xFFFFu;
 }
 
+// The sign bits of an MS-EDEN rotation as kernel arguments (EdenRotation): `in` flips the input
+// (the first rotation's signs); with two rounds, the chunk is then rotated, flipped by `then`
+// (the second's) and rotated again.
+struct EdenSigns {
+  uint4 in;
+  uint4 then;
+};
+
+// With two rounds (Twice), the first: the chunk, flipped by its first signs, rotated and flipped
+// by the second's, `sb` (its group's bits; x * -1 is exact, as the CPU's x * sign). A template
+// argument, so that the one-round kernels stay as they were (a run-time flag cost them registers).
+template <bool Twice>
+__device__ __forceinline__ void first_round(float (&y)[16], int lane, uint32_t sb) {
+  if constexpr (Twice) {
+    rht128_spread8(y, lane);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) y[i] = (sb >> i) & 1u ? -y[i] : y[i];
+  }
+}
+
 // Block-wide reduction of the per-thread corrected-scale maximum and NaN/Inf flag, then one
 // atomic per block; also clears the spare status words. blockDim.x must be a multiple of 32
 // and at most 1024.
@@ -481,14 +501,17 @@ __device__ __forceinline__ void publish_cmax(float cmax, bool bad, const FlagSet
 inline uint4 sign_words(const quant::Rht& r) {
   return make_uint4(r.sign_bits[0], r.sign_bits[1], r.sign_bits[2], r.sign_bits[3]);
 }
+inline EdenSigns eden_signs(const EdenRotation& r) {
+  return EdenSigns{sign_words(r.twice ? r.first : r.r), sign_words(r.r)};
+}
 // Pass 2 of MS-EDEN, shared by the three pass-1 kernels (ms_eden.cu); with `expanded`, also
 // the unscaled BF16 expansion of out.
 void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint64_t sr_seed, Flags* flags,
                         DeviceNVFP4& out, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link);
-// Validates the rotation (128 points).
-void require_rht128(const quant::Rht& r, const std::string& tensor);
-// Validates the fallback's threshold (quant::valid_eden_fallback).
-EdenFallback eden_fallback(double tau, uint64_t sr_seed, const std::string& tensor);
+// Validates an MS-EDEN quantization's rotation (128 points, both with two rounds) and fallback
+// threshold (quant::valid_eden_fallback), which two rounds do not take (no kernels), and
+// returns the fallback's kernel argument.
+EdenFallback eden_setup(const EdenRotation& r, double tau, uint64_t sr_seed, const std::string& tensor);
 
 }  // namespace q2::cuda::detail
 

@@ -34,6 +34,11 @@
 // (eden_falls_back8), and a chunk that falls back is rounded stochastically
 // (quant::eden_fallback_group, the CPU's code) instead of EDEN-corrected
 // (eden_or_fallback_group).
+//
+// Two rounds of rotation (EdenRotation::twice, hadamard_rounds = 2) are a third instantiation of
+// each pass-1 kernel (without the fallback): the signs flipped into the BF16 input are the first
+// rotation's; first_round rotates and flips by the second's, in registers, before the second
+// rht128_spread8.
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -110,9 +115,9 @@ __device__ __forceinline__ void grid_barrier(uint32_t* arrived) {
 // (below). Otherwise pass 1 writes the scratch for eden_scales_kernel. Fallback: MS-EDEN's
 // stochastic rounding of dominated chunks, a separate instantiation so that plain MS-EDEN's
 // kernels stay as they were.
-template <bool Fused, bool Fallback>
+template <bool Fused, bool Fallback, bool Twice>
 __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __restrict__ x, int64_t groups,
-                                                                 uint4 signs, uint2* __restrict__ packed,
+                                                                 EdenSigns signs, uint2* __restrict__ packed,
                                                                  float* __restrict__ corrected, FlagSet flags,
                                                                  ScalePass sp, EdenFallback fb) {
   dependent_launch_prologue();
@@ -123,7 +128,7 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
   uint2* s_codes = reinterpret_cast<uint2*>(fused_smem);
   float* s_c = reinterpret_cast<float*>(s_codes + per_block * kThreads);
   const int lane = threadIdx.x & 31;
-  const uint32_t sb = group_sign_bits(signs, lane & 7);
+  const uint32_t sb = group_sign_bits(signs.in, lane & 7), sb_then = group_sign_bits(signs.then, lane & 7);
   // The group's signs at bits 15 - 2j (element 2j) and 31 - 2j (element 2j + 1): the BF16 sign
   // bits to flip in packed pair j are (smask << 2j) & 0x80008000, one register for all eight.
   uint32_t smask = 0;
@@ -162,6 +167,7 @@ __global__ void __launch_bounds__(kThreads) ms_eden_rows_kernel(const uint4* __r
       y[2 * j] = bf16_lo(wj);
       y[2 * j + 1] = bf16_hi(wj);
     }
+    first_round<Twice>(y, lane, sb_then);
     const bool sr = Fallback && eden_falls_back8(y, fb.tau);
     rht128_spread8(y, lane);
     uint2 p;
@@ -266,10 +272,10 @@ struct FusedPlan {
   size_t smem = 0;
 };
 
-template <bool Fallback>
+template <bool Fallback, bool Twice>
 FusedPlan fused_plan(int64_t tiles) {
   constexpr size_t kTileBytes = kThreads * (sizeof(uint2) + sizeof(float));
-  const void* kernel = reinterpret_cast<const void*>(ms_eden_rows_kernel<true, Fallback>);
+  const void* kernel = reinterpret_cast<const void*>(ms_eden_rows_kernel<true, Fallback, Twice>);
   static const size_t max_smem = [&] {
     cudaFuncAttributes a{};
     check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes (fused MS-EDEN)");
@@ -297,27 +303,27 @@ void launch_scales(const float* corrected, int64_t quads, Flags* flags, const De
 }
 
 // quantize_ms_eden_async's launches, after its checks.
-template <bool Fallback>
-void launch_rows(const BF16View& x, const quant::Rht& r, int64_t groups, DeviceNVFP4& out, Workspace& ws,
+template <bool Fallback, bool Twice>
+void launch_rows(const BF16View& x, const EdenRotation& r, int64_t groups, DeviceNVFP4& out, Workspace& ws,
                  cudaStream_t stream, const ScalePass& sp, const EdenFallback& fb) {
   const int64_t tiles = (groups + kThreads - 1) / kThreads;
   const auto* in = reinterpret_cast<const uint4*>(x.data);
   auto* codes = reinterpret_cast<uint2*>(out.packed.get());
-  const FusedPlan plan = fused_plan<Fallback>(tiles);
+  const FusedPlan plan = fused_plan<Fallback, Twice>(tiles);
   // A device that holds fewer blocks than its occupancy says (e.g. under MPS) refuses the
   // cooperative launch; the two kernels run instead.
-  if (plan.blocks && launch_cooperative("ms_eden_rows_kernel (fused)", ms_eden_rows_kernel<true, Fallback>,
-                                        plan.blocks, kThreads, plan.smem, stream, in, groups, sign_words(r), codes,
+  if (plan.blocks && launch_cooperative("ms_eden_rows_kernel (fused)", ms_eden_rows_kernel<true, Fallback, Twice>,
+                                        plan.blocks, kThreads, plan.smem, stream, in, groups, eden_signs(r), codes,
                                         nullptr, next_flags(ws), sp, fb)) {
     ws.next_turn();
     return;
   }
   float* corrected = ws.scratch(groups);
   const int blocks =
-      persistent_blocks(reinterpret_cast<const void*>(ms_eden_rows_kernel<false, Fallback>), kThreads, 0, tiles);
+      persistent_blocks(reinterpret_cast<const void*>(ms_eden_rows_kernel<false, Fallback, Twice>), kThreads, 0, tiles);
   const FlagSet flags = next_flags(ws);
-  launch_dependent("ms_eden_rows_kernel", ms_eden_rows_kernel<false, Fallback>, blocks, kThreads, stream, in, groups,
-                   sign_words(r), codes, corrected, flags, sp, fb);
+  launch_dependent("ms_eden_rows_kernel", ms_eden_rows_kernel<false, Fallback, Twice>, blocks, kThreads, stream, in, groups,
+                   eden_signs(r), codes, corrected, flags, sp, fb);
   ws.next_turn();
   launch_scales(corrected, groups / 4, flags.use, out, sp, stream);
 }
@@ -332,21 +338,22 @@ void launch_eden_scales(const float* corrected, int64_t rows, int64_t cols, uint
 
 }  // namespace detail
 
-void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
+void quantize_ms_eden_async(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
                             cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link, double eden_fallback) {
-  detail::require_rht128(r, x.name);
-  const detail::EdenFallback fb = detail::eden_fallback(eden_fallback, sr_seed, x.name);
+  const detail::EdenFallback fb = detail::eden_setup(r, eden_fallback, sr_seed, x.name);
   const int64_t groups =
       detail::require_input(x, 128, "MS-EDEN rotates whole Hadamard chunks along a row");
   out.ensure(x.rows, x.cols);
   const detail::ScalePass sp = detail::scale_pass(x.cols, sr_seed, out, expanded, link);
-  if (fb.tau > 0)
-    detail::launch_rows<true>(x, r, groups, out, ws, stream, sp, fb);
+  if (r.twice)
+    detail::launch_rows<false, true>(x, r, groups, out, ws, stream, sp, fb);
+  else if (fb.tau > 0)
+    detail::launch_rows<true, false>(x, r, groups, out, ws, stream, sp, fb);
   else
-    detail::launch_rows<false>(x, r, groups, out, ws, stream, sp, fb);
+    detail::launch_rows<false, false>(x, r, groups, out, ws, stream, sp, fb);
 }
 
-void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
+void quantize_ms_eden(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
                       cudaStream_t stream, double eden_fallback) {
   quantize_ms_eden_async(x, r, sr_seed, out, ws, stream, nullptr, {}, eden_fallback);
   ws.throw_if_nonfinite(x.name, stream);

@@ -14,6 +14,7 @@
 #include "cuda/quant/test_support.h"
 #include "cuda/runtime/test_util.h"
 #include "format/e4m3.h"
+#include "quant/hadamard.h"
 #include "quant/ms_eden.h"
 #include "quant/rtn.h"
 
@@ -181,6 +182,47 @@ TEST(GpuMsEdenFallback, MatchesCpuBitForBit) {
     expect_same(to_host(out), quant::quantize_ms_eden(MatrixRef(at, "xq^T"), r, 9, with_fallback(tau)),
                 "requant " + shape(m));
   }
+}
+
+// Two rounds of rotation (EdenRotation: `first`, then r, each rounded to float32) in the three
+// MS-EDEN kernels, the rows kernel fused and (8192 x 12288) as two kernels, against the CPU
+// layer's quantize_ms_eden(rht_forward(x, first), r). With the fallback they have no kernels.
+TEST(GpuMsEdenTwoRounds, MatchesCpuBitForBit) {
+  REQUIRE_GPU();
+  Workspace ws;
+  DeviceNVFP4 out;
+  const quant::Rht first(128, 4048), r(128, 2024);
+  const EdenRotation both(first, r);
+  auto cpu = [&](const Matrix& m, uint64_t seed) {
+    const Matrix pre = quant::rht_forward(MatrixRef(m, "in"), first);
+    return quant::quantize_ms_eden(MatrixRef(pre, "in"), r, seed);
+  };
+  for (const Shape s : std::vector<Shape>{{7, 384}, {384, 256}, {8192, 12288}}) {
+    const Bf16Tensor x = upload(dominated(s.rows, s.cols, 62), "dY");
+    const NVFP4Tensor ref = cpu(x.host, 7);
+    DeviceBuffer<__nv_bfloat16> expanded(x.host.size());
+    quantize_ms_eden_async(x.view(), both, 7, out, ws, 0, expanded.get());
+    ws.throw_if_nonfinite(x.name, 0);
+    expect_same(to_host(out), ref, "rows " + shape(x.host));
+    expect_expansion(ref, expanded, "rows " + shape(x.host));
+  }
+  for (const Shape s : std::vector<Shape>{{128, 40}, {1024, 640}}) {
+    const Bf16Tensor x = upload(transpose(dominated(s.cols, s.rows, 72)), "x");
+    quantize_ms_eden_transposed(x.view(), both, 8, out, ws);
+    expect_same(to_host(out), cpu(transpose(x.host), 8), "transposed " + shape(x.host));
+  }
+  for (const Shape s : std::vector<Shape>{{128, 32}, {1024, 800}}) {
+    const Matrix m = transpose(dominated(s.cols, s.rows, 82));
+    const NVFP4Tensor a = quant::quantize_four_over_six(MatrixRef(m, "x"));
+    const DeviceNVFP4 da = to_device(a);
+    requantize_ms_eden_transposed(da, "xq", both, 9, out, ws);
+    expect_same(to_host(out), cpu(transpose(a.dequantize()), 9), "requant " + shape(m));
+    expect_error([&] { requantize_ms_eden_transposed(da, "xq", both, 9, out, ws, 0, 0.9); }, "two rounds");
+  }
+  const Bf16Tensor x = upload(random(128, 256, 5), "dY");
+  expect_error([&] { quantize_ms_eden(x.view(), both, 5, out, ws, 0, 0.9); }, "two rounds");
+  expect_error([&] { quantize_ms_eden_transposed(x.view(), both, 5, out, ws, 0, 0.9); }, "two rounds");
+  expect_error([&] { quantize_ms_eden(x.view(), EdenRotation(quant::Rht(64, 1), r), 5, out, ws); }, "64-point");
 }
 
 // Chunks whose share is exactly 1/2 (squares 4 against 4, summed without rounding): at tau = 1/2

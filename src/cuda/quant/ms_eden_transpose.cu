@@ -10,7 +10,7 @@
 // so the rotation is the same rht128_spread8 as the row-wise kernel and the per-group code is
 // the same eden_group (one thread, order i = 0..15). Shared reads are conflict-free thanks to
 // the swizzle (device_common.cuh). Outputs: 8-byte code stores and float scratch stores at
-// output group (c, r0/16 + g); pass 2 is ms_eden.cu's. Fallback: ms_eden.cu's.
+// output group (c, r0/16 + g); pass 2 is ms_eden.cu's. Fallback and two rounds: ms_eden.cu's.
 #include "cuda/quant/device_common.cuh"
 
 namespace q2::cuda {
@@ -19,16 +19,16 @@ namespace {
 
 constexpr int kThreads = 256, kTileR = 128, kTileC = 64;
 
-template <bool Fallback>
+template <bool Fallback, bool Twice>
 __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv_bfloat16* __restrict__ x, int64_t R,
-                                                                       int64_t C, uint4 signs,
+                                                                       int64_t C, EdenSigns signs,
                                                                        uint2* __restrict__ packed,
                                                                        float* __restrict__ corrected, FlagSet flags,
                                                                        EdenFallback fb) {
   dependent_launch_prologue();
   __shared__ __align__(16) uint32_t tile[2][kTileR * 32];
   const int lane = threadIdx.x & 31, g = lane & 7, cp = (threadIdx.x >> 5) * 4 + (lane >> 3);
-  const uint32_t sb = group_sign_bits(signs, g);
+  const uint32_t sb = group_sign_bits(signs.in, g), sb_then = group_sign_bits(signs.then, g);
   const int64_t tiles_c = (C + kTileC - 1) / kTileC, tiles = R / kTileR * tiles_c;
   const int64_t groups_per_out_row = R / kBlock;
 
@@ -49,6 +49,8 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
       ylo[i] = bf16_lo(w);
       yhi[i] = bf16_hi(w);
     }
+    first_round<Twice>(ylo, lane, sb_then);
+    first_round<Twice>(yhi, lane, sb_then);
     const bool sr_lo = Fallback && eden_falls_back8(ylo, fb.tau), sr_hi = Fallback && eden_falls_back8(yhi, fb.tau);
     rht128_spread8(ylo, lane);
     rht128_spread8(yhi, lane);
@@ -65,11 +67,10 @@ __global__ void __launch_bounds__(kThreads) ms_eden_transposed_kernel(const __nv
 }  // namespace
 }  // namespace detail
 
-void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+void quantize_ms_eden_transposed_async(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out,
                                        Workspace& ws, cudaStream_t stream, __nv_bfloat16* expanded, AlphaLink link,
                                        double eden_fallback) {
-  detail::require_rht128(r, x.name);
-  const detail::EdenFallback fb = detail::eden_fallback(eden_fallback, sr_seed, x.name);
+  const detail::EdenFallback fb = detail::eden_setup(r, eden_fallback, sr_seed, x.name);
   const int64_t groups = detail::require_input(x, 8, "");
   detail::require(x.rows % 128 == 0, x.name,
                   std::to_string(x.rows) +
@@ -77,17 +78,19 @@ void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, u
   out.ensure(x.cols, x.rows);
   float* corrected = ws.scratch(groups);
   const int64_t tiles = x.rows / detail::kTileR * ((x.cols + detail::kTileC - 1) / detail::kTileC);
-  const auto kernel = fb.tau > 0 ? detail::ms_eden_transposed_kernel<true> : detail::ms_eden_transposed_kernel<false>;
+  const auto kernel = r.twice    ? detail::ms_eden_transposed_kernel<false, true>
+                      : fb.tau > 0 ? detail::ms_eden_transposed_kernel<true, false>
+                                   : detail::ms_eden_transposed_kernel<false, false>;
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(kernel), detail::kThreads, 0, tiles);
   const detail::FlagSet flags = detail::next_flags(ws);
   detail::launch_dependent("ms_eden_transposed_kernel", kernel, blocks, detail::kThreads, stream, x.data, x.rows,
-                           x.cols, detail::sign_words(r), reinterpret_cast<uint2*>(out.packed.get()), corrected, flags,
+                           x.cols, detail::eden_signs(r), reinterpret_cast<uint2*>(out.packed.get()), corrected, flags,
                            fb);
   ws.next_turn();
   detail::launch_eden_scales(corrected, x.cols, x.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 
-void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+void quantize_ms_eden_transposed(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out,
                                  Workspace& ws, cudaStream_t stream, double eden_fallback) {
   quantize_ms_eden_transposed_async(x, r, sr_seed, out, ws, stream, nullptr, {}, eden_fallback);
   ws.throw_if_nonfinite(x.name, stream);

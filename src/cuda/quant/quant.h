@@ -118,11 +118,23 @@ void dequantize_unscaled_async(const DeviceNVFP4& a, __nv_bfloat16* out, cudaStr
 void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha, cudaStream_t stream = 0);
 
 // ---- 6.-8. MS-EDEN (quant/ms_eden.cpp, default config: per-16 correction, post-hoc scale) ----
+// MS-EDEN's rotation: the 128-point Rht r, or with hadamard_rounds = 2 (linear::Scheme) the
+// 128-point `first` and then r, each rounded to float32 as quant::rht_forward rounds it (the CPU
+// layer's quantize_ms_eden(rht_forward(x, first), r, ...)). An Rht converts to the one-round form.
+struct EdenRotation {
+  EdenRotation(const quant::Rht& rot) : r(rot) {}  // implicit: an Rht is the one-round rotation
+  EdenRotation(const quant::Rht& first_rot, const quant::Rht& rot) : r(rot), first(first_rot), twice(true) {}
+  quant::Rht r;
+  quant::Rht first;
+  bool twice = false;
+};
+
 // The rotation must be a 128-point Rht. Pass 1 rotates, rounds and writes float32 corrected
 // scales to the workspace scratch plus their maximum; pass 2 aligns the range (t = max/256)
 // and rounds the scales stochastically (Philox (sr_seed, kScaleSR, row * cols/16 + group)).
 // eden_fallback > 0 (below 1): chunks whose outlier share exceeds it are rounded
-// stochastically instead (quant::MsEdenConfig::eden_fallback; codes from (sr_seed, kElementSR)).
+// stochastically instead (quant::MsEdenConfig::eden_fallback; codes from (sr_seed, kElementSR)),
+// decided on the chunk as it enters r (after `first` with two rounds).
 // The async forms raise the workspace's NaN/Inf flag; the plain forms check it (synchronize).
 // With `expanded` (rows * cols BF16 of the output, 16-byte aligned) pass 2 also writes what
 // dequantize_unscaled_async(out, expanded) would; with `link`, pass 2 takes part in alpha.
@@ -131,27 +143,27 @@ void tensor_scale_product_async(const float* t_a, const float* t_b, float* alpha
 // fits in 48 KB of shared memory (up to about 2M 16-groups on an H100), both passes run in
 // one cooperative kernel with a grid-wide barrier between them, and the codes and corrected
 // scales never leave the chip.
-void quantize_ms_eden_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+void quantize_ms_eden_async(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out,
                             Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr,
                             AlphaLink link = {}, double eden_fallback = 0);
-void quantize_ms_eden(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
+void quantize_ms_eden(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws,
                       cudaStream_t stream = 0, double eden_fallback = 0);
 
 // 7. MS-EDEN of x^T ([x.cols, x.rows], rotated along x.rows) without materializing the
 // transpose. Needs x.rows % 128 == 0 and x.cols % 8 == 0.
-void quantize_ms_eden_transposed_async(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+void quantize_ms_eden_transposed_async(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out,
                                        Workspace& ws, cudaStream_t stream = 0, __nv_bfloat16* expanded = nullptr,
                                        AlphaLink link = {}, double eden_fallback = 0);
-void quantize_ms_eden_transposed(const BF16View& x, const quant::Rht& r, uint64_t sr_seed, DeviceNVFP4& out,
+void quantize_ms_eden_transposed(const BF16View& x, const EdenRotation& r, uint64_t sr_seed, DeviceNVFP4& out,
                                  Workspace& ws, cudaStream_t stream = 0, double eden_fallback = 0);
 
 // 8. Requantization: MS-EDEN of dequantize(a)^T ([a.cols, a.rows], rotated along a.rows),
 // reading only the packed tensor. Needs a.rows % 128 == 0 and a.cols % 32 == 0.
-void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
+void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const EdenRotation& r,
                                          uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0,
                                          __nv_bfloat16* expanded = nullptr, AlphaLink link = {},
                                          double eden_fallback = 0);
-void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
+void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const EdenRotation& r,
                                    uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream = 0,
                                    double eden_fallback = 0);
 

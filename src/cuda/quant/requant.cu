@@ -16,7 +16,7 @@
 // is part of the per-row multiplier (x * -1 is exact). Then rht128_spread8, eden_group, stores
 // and ms_eden.cu's pass 2. NaN/Inf: a non-finite t or a NaN scale code raises the workspace
 // flag; products cannot overflow while 6 * 448 * |t| is finite, and otherwise (t above ~1.2e35)
-// a slower path also checks every value. Fallback: ms_eden.cu's.
+// a slower path also checks every value. Fallback and two rounds: ms_eden.cu's.
 #include <cuda_fp16.h>
 
 #include "cuda/quant/device_common.cuh"
@@ -44,9 +44,10 @@ __device__ __forceinline__ uint32_t e4m3_form(uint32_t x) { return (x + 3u * (x 
 // One unit: 16 rows x 8 columns, output groups o + col * gpr for columns col = 0..7 of the unit.
 // tm is t * 2^6, or t itself when Checked: then each value is the reference's (e2m1 * s) * t,
 // with e2m1 * s = p * 2^6 exact, and is checked for overflow.
-template <bool Checked, bool Fallback>
+template <bool Checked, bool Fallback, bool Twice>
 __device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __half2 (&s2)[16], float tm, uint32_t sb,
-                                             int lane, bool valid, int64_t gpr, int64_t o, const EdenFallback& fb,
+                                             uint32_t sb_then, int lane, bool valid, int64_t gpr, int64_t o,
+                                             const EdenFallback& fb,
                                              uint2* __restrict__ packed, float* __restrict__ corrected, float& cmax,
                                              bool& bad) {
   uint32_t e[16];  // even columns 0, 2, 4, 6 first, then the odd ones
@@ -65,6 +66,8 @@ __device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __ha
         yb[i] = Checked ? (p.y * 64.0f) * m : p.y * m;
         if (Checked) bad = bad || (valid && (!is_finite(ya[i]) || !is_finite(yb[i])));
       }
+      first_round<Twice>(ya, lane, sb_then);
+      first_round<Twice>(yb, lane, sb_then);
       const bool sr_a = Fallback && eden_falls_back8(ya, fb.tau), sr_b = Fallback && eden_falls_back8(yb, fb.tau);
       rht128_spread8(ya, lane);
       rht128_spread8(yb, lane);
@@ -77,11 +80,11 @@ __device__ __forceinline__ void requant_unit(const uint32_t (&w)[16], const __ha
   }
 }
 
-template <bool Fallback>
+template <bool Fallback, bool Twice>
 __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __restrict__ codes_in,
                                                             const uint8_t* __restrict__ scales_in,
                                                             const float* __restrict__ tensor_scale_in, int64_t R,
-                                                            int64_t C, uint4 signs, uint2* __restrict__ packed,
+                                                            int64_t C, EdenSigns signs, uint2* __restrict__ packed,
                                                             float* __restrict__ corrected, FlagSet flags,
                                                             EdenFallback fb) {
   dependent_launch_prologue();
@@ -89,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
   __shared__ __align__(16) uint8_t sc[2][4 * 512];          // 4 blocked scale tiles
 
   const int lane = threadIdx.x & 31, g = lane & 7, wc = threadIdx.x >> 3;  // word column 0..31
-  const uint32_t sb = group_sign_bits(signs, g);
+  const uint32_t sb = group_sign_bits(signs.in, g), sb_then = group_sign_bits(signs.then, g);
   const float t = *tensor_scale_in;
   // Products e2m1 * s stay within 6 * 448; below this t no value can overflow.
   const bool checked = !(fabsf(t) <= 0x1.fffffep127f / 2688.0f);
@@ -128,9 +131,11 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
     }
     const int64_t o = c * gpr + r0 / kBlock + g;
     if (checked)
-      requant_unit<true, Fallback>(w, s2, t, sb, lane, valid, gpr, o, fb, packed, corrected, cmax, bad);
+      requant_unit<true, Fallback, Twice>(w, s2, t, sb, sb_then, lane, valid, gpr, o, fb, packed, corrected, cmax,
+                                          bad);
     else
-      requant_unit<false, Fallback>(w, s2, t * 64.0f, sb, lane, valid, gpr, o, fb, packed, corrected, cmax, bad);
+      requant_unit<false, Fallback, Twice>(w, s2, t * 64.0f, sb, sb_then, lane, valid, gpr, o, fb, packed, corrected,
+                                           cmax, bad);
   });
   publish_cmax(cmax, bad && tiles > 0, flags);
 }
@@ -138,11 +143,10 @@ __global__ void __launch_bounds__(kThreads, 2) requant_kernel(const uint8_t* __r
 }  // namespace
 }  // namespace detail
 
-void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
+void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string& name, const EdenRotation& r,
                                          uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream,
                                          __nv_bfloat16* expanded, AlphaLink link, double eden_fallback) {
-  detail::require_rht128(r, name);
-  const detail::EdenFallback fb = detail::eden_fallback(eden_fallback, sr_seed, name);
+  const detail::EdenFallback fb = detail::eden_setup(r, eden_fallback, sr_seed, name);
   detail::require(a.rows > 0 && a.cols > 0 && a.packed.get(), name, "is empty");
   detail::require(a.rows % 128 == 0, name,
                   std::to_string(a.rows) + " rows is not a multiple of 128 (requantization rotates 128-row chunks)");
@@ -153,17 +157,19 @@ void requantize_ms_eden_transposed_async(const DeviceNVFP4& a, const std::string
   out.ensure(a.cols, a.rows);
   float* corrected = ws.scratch(groups);
   const int64_t tiles = a.rows / detail::kTileR * ((a.cols + detail::kTileC - 1) / detail::kTileC);
-  const auto kernel = fb.tau > 0 ? detail::requant_kernel<true> : detail::requant_kernel<false>;
+  const auto kernel = r.twice    ? detail::requant_kernel<false, true>
+                      : fb.tau > 0 ? detail::requant_kernel<true, false>
+                                   : detail::requant_kernel<false, false>;
   const int blocks = detail::persistent_blocks(reinterpret_cast<const void*>(kernel), detail::kThreads, 0, tiles);
   const detail::FlagSet flags = detail::next_flags(ws);
   detail::launch_dependent("requant_kernel", kernel, blocks, detail::kThreads, stream, a.packed.get(), a.scales.get(),
-                           a.tensor_scale.get(), a.rows, a.cols, detail::sign_words(r),
+                           a.tensor_scale.get(), a.rows, a.cols, detail::eden_signs(r),
                            reinterpret_cast<uint2*>(out.packed.get()), corrected, flags, fb);
   ws.next_turn();
   detail::launch_eden_scales(corrected, a.cols, a.rows, sr_seed, flags.use, out, stream, expanded, link);
 }
 
-void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const quant::Rht& r,
+void requantize_ms_eden_transposed(const DeviceNVFP4& a, const std::string& name, const EdenRotation& r,
                                    uint64_t sr_seed, DeviceNVFP4& out, Workspace& ws, cudaStream_t stream,
                                    double eden_fallback) {
   requantize_ms_eden_transposed_async(a, name, r, sr_seed, out, ws, stream, nullptr, {}, eden_fallback);

@@ -83,14 +83,15 @@ int64_t require_input(const F32View& x, int64_t row_multiple, const std::string&
   return require_view(x, row_multiple, why);
 }
 
-void require_rht128(const quant::Rht& r, const std::string& tensor) {
-  require(r.size == 128, tensor, "the GPU MS-EDEN kernels rotate 128-point chunks, got a " + std::to_string(r.size) +
-                                     "-point Hadamard transform");
-}
-
-EdenFallback eden_fallback(double tau, uint64_t sr_seed, const std::string& tensor) {
+EdenFallback eden_setup(const EdenRotation& r, double tau, uint64_t sr_seed, const std::string& tensor) {
+  for (const quant::Rht* rot : {&r.first, &r.r})
+    if (rot == &r.r || r.twice)
+      require(rot->size == 128, tensor, "the GPU MS-EDEN kernels rotate 128-point chunks, got a " +
+                                            std::to_string(rot->size) + "-point Hadamard transform");
   require(quant::valid_eden_fallback(tau), tensor,
           "MS-EDEN's eden_fallback must be in [0, 1), got " + std::to_string(tau));
+  require(!(r.twice && tau > 0), tensor,
+          "MS-EDEN's eden_fallback with two rounds of rotation has no GPU kernels (the CPU backend runs it)");
   return EdenFallback{tau, sr_seed};
 }
 
