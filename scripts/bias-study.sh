@@ -13,6 +13,8 @@
 # each dump (a multiple of 128). SCHEMES overrides the schemes (default "quartet2 sr nvidia"); an
 # entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU), SCHEME+rht2 with two
 # rotation rounds (--hadamard-rounds 2), each labelled so.
+# JOBS (default 1) runs that many grad-error processes at once, one OpenMP thread each (a machine
+# with many cores); the lines keep their order.
 # One JSON object per line: {"step", "linear", "scheme", "result"} with scheme "chunks" for the
 # chunk statistics.
 set -euo pipefail
@@ -20,28 +22,50 @@ set -euo pipefail
 q2="$1" run="$2" draws="${3:-256}" rows="${4:-0}"
 schemes=(${SCHEMES:-quartet2 sr nvidia})
 [[ -d "$run/tensors" ]] || { echo "bias-study: $run/tensors not found (train with --log.dump_every=N)" >&2; exit 1; }
-tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
-# grad-error's JSON on one line; its progress on stderr is shown only when it fails.
-result() {
-  "$q2" grad-error --load "$lin_dir" --rows "$rows" --json "$@" 2>"$tmp" | tr -d '\n ' ||
-    { cat "$tmp" >&2; echo "bias-study: grad-error $* failed on $lin_dir" >&2; return 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+jobs=${JOBS:-1}
+((jobs > 1)) && export OMP_NUM_THREADS=1
+# job N STEP LINEAR_DIR SCHEME ARGS...: grad-error's JSON, on one line, into $tmp/N.json; its
+# progress on stderr is shown only when it fails.
+job() {
+  local n=$1 step=$2 lin_dir=$3 scheme=$4 r
+  shift 4
+  if ! r=$("$q2" grad-error --load "$lin_dir" --rows "$rows" --json "$@" 2>"$tmp/$n.err" | tr -d '\n '); then
+    cat "$tmp/$n.err" >&2
+    echo "bias-study: grad-error $* failed on $lin_dir" >&2
+    return 1
+  fi
+  printf '{"step":%s,"linear":"%s","scheme":"%s","result":%s}\n' "$step" "$(basename "$lin_dir")" "$scheme" "$r" \
+    >"$tmp/$n.json"
 }
+n=0 running=0 failed=0
 for step_dir in "$run"/tensors/step*; do
   step="${step_dir##*step}"
   for lin_dir in "$step_dir"/*; do
-    lin=$(basename "$lin_dir")
-    echo "bias-study: step $step $lin" >&2
-    r=$(result --chunk-stats)
-    printf '{"step":%s,"linear":"%s","scheme":"chunks","result":%s}\n' "$step" "$lin" "$r"
-    for scheme in "${schemes[@]}"; do
-      base="${scheme%@*}"
-      base="${base%+rht2}"
-      args=(--scheme "$base")
-      [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
-      [[ "$scheme" == *+rht2 ]] && args+=(--hadamard-rounds 2)
-      r=$(result "${args[@]}" --draws "$draws" --curve)
-      printf '{"step":%s,"linear":"%s","scheme":"%s","result":%s}\n' "$step" "$lin" "$scheme" "$r"
+    echo "bias-study: step $step $(basename "$lin_dir")" >&2
+    for scheme in chunks "${schemes[@]}"; do
+      if [[ $scheme == chunks ]]; then
+        args=(--chunk-stats)
+      else
+        base="${scheme%@*}"
+        base="${base%+rht2}"
+        args=(--scheme "$base" --draws "$draws" --curve)
+        [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
+        [[ "$scheme" == *+rht2 ]] && args+=(--hadamard-rounds 2)
+      fi
+      job "$n" "$step" "$lin_dir" "$scheme" "${args[@]}" &
+      n=$((n + 1))
+      if ((++running >= jobs)); then
+        wait -n || failed=1
+        ((running--))
+      fi
     done
   done
 done
+while ((running > 0)); do
+  wait -n || failed=1
+  ((running--))
+done
+((failed == 0)) || exit 1
+for ((i = 0; i < n; i++)); do cat "$tmp/$i.json"; done

@@ -2,7 +2,7 @@
 # scripts/bias-study.sh and scripts/bias_table.py on a fake run of two dumped linears, one of
 # whose dY has a token carrying nearly all the gradient (as an attention sink's can): one JSON
 # line per linear and scheme, the chunk statistics see that token, MS-EDEN's fallback
-# (quartet2@0.9) changes what it should, the tables and the plot.
+# (quartet2@0.9) changes what it should, the tables and the plot, and JOBS keeps the lines.
 #
 #   scripts/bias_study_test.sh QUARTET2_BINARY
 set -euo pipefail
@@ -64,6 +64,10 @@ grep -q '^| 7 | 1 | attention.wo | wgrad | ' <<<"$out" || fail "no fallback row 
 if ((${#plot[@]})); then
   [[ "$(head -c 4 "$tmp/out-curves.png" | tail -c 3)" == "PNG" ]] || fail "out-curves.png is not a PNG"
 fi
+# JOBS runs the same grad-error calls at once: the same lines, in the same order.
+JOBS=3 SCHEMES="quartet2 nvidia quartet2@0.9" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/jobs.jsonl" \
+  2>"$tmp/log"
+cmp -s "$tmp/study.jsonl" "$tmp/jobs.jsonl" || fail "JOBS=3 gave other lines than one job at a time"
 # A run without dumps is an error.
 if "$root/scripts/bias-study.sh" "$q2" "$tmp" 2>/dev/null; then fail "accepted a run without tensors"; fi
 echo "bias_study_test: ok"

@@ -79,6 +79,7 @@ void for_each_field(C& c, F&& f) {
   f("log", "ckpt_every", c.ckpt_every);
   f("log", "dump_every", c.dump_every);
   f("log", "dump_layers", c.dump_layers);
+  f("log", "dump_rows", c.dump_rows);
   f("log", "param_grad_norms", c.param_grad_norms);
   f("dist", "world_size", c.world_size);
   f("dist", "rank", c.rank);
@@ -114,7 +115,7 @@ json typed_defaults() {
 }
 
 // The keys that came with train.optimizer, train.recompute, the precision overrides, the
-// spike guard, log.dump_layers, log.param_grad_norms, method.eden_fallback and
+// spike guard, log.dump_layers, log.dump_rows, log.param_grad_norms, method.eden_fallback and
 // method.hadamard_rounds (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
@@ -124,7 +125,7 @@ bool added_later(const std::string& section, const std::string& key) {
   static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback",
                                        "hadamard_rounds"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
-  if (section == "log") return key == "dump_layers" || key == "param_grad_norms";
+  if (section == "log") return key == "dump_layers" || key == "dump_rows" || key == "param_grad_norms";
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
 }
 
@@ -395,6 +396,7 @@ void validate(const TrainConfig& c) {
   require(c.dump_every >= 0, "log.dump_every", ">= 0 (0: no tensor dumps)", c.dump_every);
   if (c.dump_layers != "ends" && c.dump_layers != "all")
     bad("log.dump_layers must be 'ends' (first and last layer) or 'all', got '" + c.dump_layers + "'");
+  require(c.dump_rows >= 0, "log.dump_rows", ">= 0 (0: every token)", c.dump_rows);
 
   require(c.world_size >= 0, "dist.world_size", ">= 1 (0: from the environment)", c.world_size);
   require(c.rank >= -1, "dist.rank", ">= 0 (-1: from the environment)", c.rank);

@@ -77,6 +77,7 @@ struct TrainConfig {
   // picks whose: "ends" the first and last layer's, "all" every layer's (a bias study per layer).
   int64_t dump_every = 0;
   std::string dump_layers = "ends";
+  int64_t dump_rows = 0;  // > 0: only the first dump_rows tokens of X and dY (W whole); 0: all
   // Each step's metrics record also holds every parameter's gradient norm ("param_grad_norms"),
   // to find which layer and tensor a spike starts in.
   bool param_grad_norms = false;

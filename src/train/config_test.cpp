@@ -59,6 +59,7 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--method.eden_fallback=1"}, "method.eden_fallback must be 0 (off) or in (0, 1), got 1"},
       {{"--method.eden_fallback=nan"}, "method.eden_fallback must be 0 (off) or in (0, 1), got nan"},
       {{"--method.hadamard_rounds=3"}, "method.hadamard_rounds must be 1 or 2, got 3"},
+      {{"--log.dump_rows=-1"}, "log.dump_rows must be >= 0 (0: every token), got -1"},
       {{"--train.lr=nan"}, "train.lr must be finite and > 0, got nan"},
       {{"--train.lr=inf"}, "train.lr must be finite and > 0, got inf"},
       {{"--train.clip=-1"}, "train.clip must be finite and >= 0 (0: no clipping), got -1"},

@@ -125,15 +125,21 @@ void append_line(const std::string& path, const std::string& line) {
 }
 
 // A tap writing the linear operands as .npy files under dir: every layer's, or (`all` false)
-// the first and last layer's.
-model::Transformer::Tap tensor_dump(model::Backend& backend, const std::string& dir, int64_t n_layers, bool all) {
-  return [&backend, dir, n_layers, all](const std::string& name, const model::Tensor& t) {
+// the first and last layer's; X and dY cut to their first `rows` tokens when rows > 0.
+model::Transformer::Tap tensor_dump(model::Backend& backend, const std::string& dir, int64_t n_layers, bool all,
+                                    int64_t rows) {
+  return [&backend, dir, n_layers, all, rows](const std::string& name, const model::Tensor& t) {
     const std::string last = "layers." + std::to_string(n_layers - 1) + ".";
     if (!all && name.rfind("layers.0.", 0) != 0 && name.rfind(last, 0) != 0) return;
     const size_t dot = name.rfind('.');
-    const std::string sub = dir + "/" + name.substr(0, dot);
+    const std::string sub = dir + "/" + name.substr(0, dot), what = name.substr(dot + 1);
     std::filesystem::create_directories(sub);
-    save_npy(sub + "/" + name.substr(dot + 1) + ".npy", backend.download(t));
+    Matrix m = backend.download(t);
+    if (rows > 0 && what != "w" && m.rows > rows) {
+      m.data.resize(static_cast<size_t>(rows * m.cols));
+      m.rows = rows;
+    }
+    save_npy(sub + "/" + what + ".npy", m);
   };
 }
 
@@ -260,7 +266,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
       for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
         const bool dump = lead && micro == 0 && cfg.dump_every > 0 && (step + 1) % cfg.dump_every == 0;
         if (dump) model.set_tap(tensor_dump(*backend, cfg.out_dir + "/tensors/step" + std::to_string(step + 1), mc.n_layers,
-                                            cfg.dump_layers == "all"));
+                                            cfg.dump_layers == "all", cfg.dump_rows));
         const data::Batch b = loader.next();
         loss += model.forward(b.inputs, b.targets, b.batch, b.seq);
         // Each rank draws its own rotations and rounding (independent noise averages out in the

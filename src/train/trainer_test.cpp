@@ -146,6 +146,29 @@ TEST(Trainer, DumpLayersAllDumpsEveryBlockLinearOfEveryLayer) {
     }
 }
 
+// log.dump_rows keeps the first tokens of X and dY, exactly as a whole dump of the same step
+// has them, and W whole.
+TEST(Trainer, DumpRowsKeepsTheFirstTokensOfXAndDy) {
+  TrainConfig whole = small_config("dump_whole", "quartet2");
+  whole.steps = 1;
+  whole.dump_every = 1;
+  TrainConfig cut = whole;
+  cut.out_dir = small_config("dump_cut", "quartet2").out_dir;
+  cut.dump_rows = 48;
+  ASSERT_GT(whole.batch_size * whole.seq_len, cut.dump_rows);
+  run_training(whole, StartMode::kFresh, quiet);
+  run_training(cut, StartMode::kFresh, quiet);
+  const fs::path lin = fs::path("tensors") / "step1" / "layers.0.attention.wqkv";
+  const eval::LayerOperands a = eval::load_operands((fs::path(whole.out_dir) / lin).string());
+  const eval::LayerOperands b = eval::load_operands((fs::path(cut.out_dir) / lin).string());
+  EXPECT_EQ(b.x.rows, cut.dump_rows);
+  EXPECT_EQ(b.dy.rows, cut.dump_rows);
+  EXPECT_TRUE(std::equal(b.x.data.begin(), b.x.data.end(), a.x.data.begin()));
+  EXPECT_TRUE(std::equal(b.dy.data.begin(), b.dy.data.end(), a.dy.data.begin()));
+  EXPECT_EQ(b.w.rows, a.w.rows);
+  EXPECT_EQ(b.w.data, a.w.data);
+}
+
 TEST(Trainer, NaNStopsNamingTheStepAndALastCheckpointThatLoadsAndResumes) {
   TrainConfig c = small_config("nan", "bf16");
   c.ckpt_every = 1;
