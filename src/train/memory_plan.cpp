@@ -121,9 +121,9 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
     p.optimizer_whole += 4 * state.back();
     const MuonGroup g = c.optimizer == "muon" ? muon_group(prm, mc) : MuonGroup{ParamGroup::kScalar, {}};
     if (g.group != ParamGroup::kMatrix) continue;
-    for (const int64_t rows : g.blocks) {  // float32 update, two BF16 iterates, two s x s products
+    for (const int64_t rows : g.blocks) {  // float32 update, two BF16 iterates, s x s: two BF16, one float32
       const uint64_t e = static_cast<uint64_t>(rows * prm.value.cols), s = std::min<uint64_t>(rows, prm.value.cols);
-      if (cuda) muon_transient = std::max(muon_transient, 8 * e + 4 * s * s);
+      if (cuda) muon_transient = std::max(muon_transient, 8 * e + 8 * s * s);
     }
   }
   // ZeRO-1's shards as make_shard deals them.

@@ -32,8 +32,9 @@ __global__ void normalize_kernel(const float* __restrict__ u, const double* __re
   for (int64_t j = tid(); j < n; j += nthreads()) x[j] = __float2bfloat16_rn(__fmul_rn(u[j], k));
 }
 
-__global__ void scaled_copy_kernel(const bf16* __restrict__ src, float s, bf16* __restrict__ dst, int64_t n) {
-  for (int64_t j = tid(); j < n; j += nthreads()) dst[j] = __float2bfloat16_rn(__fmul_rn(s, __bfloat162float(src[j])));
+__global__ void scaled_copy_kernel(const bf16* __restrict__ src, float s, float* __restrict__ dst, int64_t n) {
+  for (int64_t j = tid(); j < n; j += nthreads())
+    dst[j] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(s, __bfloat162float(src[j]))));
 }
 
 // r[i] = mean of x^2 along row i (one block per row).
@@ -108,7 +109,7 @@ void muon_normalize(const float* u, const double* sum_sq, double scale, double e
   check_launch("muon normalize_kernel");
 }
 
-void scaled_copy(const bf16* src, float s, bf16* dst, int64_t n) {
+void scaled_copy(const bf16* src, float s, float* dst, int64_t n) {
   if (n <= 0) return;
   scaled_copy_kernel<<<detail::grid_for(n, kThreads), kThreads>>>(src, s, dst, n);
   check_launch("scaled_copy_kernel");

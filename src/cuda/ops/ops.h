@@ -146,8 +146,9 @@ void adamw(float* w, const float* g, float* m, float* v, int64_t n, const model:
 void muon_momentum(const float* g, float* m, float* u, int64_t n, double momentum);
 // x = bf16(u / (scale sqrt(*sum_sq) + eps)); *sum_sq is read on the device (sum_squares_async).
 void muon_normalize(const float* u, const double* sum_sq, double scale, double eps, bf16* x, int64_t n);
-// dst = bf16(s * src).
-void scaled_copy(const bf16* src, float s, bf16* dst, int64_t n);
+// dst = bf16(s * src), stored as float32 (exactly): the BF16 term a Newton-Schulz step adds to a
+// product, accumulated onto in float32 (cuda/muon.cpp).
+void scaled_copy(const bf16* src, float s, float* dst, int64_t n);
 // The variance reduction of the orthogonalized x [rows, cols]: updates the factored second
 // moments v (model::muon_second_moment_size(rows, cols) values) and writes the factors f (as
 // many) that scale x's rows (rows >= cols) or columns. Deterministic.
