@@ -24,7 +24,7 @@ TEST(Matrix, ShapesThatCannotExistAreNamed) {
             "64-bit integer");
   // 4 EiB fits every integer but no address space: the allocation itself fails. (AddressSanitizer
   // reports a failed operator new and aborts instead of throwing, so its build leaves this out.)
-#ifndef __SANITIZE_ADDRESS__
+#ifndef Q2_ASAN_RUNTIME
   EXPECT_EQ(error_of([] { Matrix(int64_t{1} << 40, int64_t{1} << 20); }),
             "float32 matrix [1099511627776, 1048576]: cannot allocate 4.00 EiB (out of memory)");
 #endif
