@@ -14,7 +14,8 @@
 # entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU), SCHEME+rht2 with two
 # rotation rounds (--hadamard-rounds 2), each labelled so.
 # JOBS (default 1) runs that many grad-error processes at once, one OpenMP thread each (a machine
-# with many cores); the lines keep their order.
+# with many cores); the lines keep their order and come out as soon as those before them are
+# done, so a study stopped part way keeps what it finished.
 # One JSON object per line: {"step", "linear", "scheme", "result"} with scheme "chunks" for the
 # chunk statistics.
 set -euo pipefail
@@ -37,7 +38,16 @@ job() {
     return 1
   fi
   printf '{"step":%s,"linear":"%s","scheme":"%s","result":%s}\n' "$step" "$(basename "$lin_dir")" "$scheme" "$r" \
-    >"$tmp/$n.json"
+    >"$tmp/$n.part"
+  mv "$tmp/$n.part" "$tmp/$n.json"
+}
+# Prints the finished lines that follow the last one printed.
+next=0
+flush() {
+  while [[ -f "$tmp/$next.json" ]]; do
+    cat "$tmp/$next.json"
+    next=$((next + 1))
+  done
 }
 n=0 running=0 failed=0
 for step_dir in "$run"/tensors/step*; do
@@ -59,6 +69,7 @@ for step_dir in "$run"/tensors/step*; do
       if ((++running >= jobs)); then
         wait -n || failed=1
         ((running--))
+        flush
       fi
     done
   done
@@ -67,5 +78,5 @@ while ((running > 0)); do
   wait -n || failed=1
   ((running--))
 done
+flush
 ((failed == 0)) || exit 1
-for ((i = 0; i < n; i++)); do cat "$tmp/$i.json"; done

@@ -68,6 +68,27 @@ fi
 JOBS=3 SCHEMES="quartet2 nvidia quartet2@0.9" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/jobs.jsonl" \
   2>"$tmp/log"
 cmp -s "$tmp/study.jsonl" "$tmp/jobs.jsonl" || fail "JOBS=3 gave other lines than one job at a time"
+# A study that fails part way keeps the lines of what it finished before, in order.
+cp -r "$tmp/run" "$tmp/bad"
+mkdir "$tmp/bad/tensors/step7/layers.9.attention.wo"
+cp "$tmp/run/tensors/step7/layers.0.attention.wo/"*.npy "$tmp/bad/tensors/step7/layers.9.attention.wo/"
+head -c 100 "$tmp/run/tensors/step7/layers.0.attention.wo/x.npy" >"$tmp/bad/tensors/step7/layers.9.attention.wo/x.npy"
+if SCHEMES="quartet2 nvidia" "$root/scripts/bias-study.sh" "$q2" "$tmp/bad" 4 >"$tmp/bad.jsonl" 2>/dev/null; then
+  fail "accepted a truncated x.npy"
+fi
+python3 - "$tmp/study.jsonl" "$tmp/bad.jsonl" <<'PY' || fail "a failed study did not keep the lines before the failure"
+import json, sys
+def lines(path):  # without the dump's path
+    out = []
+    for l in open(path):
+        d = json.loads(l)
+        d["result"].get("config", {}).pop("load", None)
+        out.append(d)
+    return out
+want = [d for d in lines(sys.argv[1]) if d["scheme"] != "quartet2@0.9"]
+got = lines(sys.argv[2])
+assert len(want) == 6 and got == want, [(d["linear"], d["scheme"]) for d in got]
+PY
 # A run without dumps is an error.
 if "$root/scripts/bias-study.sh" "$q2" "$tmp" 2>/dev/null; then fail "accepted a run without tensors"; fi
 echo "bias_study_test: ok"
