@@ -133,8 +133,8 @@ struct EdenRotation {
 // scales to the workspace scratch plus their maximum; pass 2 aligns the range (t = max/256)
 // and rounds the scales stochastically (Philox (sr_seed, kScaleSR, row * cols/16 + group)).
 // eden_fallback > 0 (below 1): chunks whose outlier share exceeds it are rounded
-// stochastically instead (quant::MsEdenConfig::eden_fallback; codes from (sr_seed, kElementSR)),
-// decided on the chunk as it enters r (after `first` with two rounds).
+// stochastically instead (quant::MsEdenConfig::eden_fallback; codes from (sr_seed, kElementSR));
+// with two rounds it is refused (no kernels; the CPU decides between the rounds).
 // The async forms raise the workspace's NaN/Inf flag; the plain forms check it (synchronize).
 // With `expanded` (rows * cols BF16 of the output, 16-byte aligned) pass 2 also writes what
 // dequantize_unscaled_async(out, expanded) would; with `link`, pass 2 takes part in alpha.
