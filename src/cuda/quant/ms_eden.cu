@@ -322,8 +322,8 @@ void launch_rows(const BF16View& x, const EdenRotation& r, int64_t groups, Devic
   const int blocks =
       persistent_blocks(reinterpret_cast<const void*>(ms_eden_rows_kernel<false, Fallback, Twice>), kThreads, 0, tiles);
   const FlagSet flags = next_flags(ws);
-  launch_dependent("ms_eden_rows_kernel", ms_eden_rows_kernel<false, Fallback, Twice>, blocks, kThreads, stream, in, groups,
-                   eden_signs(r), codes, corrected, flags, sp, fb);
+  launch_dependent("ms_eden_rows_kernel", ms_eden_rows_kernel<false, Fallback, Twice>, blocks, kThreads, stream, in,
+                   groups, eden_signs(r), codes, corrected, flags, sp, fb);
   ws.next_turn();
   launch_scales(corrected, groups / 4, flags.use, out, sp, stream);
 }

@@ -84,10 +84,12 @@ int64_t require_input(const F32View& x, int64_t row_multiple, const std::string&
 }
 
 EdenFallback eden_setup(const EdenRotation& r, double tau, uint64_t sr_seed, const std::string& tensor) {
-  for (const quant::Rht* rot : {&r.first, &r.r})
-    if (rot == &r.r || r.twice)
-      require(rot->size == 128, tensor, "the GPU MS-EDEN kernels rotate 128-point chunks, got a " +
-                                            std::to_string(rot->size) + "-point Hadamard transform");
+  auto require_128 = [&](const quant::Rht& rot) {
+    require(rot.size == 128, tensor, "the GPU MS-EDEN kernels rotate 128-point chunks, got a " +
+                                         std::to_string(rot.size) + "-point Hadamard transform");
+  };
+  require_128(r.r);
+  if (r.twice) require_128(r.first);
   require(quant::valid_eden_fallback(tau), tensor,
           "MS-EDEN's eden_fallback must be in [0, 1), got " + std::to_string(tau));
   require(!(r.twice && tau > 0), tensor,
