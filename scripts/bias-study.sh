@@ -12,7 +12,8 @@
 # DRAWS (default 256) backward draws per scheme; ROWS (default 0: all) keeps the first tokens of
 # each dump (a multiple of 128). SCHEMES overrides the schemes (default "quartet2 sr nvidia"); an
 # entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU), SCHEME+rht2 with two
-# rotation rounds (--hadamard-rounds 2), each labelled so.
+# rotation rounds (--hadamard-rounds 2), SCHEME+rht2+split also with the outlier split
+# (--outlier-split 0.9), each labelled so.
 # JOBS (default 1) runs that many grad-error processes at once, one OpenMP thread each (a machine
 # with many cores); the lines keep their order and come out as soon as those before them are
 # done, so a study stopped part way keeps what it finished.
@@ -59,10 +60,12 @@ for step_dir in "$run"/tensors/step*; do
         args=(--chunk-stats)
       else
         base="${scheme%@*}"
+        base="${base%+split}"
         base="${base%+rht2}"
         args=(--scheme "$base" --draws "$draws" --curve)
         [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
-        [[ "$scheme" == *+rht2 ]] && args+=(--hadamard-rounds 2)
+        [[ "$scheme" == *+rht2 || "$scheme" == *+rht2+split ]] && args+=(--hadamard-rounds 2)
+        [[ "$scheme" == *+split ]] && args+=(--outlier-split 0.9)
       fi
       job "$n" "$step" "$lin_dir" "$scheme" "${args[@]}" &
       n=$((n + 1))

@@ -32,10 +32,11 @@ for name, sink in (("layers.0.attention.wo", False), ("layers.1.attention.wo", T
     save_npy(os.path.join(d, "w.npy"), 128, 128, gauss(128 * 128))
     save_npy(os.path.join(d, "dy.npy"), 128, 128, dy)
 PY
-SCHEMES="quartet2 nvidia quartet2@0.9" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/study.jsonl" 2>"$tmp/log"
+SCHEMES="quartet2 nvidia quartet2@0.9 quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 \
+  >"$tmp/study.jsonl" 2>"$tmp/log"
 fail() { echo "bias_study_test: $*" >&2; exit 1; }
-[[ $(wc -l <"$tmp/study.jsonl") -eq 8 ]] ||
-  fail "want 8 lines (2 linears x chunks, quartet2, nvidia, quartet2@0.9), got: $(cat "$tmp/study.jsonl")"
+[[ $(wc -l <"$tmp/study.jsonl") -eq 10 ]] ||
+  fail "want 10 lines (2 linears x chunks, quartet2, nvidia, quartet2@0.9, quartet2+rht2+split), got: $(cat "$tmp/study.jsonl")"
 python3 - "$tmp/study.jsonl" <<'PY' || fail "wrong study lines"
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
@@ -52,6 +53,8 @@ assert sink["dgrad.dy"]["dominated"] == 0.0 and plain["wgrad.dyt"]["dominated"] 
 fb, q = by[("layers.1.attention.wo", "quartet2@0.9")]["result"], by[("layers.1.attention.wo", "quartet2")]["result"]
 assert fb["config"]["eden_fallback"] == 0.9 and fb["config"]["scheme"] == "quartet2", fb["config"]
 assert fb["dgrad"]["rel_err"] == q["dgrad"]["rel_err"] and fb["wgrad"]["rel_err"] != q["wgrad"]["rel_err"]
+sp = by[("layers.1.attention.wo", "quartet2+rht2+split")]["result"]["config"]
+assert sp["scheme"] == "quartet2" and sp["hadamard_rounds"] == 2 and sp["outlier_split"] == 0.9, sp
 PY
 plot=()
 command -v gnuplot >/dev/null && plot=(--plot "$tmp/out")
@@ -60,6 +63,7 @@ grep -q '^| 7 | 1 | attention.wo | nvidia | ' <<<"$out" || fail "no nvidia row o
 grep -q '^| 7 | 1 | attention.wo | 0 | 1 | 0 | ' <<<"$out" || fail "no chunk row of layer 1 (dY^T dominated) in: $out"
 grep -q '^- quartet2 wgrad: .* of 2 cases above 1.3' <<<"$out" || fail "no summary line in: $out"
 grep -q '^- quartet2@0.9 against quartet2, wgrad: ' <<<"$out" || fail "no fallback summary in: $out"
+grep -q '^- quartet2+rht2+split against quartet2, wgrad: ' <<<"$out" || fail "no split summary in: $out"
 grep -q '^| 7 | 1 | attention.wo | wgrad | ' <<<"$out" || fail "no fallback row of layer 1 in: $out"
 if ((${#plot[@]})); then
   [[ "$(head -c 4 "$tmp/out-curves.png" | tail -c 3)" == "PNG" ]] || fail "out-curves.png is not a PNG"

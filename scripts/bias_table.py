@@ -112,7 +112,8 @@ def plateau_summary(cases, schemes):
 
 
 def fallback_table(cases, schemes):
-    """Each SCHEME@TAU (MS-EDEN's fallback) or SCHEME+rht2 (two rotation rounds, bias-study.sh)
+    """Each SCHEME@TAU (MS-EDEN's fallback), SCHEME+rht2 (two rotation rounds) or SCHEME+rht2+split
+    (also the outlier split, bias-study.sh)
     against its SCHEME: the issue's test, a ratio within RATIO_FLAG wherever the plain scheme's is
     above it, at a single-draw error at most 5% higher."""
     out = []
@@ -145,9 +146,10 @@ def fallback_table(cases, schemes):
 
 
 def variant_base(scheme):
-    """The plain scheme of a variant (SCHEME@TAU, SCHEME+rht2), None for a plain scheme."""
+    """The plain scheme of a variant (SCHEME@TAU, SCHEME+rht2, SCHEME+rht2+split), None for a plain scheme."""
     base = scheme.split("@")[0]
-    base = base[: -len("+rht2")] if base.endswith("+rht2") else base
+    for suffix in ("+split", "+rht2"):
+        base = base[: -len(suffix)] if base.endswith(suffix) else base
     return base if base != scheme else None
 
 

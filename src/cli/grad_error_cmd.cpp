@@ -24,6 +24,7 @@ struct GradErrorOptions {
   int draws = 64, hadamard = 0;
   double eden_fallback = 0;  // > 0: MS-EDEN's stochastic rounding of dominated chunks
   int hadamard_rounds = 1;   // 2: the backward's operands rotated twice
+  double outlier_split = 0;  // > 0: wgrad's outlier split (method.outlier_split)
   uint64_t seed = 0;
   std::string load;
   int64_t rows = 0;  // --load: use the first rows tokens only (0: all)
@@ -103,7 +104,8 @@ void run(const GradErrorOptions& o) {
                    "grad-error --load " + o.load + " (M " + std::to_string(ops.x.rows) + ", K " +
                        std::to_string(ops.x.cols) + ", N " + std::to_string(ops.w.rows) + ")");
   const auto backend = gemm::make_cpu_backend();
-  const linear::Scheme scheme = linear::scheme_by_name(o.scheme, o.hadamard, o.eden_fallback, o.hadamard_rounds);
+  linear::Scheme scheme = linear::scheme_by_name(o.scheme, o.hadamard, o.eden_fallback, o.hadamard_rounds);
+  scheme.outlier_split = o.outlier_split;
   const auto rows = eval::grad_error(ops, scheme, o.draws, o.seed, *backend, [&](int done) {
     if (done % 16 == 0 || done == o.draws)
       std::fprintf(stderr, "[grad-error %6.1fs] %s: %d/%d backward draws\n",
@@ -114,7 +116,8 @@ void run(const GradErrorOptions& o) {
     nlohmann::json j;
     j["config"] = {{"scheme", o.scheme}, {"m", ops.x.rows},   {"k", ops.x.cols},       {"n", ops.w.rows},
                    {"draws", o.draws},   {"seed", o.seed},    {"load", o.load},        {"hadamard", o.hadamard},
-                   {"eden_fallback", o.eden_fallback}, {"hadamard_rounds", o.hadamard_rounds}};
+                   {"eden_fallback", o.eden_fallback}, {"hadamard_rounds", o.hadamard_rounds},
+                   {"outlier_split", o.outlier_split}};
     for (const auto& r : rows) {
       j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
       if (!o.curve || r.curve.empty()) continue;
@@ -124,9 +127,10 @@ void run(const GradErrorOptions& o) {
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("grad-error: scheme %s, M=%lld K=%lld N=%lld, %d draws, eden_fallback %g, hadamard_rounds %d\n",
+  std::printf("grad-error: scheme %s, M=%lld K=%lld N=%lld, %d draws, eden_fallback %g, hadamard_rounds %d, "
+              "outlier_split %g\n",
               o.scheme.c_str(), static_cast<long long>(ops.x.rows), static_cast<long long>(ops.x.cols),
-              static_cast<long long>(ops.w.rows), o.draws, o.eden_fallback, o.hadamard_rounds);
+              static_cast<long long>(ops.w.rows), o.draws, o.eden_fallback, o.hadamard_rounds, o.outlier_split);
   std::printf("%-8s %12s %10s %14s %18s\n", "product", "rel_err", "cosine", "rel_err_mean", "mean*draws/single");
   for (const auto& r : rows)
     std::printf("%-8s %12.6f %10.6f %14.8f %18.4f\n", r.product.c_str(), r.rel_err, r.cosine, r.rel_err_mean,
@@ -161,6 +165,10 @@ void add_grad_error(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--hadamard-rounds", o->hadamard_rounds,
                   "2: rotate the backward's operands twice, with independent signs (method.hadamard_rounds)")
+      ->capture_default_str();
+  sub->add_option("--outlier-split", o->outlier_split,
+                  "wgrad's operands give up each element holding more than this share of its chunk's energy, "
+                  "added exactly (0: off; method.outlier_split)")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of the operands and the draws")->capture_default_str();
   sub->add_option("--load", o->load, "Directory with x.npy [M,K], w.npy [N,K], dy.npy [M,N]");

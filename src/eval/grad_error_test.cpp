@@ -130,6 +130,27 @@ TEST(GradErrorCurve, SecondRotationRemovesMsEdenBiasOnOutlierTokens) {
   EXPECT_LT(curve_ratios(twice[1]).back(), 1.3);
 }
 
+// The outlier split (Scheme::outlier_split) with both rounds on the same operands: X's dominated
+// elements go into exact terms, so the mean converges like 1/draws and one draw's error falls
+// below both plain quartet2's and two rounds' (the rest holds a small share of the product).
+TEST(GradErrorCurve, OutlierSplitRemovesTheBiasAndLowersTheError) {
+  const auto backend = gemm::make_cpu_backend();
+  const LayerOperands ops = outlier_token_operands();
+  const auto plain = grad_error(ops, linear::scheme_by_name("quartet2"), 64, 3, *backend);
+  const auto twice = grad_error(ops, linear::scheme_by_name("quartet2", 0, 0, 2), 64, 3, *backend);
+  linear::Scheme s = linear::scheme_by_name("quartet2", 0, 0, 2);
+  s.outlier_split = 0.9;
+  const auto split = grad_error(ops, s, 256, 3, *backend);
+  const double ratio = curve_ratios(split[2]).back();
+  std::printf("wgrad: split + two rounds, 256 draws: ratio %.2f; single %.4g (plain %.4g, two rounds %.4g)\n", ratio,
+              split[2].rel_err, plain[2].rel_err, twice[2].rel_err);
+  EXPECT_GT(ratio, 0.7);
+  EXPECT_LT(ratio, 1.3);
+  EXPECT_LT(split[2].rel_err, plain[2].rel_err);
+  EXPECT_LT(split[2].rel_err, twice[2].rel_err);
+  EXPECT_EQ(split[1].rel_err, twice[1].rel_err);  // dgrad is not split
+}
+
 // Both rounds are orthogonal and shared by a product's two operands: unquantized, the rotated
 // backward is the exact product up to float32 rounding, as with one round.
 TEST(GradError, TwoRotationsCancelInTheProducts) {

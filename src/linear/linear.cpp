@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "format/bf16.h"
+#include "linear/outlier_split.h"
 #include "quant/hadamard.h"
 #include "quant/ms_eden.h"
 #include "quant/seeds.h"
@@ -60,17 +61,23 @@ Matrix Linear::forward(const Matrix& x, const Matrix& w, Saved& saved, Trace* tr
 
 gemm::OwnedOperand Linear::backward_operand(const BackwardOperand& o, const Matrix& e, const Saved& saved,
                                             uint64_t seed, Trace* trace) const {
-  const std::string what = to_string(o.id);
-  const gemm::OwnedOperand& kept = o.source == Source::kSavedW ? saved.w : saved.x;
   if (o.quant == BwdQuant::kForward) {  // make_plan allows it for the saved W only
-    note(trace, what + ": forward_reuse");
-    return kept.fp4 ? gemm::OwnedOperand::of(transpose_square_blocks(*kept.fp4, name_ + ".W_q"))
-                    : gemm::OwnedOperand::of(transpose(kept.dense));
+    note(trace, std::string(to_string(o.id)) + ": forward_reuse");
+    return saved.w.fp4 ? gemm::OwnedOperand::of(transpose_square_blocks(*saved.w.fp4, name_ + ".W_q"))
+                       : gemm::OwnedOperand::of(transpose(saved.w.dense));
   }
-  const Matrix values = o.source == Source::kDy ? Matrix() : kept.values();
+  return quantize_backward(o, backward_source(o, e, saved), seed, trace);
+}
+
+Matrix Linear::backward_source(const BackwardOperand& o, const Matrix& e, const Saved& saved) const {
+  const Matrix values = o.source == Source::kDy ? Matrix() : (o.source == Source::kSavedW ? saved.w : saved.x).values();
   const Matrix& source = o.source == Source::kDy ? e : values;
-  const Matrix transposed = o.transposed ? transpose(source) : Matrix();
-  const Matrix& m = o.transposed ? transposed : source;
+  return o.transposed ? transpose(source) : source;
+}
+
+gemm::OwnedOperand Linear::quantize_backward(const BackwardOperand& o, const Matrix& m, uint64_t seed,
+                                             Trace* trace) const {
+  const std::string what = to_string(o.id);
   const std::string name = name_ + "." + what;
   note(trace, what + ": " + to_string(o.quant) +
                   (o.hadamard ? " h" + std::to_string(o.hadamard) + (o.hadamard_rounds == 2 ? "x2" : "") : ""));
@@ -111,9 +118,21 @@ Grads Linear::backward(const Matrix& dy, const Saved& saved, uint64_t seed, Trac
   plan_.check_backward_shapes(name_, tokens, out);
   const Matrix e = backward_dy(dy);
   auto run = [&](const ProductPlan& p, const char* product) {
-    const gemm::OwnedOperand a = backward_operand(p.a, e, saved, seed, trace);
-    const gemm::OwnedOperand b = backward_operand(p.b, e, saved, seed, trace);
-    return backend_.product_nt(a.view(), b.view(), std::string(product) + " of layer '" + name_ + "'");
+    const std::string what = std::string(product) + " of layer '" + name_ + "'";
+    if (p.outlier_split == 0) {
+      const gemm::OwnedOperand a = backward_operand(p.a, e, saved, seed, trace);
+      const gemm::OwnedOperand b = backward_operand(p.b, e, saved, seed, trace);
+      return backend_.product_nt(a.view(), b.view(), what);
+    }
+    // The outlier split (make_plan allows it where both operands are MS-EDEN).
+    const Matrix a = backward_source(p.a, e, saved), b = backward_source(p.b, e, saved);
+    const Dominated da = find_dominated(a, p.hadamard, p.outlier_split), db = find_dominated(b, p.hadamard, p.outlier_split);
+    note(trace, std::string(product) + ": outlier split");
+    const gemm::OwnedOperand qa = quantize_backward(p.a, without_dominated(a, da), seed, trace);
+    const gemm::OwnedOperand qb = quantize_backward(p.b, without_dominated(b, db), seed, trace);
+    Matrix out = backend_.product_nt(qa.view(), qb.view(), what);
+    add_dominated_products(a, da, b, db, out);
+    return out;
   };
   Grads g;
   g.dx = run(plan_.dgrad, "dgrad");

@@ -44,6 +44,12 @@ class Linear {
   // saved and the call's seed.
   gemm::OwnedOperand backward_operand(const BackwardOperand& o, const Matrix& e, const Saved& saved, uint64_t seed,
                                       Trace* trace = nullptr) const;
+  // What a backward operand is made from, before rotation and rounding: dY (`e`), or the
+  // transpose of dY or of what the forward saved (not for kForward).
+  Matrix backward_source(const BackwardOperand& o, const Matrix& e, const Saved& saved) const;
+  // The operand's rotation and quantizer applied to that source.
+  gemm::OwnedOperand quantize_backward(const BackwardOperand& o, const Matrix& m, uint64_t seed,
+                                       Trace* trace = nullptr) const;
 
   const Scheme& scheme() const { return scheme_; }
   const Plan& plan() const { return plan_; }

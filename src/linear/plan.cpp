@@ -1,6 +1,7 @@
 #include "linear/plan.h"
 
 #include "common/error.h"
+#include "linear/outlier_split.h"
 #include "quant/ms_eden.h"
 
 namespace q2::linear {
@@ -49,6 +50,11 @@ void validate(const Scheme& s) {
     fail("hadamard_rounds must be 1 or 2, got " + std::to_string(s.hadamard_rounds));
   if (s.hadamard_rounds == 2 && s.dgrad.hadamard == 0 && s.wgrad.hadamard == 0)
     fail("hadamard_rounds = 2 applies to rotated operands, and there are none");
+  if (s.outlier_split != 0 && !valid_outlier_split(s.outlier_split))
+    fail("outlier_split must be 0 (off) or an energy share in [0.5, 1), got " + std::to_string(s.outlier_split));
+  if (s.outlier_split != 0 && (s.wgrad.a != BwdQuant::kMsEden || s.wgrad.b != BwdQuant::kMsEden))
+    fail("outlier_split applies to a wgrad whose two operands are MS-EDEN, and this one's are " +
+         std::string(to_string(s.wgrad.a)) + " and " + to_string(s.wgrad.b));
 }
 
 }  // namespace
@@ -67,6 +73,7 @@ Plan make_plan(const Scheme& s) {
                     {OperandId::kDgradB, {}, Source::kSavedW, true, 0, LinearStream::kDgradB});
   p.wgrad = product(s.wgrad, s, {OperandId::kWgradA, {}, Source::kDy, true, 0, LinearStream::kWgradA},
                     {OperandId::kWgradB, {}, Source::kSavedX, true, 0, LinearStream::kWgradB});
+  p.wgrad.outlier_split = s.outlier_split;
   const bool any = kept(s.x) == Kept::kNvfp4 || kept(s.w) == Kept::kNvfp4 || p.dgrad.a.quantized() ||
                    p.dgrad.b.quantized() || p.wgrad.a.quantized() || p.wgrad.b.quantized();
   p.row_multiple = any ? (s.wgrad.hadamard ? s.wgrad.hadamard : 16) : 1;

@@ -48,6 +48,8 @@ struct ProductPlan {
   // The inner dimension's size must be a multiple of this: the rotation size, 16 (NVFP4 blocks)
   // when an operand is quantized, else 1.
   int64_t inner_multiple = 1;
+  // > 0: the outlier split's share (Scheme::outlier_split), in chunks of `hadamard`; wgrad only.
+  double outlier_split = 0;
 };
 
 struct Plan {
@@ -70,7 +72,8 @@ struct Plan {
 
 // Throws q2::Error naming the scheme when its recipe is inconsistent (MS-EDEN without a
 // rotation, a rotated or misplaced reuse of the forward W, an eden_fallback outside [0, 1) or
-// without MS-EDEN operands, hadamard_rounds other than 1 or 2, or 2 without a rotation).
+// without MS-EDEN operands, hadamard_rounds other than 1 or 2, or 2 without a rotation, an
+// outlier_split outside [0.5, 1) or on a wgrad whose operands are not both MS-EDEN).
 Plan make_plan(const Scheme& scheme);
 
 // "fwd.x", "dgrad.a(dY)", ... as traces and errors name the operands.

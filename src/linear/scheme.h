@@ -30,6 +30,10 @@ struct Scheme {
   // shared by both operands of a product so it cancels. A single spike's rotation is flat (a
   // Hadamard row), which MS-EDEN's correction is biased on; the second round makes it Gaussian-like.
   int hadamard_rounds = 1;
+  // > 0: wgrad's MS-EDEN operands give up each element that holds more than this share of its
+  // chunk's energy, and the product adds those elements' terms exactly (linear/outlier_split.h);
+  // 0: off. Meant with hadamard_rounds = 2: the split alone leaves the bias (docs/RESULTS.md).
+  double outlier_split = 0;
 };
 
 // fp32 (no rounding at all: gradient checks), bf16, quartet2, quartet2_no46, nvidia, sr, tetrajet2, and <scheme>_fwd / <scheme>_bwd
@@ -37,6 +41,7 @@ struct Scheme {
 // every product that rotates; eden_fallback > 0 turns on MS-EDEN's fallback (make_plan rejects
 // it outside (0, 1) or without MS-EDEN operands); hadamard_rounds 2 rotates twice (make_plan
 // rejects other values, and 2 without a rotation). Unknown names throw, listing the known ones.
+// outlier_split is left off; callers set it on the result, and make_plan validates it.
 Scheme scheme_by_name(const std::string& name, int hadamard = 0, double eden_fallback = 0, int hadamard_rounds = 1);
 // The hadamard scheme_by_name accepts: 0 (each product keeps its own size) or a supported
 // rotation size (quant::valid_rht_size).

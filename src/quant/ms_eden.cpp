@@ -53,9 +53,7 @@ ChunkEnergy chunk_energy(const float* x, int n) {
   ChunkEnergy e[128 / kBlock];
   const int groups = n / kBlock;
   for (int g = 0; g < groups; ++g) e[g] = group_energy(x + g * kBlock);
-  for (int w = 1; w < groups; w *= 2)
-    for (int g = 0; g < groups; g += 2 * w) e[g] = combine(e[g], e[g + w]);
-  return e[0];
+  return combine_groups(e, groups);
 }
 
 float eden_group_factor(const float* y) {

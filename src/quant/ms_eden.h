@@ -81,6 +81,12 @@ Q2_HD double outlier_share(const ChunkEnergy& e) { return e.sum > 0 ? e.top / e.
 Q2_HD bool eden_falls_back(const ChunkEnergy& e, double eden_fallback) {
   return eden_fallback > 0 && outlier_share(e) > eden_fallback;
 }
+// The groups' energies e[0..groups) (groups a power of two) combined as above, in place.
+Q2_HD ChunkEnergy combine_groups(ChunkEnergy* e, int groups) {
+  for (int w = 1; w < groups; w *= 2)
+    for (int g = 0; g < groups; g += 2 * w) e[g] = combine(e[g], e[g + w]);
+  return e[0];
+}
 // The chunk of n elements (n / 16 a power of two) combined as above.
 ChunkEnergy chunk_energy(const float* x, int n);
 

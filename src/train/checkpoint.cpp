@@ -216,7 +216,8 @@ CheckpointInfo load_checkpoint(const std::string& path, model::Transformer& mode
   // Linears that change precision or backward quantizer midway would continue another recipe's run.
   if (resume) {
     const nlohmann::json then = to_json(info.config).at("method"), now = to_json(*resume).at("method");
-    for (const char* key : {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback", "hadamard_rounds"})
+    for (const char* key : {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback", "hadamard_rounds",
+                            "outlier_split"})
       if (then.at(key) != now.at(key))
         diff += std::string(" method.") + key + " (checkpoint " + then.at(key).dump() + ", now " + now.at(key).dump() + ")";
   }

@@ -1,5 +1,7 @@
 #include "train/config.h"
 
+#include "linear/outlier_split.h"
+
 #include <type_traits>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "linear/outlier_split.h"
 #include "linear/scheme.h"
 #include "model/backend.h"
 #include "model/muon.h"
@@ -39,6 +42,7 @@ void for_each_field(C& c, F&& f) {
   f("method", "hadamard", c.hadamard);
   f("method", "eden_fallback", c.eden_fallback);
   f("method", "hadamard_rounds", c.hadamard_rounds);
+  f("method", "outlier_split", c.outlier_split);
   f("method", "device", c.device);
   f("method", "gemm", c.gemm);
   f("method", "bf16_first_layers", c.precision.bf16_first_layers);
@@ -115,15 +119,15 @@ json typed_defaults() {
 }
 
 // The keys that came with train.optimizer, train.recompute, the precision overrides, the
-// spike guard, log.dump_layers, log.dump_rows, log.param_grad_norms, method.eden_fallback and
-// method.hadamard_rounds (older checkpoints lack them).
+// spike guard, log.dump_layers, log.dump_rows, log.param_grad_norms, method.eden_fallback,
+// method.hadamard_rounds and method.outlier_split (older checkpoints lack them).
 bool added_later(const std::string& section, const std::string& key) {
   static const char* const train[] = {"optimizer",     "matrix_lr",           "embedding_lr",         "head_lr",
                                       "scalar_lr",     "muon_momentum",       "muon_momentum_start",  "muon_momentum_warmup",
                                       "muon_beta2",    "muon_weight_decay",   "muon_ns",              "recompute",
                                       "spike_guard",   "spike_window"};
   static const char* const method[] = {"bf16_first_layers", "bf16_last_layers", "bf16_linears", "eden_fallback",
-                                       "hadamard_rounds"};
+                                       "hadamard_rounds",   "outlier_split"};
   if (section == "train") return std::find(std::begin(train), std::end(train), key) != std::end(train);
   if (section == "log") return key == "dump_layers" || key == "dump_rows" || key == "param_grad_norms";
   return section == "method" && std::find(std::begin(method), std::end(method), key) != std::end(method);
@@ -310,7 +314,9 @@ model::ModelConfig model_config(const TrainConfig& c, int64_t vocab) {
 }
 
 linear::Scheme method_scheme(const TrainConfig& c) {
-  return linear::scheme_by_name(c.scheme, c.hadamard, c.eden_fallback, c.hadamard_rounds);
+  linear::Scheme s = linear::scheme_by_name(c.scheme, c.hadamard, c.eden_fallback, c.hadamard_rounds);
+  s.outlier_split = c.outlier_split;
+  return s;
 }
 
 namespace {
@@ -343,6 +349,8 @@ void validate(const TrainConfig& c) {
   require(quant::valid_eden_fallback(c.eden_fallback), "method.eden_fallback", "0 (off) or in (0, 1)",
           c.eden_fallback);
   require(c.hadamard_rounds == 1 || c.hadamard_rounds == 2, "method.hadamard_rounds", "1 or 2", c.hadamard_rounds);
+  require(c.outlier_split == 0 || linear::valid_outlier_split(c.outlier_split), "method.outlier_split",
+          "0 (off) or in [0.5, 1)", c.outlier_split);
   if (c.device != "cpu" && c.device != "cuda") bad("method.device must be 'cpu' or 'cuda', got '" + c.device + "'");
   if (!model::is_gemm_path(c.gemm))
     bad("method.gemm must be 'auto', 'emulated' or 'native', got '" + c.gemm + "'");

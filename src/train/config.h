@@ -31,6 +31,8 @@ struct TrainConfig {
   double eden_fallback = 0;
   // 2: the backward's rotated operands are rotated twice (linear::Scheme::hadamard_rounds)
   int hadamard_rounds = 1;
+  // > 0: wgrad's outlier split (linear::Scheme::outlier_split); 0: off
+  double outlier_split = 0;
   std::string device = "cpu";
   std::string gemm = "auto";  // NVFP4 products: auto | emulated | native (model::BackendOptions)
   // method.bf16_first_layers, method.bf16_last_layers, method.bf16_linears: block linears kept in
@@ -100,7 +102,7 @@ TrainConfig from_json(const nlohmann::json& j);
 // The model the config describes, for a vocabulary (which comes with the data).
 model::ModelConfig model_config(const TrainConfig& c, int64_t vocab);
 // The scheme the method section describes: method.scheme under method.hadamard,
-// method.eden_fallback and method.hadamard_rounds (before the precision overrides, model::linear_schemes).
+// method.eden_fallback, method.hadamard_rounds and method.outlier_split (before the precision overrides, model::linear_schemes).
 linear::Scheme method_scheme(const TrainConfig& c);
 
 // Defaults <- TOML file (if not empty) <- overrides ("section.key=value"). Unknown keys, bad

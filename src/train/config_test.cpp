@@ -59,6 +59,8 @@ TEST(TrainConfig, OutOfRangeValuesAreRejectedNamingKeyAndValue) {
       {{"--method.eden_fallback=1"}, "method.eden_fallback must be 0 (off) or in (0, 1), got 1"},
       {{"--method.eden_fallback=nan"}, "method.eden_fallback must be 0 (off) or in (0, 1), got nan"},
       {{"--method.hadamard_rounds=3"}, "method.hadamard_rounds must be 1 or 2, got 3"},
+      {{"--method.outlier_split=0.3"}, "method.outlier_split must be 0 (off) or in [0.5, 1), got 0.3"},
+      {{"--method.outlier_split=1"}, "method.outlier_split must be 0 (off) or in [0.5, 1), got 1"},
       {{"--log.dump_rows=-1"}, "log.dump_rows must be >= 0 (0: every token), got -1"},
       {{"--train.lr=nan"}, "train.lr must be finite and > 0, got nan"},
       {{"--train.lr=inf"}, "train.lr must be finite and > 0, got inf"},
@@ -352,6 +354,10 @@ TEST(TrainConfig, EdenFallbackKey) {
 
 TEST(TrainConfig, HadamardRoundsKey) {
   expect_scheme_key("hadamard_rounds", &TrainConfig::hadamard_rounds, &linear::Scheme::hadamard_rounds, 2, 1);
+}
+
+TEST(TrainConfig, OutlierSplitKey) {
+  expect_scheme_key("outlier_split", &TrainConfig::outlier_split, &linear::Scheme::outlier_split, 0.9, 0.0);
 }
 
 // The loss-spike guard's keys: off by default, bad values named; configs stored before them

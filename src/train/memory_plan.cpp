@@ -40,9 +40,11 @@ struct Shape {
 // nothing (recomputation's first pass, evaluation), its quantized X and W landing here.
 uint64_t cuda_layer_scratch(const std::vector<linear::Plan>& plans, const Shape (&shapes)[model::kBlockLinears],
                             int64_t tokens, bool native, bool unkept) {
-  enum { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kSlots };  // cuda::Slot
-  int64_t slot[kSlots] = {}, eden[2] = {};                        // elements; stream 0, the side stream
+  enum { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kRestA, kRestB, kSlots };  // cuda::Slot
+  int64_t slot[kSlots] = {}, eden[2] = {};  // elements; stream 0, the side stream
+  int64_t lists[2] = {}, list_rows[2] = {};  // the outlier split's DeviceDominated: elements, rows
   std::set<std::tuple<OperandId, int64_t, int64_t>> fp4;
+  std::set<std::pair<int64_t, int64_t>> rests;  // the outlier split's NVFP4 rests of X
   auto grow = [](int64_t& at, int64_t n) { at = std::max(at, n); };
   auto slot_of = [](OperandId id) {
     return id == OperandId::kDgradA   ? kDeqA
@@ -68,6 +70,15 @@ uint64_t cuda_layer_scratch(const std::vector<linear::Plan>& plans, const Shape 
       if (wq) fp4.insert({OperandId::kFwdW, n, k});
       else grow(slot[kWeight], n * k);
     }
+    if (p.wgrad.outlier_split > 0) {  // cuda::CudaLinear's split_sources
+      grow(slot[kRestA], mp * n);
+      if (dense_x) grow(slot[kRestB], mp * k);
+      else rests.insert({mp, k});
+      grow(lists[0], n * (mp / p.wgrad.hadamard));
+      grow(lists[1], k * (mp / p.wgrad.hadamard));
+      grow(list_rows[0], n);
+      grow(list_rows[1], k);
+    }
     for (const linear::ProductPlan* prod : {&p.dgrad, &p.wgrad}) {
       const bool expanded = !(native && along_k(prod->a) && along_k(prod->b));
       for (const linear::BackwardOperand* o : {&prod->a, &prod->b}) {
@@ -92,6 +103,8 @@ uint64_t cuda_layer_scratch(const std::vector<linear::Plan>& plans, const Shape 
   for (const auto& [id, r, c] : fp4) bytes += nvfp4_bytes(r, c);
   for (const int64_t e : slot) bytes += 2 * static_cast<uint64_t>(e);
   for (const int64_t e : eden) bytes += 4 * static_cast<uint64_t>(e);
+  for (const auto& [r, c] : rests) bytes += nvfp4_bytes(r, c);
+  for (int i = 0; i < 2; ++i) bytes += 4 * static_cast<uint64_t>(lists[i] + list_rows[i]);
   return bytes;
 }
 

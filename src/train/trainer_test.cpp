@@ -407,6 +407,13 @@ TEST(Trainer, HadamardRoundsChangeTheBackwardAndAreFixedForTheRun) {
       "method.hadamard_rounds (checkpoint 2, now 1)");
 }
 
+// The outlier split at its lowest share, where a small model's gradients have dominated chunks.
+TEST(Trainer, OutlierSplitChangesTheBackwardAndIsFixedForTheRun) {
+  expect_backward_key_fixed_for_the_run(
+      "split", [](TrainConfig& c, bool on) { c.outlier_split = on ? 0.5 : 0; },
+      "method.outlier_split (checkpoint 0.5, now 0.0)");
+}
+
 // The per-step records of out.dir/metrics.jsonl (not the evaluations).
 std::vector<nlohmann::json> step_records(const TrainConfig& c) {
   std::ifstream f(fs::path(c.out_dir) / "metrics.jsonl");

@@ -34,6 +34,8 @@ void check_supported(const linear::Plan& p) {
     throw Error("scheme '" + p.scheme + "' is not supported by the CUDA linear layer: " + why);
   };
   if (p.x == FwdQuant::kFp32 || p.exact_dy) fail("fp32 products need float32 GEMMs (use the CPU backend)");
+  if (p.wgrad.outlier_split > 0 && (p.wgrad.hadamard != 128 || p.wgrad.a.eden_fallback > 0))
+    fail("method.outlier_split has GPU kernels for 128-token chunks without method.eden_fallback");
   for (const BackwardOperand* o : {&p.dgrad.a, &p.dgrad.b, &p.wgrad.a, &p.wgrad.b}) {
     if (o->hadamard_rounds != 1 && o->quant != BwdQuant::kMsEden)
       fail(std::string(linear::to_string(o->id)) +
@@ -164,9 +166,17 @@ class Layer final : public CudaLinear {
 
     const AlphaLinks gl = alpha_links(g, kWgradAlpha);
     const bool wgrad_native = native_product(native_, fp4_along_k(g.a), fp4_along_k(g.b));
-    const Operand wa = backward_operand(g.a, src, !wgrad_native, gl.first);
-    const Operand wb = backward_operand(g.b, src, !wgrad_native, gl.second);
+    const Sources wsrc = g.outlier_split > 0 ? split_sources(src, g.outlier_split) : src;
+    const Operand wa = backward_operand(g.a, wsrc, !wgrad_native, gl.first);
+    const Operand wb = backward_operand(g.b, wsrc, !wgrad_native, gl.second);
     product(wa, wb, Product{z.N, z.K, z.Mp, dw.data, blas::OutType::kF32, true, kWgradAlpha, native_}, name_);
+    if (g.outlier_split > 0) {  // the taken elements' exact terms, after the product on stream 0
+      float* out = static_cast<float*>(dw.data);
+      if (src.xq)
+        add_dominated_products_async(src.dy, sc.dominated(0), *src.xq, sc.dominated(1), out);
+      else
+        add_dominated_products_async(src.dy, sc.dominated(0), src.x, sc.dominated(1), out);
+    }
   }
 
   // As the CPU backend: the activation kept for backward (X or X_q), not the weight.
@@ -201,6 +211,27 @@ class Layer final : public CudaLinear {
     const DeviceNVFP4 *wq, *xq;
     uint64_t seed;
   };
+
+  // The outlier split (linear/outlier_split.h) of wgrad's sources on the side stream, where
+  // their quantizers run: dY's and X's rests, and the lists of what they gave up in Scratch.
+  static Sources split_sources(const Sources& src, double share) {
+    Scratch& sc = Scratch::get();
+    const cudaStream_t side = sc.side();
+    Sources rest = src;
+    __nv_bfloat16* dy = sc.bf16(kRestA, src.dy.rows * src.dy.cols);
+    split_dominated_transposed_async(src.dy, share, sc.dominated(0), dy, side);
+    rest.dy.data = dy;
+    if (src.xq) {
+      DeviceNVFP4& xq = sc.rest_fp4(src.xq->rows, src.xq->cols);
+      split_dominated_transposed_async(*src.xq, src.x.name, share, sc.dominated(1), xq, side);
+      rest.xq = &xq;
+    } else {
+      __nv_bfloat16* x = sc.bf16(kRestB, src.x.rows * src.x.cols);
+      split_dominated_transposed_async(src.x, share, sc.dominated(1), x, side);
+      rest.x.data = x;
+    }
+    return rest;
+  }
 
   // Copies t's rows into dst [rows, t.cols] and zeroes the rest.
   static const __nv_bfloat16* pad(const Tensor& t, int64_t rows, __nv_bfloat16* dst) {

@@ -18,6 +18,7 @@
 #include "format/bf16.h"
 #include "gemm/gemm.h"
 #include "linear/linear.h"
+#include "linear/outlier_split.h"
 #include "model/backend.h"
 #include "quant/distributions.h"
 
@@ -214,8 +215,7 @@ TEST(GpuLinear, ForwardOnlySchemesMatchCpu) {
 }
 
 // Every quantized operand of scheme s bit-identical to the CPU layer's, the outputs close.
-void expect_operands_match_cpu(const linear::Scheme& s) {
-  const Inputs in;
+void expect_operands_match_cpu(const linear::Scheme& s, const Inputs& in = Inputs()) {
   const uint64_t seed = 11;
   auto op = make_cuda_linear(s, "layer");
   const Outputs gpu = run_gpu(*op, in, seed);
@@ -241,7 +241,13 @@ void expect_operands_match_cpu(const linear::Scheme& s) {
   const linear::Plan& p = lin.plan();
   for (const linear::BackwardOperand* o : {&p.dgrad.a, &p.dgrad.b, &p.wgrad.a, &p.wgrad.b}) {
     const std::string what = s.name + " " + linear::to_string(o->id);
-    const gemm::OwnedOperand cpu = lin.backward_operand(*o, e, saved, seed);
+    const bool split = p.wgrad.outlier_split > 0 && (o == &p.wgrad.a || o == &p.wgrad.b);
+    const Matrix source = split ? lin.backward_source(*o, e, saved) : Matrix();
+    const gemm::OwnedOperand cpu =
+        split ? lin.quantize_backward(
+                    *o, linear::without_dominated(source, linear::find_dominated(source, 128, p.wgrad.outlier_split)),
+                    seed)
+              : lin.backward_operand(*o, e, saved, seed);
     ASSERT_TRUE(cpu.fp4) << what;
     if (o->quant == linear::BwdQuant::kForward)  // the GPU's is W_q as stored, [N, K]
       expect_same(transpose_square_blocks(host(o->id), "gpu W_q"), *cpu.fp4, what);
@@ -273,6 +279,22 @@ TEST(GpuLinear, TwoHadamardRoundsOperandsIdenticalToCpu) {
   linear::Scheme s = linear::scheme_by_name("quartet2", 0, 0, 2);
   s.name = "quartet2 (hadamard_rounds 2)";
   expect_operands_match_cpu(s);
+}
+
+// The outlier split (method.outlier_split) with two rounds, on inputs whose token 17 of each
+// 128-token chunk is 40 times larger in every feature of X and dY, so that wgrad's chunks along
+// tokens are dominated (a 0.93 share): the rests' operands, and dW with the exact terms.
+TEST(GpuLinear, OutlierSplitOperandsIdenticalToCpu) {
+  REQUIRE_GPU();
+  Inputs in;
+  for (int64_t t = 17; t < kM; t += 128) {
+    for (int64_t k = 0; k < kK; ++k) in.x.at(t, k) = bf16::round(40 * in.x.at(t, k));
+    for (int64_t n = 0; n < kN; ++n) in.dy.at(t, n) = bf16::round(40 * in.dy.at(t, n));
+  }
+  linear::Scheme s = linear::scheme_by_name("quartet2", 0, 0, 2);
+  s.outlier_split = 0.9;
+  s.name = "quartet2 (hadamard_rounds 2, outlier_split 0.9)";
+  expect_operands_match_cpu(s, in);
 }
 
 // tetrajet2 requantizes the saved X_q / W_q (float32 values) and rotates dY along its rows.
@@ -312,7 +334,7 @@ TEST(GpuLinear, NativeFp4GemmAgreesWithEmulationWhereAvailable) {
 
 TEST(GpuLinear, UnsupportedSchemesAreNamed) {
   // fp32 needs float32 GEMMs; the SR/RTN kernels rotate 16- or 32-point chunks only, and once;
-  // MS-EDEN's two rounds have no kernels with its fallback.
+  // MS-EDEN's two rounds, and the outlier split, have no kernels with its fallback.
   struct Case {
     const char* name;
     int hadamard;
@@ -322,9 +344,13 @@ TEST(GpuLinear, UnsupportedSchemesAreNamed) {
   };
   for (const Case c : {Case{"fp32", 0, 0, 1, "float32 GEMMs"}, Case{"tetrajet2", 128, 0, 1, "16 or 32 points only"},
                        Case{"tetrajet2", 0, 0, 2, "MS-EDEN operands only"},
-                       Case{"quartet2", 0, 0.5, 2, "eden_fallback with method.hadamard_rounds = 2"}}) {
+                       Case{"quartet2", 0, 0.5, 2, "eden_fallback with method.hadamard_rounds = 2"},
+                       Case{"quartet2", 64, 0, 2, "outlier_split has GPU kernels for 128-token chunks"},
+                       Case{"quartet2", 0, 0.5, 1, "outlier_split has GPU kernels for 128-token chunks"}}) {
     try {
-      make_cuda_linear(linear::scheme_by_name(c.name, c.hadamard, c.fallback, c.rounds), "layer");
+      linear::Scheme s = linear::scheme_by_name(c.name, c.hadamard, c.fallback, c.rounds);
+      if (std::string(c.why).find("outlier_split") != std::string::npos) s.outlier_split = 0.9;
+      make_cuda_linear(s, "layer");
       ADD_FAILURE() << c.name << " was accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(std::string("'") + c.name + "'"), std::string::npos) << e.what();

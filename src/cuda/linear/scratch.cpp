@@ -40,6 +40,12 @@ DeviceNVFP4& Scratch::fp4(linear::OperandId which, int64_t rows, int64_t cols) {
   return t;
 }
 
+DeviceNVFP4& Scratch::rest_fp4(int64_t rows, int64_t cols) {
+  DeviceNVFP4& t = fp4_[std::make_tuple(-1, rows, cols)];  // -1: no operand's
+  t.ensure(rows, cols);
+  return t;
+}
+
 AlphaLinks Scratch::alpha_links(AlphaSlot s) {
   if (++generation_[s] == 0) ++generation_[s];  // 0 is the zeroed memory's
   ScaleProduct* p = products_.get() + s;

@@ -36,7 +36,8 @@ class BF16Buffer {
 
 // Expansion buffers: kDeqA/kDeqB for the forward product and dgrad, kDeqC/kDeqD for wgrad,
 // whose operands are expanded on the side stream while dgrad still reads its own.
-enum Slot { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kBf16Slots };
+// kRestA/kRestB: the outlier split's rests of dY and of a dense X (wgrad).
+enum Slot { kPadded, kWeight, kDeqA, kDeqB, kDeqC, kDeqD, kRestA, kRestB, kBf16Slots };
 enum AlphaSlot { kFwdAlpha, kDgradAlpha, kWgradAlpha };
 using AlphaLinks = std::pair<AlphaLink, AlphaLink>;  // a product's A and B
 
@@ -52,6 +53,9 @@ class Scratch {
   __nv_bfloat16* bf16(Slot s, int64_t n) { return bf16_[s].get(n); }
   // One tensor per (operand, shape): layers of different shapes never reallocate each other's.
   DeviceNVFP4& fp4(linear::OperandId which, int64_t rows, int64_t cols);
+  // The outlier split's lists of wgrad's A and B (0, 1), and its rest of an NVFP4 X per shape.
+  DeviceDominated& dominated(int operand) { return dominated_[operand]; }
+  DeviceNVFP4& rest_fp4(int64_t rows, int64_t cols);
   cudaStream_t side() const { return side_; }
   // Status and scratch of the quantizers running on `stream` (one Workspace per stream).
   Workspace& ws(cudaStream_t stream) { return stream == side_ ? side_ws_ : ws_; }
@@ -70,6 +74,7 @@ class Scratch {
 
   BF16Buffer bf16_[kBf16Slots];
   std::map<std::tuple<int, int64_t, int64_t>, DeviceNVFP4> fp4_;
+  DeviceDominated dominated_[2];
   Workspace ws_, side_ws_;
   DeviceBuffer<ScaleProduct> products_;  // one per AlphaSlot
   uint32_t generation_[3] = {};

@@ -196,4 +196,30 @@ void quantize_sr_rtn_rows_async(const BF16View& x, const RotatedSrRtn& q, float*
 void requantize_sr_rtn_transposed_async(const DeviceNVFP4& a, const std::string& name, const RotatedSrRtn& q,
                                         float* amax, DeviceNVFP4& out, cudaStream_t stream = 0);
 
+// ---- 10. the outlier split of wgrad's operands (linear/outlier_split.h) --------------------
+
+// What linear::find_dominated takes out of an operand's rows, as lists: row r's count[r] inner
+// indices (ascending) are index[r * chunks ...]. Grown on demand, never shrunk.
+struct DeviceDominated {
+  int64_t rows = 0, chunks = 0;
+  DeviceBuffer<int32_t> index;  // [rows, chunks]
+  DeviceBuffer<int32_t> count;  // [rows]
+  void ensure(int64_t rows, int64_t chunks);
+};
+
+// For the operand x^T (x [R, C], R % 128 == 0): linear::find_dominated(transpose(x), 128, share)
+// into d, and `rest` (R * C BF16) = x with the taken elements set to +0.
+void split_dominated_transposed_async(const BF16View& x, double share, DeviceDominated& d, __nv_bfloat16* rest,
+                                      cudaStream_t stream = 0);
+// The same for the float32 values of a saved NVFP4 a (NVFP4Tensor::dequantize); `rest` becomes
+// a copy of a with the taken codes set to +0 (so it dequantizes to the reference's rest).
+void split_dominated_transposed_async(const DeviceNVFP4& a, const std::string& name, double share, DeviceDominated& d,
+                                      DeviceNVFP4& rest, cudaStream_t stream = 0);
+// out [N, K] (float32) gets linear::add_dominated_products(transpose(dy), da, transpose(x), db, out)
+// for dy [R, N] BF16 and x [R, K] (the NVFP4 X_q's values, or BF16), bit for bit.
+void add_dominated_products_async(const BF16View& dy, const DeviceDominated& da, const DeviceNVFP4& x,
+                                  const DeviceDominated& db, float* out, cudaStream_t stream = 0);
+void add_dominated_products_async(const BF16View& dy, const DeviceDominated& da, const BF16View& x,
+                                  const DeviceDominated& db, float* out, cudaStream_t stream = 0);
+
 }  // namespace q2::cuda

@@ -1,0 +1,199 @@
+// 10. The outlier split (linear/outlier_split.h, the CPU reference): wgrad's operands are the
+// transposes of dY [R, N] (BF16) and of X [R, K] (the saved NVFP4 X_q, or BF16), cut along R into
+// 128-token chunks.
+//
+// Design: three small kernels around the quantizers, which run unchanged on the rests.
+// find_dominated: one thread per (column, chunk), columns fastest so that each of its 128 loads
+// is coalesced across the warp; the chunk's energy exactly as quant::chunk_energy forms it
+// (group_energy per 16, then combine_groups), the first largest |value| alongside.
+// compact_dominated: one thread per column turns its chunks' indices into a list and zeroes
+// the taken elements in the rest (a BF16 store, or a nibble cleared by atomicAnd, as two columns
+// share a byte). add_dominated_products: one thread per (j, i) of dW merging the two lists,
+// chunk by chunk, in the reference's order; most threads find both lists empty and return.
+#include "cuda/quant/device_common.cuh"
+#include "format/e2m1.h"
+#include "quant/ms_eden.h"
+
+namespace q2::cuda {
+namespace detail {
+namespace {
+
+constexpr int kChunk = 128, kThreads = 128;
+
+struct Bf16Values {
+  const __nv_bfloat16* x;
+  int64_t cols;
+  __device__ float operator()(int64_t r, int64_t c) const { return __bfloat162float(x[r * cols + c]); }
+};
+
+// NVFP4Tensor::value: e2m1 * e4m3 * t, left to right in float32.
+struct Nvfp4Values {
+  const uint8_t* packed;
+  const uint8_t* scales;
+  const float* tensor_scale;
+  int64_t cols, tiles_per_row;
+  __device__ float operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    const uint8_t code = (packed[i / 2] >> (4 * (i & 1))) & 0xF;
+    const float s = e4m3_decode_fast(scales[blocked_offset(r, c / kGroup, tiles_per_row)]);
+    return e2m1::decode(code) * s * *tensor_scale;
+  }
+};
+
+template <class Values>
+__global__ void __launch_bounds__(kThreads) find_dominated_kernel(Values v, int64_t cols, int64_t chunks, double share,
+                                                                   int32_t* __restrict__ index) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= cols * chunks) return;
+  const int64_t j = id % cols, c = id / cols;
+  quant::ChunkEnergy e[kChunk / kGroup];
+  float best = -1;
+  int at = 0;
+  for (int g = 0; g < kChunk / kGroup; ++g) {
+    float x[kGroup];
+#pragma unroll
+    for (int i = 0; i < kGroup; ++i) {
+      x[i] = v(c * kChunk + g * kGroup + i, j);
+      if (fabsf(x[i]) > best) best = fabsf(x[i]), at = g * kGroup + i;
+    }
+    e[g] = quant::group_energy(x);
+  }
+  const bool taken = quant::outlier_share(quant::combine_groups(e, kChunk / kGroup)) > share;
+  index[j * chunks + c] = taken ? static_cast<int32_t>(c * kChunk + at) : -1;
+}
+
+// Zeroes element (r, c) of the rest: a BF16 [R, cols] or the packed codes of an NVFP4 [R, cols].
+struct Bf16Rest {
+  __nv_bfloat16* x;
+  int64_t cols;
+  __device__ void zero(int64_t r, int64_t c) const { x[r * cols + c] = __float2bfloat16(0.0f); }
+};
+struct Nvfp4Rest {
+  uint8_t* packed;
+  int64_t cols;
+  __device__ void zero(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    uint8_t* byte = packed + i / 2;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(byte);
+    const int shift = 8 * static_cast<int>(a & 3) + 4 * static_cast<int>(i & 1);
+    atomicAnd(reinterpret_cast<unsigned int*>(a & ~uintptr_t{3}), ~(0xFu << shift));
+  }
+};
+
+template <class Rest>
+__global__ void __launch_bounds__(kThreads) compact_dominated_kernel(int64_t cols, int64_t chunks,
+                                                                      int32_t* __restrict__ index,
+                                                                      int32_t* __restrict__ count, Rest rest) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= cols) return;
+  int32_t* list = index + j * chunks;
+  int n = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int32_t t = list[c];
+    if (t < 0) continue;
+    list[n++] = t;  // n <= c: in place
+    rest.zero(t, j);
+  }
+  count[j] = n;
+}
+
+template <class BValues>
+__global__ void __launch_bounds__(kThreads) add_dominated_products_kernel(
+    const __nv_bfloat16* __restrict__ dy, int64_t n, const int32_t* __restrict__ index_a,
+    const int32_t* __restrict__ count_a, BValues b, int64_t k, const int32_t* __restrict__ index_b,
+    const int32_t* __restrict__ count_b, int64_t chunks, float* __restrict__ out) {
+  const int64_t j = blockIdx.y, i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= k) return;
+  const int na = count_a[j], nb = count_b[i];
+  if (na == 0 && nb == 0) return;
+  const int32_t *la = index_a + j * chunks, *lb = index_b + i * chunks;
+  auto term = [&](int32_t t, float acc) { return __fmaf_rn(__bfloat162float(dy[t * n + j]), b(t, i), acc); };
+  float acc = 0;
+  for (int pa = 0, pb = 0; pa < na || pb < nb;) {
+    const int32_t ca = pa < na ? la[pa] / kChunk : INT32_MAX, cb = pb < nb ? lb[pb] / kChunk : INT32_MAX;
+    const int32_t c = min(ca, cb);
+    int32_t ta = -1;
+    if (ca == c) ta = la[pa++], acc = term(ta, acc);
+    if (cb == c) {
+      const int32_t tb = lb[pb++];
+      if (tb != ta) acc = term(tb, acc);
+    }
+  }
+  out[j * k + i] += acc;
+}
+
+int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+
+Nvfp4Values values_of(const DeviceNVFP4& a) {
+  return {a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.cols, (a.scale_cols() + 3) / 4};
+}
+
+void require_split_shape(int64_t rows, int64_t cols, const std::string& name) {
+  require(rows > 0 && rows % kChunk == 0, name, "needs a positive multiple of 128 rows for the outlier split");
+  require(cols > 0 && cols * (rows / kChunk) < (int64_t{1} << 31), name, "is too large for the outlier split");
+}
+
+template <class Values, class Rest>
+void split(Values v, Rest rest, int64_t rows, int64_t cols, double share, DeviceDominated& d, cudaStream_t stream) {
+  d.ensure(cols, rows / kChunk);
+  find_dominated_kernel<<<blocks_for(cols * d.chunks), kThreads, 0, stream>>>(v, cols, d.chunks, share,
+                                                                                d.index.get());
+  check_launch("find_dominated_kernel");
+  compact_dominated_kernel<<<blocks_for(cols), kThreads, 0, stream>>>(cols, d.chunks, d.index.get(), d.count.get(),
+                                                                       rest);
+  check_launch("compact_dominated_kernel");
+}
+
+template <class BValues>
+void add_products(const BF16View& dy, const DeviceDominated& da, BValues b, int64_t k, const DeviceDominated& db,
+                  float* out, cudaStream_t stream) {
+  require(da.rows == dy.cols && db.rows == k && da.chunks == db.chunks && da.chunks * kChunk == dy.rows, dy.name,
+          "does not match the outlier split's lists");
+  require(dy.cols < 65536, dy.name, "has 65536 or more columns (the outlier split's grid)");
+  add_dominated_products_kernel<<<dim3(blocks_for(k), static_cast<unsigned>(dy.cols)), kThreads, 0, stream>>>(
+      dy.data, dy.cols, da.index.get(), da.count.get(), b, k, db.index.get(), db.count.get(), da.chunks, out);
+  check_launch("add_dominated_products_kernel");
+}
+
+}  // namespace
+}  // namespace detail
+
+void DeviceDominated::ensure(int64_t r, int64_t c) {
+  if (r * c > index.size()) index = DeviceBuffer<int32_t>(r * c);
+  if (r > count.size()) count = DeviceBuffer<int32_t>(r);
+  rows = r;
+  chunks = c;
+}
+
+void split_dominated_transposed_async(const BF16View& x, double share, DeviceDominated& d, __nv_bfloat16* rest,
+                                      cudaStream_t stream) {
+  detail::require_split_shape(x.rows, x.cols, x.name);
+  check(cudaMemcpyAsync(rest, x.data, static_cast<size_t>(x.rows * x.cols) * 2, cudaMemcpyDeviceToDevice, stream),
+        "cudaMemcpyAsync (outlier split rest)");
+  detail::split(detail::Bf16Values{x.data, x.cols}, detail::Bf16Rest{rest, x.cols}, x.rows, x.cols, share, d, stream);
+}
+
+void split_dominated_transposed_async(const DeviceNVFP4& a, const std::string& name, double share, DeviceDominated& d,
+                                      DeviceNVFP4& rest, cudaStream_t stream) {
+  detail::require_split_shape(a.rows, a.cols, name);
+  rest.ensure(a.rows, a.cols);
+  auto copy = [&](void* dst, const void* src, size_t bytes) {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync (outlier split rest)");
+  };
+  copy(rest.packed.get(), a.packed.get(), a.packed.bytes());
+  copy(rest.scales.get(), a.scales.get(), a.scales.bytes());
+  copy(rest.tensor_scale.get(), a.tensor_scale.get(), sizeof(float));
+  detail::split(detail::values_of(a), detail::Nvfp4Rest{rest.packed.get(), a.cols}, a.rows, a.cols, share, d, stream);
+}
+
+void add_dominated_products_async(const BF16View& dy, const DeviceDominated& da, const DeviceNVFP4& x,
+                                  const DeviceDominated& db, float* out, cudaStream_t stream) {
+  detail::add_products(dy, da, detail::values_of(x), x.cols, db, out, stream);
+}
+
+void add_dominated_products_async(const BF16View& dy, const DeviceDominated& da, const BF16View& x,
+                                  const DeviceDominated& db, float* out, cudaStream_t stream) {
+  detail::add_products(dy, da, detail::Bf16Values{x.data, x.cols}, x.cols, db, out, stream);
+}
+
+}  // namespace q2::cuda
