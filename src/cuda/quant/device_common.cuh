@@ -295,6 +295,29 @@ __device__ __forceinline__ int64_t blocked_offset(int64_t row, int64_t k, int64_
   return ((row >> 7) * tiles_per_row + (k >> 2)) * 512 + (row & 31) * 16 + ((row >> 5) & 3) * 4 + (k & 3);
 }
 
+// Element sources for kernels that read a tensor element by element, down its columns.
+// Source S(r, c) = x[r * rs + c * cs] of a BF16 x: (rs, cs) = (x.cols, 1) is x itself,
+// (1, x.cols) its transpose.
+struct Bf16Source {
+  const __nv_bfloat16* x;
+  int64_t rs, cs;
+  __device__ float operator()(int64_t r, int64_t c) const { return __bfloat162float(x[r * rs + c * cs]); }
+};
+
+// Source S(r, c) = the float32 value of an NVFP4 tensor [rows, cols], (e2m1 * e4m3) * t as
+// NVFP4Tensor::dequantize.
+struct Nvfp4Source {
+  const uint8_t* packed;
+  const uint8_t* scales;
+  const float* t;
+  int64_t cols, tiles_per_row;
+  __device__ float operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    const uint8_t code = (packed[i >> 1] >> (4 * (i & 1))) & 0xFu;
+    return e2m1::decode(code) * e4m3_decode_fast(scales[blocked_offset(r, c >> 4, tiles_per_row)]) * *t;
+  }
+};
+
 // Tensor scale of the RTN family, identical to quant::tensor_scale (rtn.cpp).
 __device__ __forceinline__ float tensor_scale(float amax, float scale_max, float val_max) {
   return amax == 0.0f ? 1.0f : amax / (scale_max * val_max);

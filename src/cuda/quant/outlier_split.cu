@@ -11,7 +11,6 @@
 // share a byte). add_dominated_products: one thread per (j, i) of dW merging the two lists,
 // chunk by chunk, in the reference's order; most threads find both lists empty and return.
 #include "cuda/quant/device_common.cuh"
-#include "format/e2m1.h"
 #include "quant/ms_eden.h"
 
 namespace q2::cuda {
@@ -19,26 +18,6 @@ namespace detail {
 namespace {
 
 constexpr int kChunk = 128, kThreads = 128;
-
-struct Bf16Values {
-  const __nv_bfloat16* x;
-  int64_t cols;
-  __device__ float operator()(int64_t r, int64_t c) const { return __bfloat162float(x[r * cols + c]); }
-};
-
-// NVFP4Tensor::value: e2m1 * e4m3 * t, left to right in float32.
-struct Nvfp4Values {
-  const uint8_t* packed;
-  const uint8_t* scales;
-  const float* tensor_scale;
-  int64_t cols, tiles_per_row;
-  __device__ float operator()(int64_t r, int64_t c) const {
-    const int64_t i = r * cols + c;
-    const uint8_t code = (packed[i / 2] >> (4 * (i & 1))) & 0xF;
-    const float s = e4m3_decode_fast(scales[blocked_offset(r, c / kGroup, tiles_per_row)]);
-    return e2m1::decode(code) * s * *tensor_scale;
-  }
-};
 
 template <class Values>
 __global__ void __launch_bounds__(kThreads) find_dominated_kernel(Values v, int64_t cols, int64_t chunks, double share,
@@ -124,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) add_dominated_products_kernel(
 
 int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
 
-Nvfp4Values values_of(const DeviceNVFP4& a) {
+Nvfp4Source values_of(const DeviceNVFP4& a) {
   return {a.packed.get(), a.scales.get(), a.tensor_scale.get(), a.cols, (a.scale_cols() + 3) / 4};
 }
 
@@ -170,7 +149,7 @@ void split_dominated_transposed_async(const BF16View& x, double share, DeviceDom
   detail::require_split_shape(x.rows, x.cols, x.name);
   check(cudaMemcpyAsync(rest, x.data, static_cast<size_t>(x.rows * x.cols) * 2, cudaMemcpyDeviceToDevice, stream),
         "cudaMemcpyAsync (outlier split rest)");
-  detail::split(detail::Bf16Values{x.data, x.cols}, detail::Bf16Rest{rest, x.cols}, x.rows, x.cols, share, d, stream);
+  detail::split(detail::Bf16Source{x.data, x.cols, 1}, detail::Bf16Rest{rest, x.cols}, x.rows, x.cols, share, d, stream);
 }
 
 void split_dominated_transposed_async(const DeviceNVFP4& a, const std::string& name, double share, DeviceDominated& d,
@@ -193,7 +172,7 @@ void add_dominated_products_async(const BF16View& dy, const DeviceDominated& da,
 
 void add_dominated_products_async(const BF16View& dy, const DeviceDominated& da, const BF16View& x,
                                   const DeviceDominated& db, float* out, cudaStream_t stream) {
-  detail::add_products(dy, da, detail::Bf16Values{x.data, x.cols}, x.cols, db, out, stream);
+  detail::add_products(dy, da, detail::Bf16Source{x.data, x.cols, 1}, x.cols, db, out, stream);
 }
 
 }  // namespace q2::cuda

@@ -25,28 +25,6 @@ struct TransposedArgs {
   int64_t tiles_per_row;
 };
 
-// Source S(r, c) = x[r * rs + c * cs] of a BF16 x: (rs, cs) = (x.cols, 1) is x itself,
-// (1, x.cols) its transpose.
-struct Bf16Source {
-  const __nv_bfloat16* x;
-  int64_t rs, cs;
-  __device__ float operator()(int64_t r, int64_t c) const { return __bfloat162float(x[r * rs + c * cs]); }
-};
-
-// Source S(r, c) = the float32 value of an NVFP4 tensor [rows, cols], (e2m1 * e4m3) * t as
-// NVFP4Tensor::dequantize.
-struct Nvfp4Source {
-  const uint8_t* packed;
-  const uint8_t* scales;
-  const float* t;
-  int64_t cols, tiles_per_row;
-  __device__ float operator()(int64_t r, int64_t c) const {
-    const int64_t i = r * cols + c;
-    const uint8_t code = (packed[i >> 1] >> (4 * (i & 1))) & 0xFu;
-    return e2m1::decode(code) * e4m3_decode_fast(scales[detail::blocked_offset(r, c >> 4, tiles_per_row)]) * *t;
-  }
-};
-
 // One thread per (column c of S, chunk of L rows): the chunk is one rotation (H > 0) or one
 // 16-group (H == 0), loaded down the column (for S = x a warp reads 32 consecutive columns),
 // rotated in registers in the CPU's order (signs, FWHT stages h = 1, 2, ..., then the norm).
