@@ -174,6 +174,10 @@ TEST(MemoryPlan, CudaBuffersAreTheGemmWorkspaceAndTheLayersScratch) {
   c.recompute = false;
   c.gemm = "native";  // FP4 tensor cores take every product: no expansions
   EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws + fp4 + scales);
+  c.gemm = "auto";
+  c.outlier_split = 0.9;  // wgrad's rests of dY (the largest) and of X_q (per shape), and the two lists
+  const uint64_t split = 2 * T * ff + nv(T, d) + nv(T, ff) + 4 * (2 * ff * (T / 128) + 2 * ff);
+  EXPECT_EQ(plan_memory(mc, c, "cuda", 1, false).buffers, ws + fp4 + expansions + scales + split);
   EXPECT_NE(describe(plan_memory(mc, c, "cuda"), 0).find("backend buffers (GEMM workspace, layer scratch)"),
             std::string::npos);
 }
