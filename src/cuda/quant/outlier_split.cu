@@ -9,7 +9,7 @@
 // compact_dominated: one thread per column turns its chunks' indices into a list and zeroes
 // the taken elements in the rest (a BF16 store, or a nibble cleared by atomicAnd, as two columns
 // share a byte). add_dominated_products: one thread per (j, i) of dW merging the two lists,
-// chunk by chunk, in the reference's order; most threads find both lists empty and return.
+// chunk by chunk, in the reference's order; a thread whose row and column gave up nothing returns.
 #include "cuda/quant/device_common.cuh"
 #include "quant/ms_eden.h"
 
