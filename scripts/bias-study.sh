@@ -13,7 +13,7 @@
 # each dump (a multiple of 128). SCHEMES overrides the schemes (default "quartet2 sr nvidia"); an
 # entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU), SCHEME+rht2 with two
 # rotation rounds (--hadamard-rounds 2), SCHEME+rht2+split also with the outlier split
-# (--outlier-split 0.9), each labelled so.
+# (--outlier-split $SPLIT_TAU, default 0.9), each labelled so.
 # JOBS (default 1) runs that many grad-error processes at once, one OpenMP thread each (a machine
 # with many cores); the lines keep their order and come out as soon as those before them are
 # done, so a study stopped part way keeps what it finished.
@@ -65,7 +65,7 @@ for step_dir in "$run"/tensors/step*; do
         args=(--scheme "$base" --draws "$draws" --curve)
         [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
         [[ "$scheme" == *+rht2 || "$scheme" == *+rht2+split ]] && args+=(--hadamard-rounds 2)
-        [[ "$scheme" == *+split ]] && args+=(--outlier-split 0.9)
+        [[ "$scheme" == *+split ]] && args+=(--outlier-split "${SPLIT_TAU:-0.9}")
       fi
       job "$n" "$step" "$lin_dir" "$scheme" "${args[@]}" &
       n=$((n + 1))

@@ -72,6 +72,9 @@ fi
 JOBS=3 SCHEMES="quartet2 nvidia quartet2@0.9 quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/jobs.jsonl" \
   2>"$tmp/log"
 cmp -s "$tmp/study.jsonl" "$tmp/jobs.jsonl" || fail "JOBS=3 gave other lines than one job at a time"
+# SPLIT_TAU sets the outlier split's share.
+SPLIT_TAU=0.5 SCHEMES="quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 >"$tmp/tau.jsonl" 2>/dev/null
+grep -q '"outlier_split":0.5' "$tmp/tau.jsonl" || fail "SPLIT_TAU=0.5 did not reach grad-error: $(head -c 300 "$tmp/tau.jsonl")"
 # A study that fails part way keeps the lines of what it finished before, in order.
 cp -r "$tmp/run" "$tmp/bad"
 mkdir "$tmp/bad/tensors/step7/layers.9.attention.wo"
