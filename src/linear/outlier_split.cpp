@@ -4,14 +4,17 @@
 #include <string>
 
 #include "common/error.h"
-#include "quant/ms_eden.h"
+#include "quant/hadamard.h"
 
 namespace q2::linear {
 
 bool valid_outlier_split(double share) { return share >= 0.5 && share < 1; }
 
 Dominated find_dominated(const Matrix& m, int chunk, double share) {
-  if (chunk <= 0 || m.cols % chunk != 0)
+  if (!quant::valid_rht_size(chunk))
+    throw Error("outlier split: chunks of " + std::to_string(chunk) + " elements; " + quant::kRhtSizes +
+                " are supported");
+  if (m.cols % chunk != 0)
     throw Error("outlier split: the inner size " + std::to_string(m.cols) + " is not a multiple of the chunk " +
                 std::to_string(chunk));
   Dominated d;
@@ -22,11 +25,8 @@ Dominated find_dominated(const Matrix& m, int chunk, double share) {
   for (int64_t r = 0; r < m.rows; ++r)
     for (int64_t c = 0; c < d.chunks; ++c) {
       const float* x = m.row(r) + c * chunk;
-      if (!(quant::outlier_share(quant::chunk_energy(x, chunk)) > share)) continue;
-      int at = 0;
-      for (int t = 1; t < chunk; ++t)
-        if (std::fabs(x[t]) > std::fabs(x[at])) at = t;
-      d.index[static_cast<size_t>(r * d.chunks + c)] = static_cast<int32_t>(c * chunk + at);
+      const int at = dominated_element([x](int t) { return x[t]; }, chunk, share);
+      if (at >= 0) d.index[static_cast<size_t>(r * d.chunks + c)] = static_cast<int32_t>(c * chunk + at);
     }
   return d;
 }

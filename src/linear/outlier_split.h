@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/host_device.h"
 #include "common/matrix.h"
+#include "quant/ms_eden.h"
 
 namespace q2::linear {
 
@@ -21,9 +23,28 @@ struct Dominated {
 // share in [0.5, 1): more than half the energy, so a chunk has one such element at most.
 bool valid_outlier_split(double share);
 
-// The largest |element| of each chunk (the first of equals) when the chunk's outlier share exceeds
-// `share`, computed as MS-EDEN's fallback computes it (quant::chunk_energy, outlier_share). chunk:
-// 16 times a power of two up to 128, dividing m.cols; zero chunks give up nothing.
+// The decision both backends make for one chunk of `chunk` elements value(0 .. chunk-1) (chunk
+// 16, 32, 64 or 128): the index of its largest |element| (the first of equals) when the chunk's
+// outlier share exceeds `share`, computed as MS-EDEN's fallback computes it (quant::group_energy
+// per 16, combine_groups, outlier_share); else -1 (always for a zero chunk).
+template <class Value>
+Q2_HD int dominated_element(const Value& value, int chunk, double share) {
+  quant::ChunkEnergy e[128 / 16];
+  float best = -1;
+  int at = 0;
+  for (int g = 0; g < chunk / 16; ++g) {
+    float x[16];
+    for (int i = 0; i < 16; ++i) {
+      x[i] = value(g * 16 + i);
+      const float a = x[i] < 0 ? -x[i] : x[i];
+      if (a > best) best = a, at = g * 16 + i;
+    }
+    e[g] = quant::group_energy(x);
+  }
+  return quant::outlier_share(quant::combine_groups(e, chunk / 16)) > share ? at : -1;
+}
+
+// dominated_element of every chunk of m's rows. chunk: 16, 32, 64 or 128, dividing m.cols.
 Dominated find_dominated(const Matrix& m, int chunk, double share);
 
 // m with the elements d names set to zero.

@@ -95,6 +95,8 @@ TEST(OutlierSplit, BadShapesAndSharesAreNamed) {
   const Matrix m(4, 200);
   EXPECT_EQ(test::error_of([&] { find_dominated(m, 128, 0.9); }),
             "outlier split: the inner size 200 is not a multiple of the chunk 128");
+  EXPECT_EQ(test::error_of([&] { find_dominated(Matrix(4, 256), 256, 0.9); }),
+            "outlier split: chunks of 256 elements; 16, 32, 64 or 128 are supported");
   const Matrix a(4, 128), b(3, 256);
   Dominated da = find_dominated(a, 128, 0.9), db = find_dominated(Matrix(3, 128), 128, 0.9);
   Matrix out(4, 3);

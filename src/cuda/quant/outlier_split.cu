@@ -4,14 +4,13 @@
 //
 // Design: three small kernels around the quantizers, which run unchanged on the rests.
 // find_dominated: one thread per (column, chunk), columns fastest so that each of its 128 loads
-// is coalesced across the warp; the chunk's energy exactly as quant::chunk_energy forms it
-// (group_energy per 16, then combine_groups), the first largest |value| alongside.
+// is coalesced across the warp; the decision is the reference's own (linear::dominated_element).
 // compact_dominated: one thread per column turns its chunks' indices into a list and zeroes
 // the taken elements in the rest (a BF16 store, or a nibble cleared by atomicAnd, as two columns
 // share a byte). add_dominated_products: one thread per (j, i) of dW merging the two lists,
 // chunk by chunk, in the reference's order; a thread whose row and column gave up nothing returns.
 #include "cuda/quant/device_common.cuh"
-#include "quant/ms_eden.h"
+#include "linear/outlier_split.h"
 
 namespace q2::cuda {
 namespace detail {
@@ -25,20 +24,8 @@ __global__ void __launch_bounds__(kThreads) find_dominated_kernel(Values v, int6
   const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= cols * chunks) return;
   const int64_t j = id % cols, c = id / cols;
-  quant::ChunkEnergy e[kChunk / kGroup];
-  float best = -1;
-  int at = 0;
-  for (int g = 0; g < kChunk / kGroup; ++g) {
-    float x[kGroup];
-#pragma unroll
-    for (int i = 0; i < kGroup; ++i) {
-      x[i] = v(c * kChunk + g * kGroup + i, j);
-      if (fabsf(x[i]) > best) best = fabsf(x[i]), at = g * kGroup + i;
-    }
-    e[g] = quant::group_energy(x);
-  }
-  const bool taken = quant::outlier_share(quant::combine_groups(e, kChunk / kGroup)) > share;
-  index[j * chunks + c] = taken ? static_cast<int32_t>(c * kChunk + at) : -1;
+  const int at = linear::dominated_element([&](int t) { return v(c * kChunk + t, j); }, kChunk, share);
+  index[j * chunks + c] = at < 0 ? -1 : static_cast<int32_t>(c * kChunk + at);
 }
 
 // Zeroes element (r, c) of the rest: a BF16 [R, cols] or the packed codes of an NVFP4 [R, cols].
