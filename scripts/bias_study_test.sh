@@ -75,6 +75,16 @@ cmp -s "$tmp/study.jsonl" "$tmp/jobs.jsonl" || fail "JOBS=3 gave other lines tha
 # SPLIT_TAU sets the outlier split's share.
 SPLIT_TAU=0.5 SCHEMES="quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 >"$tmp/tau.jsonl" 2>/dev/null
 grep -q '"outlier_split":0.5' "$tmp/tau.jsonl" || fail "SPLIT_TAU=0.5 did not reach grad-error: $(head -c 300 "$tmp/tau.jsonl")"
+# single_draw_error.py: one draw per seed; the same options on both sides change nothing, the split
+# changes the sink's wgrad only, and JOBS keeps the table.
+sd() { python3 "$root/scripts/single_draw_error.py" "$q2" "$tmp/run" 128 3 "$@" 2>&1; }
+same=$(sd -- --scheme quartet2 -- --scheme quartet2)
+[[ $(grep -c '| +0.0% | [0-9.]*% |$' <<<"$same") -eq 4 ]] || fail "equal variants differ in: $same"
+one=$(sd -- --scheme quartet2 -- --scheme quartet2 --hadamard-rounds 2 --outlier-split 0.5)
+grep -q '^| 7 | layers.1.attention.wo | wgrad | .* | -[0-9.]*% | ' <<<"$one" || fail "the split did not lower the sink's wgrad error: $one"
+three=$(JOBS=3 sd -- --scheme quartet2 -- --scheme quartet2 --hadamard-rounds 2 --outlier-split 0.5)
+[[ "$one" == "$three" ]] || fail "JOBS=3 gave another table: $three"
+if sd -- --scheme quartet2 -- --scheme nosuch >/dev/null; then fail "single_draw_error accepted a bad scheme"; fi
 # A study that fails part way keeps the lines of what it finished before, in order.
 cp -r "$tmp/run" "$tmp/bad"
 mkdir "$tmp/bad/tensors/step7/layers.9.attention.wo"
