@@ -5,10 +5,12 @@
 // Design: three small kernels around the quantizers, which run unchanged on the rests.
 // find_dominated: one thread per (column, chunk), columns fastest so that each of its 128 loads
 // is coalesced across the warp; the decision is the reference's own (linear::dominated_element).
-// compact_dominated: one thread per column turns its chunks' indices into a list and zeroes
-// the taken elements in the rest (a BF16 store, or a nibble cleared by atomicAnd, as two columns
-// share a byte). add_dominated_products: one thread per (j, i) of dW merging the two lists,
-// chunk by chunk, in the reference's order; a thread whose row and column gave up nothing returns.
+// compact_dominated: one warp per column turns its chunks' indices into a list, 32 chunks at a
+// time in chunk order (a ballot's prefix count places each), and zeroes the taken elements in the
+// rest (a BF16 store, or a nibble cleared by atomicAnd, as two columns share a byte); a warp, not
+// a thread, as a 64k-token batch gives each column 512 chunks. add_dominated_products: one thread
+// per (j, i) of dW merging the two lists, chunk by chunk, in the reference's order; a thread whose
+// row and column gave up nothing returns.
 #include "cuda/quant/device_common.cuh"
 #include "linear/outlier_split.h"
 
@@ -50,17 +52,22 @@ template <class Rest>
 __global__ void __launch_bounds__(kThreads) compact_dominated_kernel(int64_t cols, int64_t chunks,
                                                                       int32_t* __restrict__ index,
                                                                       int32_t* __restrict__ count, Rest rest) {
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (j >= cols) return;
+  const int64_t j = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (j >= cols) return;  // the whole warp: one column each
   int32_t* list = index + j * chunks;
   int n = 0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int32_t t = list[c];
-    if (t < 0) continue;
-    list[n++] = t;  // n <= c: in place
-    rest.zero(t, j);
+  for (int64_t base = 0; base < chunks; base += 32) {
+    const int32_t t = base + lane < chunks ? list[base + lane] : -1;
+    const unsigned taken = __ballot_sync(0xffffffffu, t >= 0);
+    __syncwarp();  // all 32 read before any writes: the list is compacted in place, at n + rank <= base + lane
+    if (t >= 0) {
+      list[n + __popc(taken & ((1u << lane) - 1))] = t;
+      rest.zero(t, j);
+    }
+    n += __popc(taken);
   }
-  count[j] = n;
+  if (lane == 0) count[j] = n;
 }
 
 template <class BValues>
@@ -105,7 +112,7 @@ void split(Values v, Rest rest, int64_t rows, int64_t cols, double share, Device
   find_dominated_kernel<<<blocks_for(cols * d.chunks), kThreads, 0, stream>>>(v, cols, d.chunks, share,
                                                                                 d.index.get());
   check_launch("find_dominated_kernel");
-  compact_dominated_kernel<<<blocks_for(cols), kThreads, 0, stream>>>(cols, d.chunks, d.index.get(), d.count.get(),
+  compact_dominated_kernel<<<blocks_for(cols * 32), kThreads, 0, stream>>>(cols, d.chunks, d.index.get(), d.count.get(),
                                                                        rest);
   check_launch("compact_dominated_kernel");
 }
