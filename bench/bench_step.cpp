@@ -1,17 +1,37 @@
 #include "bench/bench_step.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
-#include "linear/scheme.h"
 #include "model/transformer.h"
 #include "quant/philox.h"
+#include "train/config.h"
 #include "train/memory_plan.h"
 #include "train/optimizer.h"
 
 namespace q2::train {
+
+namespace {
+
+// A --schemes entry, "NAME" or "NAME:key=value:...", as the training config it stands for: the
+// keys are the method section's (hadamard_rounds, outlier_split, ...), checked as `train` checks
+// them, so that a variant is set against its scheme in one run.
+TrainConfig entry_config(const TrainConfig& base, const std::string& entry) {
+  std::vector<std::string> overrides;
+  std::stringstream parts(entry);
+  for (std::string part; std::getline(parts, part, ':');)
+    overrides.push_back(overrides.empty() ? "method.scheme=" + part : "method." + part);
+  TrainConfig c = load_config("", overrides);
+  c.optimizer = base.optimizer;
+  c.lr = base.lr;
+  return c;
+}
+
+}  // namespace
 
 std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::function<void(const std::string&)>& log) {
   std::vector<StepBenchRow> rows;
@@ -24,18 +44,20 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
   TrainConfig tc;  // the optimizer's default hyper-parameters
   tc.optimizer = o.optimizer;
   tc.lr = 1e-4;
+  std::vector<TrainConfig> entries;  // every entry checked before the first model is built
+  for (const std::string& scheme : o.schemes) entries.push_back(entry_config(tc, scheme));
   for (const std::string& preset : o.presets) {
-    for (const std::string& scheme : o.schemes) {
+    for (size_t e = 0; e < entries.size(); ++e) {
+      const std::string& scheme = o.schemes[e];
       const model::ModelConfig mc = model::preset(preset, o.vocab, o.seq);
       auto backend = model::make_backend(o.device);
       backend->reset_peak_memory();
       const size_t before = backend->peak_memory_bytes();
-      TrainConfig run = tc;
-      run.scheme = scheme;
+      TrainConfig run = entries[e];
       run.seq_len = o.seq;
       run.batch_size = o.batch;
       run.recompute = o.recompute;
-      model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend);
+      model::Transformer model(mc, method_scheme(run), *backend);
       model.init(1);
       model.set_recompute(o.recompute);
       const std::unique_ptr<Optimizer> opt = make_optimizer(tc, *backend, model.params(), mc);
@@ -93,13 +115,15 @@ void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>
                o.device.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
                static_cast<long long>(o.vocab), o.optimizer.c_str(), o.recompute ? ", recompute" : "", o.steps,
                o.warmup, o.peak_tflops);
-  std::fprintf(t, "%-6s %-9s %10s %12s %7s %10s %12s %9s\n", "preset", "scheme", "ms/step", "tokens/s", "MFU", "memory",
-               "linears keep", ("vs " + o.schemes.front()).c_str());
+  int w = 9;  // the scheme column: as wide as the longest entry
+  for (const std::string& s : o.schemes) w = std::max(w, static_cast<int>(s.size()));
+  std::fprintf(t, "%-6s %-*s %10s %12s %7s %10s %12s %9s\n", "preset", w, "scheme", "ms/step", "tokens/s", "MFU",
+               "memory", "linears keep", ("vs " + o.schemes.front()).c_str());
   for (const StepBenchRow& r : rows) {
     double base = 0;
     for (const StepBenchRow& b : rows)
       if (b.preset == r.preset && b.scheme == o.schemes.front()) base = b.step_ms;
-    std::fprintf(t, "%-6s %-9s %10.1f %12.0f %6.1f%% %8.2fGiB %9.1fMiB %8.2fx\n", r.preset.c_str(), r.scheme.c_str(),
+    std::fprintf(t, "%-6s %-*s %10.1f %12.0f %6.1f%% %8.2fGiB %9.1fMiB %8.2fx\n", r.preset.c_str(), w, r.scheme.c_str(),
                  r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib, r.saved_linear_mib,
                  base > 0 ? r.step_ms / base : 0.0);
   }
