@@ -14,6 +14,8 @@
 # entry SCHEME@TAU runs SCHEME with MS-EDEN's fallback (--eden-fallback TAU), SCHEME+rht2 with two
 # rotation rounds (--hadamard-rounds 2), SCHEME+rht2+split also with the outlier split
 # (--outlier-split $SPLIT_TAU, default 0.9), each labelled so.
+# DEVICE (default cpu) is grad-error's --device: cuda draws on the GPU layer (the operands rounded
+# to BF16 first; the chunk statistics stay on the CPU).
 # JOBS (default 1) runs that many grad-error processes at once, one OpenMP thread each (a machine
 # with many cores); the lines keep their order and come out as soon as those before them are
 # done, so a study stopped part way keeps what it finished.
@@ -62,7 +64,7 @@ for step_dir in "$run"/tensors/step*; do
         base="${scheme%@*}"
         base="${base%+split}"
         base="${base%+rht2}"
-        args=(--scheme "$base" --draws "$draws" --curve)
+        args=(--scheme "$base" --draws "$draws" --curve --device "${DEVICE:-cpu}")
         [[ "$scheme" == *@* ]] && args+=(--eden-fallback "${scheme#*@}")
         [[ "$scheme" == *+rht2 || "$scheme" == *+rht2+split ]] && args+=(--hadamard-rounds 2)
         [[ "$scheme" == *+split ]] && args+=(--outlier-split "${SPLIT_TAU:-0.9}")

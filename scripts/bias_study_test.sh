@@ -72,6 +72,14 @@ fi
 JOBS=3 SCHEMES="quartet2 nvidia quartet2@0.9 quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 >"$tmp/jobs.jsonl" \
   2>"$tmp/log"
 cmp -s "$tmp/study.jsonl" "$tmp/jobs.jsonl" || fail "JOBS=3 gave other lines than one job at a time"
+# DEVICE reaches grad-error (cpu here: the same lines as without it).
+DEVICE=cpu SCHEMES="quartet2 nvidia quartet2@0.9 quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 4 \
+  >"$tmp/device.jsonl" 2>/dev/null
+grep -q '"device":"cpu"' "$tmp/device.jsonl" || fail "DEVICE did not reach grad-error: $(head -c 300 "$tmp/device.jsonl")"
+cmp -s "$tmp/study.jsonl" "$tmp/device.jsonl" || fail "DEVICE=cpu gave other lines than the default"
+if DEVICE=nosuch SCHEMES=quartet2 "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 >/dev/null 2>&1; then
+  fail "accepted DEVICE=nosuch"
+fi
 # SPLIT_TAU sets the outlier split's share.
 SPLIT_TAU=0.5 SCHEMES="quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 >"$tmp/tau.jsonl" 2>/dev/null
 grep -q '"outlier_split":0.5' "$tmp/tau.jsonl" || fail "SPLIT_TAU=0.5 did not reach grad-error: $(head -c 300 "$tmp/tau.jsonl")"

@@ -9,8 +9,8 @@
 #include "common/memory.h"
 #include "eval/grad_error.h"
 #include "eval/chunk_stats.h"
-#include "gemm/gemm.h"
 #include "linear/scheme.h"
+#include "model/backend.h"
 #include "quant/hadamard.h"
 #include "quant/seeds.h"
 
@@ -26,6 +26,7 @@ struct GradErrorOptions {
   int hadamard_rounds = 1;   // 2: the backward's operands rotated twice
   double outlier_split = 0;  // > 0: wgrad's outlier split (method.outlier_split)
   uint64_t seed = 0;
+  std::string device = "cpu";  // the backend whose linear layer draws (model::make_backend)
   std::string load;
   int64_t rows = 0;  // --load: use the first rows tokens only (0: all)
   bool json = false;
@@ -103,7 +104,10 @@ void run(const GradErrorOptions& o) {
     require_memory(ops.x.rows, ops.x.cols, ops.w.rows,
                    "grad-error --load " + o.load + " (M " + std::to_string(ops.x.rows) + ", K " +
                        std::to_string(ops.x.cols) + ", N " + std::to_string(ops.w.rows) + ")");
-  const auto backend = gemm::make_cpu_backend();
+  // The GPU layer reads BF16 operands: rounded first, the CPU reference's targets are what it
+  // estimates.
+  if (o.device != "cpu") ops = eval::round_to_bf16(std::move(ops));
+  const auto backend = model::make_backend(o.device);
   linear::Scheme scheme = linear::scheme_by_name(o.scheme, o.hadamard, o.eden_fallback, o.hadamard_rounds);
   scheme.outlier_split = o.outlier_split;
   const auto rows = eval::grad_error(ops, scheme, o.draws, o.seed, *backend, [&](int done) {
@@ -117,7 +121,7 @@ void run(const GradErrorOptions& o) {
     j["config"] = {{"scheme", o.scheme}, {"m", ops.x.rows},   {"k", ops.x.cols},       {"n", ops.w.rows},
                    {"draws", o.draws},   {"seed", o.seed},    {"load", o.load},        {"hadamard", o.hadamard},
                    {"eden_fallback", o.eden_fallback}, {"hadamard_rounds", o.hadamard_rounds},
-                   {"outlier_split", o.outlier_split}};
+                   {"outlier_split", o.outlier_split}, {"device", o.device}};
     for (const auto& r : rows) {
       j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
       if (!o.curve || r.curve.empty()) continue;
@@ -171,6 +175,10 @@ void add_grad_error(CLI::App& app) {
                   "added exactly (0: off; method.outlier_split)")
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of the operands and the draws")->capture_default_str();
+  sub->add_option("--device", o->device,
+                  "Backend of the layer that draws (cpu, cuda); on cuda X, W and dY are rounded to BF16 first, and "
+                  "Y and dX come back in BF16")
+      ->capture_default_str();
   sub->add_option("--load", o->load, "Directory with x.npy [M,K], w.npy [N,K], dy.npy [M,N]");
   sub->add_option("--rows", o->rows, "With --load: only the first ROWS tokens of x and dy")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "Print one JSON object instead of a table");

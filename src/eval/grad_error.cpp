@@ -8,6 +8,8 @@
 #include "common/error.h"
 #include "common/memory.h"
 #include "common/npy.h"
+#include "format/bf16.h"
+#include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "quant/distributions.h"
 #include "quant/seeds.h"
@@ -110,10 +112,17 @@ uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& wh
   return static_cast<uint64_t>(total);
 }
 
+LayerOperands round_to_bf16(LayerOperands ops) {
+  for (Matrix* m : {&ops.x, &ops.w, &ops.dy})
+    for (float& v : m->data) v = bf16::round(v);
+  return ops;
+}
+
 std::vector<ProductError> grad_error(const LayerOperands& ops, const linear::Scheme& scheme, int draws, uint64_t seed,
-                                     const gemm::Backend& backend, const std::function<void(int)>& progress) {
+                                     model::Backend& backend, const std::function<void(int)>& progress) {
   if (draws < 1) throw Error("--draws must be at least 1 (got " + std::to_string(draws) + ")");
-  const linear::Linear layer(scheme, backend, "grad-error");
+  const auto cpu_gemm = gemm::make_cpu_backend();
+  const linear::Linear layer(scheme, *cpu_gemm, "grad-error");
   const Matrix xt = transpose(ops.x), dyt = transpose(ops.dy), wt = transpose(ops.w);
 
   // Exact products of the unquantized operands, and the products the backward estimates: dY as
@@ -126,24 +135,33 @@ std::vector<ProductError> grad_error(const LayerOperands& ops, const linear::Sch
   const std::vector<double> dx_target = product_nt_f64(dy_used, transpose(w_used));
   const std::vector<double> dw_target = product_nt_f64(transpose(dy_used), transpose(x_used));
 
-  linear::Saved saved;
-  const std::vector<double> y = as_f64(layer.forward(ops.x, ops.w, saved));
+  auto upload = [&](const Matrix& m, model::Role role) {
+    model::Tensor t = backend.alloc(m.rows, m.cols, role);
+    backend.upload(m, t);
+    return t;
+  };
+  const model::Tensor x = upload(ops.x, model::Role::kActivation), w = upload(ops.w, model::Role::kParam);
+  const model::Tensor dy = upload(ops.dy, model::Role::kActivation);
+  model::Tensor dw = backend.alloc(ops.w.rows, ops.w.cols, model::Role::kParam);
+  const std::unique_ptr<model::LinearOp> op = backend.make_linear(scheme, "grad-error");
+  const std::vector<double> y = as_f64(backend.download(op->forward(x, w, true)));
   std::vector<ProductError> out;
   out.push_back({"fwd", rel_err(y, y_exact), cosine(y, y_exact), rel_err(y, y_exact), {}, 0});
 
   DrawMeans dx_means(dx_target, draws), dw_means(dw_target, draws);
   ProductError dgrad{"dgrad", 0, 0, 0, {}, 0}, wgrad{"wgrad", 0, 0, 0, {}, 0};
   for (int k = 0; k < draws; ++k) {
-    const linear::Grads g = layer.backward(ops.dy, saved, seeds::experiment_backward(seed, k));
-    const std::vector<double> dx = as_f64(g.dx), dw = as_f64(g.dw);
+    backend.zero(dw);  // the layer accumulates into it
+    const std::vector<double> dx = as_f64(backend.download(op->backward(dy, seeds::experiment_backward(seed, k), dw)));
+    const std::vector<double> dw_draw = as_f64(backend.download(dw));
     if (k == 0) {
       dgrad.rel_err = rel_err(dx, dx_exact);
       dgrad.cosine = cosine(dx, dx_exact);
-      wgrad.rel_err = rel_err(dw, dw_exact);
-      wgrad.cosine = cosine(dw, dw_exact);
+      wgrad.rel_err = rel_err(dw_draw, dw_exact);
+      wgrad.cosine = cosine(dw_draw, dw_exact);
     }
     dx_means.add(dx);
-    dw_means.add(dw);
+    dw_means.add(dw_draw);
     if (progress) progress(k + 1);
   }
   dx_means.finish(dgrad);

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "common/matrix.h"
-#include "gemm/gemm.h"
 #include "linear/scheme.h"
+#include "model/backend.h"
 
 namespace q2::eval {
 
@@ -46,8 +46,16 @@ struct ProductError {
 // naming `what` when the sizes overflow.
 uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& what);
 
+// The draws are the backward of `backend`'s linear layer (model::Backend::make_linear) for the
+// seeds seeds::experiment_backward(seed, k); the targets come from the CPU reference
+// (linear::Linear), whose operands the GPU layer reproduces bit for bit when X, W and dY are
+// BF16 values (round_to_bf16). The CPU backend's layer is linear::Linear itself; the GPU's
+// returns Y and dX in BF16, which adds their rounding to fwd's and dgrad's errors.
 std::vector<ProductError> grad_error(const LayerOperands& ops, const linear::Scheme& scheme, int draws, uint64_t seed,
-                                     const gemm::Backend& backend, const std::function<void(int)>& progress = {});
+                                     model::Backend& backend, const std::function<void(int)>& progress = {});
+
+// X, W and dY rounded to BF16 (to nearest even), as a GPU layer reads them.
+LayerOperands round_to_bf16(LayerOperands ops);
 
 // A B^T in float64 (OpenBLAS dgemm), A [M, K], B [N, K].
 std::vector<double> product_nt_f64(const Matrix& a, const Matrix& b);

@@ -34,7 +34,7 @@ TEST(GradError, LoadOperandsRejectsShapesThatDoNotFormALayer) {
 // experiment: averaged over draws, its backward estimates the product of the forward-quantized
 // operands without bias.
 TEST(LinearQuartet2, BackwardIsUnbiasedForTheForwardQuantizedOperands) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   const LayerOperands ops = default_operands(256, 256, 128, 5);
   const auto rows = grad_error(ops, linear::scheme_by_name("quartet2"), 64, 1, *backend);
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i].rel_err_mean, 1.3 * rows[i].rel_err / 64) << rows[i].product;
@@ -44,7 +44,7 @@ TEST(LinearQuartet2, BackwardIsUnbiasedForTheForwardQuantizedOperands) {
 // about 1e-6 relative squared error that is not the quantizers'): a deterministic BF16 backward
 // meets it up to float32 accumulation.
 TEST(GradError, TargetTakesDyAsTheBackwardReadsIt) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   const auto rows = grad_error(default_operands(128, 128, 128, 2), linear::scheme_by_name("bf16"), 2, 1, *backend);
   for (size_t i = 1; i < rows.size(); ++i) {
     EXPECT_LT(rows[i].rel_err_mean, 1e-10) << rows[i].product;
@@ -68,7 +68,7 @@ LayerOperands gaussian_operands() {
 }
 
 TEST(GradErrorCurve, UnbiasedSrFallsLikeOneOverDraws) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   const auto rows = grad_error(gaussian_operands(), linear::scheme_by_name("sr"), 64, 3, *backend);
   for (size_t i = 1; i < rows.size(); ++i) {
     const ProductError& p = rows[i];
@@ -89,7 +89,7 @@ TEST(GradErrorCurve, UnbiasedSrFallsLikeOneOverDraws) {
 // NVIDIA's wgrad rounds the saved X to nearest along tokens, not as the forward used it: its
 // mean levels off at that bias (docs/RESULTS.md); its dgrad (SR of dY) stays unbiased.
 TEST(GradErrorCurve, BiasedNvidiaWgradLevelsOff) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   const auto rows = grad_error(gaussian_operands(), linear::scheme_by_name("nvidia"), 64, 3, *backend);
   const ProductError &dgrad = rows[1], &wgrad = rows[2];
   EXPECT_LT(curve_ratios(dgrad).back(), 1.15);
@@ -115,7 +115,7 @@ LayerOperands outlier_token_operands() {
 }
 
 TEST(GradErrorCurve, SecondRotationRemovesMsEdenBiasOnOutlierTokens) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   const LayerOperands ops = outlier_token_operands();
   const auto plain = grad_error(ops, linear::scheme_by_name("quartet2"), 256, 3, *backend);
   const auto twice = grad_error(ops, linear::scheme_by_name("quartet2", 0, 0, 2), 256, 3, *backend);
@@ -134,7 +134,7 @@ TEST(GradErrorCurve, SecondRotationRemovesMsEdenBiasOnOutlierTokens) {
 // elements go into exact terms, so the mean converges like 1/draws and one draw's error falls
 // below both plain quartet2's and two rounds' (the rest holds a small share of the product).
 TEST(GradErrorCurve, OutlierSplitRemovesTheBiasAndLowersTheError) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   const LayerOperands ops = outlier_token_operands();
   const auto plain = grad_error(ops, linear::scheme_by_name("quartet2"), 64, 3, *backend);
   const auto twice = grad_error(ops, linear::scheme_by_name("quartet2", 0, 0, 2), 64, 3, *backend);
@@ -154,7 +154,7 @@ TEST(GradErrorCurve, OutlierSplitRemovesTheBiasAndLowersTheError) {
 // Both rounds are orthogonal and shared by a product's two operands: unquantized, the rotated
 // backward is the exact product up to float32 rounding, as with one round.
 TEST(GradError, TwoRotationsCancelInTheProducts) {
-  const auto backend = gemm::make_cpu_backend();
+  const auto backend = model::make_cpu_backend();
   linear::Scheme s = linear::scheme_by_name("fp32");
   s.dgrad.hadamard = s.wgrad.hadamard = 128;
   s.hadamard_rounds = 2;
