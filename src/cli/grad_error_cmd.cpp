@@ -126,6 +126,7 @@ void run(const GradErrorOptions& o) {
       j[r.product] = {{"rel_err", r.rel_err}, {"cosine", r.cosine}, {"rel_err_mean", r.rel_err_mean}};
       if (!o.curve || r.curve.empty()) continue;
       j[r.product]["bias2"] = r.bias2;  // NaN (one draw) prints as null
+      j[r.product]["bias_along"] = r.bias_along;
       for (const auto& c : r.curve) j[r.product]["curve"].push_back({{"draws", c.draws}, {"rel_err_mean", c.rel_err_mean}});
     }
     std::printf("%s\n", j.dump(2).c_str());
@@ -146,7 +147,7 @@ void run(const GradErrorOptions& o) {
     for (const auto& c : r.curve)
       std::printf("%-8s %6d %14.8f %10.4f\n", r.product.c_str(), c.draws, c.rel_err_mean,
                   c.rel_err_mean * c.draws / r.curve.front().rel_err_mean);
-    if (!r.curve.empty()) std::printf("%-8s bias2 %.3g\n", r.product.c_str(), r.bias2);
+    if (!r.curve.empty()) std::printf("%-8s bias2 %.3g, bias_along %.3g\n", r.product.c_str(), r.bias2, r.bias_along);
   }
 }
 
@@ -183,8 +184,9 @@ void add_grad_error(CLI::App& app) {
   sub->add_option("--rows", o->rows, "With --load: only the first ROWS tokens of x and dy")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "Print one JSON object instead of a table");
   sub->add_flag("--curve", o->curve,
-                "Also the error of the mean of the first 1, 2, 4, ... draws (1/draws if unbiased) and bias2, an "
-                "unbiased estimate of the squared bias");
+                "Also the error of the mean of the first 1, 2, 4, ... draws (1/draws if unbiased), bias2, an "
+                "unbiased estimate of the squared bias, and bias_along, of its component along the target (< 0: "
+                "shrinks)");
   sub->add_flag("--chunk-stats", o->chunk_stats,
                 "Instead of the errors: outlier share, kurtosis and EDEN factors of the backward operands' "
                 "Hadamard chunks");

@@ -78,6 +78,12 @@ class DrawMeans {
   void finish(ProductError& p) const {
     p.rel_err_mean = curve_.back().rel_err_mean;
     p.curve = curve_;
+    double along = 0, norm = 0;
+    for (size_t i = 0; i < sum_.size(); ++i) {
+      along += (sum_[i] / n_ - target_[i]) * target_[i];
+      norm += target_[i] * target_[i];
+    }
+    p.bias_along = norm == 0 ? 0 : along / norm;
     p.bias2 = std::nan("");
     if (draws_ < 2) return;
     const int a = draws_ / 2, b = draws_ - a;

@@ -36,8 +36,11 @@ struct ProductError {
   // means), and bias2, an unbiased estimate of |E[draw] - target|^2 / |target|^2 (NaN for one
   // draw): the inner product of the errors of the first half's and the second half's means,
   // which are independent, so only the bias survives in its expectation. Noise can make it < 0.
+  // And bias_along, <mean - target, target> / |target|^2, an unbiased estimate of the bias's
+  // component along the target: below 0 the backward shrinks the gradient on average, above 0 it
+  // stretches it; its square is at most rel_err_mean (Cauchy-Schwarz).
   std::vector<CurvePoint> curve;
-  double bias2 = 0;
+  double bias2 = 0, bias_along = 0;
 };
 
 // Bytes grad_error() holds at its peak for X [M, K], W [N, K], dY [M, N], the operands included

@@ -83,6 +83,10 @@ TEST(GradErrorCurve, UnbiasedSrFallsLikeOneOverDraws) {
     }
     // No bias: bias2 is noise of the size of the mean's error (64 draws), either sign.
     EXPECT_LT(std::fabs(p.bias2), 0.3 * p.curve.front().rel_err_mean / 64) << p.product;
+    // Nor along the target: <mean - target, target> / |target|^2 is a sum over the outputs of
+    // independent errors, standard deviation about sqrt(rel_err_mean / outputs).
+    const double outputs = p.product == "dgrad" ? 256.0 * 256 : 128.0 * 256;
+    EXPECT_LT(std::fabs(p.bias_along), 4 * std::sqrt(p.rel_err_mean / outputs)) << p.product;
   }
 }
 
@@ -97,6 +101,10 @@ TEST(GradErrorCurve, BiasedNvidiaWgradLevelsOff) {
   // Most of what is left after 64 draws is bias.
   EXPECT_GT(wgrad.bias2, 0.5 * wgrad.rel_err_mean);
   EXPECT_LT(wgrad.bias2, wgrad.rel_err_mean);
+  // Its component along the target is part of the mean's error (Cauchy-Schwarz) and, with a
+  // bias this size, well above the noise bound the unbiased SR test uses.
+  EXPECT_LE(wgrad.bias_along * wgrad.bias_along, wgrad.rel_err_mean);
+  EXPECT_GT(std::fabs(wgrad.bias_along), 4 * std::sqrt(wgrad.rel_err_mean / (128.0 * 256)));
 }
 
 // Outlier tokens (one per 128 tokens, every feature 10 sqrt(128) sigma there, as the SwiGLU
