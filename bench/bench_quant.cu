@@ -3,7 +3,8 @@
 // reported as bytes read + written per second and as a fraction of a device-to-device
 // cudaMemcpy of a 256 MiB buffer timed in the same run (also counting read + write).
 // Bytes are what each launch really moves, scratch included (MS-EDEN: 4 bytes of float32
-// corrected scale per 16-group written by pass 1 and read by pass 2).
+// corrected scale per 16-group written by pass 1 and read by pass 2). The outlier split's rows
+// view the same bytes as 65536 tokens x 2048 features.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -32,6 +33,15 @@ __global__ void fill_kernel(uint32_t* out, int64_t n_pairs, uint64_t seed) {
     const float b = (static_cast<float>(w.v[2] >> 8) * 0x1p-24f - 0.5f) * 4.0f +
                     (static_cast<float>(w.v[3] >> 8) * 0x1p-24f - 0.5f) * 4.0f;
     out[i] = static_cast<uint32_t>(bf16::encode(a)) | (static_cast<uint32_t>(bf16::encode(b)) << 16);
+  }
+}
+
+// Scales every feature of the tokens t % every == 37 by `by` (rows of a [tokens, cols] BF16 tensor).
+__global__ void plant_outlier_tokens_kernel(__nv_bfloat16* x, int64_t tokens, int64_t cols, int64_t every, float by) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x, n = tokens / every * cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    __nv_bfloat16& v = x[(i / cols * every + 37) * cols + i % cols];
+    v = __float2bfloat16(__bfloat162float(v) * by);
   }
 }
 
@@ -88,6 +98,34 @@ void run_bench_quant(bool json) {
   res.push_back({"requant nvfp4 -> ms-eden^T",
                  median_ms_25([&] { requantize_ms_eden_transposed_async(q46, "bench", rot, 3, eden_t, ws); }),
                  nvfp4_bytes + n / 2 + 4 * n / 16 + pass2});
+
+  // The outlier split (wgrad's operands along tokens) at a training shape: the same 256 MiB as
+  // 65536 tokens x 2048 features, one token in 1024 at 40x (its chunk dominated in every
+  // column: 1 in 8 chunks). Find, copy and compact of a BF16 dY and of an NVFP4 X_q, then the
+  // exact terms of their product (every dW element read and written: 8 bytes each).
+  const int64_t T = 65536, F = N / T;
+  DeviceBuffer<__nv_bfloat16> tall(N), tall_rest(N);
+  check(cudaMemcpy(tall.get(), x.get(), x.bytes(), cudaMemcpyDeviceToDevice), "copy (tall)");
+  plant_outlier_tokens_kernel<<<1024, 256>>>(tall.get(), T, F, 1024, 40.0f);
+  check_launch("plant_outlier_tokens_kernel");
+  const BF16View tv{tall.get(), T, F, "bench tokens x features"};
+  Workspace tws;
+  amax(tv, tws);
+  DeviceNVFP4 tq(T, F), tq_rest;
+  quantize_four_over_six_async(tv, tws.amax(), tq);
+  DeviceDominated d_dy, d_x;
+  DeviceBuffer<float> dw(F * F);
+  const double tq_bytes = n / 2 + n / 16 + 4;
+  res.push_back({"outlier split, bf16", median_ms_25([&] {
+                   split_dominated_transposed_async(tv, 0.5, d_dy, tall_rest.get());
+                 }),
+                 2 * n + 4 * n});  // find reads, the rest's copy reads and writes
+  res.push_back({"outlier split, nvfp4",
+                 median_ms_25([&] { split_dominated_transposed_async(tq, "bench", 0.5, d_x, tq_rest); }),
+                 3 * tq_bytes});
+  res.push_back({"outlier split, exact terms",
+                 median_ms_25([&] { add_dominated_products_async(tv, d_dy, tq, d_x, dw.get()); }),
+                 8.0 * static_cast<double>(F * F)});
   check(cudaDeviceSynchronize(), "benchmark");
   ws.throw_if_nonfinite("bench input", 0);
 
