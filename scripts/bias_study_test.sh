@@ -62,6 +62,7 @@ out=$(python3 "$root/scripts/bias_table.py" "$tmp/study.jsonl" "${plot[@]}" 2>/d
 grep -q '^| 7 | 1 | attention.wo | nvidia | ' <<<"$out" || fail "no nvidia row of layer 1 in: $out"
 grep -q '^| 7 | 1 | attention.wo | 0 | 1 | 0 | ' <<<"$out" || fail "no chunk row of layer 1 (dY^T dominated) in: $out"
 grep -q '^- quartet2 wgrad: .* of 2 cases above 1.3' <<<"$out" || fail "no summary line in: $out"
+grep -q '| wgrad bias share | wgrad bias along |$' <<<"$out" || fail "no bias along column in: $out"
 grep -q '^- quartet2@0.9 against quartet2, wgrad: ' <<<"$out" || fail "no fallback summary in: $out"
 grep -q '^- quartet2+rht2+split against quartet2, wgrad: ' <<<"$out" || fail "no split summary in: $out"
 grep -q '^| 7 | 1 | attention.wo | wgrad | ' <<<"$out" || fail "no fallback row of layer 1 in: $out"

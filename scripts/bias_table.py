@@ -8,7 +8,9 @@ product), mean@N (the mean of all N draws against what the backward estimates), 
 / mean@1, the error of the mean against the 1/draws line of an unbiased backward (1 while
 unbiased; ratios above 1.3 are in bold), and bias share = bias2 / mean@N, the part of mean@N that
 is bias (bias2: grad-error's unbiased estimate of the squared bias; about 0, either sign, while
-unbiased, near 1 once the bias dominates). All errors are relative squared errors. A scheme run with MS-EDEN's
+unbiased, near 1 once the bias dominates), and bias along = grad-error's bias_along, the bias's
+component along the target (below 0: the mean gradient is shorter; "-" in older studies). All
+errors are relative squared errors. A scheme run with MS-EDEN's
 fallback (SCHEME@TAU, bias-study.sh) or two rotation rounds (SCHEME+rht2) is also set against SCHEME: its ratio and
 its single-draw error. Then the chunk
 statistics of the backward operands. --plot writes OUT_PREFIX-curves.png (gnuplot): ratio against draws per scheme and
@@ -76,7 +78,7 @@ def product_cells(p):
     share = bias2 / p["rel_err_mean"] if bias2 is not None and p["rel_err_mean"] > 0 else None
     rs = f"{r:.2f}"
     return [fmt(p["rel_err"]), fmt(p["rel_err_mean"]), f"**{rs}**" if r > RATIO_FLAG else rs,
-            "-" if share is None else f"{share:.2f}"]
+            "-" if share is None else f"{share:.2f}", fmt(p.get("bias_along"), 3)]
 
 
 def curve_table(cases, schemes):
@@ -84,7 +86,7 @@ def curve_table(cases, schemes):
     n = "/".join(str(d) for d in sorted(draws))
     head = ["step", "layer", "linear", "scheme"]
     for prod in PRODUCTS:
-        head += [f"{prod} rel_err", f"{prod} mean@{n}", f"{prod} ratio", f"{prod} bias share"]
+        head += [f"{prod} rel_err", f"{prod} mean@{n}", f"{prod} ratio", f"{prod} bias share", f"{prod} bias along"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (step, layer, linear), res in cases.items():
         for s in schemes:
