@@ -47,8 +47,10 @@ void add_bench(CLI::App& app) {
   step->add_flag("--json", *json, "print one JSON object instead of a table");
   step->add_option("--device", so->device, "backend")->capture_default_str();
   step->add_option("--presets", so->presets, "model presets")->capture_default_str();
-  step->add_option("--schemes", so->schemes, "linear-layer schemes (the first is the baseline); NAME:key=value:... sets method keys, "
-                   "e.g. quartet2:hadamard_rounds=2:outlier_split=0.5")->capture_default_str();
+  step->add_option("--schemes", so->schemes,
+                   "linear-layer schemes (the first is the baseline); NAME:key=value:... sets method keys, e.g. "
+                   "quartet2:hadamard_rounds=2:outlier_split=0.5")
+      ->capture_default_str();
   step->add_option("--batch", so->batch, "sequences per step")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--seq", so->seq, "sequence length")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--vocab", so->vocab, "vocabulary size")->check(CLI::PositiveNumber)->capture_default_str();

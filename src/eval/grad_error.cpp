@@ -108,7 +108,7 @@ uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& wh
   // Per element: the operand, its transpose, float64 products and copies, the draws' sums.
   const struct {
     int64_t rows, cols, bytes_per_element;
-  } terms[] = {{m, k, 72}, {n, k, 56}, {m, n, 48}};
+  } terms[] = {{m, k, 72}, {n, k, 64}, {m, n, 48}};
   int64_t total = 0;
   for (const auto& t : terms) {
     const int64_t elements = checked_mul(t.rows, t.cols, what);
