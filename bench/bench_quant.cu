@@ -115,14 +115,13 @@ void run_bench_quant(bool json) {
   quantize_four_over_six_async(tv, tws.amax(), tq);
   DeviceDominated d_dy, d_x;
   DeviceBuffer<float> dw(F * F);
-  const double tq_bytes = n / 2 + n / 16 + 4;
   res.push_back({"outlier split, bf16", median_ms_25([&] {
                    split_dominated_transposed_async(tv, 0.5, d_dy, tall_rest.get());
                  }),
                  2 * n + 4 * n});  // find reads, the rest's copy reads and writes
   res.push_back({"outlier split, nvfp4",
                  median_ms_25([&] { split_dominated_transposed_async(tq, "bench", 0.5, d_x, tq_rest); }),
-                 3 * tq_bytes});
+                 3 * nvfp4_bytes});  // the same element count: find reads, the copy reads and writes
   res.push_back({"outlier split, exact terms",
                  median_ms_25([&] { add_dominated_products_async(tv, d_dy, tq, d_x, dw.get()); }),
                  8.0 * static_cast<double>(F * F)});

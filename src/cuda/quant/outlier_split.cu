@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) compact_dominated_kernel(int64_t col
   for (int64_t base = 0; base < chunks; base += 32) {
     const int32_t t = base + lane < chunks ? list[base + lane] : -1;
     const unsigned taken = __ballot_sync(0xffffffffu, t >= 0);
-    __syncwarp();  // all 32 read before any writes: the list is compacted in place, at n + rank <= base + lane
+    __syncwarp();  // all 32 read before any write: compacted in place, at n + rank <= base + lane
     if (t >= 0) {
       list[n + __popc(taken & ((1u << lane) - 1))] = t;
       rest.zero(t, j);
@@ -112,8 +112,8 @@ void split(Values v, Rest rest, int64_t rows, int64_t cols, double share, Device
   find_dominated_kernel<<<blocks_for(cols * d.chunks), kThreads, 0, stream>>>(v, cols, d.chunks, share,
                                                                                 d.index.get());
   check_launch("find_dominated_kernel");
-  compact_dominated_kernel<<<blocks_for(cols * 32), kThreads, 0, stream>>>(cols, d.chunks, d.index.get(), d.count.get(),
-                                                                       rest);
+  compact_dominated_kernel<<<blocks_for(cols * 32), kThreads, 0, stream>>>(cols, d.chunks, d.index.get(),
+                                                                            d.count.get(), rest);
   check_launch("compact_dominated_kernel");
 }
 
@@ -143,7 +143,8 @@ void split_dominated_transposed_async(const BF16View& x, double share, DeviceDom
   detail::require_split_shape(x.rows, x.cols, x.name);
   check(cudaMemcpyAsync(rest, x.data, static_cast<size_t>(x.rows * x.cols) * 2, cudaMemcpyDeviceToDevice, stream),
         "cudaMemcpyAsync (outlier split rest)");
-  detail::split(detail::Bf16Source{x.data, x.cols, 1}, detail::Bf16Rest{rest, x.cols}, x.rows, x.cols, share, d, stream);
+  detail::split(detail::Bf16Source{x.data, x.cols, 1}, detail::Bf16Rest{rest, x.cols}, x.rows, x.cols, share, d,
+                stream);
 }
 
 void split_dominated_transposed_async(const DeviceNVFP4& a, const std::string& name, double share, DeviceDominated& d,
