@@ -29,6 +29,7 @@ schemes=(${SCHEMES:-quartet2 sr nvidia})
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 jobs=${JOBS:-1}
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || { echo "bias-study: JOBS must be a positive integer, got '$jobs'" >&2; exit 2; }
 ((jobs > 1)) && export OMP_NUM_THREADS=1
 # job N STEP LINEAR_DIR SCHEME ARGS...: grad-error's JSON, on one line, into $tmp/N.json; its
 # progress on stderr is shown only when it fails.

@@ -81,6 +81,8 @@ cmp -s "$tmp/study.jsonl" "$tmp/device.jsonl" || fail "DEVICE=cpu gave other lin
 if DEVICE=nosuch SCHEMES=quartet2 "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 >/dev/null 2>&1; then
   fail "accepted DEVICE=nosuch"
 fi
+[[ $(JOBS=x "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 2>&1 >/dev/null) == \
+  "bias-study: JOBS must be a positive integer, got 'x'" ]] || fail "JOBS=x was not refused by name"
 # SPLIT_TAU sets the outlier split's share.
 SPLIT_TAU=0.5 SCHEMES="quartet2+rht2+split" "$root/scripts/bias-study.sh" "$q2" "$tmp/run" 2 >"$tmp/tau.jsonl" 2>/dev/null
 grep -q '"outlier_split":0.5' "$tmp/tau.jsonl" || fail "SPLIT_TAU=0.5 did not reach grad-error: $(head -c 300 "$tmp/tau.jsonl")"
@@ -94,6 +96,8 @@ grep -q '^| 7 | layers.1.attention.wo | wgrad | .* | -[0-9.]*% | ' <<<"$one" || 
 three=$(JOBS=3 sd -- --scheme quartet2 -- --scheme quartet2 --hadamard-rounds 2 --outlier-split 0.5)
 [[ "$one" == "$three" ]] || fail "JOBS=3 gave another table: $three"
 if sd -- --scheme quartet2 -- --scheme nosuch >/dev/null; then fail "single_draw_error accepted a bad scheme"; fi
+[[ $(JOBS=0 sd -- --scheme quartet2 -- --scheme quartet2) == "single_draw_error: JOBS must be a positive integer, got '0'" ]] ||
+  fail "JOBS=0 was not refused by name"
 # A study that fails part way keeps the lines of what it finished before, in order.
 cp -r "$tmp/run" "$tmp/bad"
 mkdir "$tmp/bad/tensors/step7/layers.9.attention.wo"

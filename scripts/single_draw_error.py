@@ -36,7 +36,10 @@ def main():
     if not tensors:
         sys.exit(f"single_draw_error: no dumped tensors under {run}/tensors")
 
-    jobs = int(os.environ.get("JOBS", "1"))
+    jobs = os.environ.get("JOBS", "1")
+    if not jobs.isdigit() or int(jobs) < 1:
+        sys.exit(f"single_draw_error: JOBS must be a positive integer, got '{jobs}'")
+    jobs = int(jobs)
     env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
 
     def draw(path, args, seed):
