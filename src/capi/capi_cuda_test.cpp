@@ -11,7 +11,7 @@
 #include "cuda/linear/linear.h"
 #include "cuda/runtime/tensor.h"
 #include "cuda/runtime/test_util.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "format/scale_layout.h"
 #include "quant/distributions.h"
 #include "quant/rtn.h"
@@ -48,8 +48,7 @@ TEST_P(CapiCuda, EqualsTheCudaLayerBitForBit) {
   const int64_t M = 200, K = 256, N = 384;
   const uint64_t seed = 77;
   const Matrix xm = random(M, K, 1), wm = random(N, K, 2), dym = random(M, N, 3);
-  Matrix wb = wm;  // BF16-exact, so a BF16 copy of the weight is the same weight
-  for (float& v : wb.data) v = bf16::round(v);
+  const Matrix wb = bf16::round(wm);  // BF16-exact, so a BF16 copy of the weight is the same weight
   const Tensor x = upload(xm, DType::kBF16), w = upload(wb, DType::kF32), w16 = upload(wb, DType::kBF16);
   const Tensor dy = upload(dym, DType::kBF16);
 
@@ -93,8 +92,7 @@ INSTANTIATE_TEST_SUITE_P(Schemes, CapiCuda, ::testing::Values("quartet2", "nvidi
 
 TEST(CapiCuda, QuantizeEqualsTheCpuReference) {
   REQUIRE_GPU();
-  Matrix xm = random(96, 256, 4);
-  for (float& v : xm.data) v = bf16::round(v);
+  const Matrix xm = bf16::round(random(96, 256, 4));
   const Tensor x = upload(xm, DType::kBF16);
   size_t scale_bytes = 0;
   ASSERT_EQ(q2_nvfp4_scale_bytes(xm.rows, xm.cols, Q2_SCALES_BLOCKED, &scale_bytes), Q2_OK);

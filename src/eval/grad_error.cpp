@@ -8,7 +8,7 @@
 #include "common/error.h"
 #include "common/memory.h"
 #include "common/npy.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "quant/distributions.h"
@@ -119,8 +119,7 @@ uint64_t grad_error_bytes(int64_t m, int64_t k, int64_t n, const std::string& wh
 }
 
 LayerOperands round_to_bf16(LayerOperands ops) {
-  for (Matrix* m : {&ops.x, &ops.w, &ops.dy})
-    for (float& v : m->data) v = bf16::round(v);
+  for (Matrix* m : {&ops.x, &ops.w, &ops.dy}) *m = bf16::round(std::move(*m));
   return ops;
 }
 

@@ -1,7 +1,7 @@
 #include "linear/linear.h"
 
 #include "common/error.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "linear/outlier_split.h"
 #include "quant/hadamard.h"
 #include "quant/ms_eden.h"
@@ -12,13 +12,6 @@
 namespace q2::linear {
 
 namespace {
-
-Matrix round_bf16(const Matrix& m) {
-  Matrix out(m.rows, m.cols);
-#pragma omp parallel for
-  for (int64_t i = 0; i < m.size(); ++i) out.data[i] = bf16::round(m.data[i]);
-  return out;
-}
 
 void note(Trace* t, const std::string& s) {
   if (t) t->push_back(s);
@@ -33,7 +26,7 @@ gemm::OwnedOperand Linear::quantize_forward(FwdQuant q, const Matrix& m, const s
   const MatrixRef ref(m, name_ + "." + what);
   switch (q) {
     case FwdQuant::kFp32: return gemm::OwnedOperand::of(m);
-    case FwdQuant::kBf16: return gemm::OwnedOperand::of(round_bf16(m));
+    case FwdQuant::kBf16: return gemm::OwnedOperand::of(bf16::round(m));
     case FwdQuant::kRtn: return gemm::OwnedOperand::of(quant::quantize_rtn(ref));
     case FwdQuant::kFourOverSix: return gemm::OwnedOperand::of(quant::quantize_four_over_six(ref));
     case FwdQuant::kRtn16x16: return gemm::OwnedOperand::of(quant::quantize_rtn_16x16(ref));
@@ -52,7 +45,7 @@ Matrix Linear::forward(const Matrix& x, const Matrix& w, Saved& saved, Trace* tr
   note(trace, std::string("fwd.x: ") + to_string(plan_.x));
   note(trace, std::string("fwd.w: ") + to_string(plan_.w));
   Matrix y = backend_.product_nt(xq.view(), wq.view(), "forward of layer '" + name_ + "'");
-  saved.x = plan_.saved_x_from_input ? gemm::OwnedOperand::of(round_bf16(x)) : std::move(xq);
+  saved.x = plan_.saved_x_from_input ? gemm::OwnedOperand::of(bf16::round(x)) : std::move(xq);
   saved.w = std::move(wq);
   note(trace, std::string("saved.x: ") + to_string(plan_.saved_x));
   note(trace, std::string("saved.w: ") + to_string(plan_.saved_w));
@@ -101,14 +94,14 @@ gemm::OwnedOperand Linear::quantize_backward(const BackwardOperand& o, const Mat
   const MatrixRef ref(src, name);
   switch (o.quant) {
     case BwdQuant::kFp32: return gemm::OwnedOperand::of(src);
-    case BwdQuant::kBf16: return gemm::OwnedOperand::of(round_bf16(src));
+    case BwdQuant::kBf16: return gemm::OwnedOperand::of(bf16::round(src));
     case BwdQuant::kSr: return gemm::OwnedOperand::of(quant::quantize_sr(ref, plan_.sr_scale_override, rounding));
     case BwdQuant::kRtn: return gemm::OwnedOperand::of(quant::quantize_rtn(ref));
     default: throw Error("unreachable backward quantizer");
   }
 }
 
-Matrix Linear::backward_dy(const Matrix& dy) const { return plan_.exact_dy ? dy : round_bf16(dy); }
+Matrix Linear::backward_dy(const Matrix& dy) const { return plan_.exact_dy ? dy : bf16::round(dy); }
 
 Grads Linear::backward(const Matrix& dy, const Saved& saved, uint64_t seed, Trace* trace) const {
   const int64_t tokens = saved.x.rows(), out = saved.w.rows();

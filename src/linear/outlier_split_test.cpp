@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "common/error_test_util.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "linear/linear.h"
 #include "linear/plan.h"
 #include "quant/distributions.h"
@@ -21,8 +21,7 @@ struct Planted {
 };
 
 Planted planted(int64_t rows, int64_t cols, uint64_t seed) {
-  Planted p{quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed), {}};
-  for (float& v : p.m.data) v = bf16::round(v);
+  Planted p{bf16::round(quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed)), {}};
   const int64_t chunks = cols / 128;
   p.want.assign(static_cast<size_t>(rows * chunks), -1);
   for (int64_t r = 0; r < rows; ++r)

@@ -4,7 +4,7 @@
 #include <utility>
 #include <vector>
 
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "model/cpu_ops.h"
 #include "model/muon.h"
 
@@ -13,8 +13,7 @@ namespace q2::model::cpu {
 namespace {
 
 void round_to(Matrix& m, NsPrecision p) {
-  if (p == NsPrecision::kBf16)
-    for (float& v : m.data) v = bf16::round(v);
+  if (p == NsPrecision::kBf16) m = bf16::round(std::move(m));
 }
 
 }  // namespace

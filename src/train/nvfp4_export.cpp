@@ -6,7 +6,7 @@
 
 #include "common/error.h"
 #include "data/loader.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
 #include "linear/linear.h"
@@ -22,14 +22,7 @@ WeightQuantizer forward_weight_quantizer(const linear::Scheme& scheme, const std
   const bool from_bf16 = device == "cuda";
   return [scheme, gemm, from_bf16](const Matrix& w, const std::string& name) {
     const linear::Linear layer(scheme, *gemm, name);  // the forward's own quantizer, not a copy of it
-    gemm::OwnedOperand q;
-    if (from_bf16) {
-      Matrix rounded = w;
-      for (float& v : rounded.data) v = bf16::round(v);
-      q = layer.forward_w(rounded);
-    } else {
-      q = layer.forward_w(w);
-    }
+    gemm::OwnedOperand q = from_bf16 ? layer.forward_w(bf16::round(w)) : layer.forward_w(w);
     if (!q.fp4) throw Error("export --format nvfp4: the forward pass of '" + name + "' did not give an NVFP4 W");
     return std::move(*q.fp4);
   };

@@ -9,7 +9,7 @@
 #include "common/error_test_util.h"
 #include "data/shard.h"
 #include "data/test_util.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "format/e2m1.h"
 #include "format/e4m3.h"
 #include "quant/distributions.h"
@@ -31,8 +31,7 @@ void expect_same(const NVFP4Tensor& a, const NVFP4Tensor& b) {
 // for quartet2_no46; on CUDA of the BF16-rounded master weight.
 TEST(Nvfp4Export, QuantizesWAsTheSchemesForwardPassOnItsDevice) {
   const Matrix w = quant::random_matrix(48, 64, quant::Dist::kGaussian, 7, 0.02);
-  Matrix w_bf16 = w;
-  for (float& v : w_bf16.data) v = bf16::round(v);
+  const Matrix w_bf16 = bf16::round(w);
   expect_same(forward_weight_quantizer(linear::scheme_by_name("quartet2"), "cpu")(w, "w"),
               quant::quantize_four_over_six(MatrixRef(w, "w")));
   expect_same(forward_weight_quantizer(linear::scheme_by_name("quartet2_no46"), "cpu")(w, "w"),

@@ -15,7 +15,7 @@
 #include "cuda/quant/quant.h"
 #include "cuda/runtime/tensor.h"
 #include "cuda/runtime/test_util.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "gemm/gemm.h"
 #include "linear/linear.h"
 #include "linear/outlier_split.h"
@@ -29,11 +29,6 @@ using ::q2::cuda::test::expect_same;
 
 using model::DType;
 using model::Tensor;
-
-Matrix bf16_round(Matrix m) {
-  for (float& v : m.data) v = bf16::round(v);
-  return m;
-}
 
 Matrix random(int64_t rows, int64_t cols, uint64_t seed, double scale = 1.0) {
   return quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed, scale);
@@ -90,9 +85,9 @@ TEST(GpuGemm, MatchesFloat64ReferenceForEveryLayout) {
                                      std::to_string(f32) + " acc=" + std::to_string(acc) + " dev_alpha=" +
                                      std::to_string(dev_alpha);
             const uint64_t seed = static_cast<uint64_t>(ta * 16 + tb * 8 + f32 * 4 + acc * 2 + dev_alpha);
-            const Matrix a = bf16_round(random(ta ? K : M, ta ? M : K, 100 + seed));
-            const Matrix b = bf16_round(random(tb ? N : K, tb ? K : N, 200 + seed));
-            const Matrix c = bf16_round(random(M, N, 300 + seed));
+            const Matrix a = bf16::round(random(ta ? K : M, ta ? M : K, 100 + seed));
+            const Matrix b = bf16::round(random(tb ? N : K, tb ? K : N, 200 + seed));
+            const Matrix c = bf16::round(random(M, N, 300 + seed));
             const float alpha = 0.375f;
             const DType out = f32 ? DType::kF32 : DType::kBF16;
             const Tensor da = upload(a, DType::kBF16), db = upload(b, DType::kBF16);
@@ -150,10 +145,10 @@ struct Outputs {
 struct Inputs {
   Matrix x, w, w_bf16, dy;  // x, dy BF16-exact; w float32 master; w_bf16 what the GPU quantizes
   Inputs()
-      : x(bf16_round(random(kM, kK, 1))),
+      : x(bf16::round(random(kM, kK, 1))),
         w(random(kN, kK, 2, 1.0 / 16)),
-        w_bf16(bf16_round(w)),
-        dy(bf16_round(random(kM, kN, 3, 1e-2))) {}
+        w_bf16(bf16::round(w)),
+        dy(bf16::round(random(kM, kN, 3, 1e-2))) {}
 };
 
 Outputs run_cpu(const linear::Scheme& s, const Inputs& in, uint64_t seed) {

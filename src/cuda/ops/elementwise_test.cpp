@@ -54,8 +54,7 @@ TEST(GpuElementwise, AddScaleConvert) {
   DeviceBuffer<bf16> gfb(n);
   poison(gfb);
   convert(gf.get(), gfb.get(), n);
-  Matrix fr = f;
-  for (float& v : fr.data) v = q2::bf16::round(v);
+  const Matrix fr = q2::bf16::round(f);
   const Matrix fb = from_dev(gfb, 1, n);
   expect_bits_equal(fb, fr, "convert f32->bf16");
   DeviceBuffer<float> back(n);

@@ -21,7 +21,7 @@
 #include "common/matrix.h"
 #include "cuda/ops/ops.h"
 #include "cuda/runtime/test_util.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "quant/distributions.h"
 
 namespace q2::cuda::ops::test {
@@ -30,9 +30,7 @@ inline constexpr double kU = 1.0 / 256;  // BF16 unit roundoff
 
 // Gaussian values rounded to BF16 (exact in float32 and in BF16).
 inline Matrix random_bf16(int64_t rows, int64_t cols, uint64_t seed, double stddev = 1.0) {
-  Matrix m = quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed, stddev);
-  for (float& v : m.data) v = q2::bf16::round(v);
-  return m;
+  return q2::bf16::round(quant::random_matrix(rows, cols, quant::Dist::kGaussian, seed, stddev));
 }
 
 inline std::vector<uint16_t> bits_of(const Matrix& m) {
@@ -97,10 +95,7 @@ inline void expect_close(const Matrix& gpu, const Matrix& cpu, double rel, doubl
 }
 
 // Each value rounded to BF16: what the GPU's single rounding of the CPU's float32 result gives.
-inline Matrix rounded_bf16(Matrix m) {
-  for (float& v : m.data) v = q2::bf16::round(v);
-  return m;
-}
+inline Matrix rounded_bf16(Matrix m) { return q2::bf16::round(std::move(m)); }
 
 // No element NaN or infinite.
 inline void expect_finite(const Matrix& m, const std::string& what) {

@@ -13,7 +13,7 @@
 #include "cuda/quant/quant.h"
 #include "cuda/quant/test_support.h"
 #include "cuda/runtime/test_util.h"
-#include "format/bf16.h"
+#include "format/bf16_matrix.h"
 #include "quant/checks.h"
 #include "quant/rtn.h"
 #include "quant/sr.h"
@@ -137,8 +137,7 @@ TEST(GpuF32Input, QuantizesAsItsBf16Copy) {
       DeviceBuffer<float> dev(m.size());
       check(cudaMemcpy(dev.get(), m.data.data(), m.data.size() * 4, cudaMemcpyHostToDevice), "upload");
       const F32View x{dev.get(), m.rows, m.cols, "W"};
-      Matrix r = m;
-      for (float& v : r.data) v = bf16::round(v);
+      const Matrix r = bf16::round(m);
       const MatrixRef ref(r, "W");
 
       amax_async(x, ws);
