@@ -35,6 +35,9 @@ using bf16_t = __nv_bfloat16;
 float* f32(const Tensor& t) { return static_cast<float*>(t.data); }
 bf16_t* bf(const Tensor& t) { return static_cast<bf16_t*>(t.data); }
 
+// Parameters (and their gradients and optimizer state) are float32, activations BF16.
+DType dtype_of(model::Role role) { return role == model::Role::kParam ? DType::kF32 : DType::kBF16; }
+
 void require_dtype(const Tensor& t, DType want, const char* what) {
   if (t.dtype != want)
     throw Error(std::string("CUDA backend: ") + what + " must be " + (want == DType::kF32 ? "float32" : "BF16"));
@@ -104,7 +107,10 @@ class CudaBackend final : public model::Backend {
   }
 
   Tensor alloc(int64_t rows, int64_t cols, model::Role role) override {
-    return device_tensor(rows, cols, role == model::Role::kParam ? DType::kF32 : DType::kBF16);
+    return device_tensor(rows, cols, dtype_of(role));
+  }
+  Tensor alloc_uninit(int64_t rows, int64_t cols, model::Role role) override {
+    return device_tensor(rows, cols, dtype_of(role), Fill::kNone);
   }
 
   void upload(const Matrix& src, Tensor& dst) override {

@@ -68,6 +68,11 @@ class Backend {
 
   // Tensors (zero-filled on allocation) and host transfers (float32 host matrices).
   virtual Tensor alloc(int64_t rows, int64_t cols, Role role) = 0;
+  // A tensor that the next op writes whole, without alloc's zero fill (a pass over its memory:
+  // the logits alone are a gigabyte at 16k tokens and a 32k vocabulary). Its contents are
+  // undefined until then; the CPU backend fills it with NaN, so that an op which reads it first
+  // shows in the CPU tests.
+  virtual Tensor alloc_uninit(int64_t rows, int64_t cols, Role role) = 0;
   virtual void upload(const Matrix& src, Tensor& dst) = 0;
   virtual Matrix download(const Tensor& t) = 0;
   virtual Tensor clone(const Tensor& t) = 0;

@@ -1,6 +1,8 @@
 // The CPU backend: tensors are float32 host matrices; ops are model/cpu_ops.h, linears are
 // linear::Linear over the exact CPU GEMM.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "common/error.h"
 #include "common/memory.h"
@@ -82,6 +84,11 @@ class CpuBackend final : public Backend {
   std::string describe() const override { return "cpu (float32; NVFP4 products emulated exactly)"; }
   uint64_t free_memory_bytes() override { return available_host_memory(); }
   Tensor alloc(int64_t rows, int64_t cols, Role) override { return wrap(Matrix(rows, cols)); }
+  Tensor alloc_uninit(int64_t rows, int64_t cols, Role) override {
+    Matrix m(rows, cols);
+    std::fill(m.data.begin(), m.data.end(), std::numeric_limits<float>::quiet_NaN());
+    return wrap(std::move(m));
+  }
   void upload(const Matrix& src, Tensor& dst) override {
     if (src.rows != dst.rows || src.cols != dst.cols) throw Error("upload: shapes differ");
     mat(dst).data = src.data;

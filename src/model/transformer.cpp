@@ -150,26 +150,26 @@ Tensor Transformer::layer_forward(int l, Tensor x, const Tensor& x0, int64_t bat
   const int64_t T = batch * seq, d = c.d_model, hd = c.head_dim(), kvh = c.kv_heads();
   auto P = [&](int which) -> Tensor& { return params_[layer_param(l, which)].value; };
   if (c.resid_x0_lambdas) {
-    Tensor mixed = B.alloc(T, d, Role::kActivation);
+    Tensor mixed = B.alloc_uninit(T, d, Role::kActivation);
     B.residual_mix_forward(x, x0, params_[lambdas_].value, params_[lambdas_ + 1].value, l, mixed);
     k.x_pre = std::move(x);
     x = std::move(mixed);
   }
   k.x_in = B.clone(x);
-  Tensor a = B.alloc(T, d, Role::kActivation);
+  Tensor a = B.alloc_uninit(T, d, Role::kActivation);
   B.rmsnorm_forward(x, gain(layer_param(l, kAttnNorm)), c.norm_eps, a, k.rstd1);
   k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
   B.rope(k.qkv, 0, c.n_heads, hd, seq, c.rope_theta, 1);
   B.rope(k.qkv, d, kvh, hd, seq, c.rope_theta, 1);
   if (c.qk_norm) B.head_rmsnorm_forward(k.qkv, 0, c.n_heads + kvh, hd, c.norm_eps, k.qk_rstd);  // q and k heads
-  Tensor att = B.alloc(T, d, Role::kActivation);
+  Tensor att = B.alloc_uninit(T, d, Role::kActivation);
   B.attention_forward(k.qkv, attention_dims(l, batch, seq), att, k.attention);
   B.add_inplace(x, linear_forward(l, kO, att, P(kWo), keep));
   k.x_mid = B.clone(x);
-  Tensor m = B.alloc(T, d, Role::kActivation);
+  Tensor m = B.alloc_uninit(T, d, Role::kActivation);
   B.rmsnorm_forward(x, gain(layer_param(l, kFfnNorm)), c.norm_eps, m, k.rstd2);
   k.h12 = linear_forward(l, kUp, m, P(kWup), keep);
-  Tensor g = B.alloc(T, c.d_ff, Role::kActivation);
+  Tensor g = B.alloc_uninit(T, c.d_ff, Role::kActivation);
   if (c.mlp == "swiglu")
     B.swiglu_forward(k.h12, g);
   else
@@ -187,10 +187,10 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
     throw Error("sequence length " + std::to_string(seq) + " exceeds the model's " + std::to_string(c.seq_len));
   Backend& B = backend_;
   const int64_t T = batch * seq, d = c.d_model;
-  Tensor x = B.alloc(T, d, Role::kActivation);
+  Tensor x = B.alloc_uninit(T, d, Role::kActivation);
   B.embedding_forward(params_[0].value, inputs, x);
   if (c.embed_norm) {
-    Tensor y = B.alloc(T, d, Role::kActivation), rstd;
+    Tensor y = B.alloc_uninit(T, d, Role::kActivation), rstd;
     B.rmsnorm_forward(x, none_, c.norm_eps, y, rstd);
     if (keep) {
       emb_in_ = std::move(x);
@@ -208,9 +208,9 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
       x = layer_forward(l, std::move(x), x0, batch, seq, keep ? cache_[static_cast<size_t>(l)] : local, keep);
     }
   }
-  Tensor xf = B.alloc(T, d, Role::kActivation), rstd;
+  Tensor xf = B.alloc_uninit(T, d, Role::kActivation), rstd;
   B.rmsnorm_forward(x, gain(final_norm_), c.norm_eps, xf, rstd);
-  Tensor logits = B.alloc(T, c.vocab, Role::kActivation);
+  Tensor logits = B.alloc_uninit(T, c.vocab, Role::kActivation);
   B.matmul(xf, false, params_[head_].value, true, logits, 1.0f, false);
   if (c.logit_softcap > 0) B.softcap_forward(logits, static_cast<float>(c.logit_softcap));
   if (keep) {
@@ -232,7 +232,7 @@ double Transformer::forward(const std::vector<uint32_t>& inputs, const std::vect
   targets_ = targets;
   batch_ = batch;
   seq_ = seq;
-  dlogits_ = backend_.alloc(logits.rows, logits.cols, Role::kActivation);
+  dlogits_ = backend_.alloc_uninit(logits.rows, logits.cols, Role::kActivation);
   // d(sum of losses)/d logits, scaled by the caller's loss_scale in backward.
   const double loss = backend_.cross_entropy(logits, targets, &dlogits_, 1.0f);
   if (config_.logit_softcap > 0) backend_.softcap_backward(dlogits_, logits, static_cast<float>(config_.logit_softcap));
@@ -254,9 +254,9 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   B.scale(dlogits_, loss_scale);
   B.matmul(dlogits_, true, final_out_, false, grads_[head_], 1.0f, true);
   if (!c.tie_embeddings) announce(head_, 1);  // a tied head's gradient is the embedding's, final last
-  Tensor dxf = B.alloc(T, d, Role::kActivation);
+  Tensor dxf = B.alloc_uninit(T, d, Role::kActivation);
   B.matmul(dlogits_, false, params_[head_].value, false, dxf, 1.0f, false);
-  Tensor dx = B.alloc(T, d, Role::kActivation);
+  Tensor dx = B.alloc(T, d, Role::kActivation);  // zeros, as dx0 and de: rmsnorm_backward and the mix add into them
   B.rmsnorm_backward(dxf, final_in_, gain(final_norm_), final_rstd_, dx, gain_grad(final_norm_));
   if (final_norm_ != kNone) announce(final_norm_, 1);
   Tensor dx0;  // what the x0 lambdas send back to x0
@@ -271,7 +271,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
     auto G = [&](int which) -> Tensor& { return grads_[layer_param(l, which)]; };
     // MLP: x = x_mid + down(act(up(norm(x_mid))))
     const Tensor dg = linear_backward(l, kDown, dx, lseed(l, kDown), G(kWdown));
-    Tensor dh12 = B.alloc(T, c.mlp_in_rows(), Role::kActivation);
+    Tensor dh12 = B.alloc_uninit(T, c.mlp_in_rows(), Role::kActivation);
     if (c.mlp == "swiglu")
       B.swiglu_backward(dg, k.h12, dh12);
     else
@@ -281,7 +281,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
     announce(layer_param(l, kWdown) + 1 - half, half);  // [ffn_norm,] up, down
     // Attention: x_mid = x_in + wo(attn(qk_norm(rope(wqkv(norm(x_in))))))
     const Tensor datt = linear_backward(l, kO, dx, lseed(l, kO), G(kWo));
-    Tensor dqkv = B.alloc(T, c.qkv_rows(), Role::kActivation);
+    Tensor dqkv = B.alloc_uninit(T, c.qkv_rows(), Role::kActivation);
     B.attention_backward(datt, k.qkv, k.attention, attention_dims(l, batch_, seq_), dqkv);
     if (c.qk_norm) B.head_rmsnorm_backward(dqkv, k.qkv, 0, c.n_heads + kvh, hd, k.qk_rstd);
     B.rope(dqkv, 0, c.n_heads, hd, seq_, c.rope_theta, -1);
