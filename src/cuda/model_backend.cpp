@@ -288,9 +288,17 @@ class CudaBackend final : public model::Backend {
     return ops::cross_entropy(bf(logits), logits.rows, logits.cols, d_t, dlogits ? bf(*dlogits) : nullptr, scale);
   }
 
-  double sum_squares(const Tensor& t) override {
-    require_dtype(t, DType::kF32, "sum_squares input");
-    return ops::sum_squares(f32(t), t.size());
+  std::vector<double> sum_squares(const std::vector<const Tensor*>& tensors) override {
+    std::vector<const float*> x;
+    std::vector<int64_t> n;
+    for (const Tensor* t : tensors) {
+      require_dtype(*t, DType::kF32, "sum_squares input");
+      x.push_back(f32(*t));
+      n.push_back(t->size());
+    }
+    std::vector<double> out(tensors.size());
+    ops::sum_squares_each(x.data(), n.data(), static_cast<int64_t>(x.size()), out.data());
+    return out;
   }
 
   void scale(Tensor& t, float s) override {

@@ -127,7 +127,9 @@ class Backend {
                                float scale) = 0;
 
   // Optimizer support.
-  virtual double sum_squares(const Tensor& t) = 0;
+  // Each float32 tensor's sum of squares in float64, read back together: one synchronization
+  // on the GPU for a whole model's gradients, not one per tensor.
+  virtual std::vector<double> sum_squares(const std::vector<const Tensor*>& tensors) = 0;
   virtual void scale(Tensor& t, float s) = 0;
   virtual void adamw(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWHyper& h, bool decay) = 0;
   // Muon on w [R, C] taken as row blocks of `blocks` rows each (the logical matrices of a fused

@@ -169,10 +169,14 @@ class CpuBackend final : public Backend {
     return cpu::cross_entropy(mat(logits), targets, dlogits ? &mat(*dlogits) : nullptr, scale);
   }
 
-  double sum_squares(const Tensor& t) override {
-    double s = 0;
-    for (float v : mat(t).data) s += static_cast<double>(v) * v;
-    return s;
+  std::vector<double> sum_squares(const std::vector<const Tensor*>& tensors) override {
+    std::vector<double> out;
+    for (const Tensor* t : tensors) {
+      double s = 0;
+      for (float v : mat(*t).data) s += static_cast<double>(v) * v;
+      out.push_back(s);
+    }
+    return out;
   }
   void scale(Tensor& t, float s) override {
     for (float& v : mat(t).data) v *= s;

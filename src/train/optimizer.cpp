@@ -193,9 +193,13 @@ Shard make_shard(const TrainConfig& c, const std::vector<model::Param>& params, 
 
 std::vector<double> grad_squares(model::Backend& backend, const std::vector<model::Tensor>& grads, const Shard& shard,
                                  const std::string& what) {
-  std::vector<double> squares(grads.size(), 0.0);
+  std::vector<const model::Tensor*> held;
   for (size_t i = 0; i < grads.size(); ++i)
-    if (shard.holds(i)) squares[i] = backend.sum_squares(grads[i]);
+    if (shard.holds(i)) held.push_back(&grads[i]);
+  const std::vector<double> sums = backend.sum_squares(held);  // one read back for all
+  std::vector<double> squares(grads.size(), 0.0);
+  for (size_t i = 0, k = 0; i < grads.size(); ++i)
+    if (shard.holds(i)) squares[i] = sums[k++];
   if (shard.sharded()) backend.collectives().allreduce_sum(squares, what);
   return squares;
 }

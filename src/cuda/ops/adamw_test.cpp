@@ -37,7 +37,7 @@ TEST(GpuAdamW, BitIdenticalToCpuBackend) {
     expect_bits_equal(from_dev(gw, rows, cols), cpu->download(tw), what + " w");
     expect_bits_equal(from_dev(gm, rows, cols), cpu->download(tm), what + " m");
     expect_bits_equal(from_dev(gv, rows, cols), cpu->download(tv), what + " v");
-    const double ssq = cpu->sum_squares(tw);  // sequential float64 sum: equal up to the order
+    const double ssq = cpu->sum_squares({&tw})[0];  // sequential float64 sum: equal up to the order
     EXPECT_NEAR(sum_squares(gw.get(), rows * cols), ssq, 1e-12 * ssq) << "sum_squares after " << what;
   }
 }

@@ -150,12 +150,18 @@ void sum_squares_async(const float* x, int64_t n, double* result) {
   check_launch("sum_one_block_kernel (partial sums)");
 }
 
-double sum_squares(const float* x, int64_t n) {
-  detail::Scratch<double> result(1);
-  sum_squares_async(x, n, result.get());
-  double host = 0;
-  check(cudaMemcpyAsync(&host, result.get(), sizeof host, cudaMemcpyDeviceToHost, 0), "sum_squares (read back)");
+void sum_squares_each(const float* const* x, const int64_t* n, int64_t count, double* host_out) {
+  if (count <= 0) return;
+  detail::Scratch<double> results(count);
+  for (int64_t i = 0; i < count; ++i) sum_squares_async(x[i], n[i], results.get() + i);
+  check(cudaMemcpyAsync(host_out, results.get(), static_cast<size_t>(count) * sizeof(double), cudaMemcpyDeviceToHost, 0),
+        "sum_squares (read back)");
   check(cudaStreamSynchronize(0), "sum_squares (synchronize)");
+}
+
+double sum_squares(const float* x, int64_t n) {
+  double host = 0;
+  sum_squares_each(&x, &n, 1, &host);
   return host;
 }
 

@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iterator>
+#include <vector>
 
 #include "common/host_device.h"
 #include "cuda/ops/test_util.h"
@@ -75,6 +77,25 @@ TEST(GpuElementwise, SumSquaresIsDeterministicFloat64) {
     EXPECT_NEAR(got, ref, 1e-12 * ref) << "n=" << n;
   }
   EXPECT_EQ(sum_squares(nullptr, 0), 0.0);
+}
+
+// A model's gradient norm reads every tensor's sum back at once: each result is its own array's.
+TEST(GpuElementwise, SumSquaresEachReturnsEveryArraysOwnSum) {
+  REQUIRE_GPU();
+  const std::vector<int64_t> sizes = {5, 0, 1000003, 64, 3};
+  std::vector<DeviceBuffer<float>> dev;
+  std::vector<const float*> x;
+  std::vector<double> want;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const Matrix m = quant::random_matrix(1, std::max<int64_t>(sizes[i], 1), quant::Dist::kGaussian, 91 + i, 1.0 + i);
+    dev.push_back(to_dev(m));
+    x.push_back(sizes[i] ? dev.back().get() : nullptr);
+    want.push_back(sum_squares(x.back(), sizes[i]));
+  }
+  std::vector<double> got(sizes.size(), -1.0);
+  sum_squares_each(x.data(), sizes.data(), static_cast<int64_t>(sizes.size()), got.data());
+  for (size_t i = 0; i < sizes.size(); ++i) EXPECT_EQ(got[i], want[i]) << "array " << i << " of " << sizes[i];
+  EXPECT_EQ(got[1], 0.0);
 }
 
 }  // namespace

@@ -123,9 +123,11 @@ void scale(bf16* x, int64_t n, float s);  // x = bf16(x * s)
 void convert(const float* src, bf16* dst, int64_t n, cudaStream_t stream = 0);
 void convert(const bf16* src, float* dst, int64_t n);
 // Sum of x^2 in float64, deterministic (fixed blocks, fixed-order reduction). The async form
-// writes the device double *result; the plain form returns it (synchronizes).
+// writes the device double *result; the plain form returns it (synchronizes); the _each form
+// returns that of each of `count` arrays into host_out, with one read back and synchronization.
 void sum_squares_async(const float* x, int64_t n, double* result);
 double sum_squares(const float* x, int64_t n);
+void sum_squares_each(const float* const* x, const int64_t* n, int64_t count, double* host_out);
 
 // ---- fused softmax cross-entropy ----
 // Per row: max and log-sum-exp in float32, loss = lse - logits[target]; returns the sum of the
