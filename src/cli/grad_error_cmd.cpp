@@ -107,8 +107,7 @@ void run(const GradErrorOptions& o) {
   // The GPU layer reads BF16 operands: rounded first, the CPU reference's targets are what it
   // estimates.
   if (o.device != "cpu") ops = eval::round_to_bf16(std::move(ops));
-  const model::BackendOptions defaults;  // named: GCC 12 warns falsely (-Wmaybe-uninitialized) on a temporary
-  const auto backend = model::make_backend(o.device, defaults);
+  const auto backend = model::make_backend(o.device);
   linear::Scheme scheme = linear::scheme_by_name(o.scheme, o.hadamard, o.eden_fallback, o.hadamard_rounds);
   scheme.outlier_split = o.outlier_split;
   const auto rows = eval::grad_error(ops, scheme, o.draws, o.seed, *backend, [&](int done) {

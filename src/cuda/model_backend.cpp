@@ -259,7 +259,11 @@ class CudaBackend final : public model::Backend {
     ops::softcap_backward(bf(dlogits), bf(capped), dlogits.size(), cap);
   }
 
-  void add_inplace(Tensor& a, const Tensor& b) override { ops::add_inplace(bf(a), bf(b), a.size()); }
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    require_shape(b, a.rows, a.cols, "addend");
+    require_shape(out, a.rows, a.cols, "sum");
+    ops::add(bf(a), bf(b), a.size(), bf(out));
+  }
 
   // The LM head: BF16 operands (a float32 weight is rounded to a BF16 copy), float32
   // accumulation, output in c's precision.

@@ -118,7 +118,8 @@ class Backend {
   virtual void softcap_forward(Tensor& logits, float cap) = 0;
   virtual void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) = 0;
 
-  virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
+  // out = a + b elementwise (on the GPU in BF16, one rounding); out may be a.
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // c (+)= alpha op(a) op(b), float32 (the LM head).
   virtual void matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
                       bool accumulate) = 0;
@@ -187,6 +188,9 @@ using BackendFactory = std::unique_ptr<Backend> (*)(const BackendOptions&);
 void register_backend(const std::string& device, BackendFactory factory);
 // Throws q2::Error naming the device and the available ones when it is unknown, or when the
 // device cannot run the job (dist, in_process) or the GEMM path asked for.
-std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options = {});
+std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options);
+// With the default options (an overload, not a default argument: GCC 12 warns falsely,
+// -Wmaybe-uninitialized, where a caller's temporary BackendOptions is destroyed).
+std::unique_ptr<Backend> make_backend(const std::string& device);
 
 }  // namespace q2::model

@@ -24,6 +24,11 @@ bool is_gemm_path(const std::string& path) { return path == "auto" || path == "e
 
 void register_backend(const std::string& device, BackendFactory factory) { registry()[device] = factory; }
 
+std::unique_ptr<Backend> make_backend(const std::string& device) {
+  const BackendOptions defaults;
+  return make_backend(device, defaults);
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& device, const BackendOptions& options) {
   if (!is_gemm_path(options.gemm))
     throw Error("unknown NVFP4 GEMM path '" + options.gemm + "' (known: auto, emulated, native)");

@@ -65,7 +65,7 @@ class CpuLinear final : public LinearOp {
 
   Tensor backward(const Tensor& dy, uint64_t seed, Tensor& dw) override {
     linear::Grads g = lin_.backward(pad_rows(mat(dy), saved_.x.rows()), saved_, seed);
-    cpu::add_inplace(mat(dw), g.dw);
+    cpu::add(mat(dw), g.dw, mat(dw));
     return wrap(first_rows(std::move(g.dx), dy.rows));
   }
 
@@ -160,7 +160,7 @@ class CpuBackend final : public Backend {
   void softcap_backward(Tensor& dlogits, const Tensor& capped, float cap) override {
     cpu::softcap_backward(mat(dlogits), mat(capped), cap);
   }
-  void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace(mat(a), mat(b)); }
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override { cpu::add(mat(a), mat(b), mat(out)); }
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float alpha, bool acc) override {
     cpu::matmul(mat(a), ta, mat(b), tb, mat(c), alpha, acc);
   }

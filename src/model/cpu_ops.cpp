@@ -355,9 +355,10 @@ double cross_entropy(const Matrix& logits, const std::vector<uint32_t>& targets,
   return total;
 }
 
-void add_inplace(Matrix& a, const Matrix& b) {
+void add(const Matrix& a, const Matrix& b, Matrix& out) {
+  if (b.size() != a.size() || out.size() != a.size()) throw Error("add: shapes differ");
 #pragma omp parallel for
-  for (int64_t i = 0; i < a.size(); ++i) a.data[i] += b.data[i];
+  for (int64_t i = 0; i < a.size(); ++i) out.data[i] = a.data[i] + b.data[i];
 }
 
 }  // namespace q2::model::cpu

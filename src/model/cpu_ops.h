@@ -68,6 +68,7 @@ void softcap_backward(Matrix& dz, const Matrix& y, float cap);
 // Returns the summed loss in float64 (not the mean).
 double cross_entropy(const Matrix& logits, const std::vector<uint32_t>& targets, Matrix* dlogits, float scale);
 
-void add_inplace(Matrix& a, const Matrix& b);
+// out = a + b elementwise; out may be a.
+void add(const Matrix& a, const Matrix& b, Matrix& out);
 
 }  // namespace q2::model::cpu

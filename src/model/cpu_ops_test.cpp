@@ -466,8 +466,11 @@ TEST(CpuOps, AttentionForwardMatchesCausalSoftmaxReference) {
     // Scores are 4-term dot products of values ~1.5 (~1e-6 absolute), probabilities in [0, 1]; the
     // masked part (the upper triangle, and what lies beyond the window) must be exactly zero.
     EXPECT_TRUE(all_near(probs.data(), probs_want, 1e-6, 2e-6));
-    for (size_t i = 0; i < probs.size(); ++i)
-      if (probs_want[i] == 0.0) ASSERT_EQ(probs[i], 0.0f) << "masked probability " << i;
+    for (size_t i = 0; i < probs.size(); ++i) {
+      if (probs_want[i] == 0.0) {
+        ASSERT_EQ(probs[i], 0.0f) << "masked probability " << i;
+      }
+    }
     EXPECT_TRUE(all_near(out, want, 2e-6, 2e-6));
   }
 }
@@ -711,13 +714,18 @@ TEST(CpuOps, CrossEntropyGradientRowsSumToZeroAndScaleMultipliesThem) {
   }
 }
 
-// ---------------------------------------------------------------- add_inplace
+// ---------------------------------------------------------------- add
 
-TEST(CpuOps, AddInplaceAddsElementwise) {
+TEST(CpuOps, AddAddsElementwiseIntoANewTensorOrInPlace) {
   const Matrix a0 = random_matrix(3, 5, Dist::kGaussian, 20), b = random_matrix(3, 5, Dist::kGaussian, 21);
-  Matrix a = a0;
-  cpu::add_inplace(a, b);
-  for (int64_t i = 0; i < a.size(); ++i) EXPECT_EQ(a.data[i], a0.data[i] + b.data[i]);
+  Matrix out(3, 5), a = a0;
+  cpu::add(a0, b, out);
+  cpu::add(a, b, a);
+  for (int64_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(out.data[i], a0.data[i] + b.data[i]);
+    EXPECT_EQ(a.data[i], out.data[i]);
+  }
+  EXPECT_THROW(cpu::add(a0, random_matrix(3, 4, Dist::kGaussian, 22), out), Error);
 }
 
 }  // namespace

@@ -155,7 +155,8 @@ Tensor Transformer::layer_forward(int l, Tensor x, const Tensor& x0, int64_t bat
     k.x_pre = std::move(x);
     x = std::move(mixed);
   }
-  k.x_in = B.clone(x);
+  // The block writes new tensors, never its input: the cache keeps x_in and x_mid without copies.
+  k.x_in = x;
   Tensor a = B.alloc_uninit(T, d, Role::kActivation);
   B.rmsnorm_forward(x, gain(layer_param(l, kAttnNorm)), c.norm_eps, a, k.rstd1);
   k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
@@ -164,18 +165,20 @@ Tensor Transformer::layer_forward(int l, Tensor x, const Tensor& x0, int64_t bat
   if (c.qk_norm) B.head_rmsnorm_forward(k.qkv, 0, c.n_heads + kvh, hd, c.norm_eps, k.qk_rstd);  // q and k heads
   Tensor att = B.alloc_uninit(T, d, Role::kActivation);
   B.attention_forward(k.qkv, attention_dims(l, batch, seq), att, k.attention);
-  B.add_inplace(x, linear_forward(l, kO, att, P(kWo), keep));
-  k.x_mid = B.clone(x);
+  Tensor x_mid = B.alloc_uninit(T, d, Role::kActivation);
+  B.add(x, linear_forward(l, kO, att, P(kWo), keep), x_mid);
+  k.x_mid = x_mid;
   Tensor m = B.alloc_uninit(T, d, Role::kActivation);
-  B.rmsnorm_forward(x, gain(layer_param(l, kFfnNorm)), c.norm_eps, m, k.rstd2);
+  B.rmsnorm_forward(x_mid, gain(layer_param(l, kFfnNorm)), c.norm_eps, m, k.rstd2);
   k.h12 = linear_forward(l, kUp, m, P(kWup), keep);
   Tensor g = B.alloc_uninit(T, c.d_ff, Role::kActivation);
   if (c.mlp == "swiglu")
     B.swiglu_forward(k.h12, g);
   else
     B.relu2_forward(k.h12, g);
-  B.add_inplace(x, linear_forward(l, kDown, g, P(kWdown), keep));
-  return x;
+  Tensor out = B.alloc_uninit(T, d, Role::kActivation);
+  B.add(x_mid, linear_forward(l, kDown, g, P(kWdown), keep), out);
+  return out;
 }
 
 Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int64_t seq, bool keep) {
@@ -202,7 +205,7 @@ Tensor Transformer::run(const std::vector<uint32_t>& inputs, int64_t batch, int6
   for (int l = 0; l < c.n_layers; ++l) {
     LayerCache local;
     if (keep && recompute_) {
-      block_in_[static_cast<size_t>(l)] = B.clone(x);  // all backward needs: it recomputes the rest
+      block_in_[static_cast<size_t>(l)] = x;  // all backward needs: it recomputes the rest
       x = layer_forward(l, std::move(x), x0, batch, seq, local, false);
     } else {
       x = layer_forward(l, std::move(x), x0, batch, seq, keep ? cache_[static_cast<size_t>(l)] : local, keep);
@@ -266,7 +269,6 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   for (int l = static_cast<int>(c.n_layers) - 1; l >= 0; --l) {
     LayerCache& k = cache_[static_cast<size_t>(l)];
     // The forward is deterministic: the recomputed block keeps the very operands the first pass made.
-    // Its input is handed over (the block writes it in place): nothing else reads it again.
     if (recompute_) layer_forward(l, std::move(block_in_[static_cast<size_t>(l)]), x0_, batch_, seq_, k, true);
     auto G = [&](int which) -> Tensor& { return grads_[layer_param(l, which)]; };
     // MLP: x = x_mid + down(act(up(norm(x_mid))))
@@ -300,7 +302,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
   }
   if (c.resid_x0_lambdas) {
     announce(lambdas_, 2);
-    B.add_inplace(dx, dx0);  // layer 0's x_pre is x0 itself
+    B.add(dx, dx0, dx);  // layer 0's x_pre is x0 itself
   }
   if (c.embed_norm) {
     Tensor de = B.alloc(T, d, Role::kActivation);

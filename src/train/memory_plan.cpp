@@ -161,11 +161,11 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
   // backward, counted with the block).
   const uint64_t by_reference[] = {d, 0, d, ff};
 
-  // One block's forward keeps: the residual stream it mixes with the lambdas (the next block's
-  // x_pre, or the final norm's input; without them the stream is updated in place), a copy of
-  // its input, the norms' rstd, qkv, the QK norms' rstd, attention's output and log-sum-exp, the
-  // mid-block residual, the MLP's input-side output; and what its linears' schemes keep of each
-  // one's X and W.
+  // One block's forward keeps: its input (the previous block's output; x0 for the first) and
+  // with the lambdas the mix of it with x0 that the block runs on, the norms' rstd, qkv, the QK
+  // norms' rstd, attention's output and log-sum-exp, the mid-block residual, the MLP's
+  // input-side output; and what its linears' schemes keep of each one's X and W. Blocks write
+  // new tensors, never their input, so none of these is a copy.
   uint64_t common = T * a * ((lambdas ? 2 : 1) * d + qkv + d + d + up) + 2 * T * 4 + T * H * 4;
   if (mc.qk_norm) common += T * (H + KV) * 4;
   // The CPU reference's attention keeps its probabilities: float32 [batch, heads, seq, seq].
@@ -189,12 +189,11 @@ MemoryPlan plan_for(const model::ModelConfig& mc, const TrainConfig& c, const st
     largest = std::max(largest, layer);
   }
 
-  // The embedding's output x0 (with the embedding norm also its input and rstd), the final
-  // norm's output and rstd, and under recompute with the lambdas the final norm's input (else
-  // the last block's stream, or x0 itself updated in place).
+  // The last block's output (the final norm's input), the final norm's output and rstd, and with
+  // the embedding norm the embedding's output and rstd (x0, the norm's output, is the first
+  // block's input). Under recompute the blocks keep only their inputs.
   const uint64_t L = static_cast<uint64_t>(mc.n_layers);
-  const uint64_t outer = T * a * d * (2 + (mc.embed_norm ? 1 : 0) + (recompute && lambdas ? 1 : 0)) +
-                         T * 4 * (mc.embed_norm ? 2 : 1);
+  const uint64_t outer = T * a * d * (2 + (mc.embed_norm ? 1 : 0)) + T * 4 * (mc.embed_norm ? 2 : 1);
   p.activations = outer + (recompute ? L * T * a * d : layers);
 
   // The transients: the end of forward (the logits and their gradient), the start of backward

@@ -11,18 +11,19 @@ constexpr int kThreads = 256;
 __device__ __forceinline__ int64_t tid() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t nthreads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
-__global__ void add_bf16_kernel(bf16* a, const bf16* b, int64_t n) {
+// out may be a: each thread reads its elements before it writes them (no __restrict__).
+__global__ void add_bf16_kernel(const bf16* a, const bf16* b, int64_t n, bf16* out) {
   const int64_t nv = n / 8;
   for (int64_t i = tid(); i < nv; i += nthreads()) {
-    uint4 va = reinterpret_cast<uint4*>(a)[i];
+    uint4 va = reinterpret_cast<const uint4*>(a)[i];
     const uint4 vb = reinterpret_cast<const uint4*>(b)[i];
     auto* pa = reinterpret_cast<__nv_bfloat162*>(&va);
     const auto* pb = reinterpret_cast<const __nv_bfloat162*>(&vb);
 #pragma unroll
     for (int k = 0; k < 4; ++k) pa[k] = __hadd2(pa[k], pb[k]);  // exact sum, rounded once
-    reinterpret_cast<uint4*>(a)[i] = va;
+    reinterpret_cast<uint4*>(out)[i] = va;
   }
-  for (int64_t i = nv * 8 + tid(); i < n; i += nthreads()) a[i] = __hadd(a[i], b[i]);
+  for (int64_t i = nv * 8 + tid(); i < n; i += nthreads()) out[i] = __hadd(a[i], b[i]);
 }
 
 __global__ void scale_f32_kernel(float* x, int64_t n, float s) {
@@ -98,11 +99,12 @@ __global__ void sum_squares_partial_kernel(const float* x, int64_t n, double* pa
 
 }  // namespace
 
-void add_inplace(bf16* a, const bf16* b, int64_t n) {
+void add(const bf16* a, const bf16* b, int64_t n, bf16* out) {
   if (n <= 0) return;
-  detail::require_aligned(a, "add_inplace", "a");
-  detail::require_aligned(b, "add_inplace", "b");
-  add_bf16_kernel<<<grid_for(n / 8 + 1, kThreads), kThreads>>>(a, b, n);
+  detail::require_aligned(a, "add", "a");
+  detail::require_aligned(b, "add", "b");
+  detail::require_aligned(out, "add", "out");
+  add_bf16_kernel<<<grid_for(n / 8 + 1, kThreads), kThreads>>>(a, b, n, out);
   check_launch("add_bf16_kernel");
 }
 

@@ -23,8 +23,10 @@ TEST(GpuElementwise, AddScaleConvert) {
   const Matrix a = random_bf16(1, n, 80), b = random_bf16(1, n, 81, 0.5);
   auto ga = to_dev_bf16(a);
   auto gb = to_dev_bf16(b);
-  add_inplace(ga.get(), gb.get(), n);
-  const Matrix sum = from_dev(ga, 1, n);
+  DeviceBuffer<bf16> gsum(n);
+  poison(gsum);
+  add(ga.get(), gb.get(), n, gsum.get());
+  const Matrix sum = from_dev(gsum, 1, n);
   for (int64_t i = 0; i < n; ++i) {
     const double exact = static_cast<double>(a.data[i]) + b.data[i];
     // One rounding of the exact sum; where the float sum is exact that is bf16::round of it.
@@ -33,6 +35,8 @@ TEST(GpuElementwise, AddScaleConvert) {
       ASSERT_EQ(sum.data[i], q2::bf16::round(a.data[i] + b.data[i])) << "add at " << i;
     }
   }
+  add(ga.get(), gb.get(), n, ga.get());  // in place: the same sums
+  expect_bits_equal(from_dev(ga, 1, n), sum, "add in place");
 
   const Matrix x = quant::random_matrix(1, n, quant::Dist::kGaussian, 82);
   auto gx = to_dev(x);

@@ -117,7 +117,7 @@ void softcap_forward(bf16* z, int64_t n, float cap);
 void softcap_backward(bf16* dz, const bf16* y, int64_t n, float cap);
 
 // ---- elementwise and reductions ----
-void add_inplace(bf16* a, const bf16* b, int64_t n);  // a = bf16(a + b), one rounding
+void add(const bf16* a, const bf16* b, int64_t n, bf16* out);  // out = bf16(a + b), one rounding; out may be a
 void scale(float* x, int64_t n, float s);
 void scale(bf16* x, int64_t n, float s);  // x = bf16(x * s)
 void convert(const float* src, bf16* dst, int64_t n, cudaStream_t stream = 0);
