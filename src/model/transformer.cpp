@@ -160,8 +160,7 @@ Tensor Transformer::layer_forward(int l, Tensor x, const Tensor& x0, int64_t bat
   Tensor a = B.alloc_uninit(T, d, Role::kActivation);
   B.rmsnorm_forward(x, gain(layer_param(l, kAttnNorm)), c.norm_eps, a, k.rstd1);
   k.qkv = linear_forward(l, kQkv, a, P(kWqkv), keep);
-  B.rope(k.qkv, 0, c.n_heads, hd, seq, c.rope_theta, 1);
-  B.rope(k.qkv, d, kvh, hd, seq, c.rope_theta, 1);
+  B.rope(k.qkv, 0, c.n_heads + kvh, hd, seq, c.rope_theta, 1);  // q and k heads: one launch, k follows q
   if (c.qk_norm) B.head_rmsnorm_forward(k.qkv, 0, c.n_heads + kvh, hd, c.norm_eps, k.qk_rstd);  // q and k heads
   Tensor att = B.alloc_uninit(T, d, Role::kActivation);
   B.attention_forward(k.qkv, attention_dims(l, batch, seq), att, k.attention);
@@ -286,8 +285,7 @@ void Transformer::backward(uint64_t seed, float loss_scale, const GradsReady& re
     Tensor dqkv = B.alloc_uninit(T, c.qkv_rows(), Role::kActivation);
     B.attention_backward(datt, k.qkv, k.attention, attention_dims(l, batch_, seq_), dqkv);
     if (c.qk_norm) B.head_rmsnorm_backward(dqkv, k.qkv, 0, c.n_heads + kvh, hd, k.qk_rstd);
-    B.rope(dqkv, 0, c.n_heads, hd, seq_, c.rope_theta, -1);
-    B.rope(dqkv, d, kvh, hd, seq_, c.rope_theta, -1);
+    B.rope(dqkv, 0, c.n_heads + kvh, hd, seq_, c.rope_theta, -1);
     const Tensor da = linear_backward(l, kQkv, dqkv, lseed(l, kQkv), G(kWqkv));
     B.rmsnorm_backward(da, k.x_in, gain(layer_param(l, kAttnNorm)), k.rstd1, dx, gain_grad(layer_param(l, kAttnNorm)));
     announce(layer_param(l, kWo) + 1 - half, half);  // [attention_norm,] wqkv, wo
