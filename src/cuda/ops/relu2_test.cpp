@@ -31,8 +31,8 @@ void check_relu2(int64_t T, int64_t h, double scale, uint64_t seed) {
   model::cpu::relu2_forward(x, rg);
   model::cpu::relu2_backward(dg, x, rdh);
   const Matrix gg = from_dev(g, T, h), gdh = from_dev(dh, T, h);
-  expect_bits_equal(gg, rounded_bf16(rg), what + " g");
-  expect_bits_equal(gdh, rounded_bf16(rdh), what + " dh");
+  expect_bits_equal(gg, q2::bf16::round(rg), what + " g");
+  expect_bits_equal(gdh, q2::bf16::round(rdh), what + " dh");
   expect_finite(gg, what + " g");
   expect_finite(gdh, what + " dh");
 }
@@ -64,8 +64,8 @@ TEST(GpuRelu2, UnalignedPointersMatchCpu) {
   gg.data.erase(gg.data.begin());
   gdh.data.erase(gdh.data.begin());
   gg.cols = gdh.cols = n;
-  expect_bits_equal(gg, rounded_bf16(rg), "relu2 unaligned g");
-  expect_bits_equal(gdh, rounded_bf16(rdh), "relu2 unaligned dh");
+  expect_bits_equal(gg, q2::bf16::round(rg), "relu2 unaligned g");
+  expect_bits_equal(gdh, q2::bf16::round(rdh), "relu2 unaligned dh");
 }
 
 }  // namespace

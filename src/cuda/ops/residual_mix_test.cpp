@@ -33,7 +33,7 @@ void check_mix(int64_t T, int64_t d, int64_t layers, int64_t layer, double scale
   Matrix ry(T, d);
   model::cpu::residual_mix_forward(x, x0, a.data[layer], b.data[layer], ry);
   const Matrix gy = from_dev(y, T, d);
-  expect_bits_equal(gy, rounded_bf16(ry), what + " y");
+  expect_bits_equal(gy, q2::bf16::round(ry), what + " y");
   expect_finite(gy, what + " y");
 
   auto gdxy = to_dev_bf16(dy);
@@ -46,8 +46,8 @@ void check_mix(int64_t T, int64_t d, int64_t layers, int64_t layer, double scale
   model::cpu::residual_mix_backward(rdxy, x, x0, a.data[layer], b.data[layer], rdx0, rda.data[layer],
                                     rdb.data[layer]);
   const Matrix gdx = from_dev(gdxy, T, d), gdx0m = from_dev(gdx0, T, d);
-  expect_bits_equal(gdx, rounded_bf16(rdxy), what + " dx");
-  expect_bits_equal(gdx0m, rounded_bf16(rdx0), what + " dx0");
+  expect_bits_equal(gdx, q2::bf16::round(rdxy), what + " dx");
+  expect_bits_equal(gdx0m, q2::bf16::round(rdx0), what + " dx0");
   expect_finite(gdx, what + " dx");
   expect_finite(gdx0m, what + " dx0");
   // The other layers' entries are untouched; this layer's agree up to the float64 sums' order
@@ -97,9 +97,9 @@ TEST(GpuResidualMix, XAndX0MayBeTheSameTensor) {
   Matrix ry(T, d), rdy = dy, rdx0(T, d), rda(1, 2), rdb(1, 2);
   model::cpu::residual_mix_forward(x, x, a.data[0], b.data[0], ry);
   model::cpu::residual_mix_backward(rdy, x, x, a.data[0], b.data[0], rdx0, rda.data[0], rdb.data[0]);
-  expect_bits_equal(from_dev(y, T, d), rounded_bf16(ry), "aliased y");
-  expect_bits_equal(from_dev(gdy, T, d), rounded_bf16(rdy), "aliased dx");
-  expect_bits_equal(from_dev(dx0, T, d), rounded_bf16(rdx0), "aliased dx0");
+  expect_bits_equal(from_dev(y, T, d), q2::bf16::round(ry), "aliased y");
+  expect_bits_equal(from_dev(gdy, T, d), q2::bf16::round(rdy), "aliased dx");
+  expect_bits_equal(from_dev(dx0, T, d), q2::bf16::round(rdx0), "aliased dx0");
   // x and x0 are equal: the two lambda gradients are the same sum.
   const Matrix gda = from_dev(da, 1, 2), gdb = from_dev(db, 1, 2);
   EXPECT_EQ(gda.data[0], gdb.data[0]);

@@ -36,7 +36,7 @@ void check_softcap(int64_t T, int64_t vocab, float cap, double scale, uint64_t s
   Matrix rdz = dz;
   model::cpu::softcap_backward(rdz, capped, cap);
   const Matrix gdzm = from_dev(gdz, T, vocab);
-  expect_bits_equal(gdzm, rounded_bf16(rdz), what + " backward");
+  expect_bits_equal(gdzm, q2::bf16::round(rdz), what + " backward");
   expect_finite(gdzm, what + " backward");
 }
 

@@ -94,9 +94,6 @@ inline void expect_close(const Matrix& gpu, const Matrix& cpu, double rel, doubl
   EXPECT_EQ(bad, 0) << what << ": elements out of tolerance";
 }
 
-// Each value rounded to BF16: what the GPU's single rounding of the CPU's float32 result gives.
-inline Matrix rounded_bf16(Matrix m) { return q2::bf16::round(std::move(m)); }
-
 // No element NaN or infinite.
 inline void expect_finite(const Matrix& m, const std::string& what) {
   int64_t bad = 0;
