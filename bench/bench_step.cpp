@@ -67,9 +67,8 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
         model.forward(inputs, targets, o.batch, o.seq);
         saved = model.saved_activation_bytes();
         model.backward(philox::derive_seed(3, static_cast<uint64_t>(t)), 1.0f / static_cast<float>(tokens));
-        const double norm = grad_norm(*backend, model.grads());
-        if (norm > 1.0) scale_grads(*backend, model.grads(), static_cast<float>(1.0 / norm));
-        opt->step(model.params(), model.grads(), tc.lr, tc, t);
+        // The trainer's work: the gradient norm (read back) and clipping inside the update.
+        opt->step(model.params(), model.grads(), tc.lr, tc, t, clip_scale(tc.clip, grad_norm(*backend, model.grads())));
       };
       for (int i = 0; i < o.warmup; ++i) step(i + 1);
       backend->synchronize();

@@ -102,7 +102,7 @@ StepResult one_step(const std::string& device, const std::string& scheme, const 
   }
   train::TrainConfig tc;
   train::AdamW opt(*backend, model.params());
-  opt.step(model.params(), model.grads(), 1e-3, tc, 1);
+  opt.step(model.params(), model.grads(), 1e-3, tc, 1, 1.0f);
   r.loss_after = model.forward(in, tg, batch, seq) / n;
   return r;
 }

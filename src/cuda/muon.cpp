@@ -32,7 +32,7 @@ void muon_step(model::Backend& gemm, float* w, const float* g, float* m, float* 
   model::Tensor sum_sq = device_tensor(1, 2, DType::kF32, Fill::kNone);  // 8 bytes: one double
   auto* ss = static_cast<double*>(sum_sq.data);
 
-  ops::muon_momentum(g, m, f32(u), n, h.momentum);
+  ops::muon_momentum(g, m, f32(u), n, h.momentum, h.grad_scale);
   ops::sum_squares_async(f32(u), n, ss);
   ops::muon_normalize(f32(u), ss, model::ns_norm_scale(h.ortho), model::ns_norm_eps(h.ortho), bf16(x), n);
   for (int i = 0; i < model::kMuonSteps; ++i) {

@@ -45,9 +45,12 @@ class LinearOp {
   virtual void release() = 0;
 };
 
+// grad_scale (both optimizers): the factor each gradient is multiplied by before it is used,
+// clipping's clip / norm; in the update's own pass, not one of its own over every gradient.
 struct AdamWHyper {
   double lr, beta1, beta2, eps, weight_decay;
   int64_t t;  // update count, from 1
+  float grad_scale = 1;
 };
 
 // The polynomial iteration that orthogonalizes Muon's update (model/muon.h has the coefficients).
@@ -57,6 +60,7 @@ enum class MuonOrtho { kQuintic, kPolarExpress };
 struct MuonHyper {
   double lr, momentum, beta2, weight_decay;
   MuonOrtho ortho = MuonOrtho::kQuintic;
+  float grad_scale = 1;
 };
 
 class Backend {

@@ -190,8 +190,9 @@ class CpuBackend final : public Backend {
     const float keep = decay ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f, eps = static_cast<float>(h.eps);
 #pragma omp parallel for
     for (int64_t j = 0; j < wt.size(); ++j) {
-      m[j] = b1 * m[j] + (1 - b1) * g[j];
-      v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
+      const float gj = g[j] * h.grad_scale;
+      m[j] = b1 * m[j] + (1 - b1) * gj;
+      v[j] = b2 * v[j] + (1 - b2) * gj * gj;
       w[j] = w[j] * keep - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
     }
   }

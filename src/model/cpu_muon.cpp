@@ -54,8 +54,9 @@ void muon_step(float* w, const float* g, float* m, float* v, int64_t rows, int64
   Matrix x(rows, cols);
 #pragma omp parallel for
   for (int64_t j = 0; j < n; ++j) {
-    m[j] = m[j] + one_mu * (g[j] - m[j]);
-    x.data[j] = g[j] + mu * (m[j] - g[j]);
+    const float gj = g[j] * h.grad_scale;
+    m[j] = m[j] + one_mu * (gj - m[j]);
+    x.data[j] = gj + mu * (m[j] - gj);
   }
   orthogonalize(x, h.ortho, p);
 

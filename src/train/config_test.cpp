@@ -416,7 +416,7 @@ TEST(AdamW, FirstStepMovesEachWeightByLrAgainstTheGradientSign) {
   AdamW opt(*backend, p);
   TrainConfig c;
   c.weight_decay = 0.1;
-  opt.step(p, g, 0.01, c, 1);
+  opt.step(p, g, 0.01, c, 1, 1.0f);
   // Bias-corrected Adam's first step is lr * sign(g) (up to eps); decay only on "w".
   const Matrix w = backend->download(p[0].value), n = backend->download(p[1].value);
   EXPECT_NEAR(w.data[0], 1.0 * (1 - 0.001) - 0.01, 1e-6);

@@ -61,8 +61,8 @@ AdamW::AdamW(model::Backend& backend, const std::vector<model::Param>& params, S
 }
 
 void AdamW::step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
-                 const TrainConfig& c, int64_t t) {
-  const model::AdamWHyper h{lr, c.beta1, c.beta2, c.eps, c.weight_decay, t};
+                 const TrainConfig& c, int64_t t, float grad_scale) {
+  const model::AdamWHyper h{lr, c.beta1, c.beta2, c.eps, c.weight_decay, t, grad_scale};
   for (size_t i = 0; i < params.size(); ++i)
     if (shard_.holds(i)) backend_.adamw(params[i].value, grads[i], m_[i], v_[i], h, params[i].decay);
 }
@@ -137,9 +137,10 @@ std::pair<double, double> Muon::adamw_betas(const TrainConfig& c, ParamGroup gro
 }
 
 void Muon::step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
-                const TrainConfig& c, int64_t t) {
+                const TrainConfig& c, int64_t t, float grad_scale) {
   const double mult = lr / c.lr;  // the schedule's multiplier, applied to every group
-  const model::MuonHyper h = hyper(c, mult, t);
+  model::MuonHyper h = hyper(c, mult, t);
+  h.grad_scale = grad_scale;
   for (size_t i = 0; i < params.size(); ++i) {
     if (!shard_.holds(i)) continue;
     if (groups_[i].group == ParamGroup::kMatrix) {
@@ -147,7 +148,7 @@ void Muon::step(std::vector<model::Param>& params, const std::vector<model::Tens
     } else {
       // nanochat gives its AdamW groups no weight decay.
       const auto [beta1, beta2] = adamw_betas(c, groups_[i].group);
-      const model::AdamWHyper a{adamw_lr(c, groups_[i].group, mc_) * mult, beta1, beta2, c.eps, 0.0, t};
+      const model::AdamWHyper a{adamw_lr(c, groups_[i].group, mc_) * mult, beta1, beta2, c.eps, 0.0, t, grad_scale};
       backend_.adamw(params[i].value, grads[i], first_[i], second_[i], a, false);
     }
   }
@@ -215,9 +216,6 @@ double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grad
   return norm_of_squares(grad_squares(backend, grads, shard, what));
 }
 
-void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard) {
-  for (size_t i = 0; i < grads.size(); ++i)
-    if (shard.holds(i)) backend.scale(grads[i], s);
-}
+float clip_scale(double clip, double norm) { return clip > 0 && norm > clip ? static_cast<float>(clip / norm) : 1.0f; }
 
 }  // namespace q2::train

@@ -34,9 +34,9 @@ class Optimizer {
   virtual ~Optimizer() = default;
   virtual std::string name() const = 0;  // the train.optimizer value
   // One update of the shard's parameters; `lr` is the schedule's learning rate (learning_rate),
-  // `t` counts updates from 1.
+  // `t` counts updates from 1, every gradient is read times `grad_scale` (clipping).
   virtual void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr,
-                    const TrainConfig& c, int64_t t) = 0;
+                    const TrainConfig& c, int64_t t, float grad_scale) = 0;
   // Every parameter's, this rank's or not.
   virtual std::vector<OptimizerState> state() = 0;
   // The learning rate the logs show for the schedule's `lr`.
@@ -52,7 +52,7 @@ class AdamW final : public Optimizer {
   AdamW(model::Backend& backend, const std::vector<model::Param>& params, Shard shard = {});
   std::string name() const override { return "adamw"; }
   void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr, const TrainConfig& c,
-            int64_t t) override;
+            int64_t t, float grad_scale) override;
   std::vector<OptimizerState> state() override;
   std::vector<model::Tensor>& m() { return m_; }
   std::vector<model::Tensor>& v() { return v_; }
@@ -85,7 +85,7 @@ class Muon final : public Optimizer {
        Shard shard = {});
   std::string name() const override { return "muon"; }
   void step(std::vector<model::Param>& params, const std::vector<model::Tensor>& grads, double lr, const TrainConfig& c,
-            int64_t t) override;
+            int64_t t, float grad_scale) override;
   std::vector<OptimizerState> state() override;
   double shown_lr(double lr, const TrainConfig& c) const override { return c.matrix_lr * (lr / c.lr); }
   const std::vector<MuonGroup>& groups() const { return groups_; }
@@ -128,7 +128,7 @@ double grad_norm(model::Backend& backend, const std::vector<model::Tensor>& grad
 std::vector<double> grad_squares(model::Backend& backend, const std::vector<model::Tensor>& grads,
                                  const Shard& shard = {}, const std::string& what = "gradient norm");
 double norm_of_squares(const std::vector<double>& squares);
-// Scales the gradients of the shard's parameters.
-void scale_grads(model::Backend& backend, std::vector<model::Tensor>& grads, float s, const Shard& shard = {});
+// The factor train.clip scales gradients of norm `norm` by: clip / norm above the clip, else 1.
+float clip_scale(double clip, double norm);
 
 }  // namespace q2::train

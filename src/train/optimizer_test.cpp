@@ -1,6 +1,6 @@
 // Muon with AdamW as nanochat pairs them (train/optimizer.cpp): the parameter groups, the
-// per-step hyper-parameters, and one step routed to the right update. AdamW's own tests are in
-// config_test.cpp; Muon's numerics in model/cpu_muon_test.cpp.
+// per-step hyper-parameters, one step routed to the right update, and clipping inside either
+// update. AdamW's own tests are in config_test.cpp; Muon's numerics in model/cpu_muon_test.cpp.
 #include "train/optimizer.h"
 
 #include <gtest/gtest.h>
@@ -90,7 +90,7 @@ TEST(Muon, StepSendsMatricesToMuonAndTheRestToAdamW) {
   TrainConfig c;
   c.optimizer = "muon";
   Muon opt(*backend, m.params(), m.config());
-  opt.step(m.params(), m.grads(), 0.5 * c.lr, c, 1);  // the schedule at half its peak
+  opt.step(m.params(), m.grads(), 0.5 * c.lr, c, 1, 1.0f);  // the schedule at half its peak
   EXPECT_DOUBLE_EQ(opt.shown_lr(0.5 * c.lr, c), 0.5 * c.matrix_lr);
   for (size_t i = 0; i < m.params().size(); ++i) {
     const model::Param& p = m.params()[i];
@@ -119,6 +119,50 @@ TEST(Muon, StepSendsMatricesToMuonAndTheRestToAdamW) {
   EXPECT_EQ(s[2].name, "layers.0.attention.wqkv.weight:muon.momentum");
   EXPECT_EQ(s[m.params().size() + 2].name, "layers.0.attention.wqkv.weight:muon.second_moment");
   EXPECT_EQ(s[m.params().size() + 2].tensor->cols, 3 * 256);
+}
+
+// Clipping happens inside the update: an update with grad_scale s gives, bit for bit, the
+// weights and state of the same update of gradients scaled by s beforehand (Backend::scale, the
+// pass it replaces). Two steps, so that the moments carry s into a later update too.
+TEST(Optimizer, GradScaleEqualsScalingTheGradientsFirst) {
+  for (const char* name : {"adamw", "muon"}) {
+    SCOPED_TRACE(name);
+    const auto backend = model::make_cpu_backend();
+    TrainConfig c;
+    c.optimizer = name;
+    model::Transformer fused(one_layer(), linear::scheme_by_name("bf16"), *backend),
+        first(one_layer(), linear::scheme_by_name("bf16"), *backend);
+    fused.init(3);
+    first.init(3);
+    const auto opt_fused = make_optimizer(c, *backend, fused.params(), fused.config()),
+               opt_first = make_optimizer(c, *backend, first.params(), first.config());
+    for (int64_t t = 1; t <= 2; ++t) {
+      const float s = t == 1 ? 0.37f : 0.81f;
+      for (size_t i = 0; i < fused.grads().size(); ++i) {
+        const Matrix g = quant::random_matrix(fused.grads()[i].rows, fused.grads()[i].cols, quant::Dist::kStudent3,
+                                              60 + 10 * t + i, 1e-2);
+        backend->upload(g, fused.grads()[i]);
+        backend->upload(g, first.grads()[i]);
+        backend->scale(first.grads()[i], s);
+      }
+      opt_fused->step(fused.params(), fused.grads(), c.lr, c, t, s);
+      opt_first->step(first.params(), first.grads(), c.lr, c, t, 1.0f);
+    }
+    for (size_t i = 0; i < fused.params().size(); ++i)
+      EXPECT_EQ(backend->download(fused.params()[i].value).data, backend->download(first.params()[i].value).data)
+          << fused.params()[i].name;
+    const std::vector<OptimizerState> a = opt_fused->state(), b = opt_first->state();
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_EQ(backend->download(*a[i].tensor).data, backend->download(*b[i].tensor).data) << a[i].name;
+  }
+}
+
+TEST(Optimizer, ClipScaleIsClipOverNormAboveTheClip) {
+  EXPECT_EQ(clip_scale(1.0, 0.5), 1.0f);
+  EXPECT_EQ(clip_scale(1.0, 1.0), 1.0f);
+  EXPECT_EQ(clip_scale(1.0, 4.0), 0.25f);
+  EXPECT_EQ(clip_scale(2.0, 3.0), static_cast<float>(2.0 / 3.0));
+  EXPECT_EQ(clip_scale(0.0, 1e9), 1.0f);  // train.clip = 0: no clipping
 }
 
 TEST(Muon, MakeOptimizerFollowsTheConfig) {

@@ -298,9 +298,7 @@ TrainSummary run_training(const TrainConfig& cfg, StartMode mode, const std::fun
     if (skip) {
       sum.skipped.push_back(step + 1);
     } else {
-      if (cfg.clip > 0 && gnorm > cfg.clip)
-        scale_grads(*backend, model.grads(), static_cast<float>(cfg.clip / gnorm), shard);
-      opt->step(model.params(), model.grads(), schedule_lr, cfg, step + 1);
+      opt->step(model.params(), model.grads(), schedule_lr, cfg, step + 1, clip_scale(cfg.clip, gnorm));
       try {
         gather_weights(model, shard, "weights" + of_step);
       } catch (const Error& e) {

@@ -9,7 +9,7 @@ namespace q2::cuda::ops {
 namespace {
 
 struct AdamWConsts {
-  float b1, b2, step, inv_bc2, keep, eps;
+  float b1, b2, step, inv_bc2, keep, eps, grad_scale;
 };
 
 __global__ void adamw_kernel(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ m,
@@ -17,7 +17,7 @@ __global__ void adamw_kernel(float* __restrict__ w, const float* __restrict__ g,
   const float one_b1 = __fsub_rn(1.0f, c.b1), one_b2 = __fsub_rn(1.0f, c.b2);
   for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n;
        j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float gj = g[j];
+    const float gj = __fmul_rn(g[j], c.grad_scale);
     // m = b1 * m + (1 - b1) * g
     const float mj = __fadd_rn(__fmul_rn(c.b1, m[j]), __fmul_rn(one_b1, gj));
     // v = b2 * v + (1 - b2) * g * g
@@ -43,6 +43,7 @@ void adamw(float* w, const float* g, float* m, float* v, int64_t n, const model:
   c.inv_bc2 = static_cast<float>(1.0 / bc2);
   c.keep = decay ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f;
   c.eps = static_cast<float>(h.eps);
+  c.grad_scale = h.grad_scale;
   constexpr int kThreads = 256;
   adamw_kernel<<<detail::grid_for(n, kThreads), kThreads>>>(w, g, m, v, n, c);
   check_launch("adamw_kernel");

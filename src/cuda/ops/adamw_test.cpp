@@ -1,4 +1,5 @@
-// GPU AdamW (adamw.cu): bit-identical to the CPU backend's update.
+// GPU AdamW (adamw.cu): bit-identical to the CPU backend's update, with and without a
+// gradient scale (clipping).
 #include "cuda/ops/ops.h"
 
 #include <gtest/gtest.h>
@@ -22,7 +23,7 @@ TEST(GpuAdamW, BitIdenticalToCpuBackend) {
     Matrix m = quant::random_matrix(rows, cols, quant::Dist::kGaussian, 122, 1e-3);
     Matrix v = quant::random_matrix(rows, cols, quant::Dist::kGaussian, 123, 1e-3);
     for (float& x : v.data) x = x * x;
-    const model::AdamWHyper h{3e-4, 0.9, 0.95, 1e-8, 0.1, 7};
+    const model::AdamWHyper h{3e-4, 0.9, 0.95, 1e-8, 0.1, 7, decay ? 0.37f : 1.0f};
     auto gw = to_dev(w), gg = to_dev(g), gm = to_dev(m), gv = to_dev(v);
     adamw(gw.get(), gg.get(), gm.get(), gv.get(), rows * cols, h, decay);
 

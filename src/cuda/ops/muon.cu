@@ -16,9 +16,9 @@ __device__ __forceinline__ int64_t tid() { return static_cast<int64_t>(blockIdx.
 __device__ __forceinline__ int64_t nthreads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 __global__ void momentum_kernel(const float* __restrict__ g, float* __restrict__ m, float* __restrict__ u, int64_t n,
-                                float mu, float one_mu) {
+                                float mu, float one_mu, float grad_scale) {
   for (int64_t j = tid(); j < n; j += nthreads()) {
-    const float gj = g[j];
+    const float gj = __fmul_rn(g[j], grad_scale);
     // m = m + (1 - mu) (g - m); u = g + mu (m - g)
     const float mj = __fadd_rn(m[j], __fmul_rn(one_mu, __fsub_rn(gj, m[j])));
     m[j] = mj;
@@ -96,10 +96,10 @@ __global__ void update_kernel(float* __restrict__ w, const bf16* __restrict__ x,
 
 }  // namespace
 
-void muon_momentum(const float* g, float* m, float* u, int64_t n, double momentum) {
+void muon_momentum(const float* g, float* m, float* u, int64_t n, double momentum, float grad_scale) {
   if (n <= 0) return;
   momentum_kernel<<<detail::grid_for(n, kThreads), kThreads>>>(g, m, u, n, static_cast<float>(momentum),
-                                                              static_cast<float>(1.0 - momentum));
+                                                              static_cast<float>(1.0 - momentum), grad_scale);
   check_launch("muon momentum_kernel");
 }
 

@@ -143,9 +143,9 @@ double cross_entropy(const bf16* logits, int64_t rows, int64_t vocab, const uint
 void adamw(float* w, const float* g, float* m, float* v, int64_t n, const model::AdamWHyper& h, bool decay);
 
 // ---- Muon (model/muon.h; the GEMMs of the orthogonalization are cuda/muon.cpp's) ----
-// m = m + (1 - mu) (g - m) and the Nesterov u = g + mu (m - g), float32, n values: bit-identical
-// to the CPU backend's.
-void muon_momentum(const float* g, float* m, float* u, int64_t n, double momentum);
+// m = m + (1 - mu) (g - m) and the Nesterov u = g + mu (m - g), float32, n values, g read as
+// g * grad_scale: bit-identical to the CPU backend's.
+void muon_momentum(const float* g, float* m, float* u, int64_t n, double momentum, float grad_scale);
 // x = bf16(u / (scale sqrt(*sum_sq) + eps)); *sum_sq is read on the device (sum_squares_async).
 void muon_normalize(const float* u, const double* sum_sq, double scale, double eps, bf16* x, int64_t n);
 // dst = bf16(s * src), stored as float32 (exactly): the BF16 term a Newton-Schulz step adds to a
