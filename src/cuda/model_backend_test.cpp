@@ -73,29 +73,57 @@ model::ModelConfig nanochat_config(bool tied) {
   return mc;
 }
 
-// One step of `mc` on the named backend. Lambdas, where the model has them, are set away from
+// Weights of `mc` at init (seed 5), with the lambdas, where the model has them, set away from
 // their init (1 and 0) so that every term of the mix and its backward counts.
-StepResult one_step(const std::string& device, const std::string& scheme, const model::ModelConfig& mc,
-                    bool recompute = false, const model::PrecisionOverrides& precision = {}) {
-  register_cuda_backend();
-  const int64_t batch = 3, seq = 200, n = batch * seq;
-  const auto in = tokens(n, 1, 1000), tg = tokens(n, 2, 1000);
-  const model::BackendOptions options;
-  auto backend = model::make_backend(device, options);
-  model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend, precision);
+void init_weights(model::Transformer& model, model::Backend& backend, const model::ModelConfig& mc) {
   model.init(5);
-  model.set_recompute(recompute);
   for (model::Param& p : model.params()) {
     if (p.name != "resid_lambdas" && p.name != "x0_lambdas") continue;
     Matrix v(1, mc.n_layers);
     for (int64_t l = 0; l < mc.n_layers; ++l)
       v.data[l] = p.name == "resid_lambdas" ? 0.9f + 0.1f * static_cast<float>(l) : 0.3f - 0.4f * static_cast<float>(l);
-    backend->upload(v, p.value);
+    backend.upload(v, p.value);
   }
+}
+
+constexpr int64_t kBatch = 3, kSeq = 200, kTokens = kBatch * kSeq;
+
+// Those weights after `steps` bf16 AdamW steps on the CPU on the test's own batch.
+std::vector<Matrix> warmed_weights(const model::ModelConfig& mc, int steps) {
+  const auto in = tokens(kTokens, 1, 1000), tg = tokens(kTokens, 2, 1000);
+  auto cpu = model::make_backend("cpu");
+  model::Transformer model(mc, linear::scheme_by_name("bf16", 0), *cpu);
+  init_weights(model, *cpu, mc);
+  train::TrainConfig tc;
+  train::AdamW opt(*cpu, model.params());
+  for (int t = 1; t <= steps; ++t) {
+    model.zero_grads();
+    model.forward(in, tg, kBatch, kSeq);
+    model.backward(11, 1.0f / static_cast<float>(kTokens));
+    opt.step(model.params(), model.grads(), 1e-3, tc, t, 1.0f);
+  }
+  std::vector<Matrix> w;
+  for (const model::Param& p : model.params()) w.push_back(cpu->download(p.value));
+  return w;
+}
+
+// One step of `mc` on the named backend from init_weights, or from `start` where given.
+StepResult one_step(const std::string& device, const std::string& scheme, const model::ModelConfig& mc,
+                    bool recompute = false, const model::PrecisionOverrides& precision = {},
+                    const std::vector<Matrix>* start = nullptr) {
+  register_cuda_backend();
+  const auto in = tokens(kTokens, 1, 1000), tg = tokens(kTokens, 2, 1000);
+  const model::BackendOptions options;
+  auto backend = model::make_backend(device, options);
+  model::Transformer model(mc, linear::scheme_by_name(scheme, 0), *backend, precision);
+  init_weights(model, *backend, mc);
+  if (start)
+    for (size_t i = 0; i < model.params().size(); ++i) backend->upload((*start)[i], model.params()[i].value);
+  model.set_recompute(recompute);
   StepResult r;
   model.zero_grads();
-  r.loss = model.forward(in, tg, batch, seq) / n;
-  model.backward(11, 1.0f / static_cast<float>(n));
+  r.loss = model.forward(in, tg, kBatch, kSeq) / kTokens;
+  model.backward(11, 1.0f / static_cast<float>(kTokens));
   for (size_t i = 0; i < model.grads().size(); ++i) {
     r.grads.push_back(backend->download(model.grads()[i]));
     r.names.push_back(model.params()[i].name);
@@ -103,14 +131,16 @@ StepResult one_step(const std::string& device, const std::string& scheme, const 
   train::TrainConfig tc;
   train::AdamW opt(*backend, model.params());
   opt.step(model.params(), model.grads(), 1e-3, tc, 1, 1.0f);
-  r.loss_after = model.forward(in, tg, batch, seq) / n;
+  r.loss_after = model.forward(in, tg, kBatch, kSeq) / kTokens;
   return r;
 }
 
 void expect_agreement(const std::string& scheme, double min_cosine, const model::ModelConfig& mc = llama_config(),
-                      const std::string& label = "llama", const model::PrecisionOverrides& precision = {}) {
+                      const std::string& label = "llama", const model::PrecisionOverrides& precision = {},
+                      const std::vector<Matrix>* start = nullptr) {
   const std::string what = label + " " + scheme;
-  const StepResult cpu = one_step("cpu", scheme, mc, false, precision), gpu = one_step("cuda", scheme, mc, false, precision);
+  const StepResult cpu = one_step("cpu", scheme, mc, false, precision, start),
+                   gpu = one_step("cuda", scheme, mc, false, precision, start);
   ASSERT_EQ(gpu.names, cpu.names) << what;
   EXPECT_NEAR(gpu.loss, cpu.loss, 1e-2 * cpu.loss) << what;
   EXPECT_NEAR(gpu.loss_after, cpu.loss_after, 1e-2 * cpu.loss_after) << what;
@@ -119,10 +149,7 @@ void expect_agreement(const std::string& scheme, double min_cosine, const model:
   for (size_t i = 0; i < cpu.grads.size(); ++i) {
     const double c = cosine(gpu.grads[i], cpu.grads[i]);
     EXPECT_GE(c, min_cosine) << what << " " << cpu.names[i];
-    // The lambdas' gradients are ill-conditioned here: each is a sum <dL/dy, x> over every
-    // activation whose absolute terms add to 9e3-2.3e4 times its value (measured on the CPU at
-    // this test point; pre-norm blocks make the loss nearly invariant to the stream's scale), so
-    // BF16 storage of dy and x alone predicts 10-20% per component. Printed, to compare.
+    // The lambdas' gradients, printed to compare.
     if (cpu.grads[i].size() <= 8) {
       std::printf("%s %s (cosine %.6f):", what.c_str(), cpu.names[i].c_str(), c);
       for (int64_t j = 0; j < cpu.grads[i].size(); ++j) std::printf(" cpu %.6g gpu %.6g;", cpu.grads[i].data[j], gpu.grads[i].data[j]);
@@ -155,10 +182,18 @@ TEST(GpuBackend, Quartet2StepAgreesWithCpu) {
   expect_agreement("quartet2", 0.9);
 }
 
-// nanochat's options on the GPU: every gradient, the lambdas' included, against the CPU's.
+// nanochat's options on the GPU: every gradient, the lambdas' included, against the CPU's, a
+// few steps into training. At init each lambda's gradient, a sum <dL/dy, x> over all 153,600
+// activations of a mix, is ill-conditioned: its absolute terms add to 8.8e3-2.3e4 times its value
+// (the loss is nearly invariant to the stream's scale), and rounding dy and x to BF16, as the GPU
+// stores them, moves it by 8-21% (one standard deviation; the GPU was 0.6-2.2 of them from the
+// CPU, cosine 0.993). After 5 AdamW steps the terms add to 6-17 times the values and that
+// deviation is at most 0.02% (both measured on the CPU reference's terms; docs/RESULTS.md).
 TEST(GpuBackend, NanochatBf16StepAgreesWithCpu) {
   REQUIRE_GPU();
-  expect_agreement("bf16", 0.999, nanochat_config(false), "nanochat");
+  const model::ModelConfig mc = nanochat_config(false);
+  const std::vector<Matrix> start = warmed_weights(mc, 5);
+  expect_agreement("bf16", 0.999, mc, "nanochat, 5 steps in", {}, &start);
 }
 
 // Tied: the head GEMM reads the embedding table and its gradient adds into the embedding's.
