@@ -88,18 +88,19 @@ std::vector<StepBenchRow> bench_step(const StepBenchOptions& o, const std::funct
       r.mfu = r.tokens_per_s * r.flops_per_token / (o.peak_tflops * 1e12);
       r.memory_gib = static_cast<double>(backend->peak_memory_bytes()) / (1 << 30);
       r.allocated_gib = static_cast<double>(backend->peak_allocated_bytes()) / (1 << 30);
+      r.reserved_gib = static_cast<double>(backend->peak_reserved_bytes()) / (1 << 30);
       r.context_gib = static_cast<double>(before) / (1 << 30);
       // No evaluation here: its forward's scratch is not made.
       r.predicted_gib =
           static_cast<double>(before + plan_memory(mc, run, o.device, 1, false).peak()) / (1 << 30);
       r.saved_linear_mib = static_cast<double>(saved) / (1 << 20);
       rows.push_back(r);
-      char buf[256];
+      char buf[384];
       std::snprintf(buf, sizeof buf,
                     "[bench step] %s %s: %.1f ms/step, %.0f tokens/s, MFU %.1f%%, memory %.2f GiB (predicted %.2f GiB; "
-                    "allocations at most %.2f GiB), linears keep %.1f MiB",
+                    "allocations at most %.2f GiB, pool reserved at most %.2f GiB), linears keep %.1f MiB",
                     preset.c_str(), scheme.c_str(), r.step_ms, r.tokens_per_s, 100 * r.mfu, r.memory_gib,
-                    r.predicted_gib, r.allocated_gib, r.saved_linear_mib);
+                    r.predicted_gib, r.allocated_gib, r.reserved_gib, r.saved_linear_mib);
       log(buf);
     }
   }
@@ -143,6 +144,7 @@ void print_step_bench(const StepBenchOptions& o, const std::vector<StepBenchRow>
                          {"predicted_gib", r.predicted_gib},
                          {"context_gib", r.context_gib},
                          {"allocated_gib", r.allocated_gib},
+                         {"reserved_gib", r.reserved_gib},
                          {"saved_linear_mib", r.saved_linear_mib}});
   std::printf("%s\n", j.dump(2).c_str());
 }

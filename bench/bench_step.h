@@ -28,6 +28,7 @@ struct StepBenchRow {
   // train::plan_memory's peak plus what the backend held before the model (the CUDA context)
   double predicted_gib = 0, context_gib = 0;
   double allocated_gib = 0;  // the most the backend's allocations held at once (0: not tracked)
+  double reserved_gib = 0;   // the most its allocator reserved at once (0: not tracked)
   double saved_linear_mib = 0;  // what the block linears keep for backward (X or packed X_q)
 };
 

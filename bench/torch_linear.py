@@ -24,6 +24,12 @@ Layers
 
   QUARTET2_LIBRARY=gpu-bundle/lib/libquartet2_c.so PYTHONPATH=python \\
     python3 bench/torch_linear.py --quartet2 gpu-bundle/quartet2 [--official DIR] [--json PATH]
+
+--profile STEPS: instead of the table, where the CPU's time goes in quartet2.nn.Linear's step at
+the first shape: STEPS steps back to back under cProfile (after the warm-ups), the functions
+with the most time of their own per step (a ctypes call counts in its caller: _capi's forward
+and backward are the C API's time). Under the CUPTI tracer (scripts/trace) the same run shows
+each CUDA call's CPU time.
 """
 import argparse
 import json
@@ -123,6 +129,31 @@ def time_shape(m, k, n, official):
             for name in ls}
 
 
+def profile(steps):
+    import cProfile
+    import pstats
+    m, k, n = SHAPES[0]
+    ls, dy = layers(m, k, n, None)
+    layer, x = ls["nn"]
+    for _ in range(WARMUP):
+        step(layer, x, dy)
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step(layer, x, dy)
+    torch.cuda.synchronize()
+    prof.disable()
+    st = pstats.Stats(prof)
+    total = sum(v[2] for v in st.stats.values())
+    print(f"quartet2.nn.Linear {m}x{k}x{n}: {steps} steps back to back, CPU {1e3 * total / steps:.3f} ms per step "
+          f"(functions' own time); the largest, ms per step:")
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:25]
+    for (file, line, name), (_, calls, own, cum, _) in rows:
+        where = f"{file.rsplit('/', 2)[-1]}:{line}" if line else file
+        print(f"  {1e3 * own / steps:8.4f} own {1e3 * cum / steps:8.4f} cum {calls / steps:6.1f} calls  {name} ({where})")
+
+
 def native_layer(program):
     r = subprocess.run([program, "bench", "layer", "--json"], check=True, capture_output=True, text=True)
     out = {}
@@ -137,9 +168,13 @@ def main():
     ap.add_argument("--quartet2", required=True, help="the quartet2 program (its 'bench layer' gives the native times)")
     ap.add_argument("--official", help="a checkout of IST-DASLab/Quartet-II")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    ap.add_argument("--profile", type=int, metavar="STEPS", help="profile the CPU side of STEPS nn steps instead")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("torch_linear.py: needs a CUDA GPU")
+    if a.profile:
+        profile(a.profile)
+        return
     official = load_official(a.official) if a.official else None
     native = native_layer(a.quartet2)
     rows = []

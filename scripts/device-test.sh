@@ -17,6 +17,16 @@
 #                                  bench layer' through a CUPTI tracer (scripts/trace): both
 #                                  streams' kernels of the median quartet2 step at shape SHAPE (0-3,
 #                                  default 0: 8192x2048x2048), with the CPU-to-GPU delay of each.
+#   scripts/device-test.sh memtrace PRESET SCHEME BATCH   (on the GPU machine) one 'bench step'
+#                                  (sequence 2048, vocabulary 65,536, 2 warm-ups and 2 steps,
+#                                  extra options in $STEP_ARGS) under the tracer with every
+#                                  allocation: scripts/trace/memory.py's account of the memory
+#                                  outside the pool and of the pool's growth beyond its
+#                                  allocations; CSV and summary in $OUT/memtrace-*.
+#   scripts/device-test.sh torch-linear-profile   (on the GPU machine, which has torch) the CPU
+#                                  side of quartet2.nn.Linear's step at the first 'bench layer'
+#                                  shape: cProfile (bench/torch_linear.py --profile), then the
+#                                  CUDA calls' CPU time under the tracer (scripts/trace/api.py).
 #   scripts/device-test.sh compare DIR...   (on the GPU machine) 'bench layer' of the programs
 #                                  of several bundles (each DIR holds quartet2 or a
 #                                  programs.tar.xz with it, e.g. built from another commit;
@@ -268,6 +278,32 @@ trace() {
   python3 scripts/trace/timeline.py "$out/trace.csv" "${1:-0}"
 }
 
+# memtrace PRESET SCHEME BATCH: where one bench step's device memory went (scripts/trace/memory.py).
+memtrace() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}" name="memtrace-$1-$2-b$3"
+  mkdir -p "$out"
+  # shellcheck disable=SC2086 # STEP_ARGS: extra 'bench step' options, split on spaces
+  CUDA_INJECTION64_PATH="$bundle/libcupti_trace.so" Q2_TRACE="$out/$name.csv" Q2_TRACE_MEMORY=1 \
+    "$bundle/quartet2" bench step --presets "$1" --schemes "$2" --batch "$3" --seq 2048 --vocab 65536 \
+    --steps 2 ${STEP_ARGS:-} >"$out/$name.txt" 2>&1 || { tail -n 3 "$out/$name.txt"; return 1; }
+  grep '^\[bench step\]' "$out/$name.txt"
+  python3 scripts/trace/memory.py "$out/$name.csv" | tee "$out/$name-summary.txt"
+}
+
+# torch-linear-profile: the CPU's time in quartet2.nn.Linear's step, by Python function and by CUDA call.
+torch_linear_profile() {
+  unpack
+  local out="${OUT:-$root/gpu-bundle/out}" steps=100
+  mkdir -p "$out"
+  local env=(QUARTET2_LIBRARY="$bundle/lib/libquartet2_c.so" PYTHONPATH=python)
+  env "${env[@]}" python3 bench/torch_linear.py --quartet2 "$bundle/quartet2" --profile $steps | tee "$out/nn-profile.txt"
+  env "${env[@]}" CUDA_INJECTION64_PATH="$bundle/libcupti_trace.so" Q2_TRACE="$out/nn-trace.csv" \
+    python3 bench/torch_linear.py --quartet2 "$bundle/quartet2" --profile $steps >"$out/nn-profile-traced.txt"
+  # The warm-ups' calls count too (5 more steps and the set-up): a bound on each call's share.
+  python3 scripts/trace/api.py "$out/nn-trace.csv" $steps | head -n 25 | tee "$out/nn-api.txt"
+}
+
 # verify BEFORE_DIR CONFIG REFERENCE_DIR: that a change kept behaviour, in one call: the GPU
 # tests, training runs of CONFIG (quartet2 and bf16) compared value for value with the
 # metrics in REFERENCE_DIR (scripts/compare_losses.py), then 'bench layer' and 'bench step' of
@@ -368,14 +404,17 @@ for f in glob.glob(f"{sys.argv[1]}/*.json"):
         key = (r["preset"], r["scheme"], cfg.get("optimizer", "adamw"), cfg.get("recompute", False))
         rows.setdefault(key, []).append((cfg["batch"], r))
 print(f"{'preset':14s} {'scheme':9s} {'optim':6s} {'recomp':6s} {'batch':>5s} {'ms/step':>9s} {'tokens/s':>10s} "
-      f"{'MFU':>6s} {'peak GiB':>9s} {'predicted':>9s} {'pred/meas':>9s} {'allocs':>7s} {'plan/allocs':>11s}")
-# allocs: the most the pool's allocations held at once (no context, no reserve); plan: predicted less the context.
+      f"{'MFU':>6s} {'peak GiB':>9s} {'predicted':>9s} {'pred/meas':>9s} {'allocs':>7s} {'plan/allocs':>11s} "
+      f"{'reserved':>8s}")
+# allocs: the most the pool's allocations held at once (no context, no reserve); plan: predicted
+# less the context; reserved: the most the pool reserved at once (allocations and their gaps).
 for (preset, scheme, opt, rc), rs in sorted(rows.items()):
     for b, r in sorted(rs, key=lambda x: x[0]):
         p, al = r.get("predicted_gib", 0), r.get("allocated_gib", 0)
         print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} {b:5d} {r['step_ms']:9.1f} "
               f"{r['tokens_per_s']:10.0f} {100*r['mfu']:5.1f}% {r['memory_gib']:9.2f} {p:9.2f} {p / r['memory_gib'] if r['memory_gib'] else float('nan'):9.3f} "
-              f"{al:7.2f} {(p - r.get('context_gib', 0)) / al if al else float('nan'):11.3f}")
+              f"{al:7.2f} {(p - r.get('context_gib', 0)) / al if al else float('nan'):11.3f} "
+              f"{r.get('reserved_gib', 0):8.2f}")
     print(f"{preset:14s} {scheme:9s} {opt:6s} {'yes' if rc else 'no':6s} largest micro-batch that fits: "
           f"{max(b for b, _ in rs)} x 2048")
 PY
@@ -545,6 +584,11 @@ case "${1:-}" in
     shift
     trace "$@"
     ;;
+  memtrace)
+    shift
+    memtrace "$@"
+    ;;
+  torch-linear-profile) torch_linear_profile ;;
   compare)
     shift
     interleave layer "$@"
@@ -558,7 +602,7 @@ case "${1:-}" in
     verify "$@"
     ;;
   *)
-    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | capi-python | torch-linear | torch-step [PRESET...] | convert-train [STEPS] | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
+    echo "usage: $0 build [DATASET...] | run | tests | sizes [PRESET...] | hf-check | capi-python | torch-linear | torch-step [PRESET...] | convert-train [STEPS] | train CONFIG [SCHEME...] | profile [KERNEL...] | insts | trace [SHAPE] | memtrace PRESET SCHEME BATCH | torch-linear-profile | compare DIR... | compare-step DIR... | verify BEFORE_DIR CONFIG REFERENCE_DIR | bundle DIR EXE..." >&2
     exit 2
     ;;
 esac

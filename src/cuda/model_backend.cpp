@@ -332,6 +332,10 @@ class CudaBackend final : public model::Backend {
     synchronize();
     return pool_allocated_peak();
   }
+  size_t peak_reserved_bytes() override {
+    synchronize();
+    return pool_reserved_peak();
+  }
   void reset_peak_memory() override { trim_pool(); }
   uint64_t free_memory_bytes() override {
     size_t free = 0, total = 0;

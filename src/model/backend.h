@@ -151,6 +151,9 @@ class Backend {
   // The most bytes the backend's allocations held at once since reset_peak_memory(), without
   // what its allocator reserves beyond them; 0 where the backend does not track it.
   virtual size_t peak_allocated_bytes() { return 0; }
+  // The most bytes the allocator reserved at once since reset_peak_memory() (allocations and
+  // the gaps their pattern leaves); 0 where the backend does not track it.
+  virtual size_t peak_reserved_bytes() { return 0; }
   // What a run can still allocate: the device's free memory, or the host's available memory.
   virtual uint64_t free_memory_bytes() = 0;
   virtual void reset_peak_memory() {}

@@ -42,11 +42,19 @@ size_t pool_allocated_peak() {
   return static_cast<size_t>(high);
 }
 
+size_t pool_reserved_peak() {
+  uint64_t high = 0;
+  check(cudaMemPoolGetAttribute(memory_pool(), cudaMemPoolAttrReservedMemHigh, &high), "cudaMemPoolGetAttribute");
+  return static_cast<size_t>(high);
+}
+
 void trim_pool() {
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   check(cudaMemPoolTrimTo(memory_pool(), 0), "cudaMemPoolTrimTo");
-  uint64_t zero = 0;  // the only value a high-water mark can be reset to
-  check(cudaMemPoolSetAttribute(memory_pool(), cudaMemPoolAttrUsedMemHigh, &zero), "cudaMemPoolSetAttribute");
+  for (const cudaMemPoolAttr a : {cudaMemPoolAttrUsedMemHigh, cudaMemPoolAttrReservedMemHigh}) {
+    uint64_t zero = 0;  // the only value a high-water mark can be reset to
+    check(cudaMemPoolSetAttribute(memory_pool(), a, &zero), "cudaMemPoolSetAttribute");
+  }
 }
 
 }  // namespace q2::cuda

@@ -22,8 +22,11 @@ size_t device_bytes_in_use();
 // The most bytes the pool's allocations held at once since trim_pool; device_bytes_in_use also
 // counts the context, what the pool reserves beyond its allocations and memory outside the pool.
 size_t pool_allocated_peak();
-// Returns the pool's unused reservations to the driver and restarts pool_allocated_peak, so the
-// next step's marks are its own.
+// The most bytes the pool reserved from the driver at once since trim_pool: its allocations'
+// peak plus what their pattern leaves unusable (freed blocks too small for the next request).
+size_t pool_reserved_peak();
+// Returns the pool's unused reservations to the driver and restarts both peaks, so the next
+// step's marks are its own.
 void trim_pool();
 
 }  // namespace q2::cuda
