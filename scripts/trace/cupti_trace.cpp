@@ -7,9 +7,9 @@
 // Rows: kind,name,stream,start_ns,end_ns,correlation,grid (kind: K kernel, S memset, C memcpy,
 // R runtime API call on the CPU; correlation links an R row to the GPU row it launched; grid:
 // a kernel's block count). With Q2_TRACE_MEMORY=1 also every device allocation and release
-// (M rows, name alloc or free, grid: bytes), followed by address, the stream-ordered pool's
-// size and utilized bytes after it (0 outside a pool), whether it was stream-ordered and the
-// library that asked: the pool's growth and the memory outside it, which cudaMemGetInfo counts
+// (M rows, name alloc or free, grid: bytes), followed by address, its stream-ordered pool's
+// size, utilized bytes and base address (0 outside a pool), whether it was stream-ordered and
+// the library that asked: the pool's growth and the memory outside it, which cudaMemGetInfo counts
 // together.
 #include <cupti.h>
 
@@ -65,11 +65,12 @@ void CUPTIAPI completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t val
         if (m->memoryKind != CUPTI_ACTIVITY_MEMORY_KIND_DEVICE) break;
         const bool alloc = m->memoryOperationType == CUPTI_ACTIVITY_MEMORY_OPERATION_TYPE_ALLOCATION;
         const bool pool = m->memoryPoolConfig.memoryPoolType == CUPTI_ACTIVITY_MEMORY_POOL_TYPE_LOCAL;
-        std::fprintf(out, "M,%s,%u,%llu,%llu,%u,%llu,%llu,%llu,%llu,%u,\"%s\"\n", alloc ? "alloc" : "free", m->streamId,
+        std::fprintf(out, "M,%s,%u,%llu,%llu,%u,%llu,%llu,%llu,%llu,%llu,%u,\"%s\"\n", alloc ? "alloc" : "free", m->streamId,
                      (unsigned long long)m->timestamp, (unsigned long long)m->timestamp, m->correlationId,
                      (unsigned long long)m->bytes, (unsigned long long)m->address,
                      (unsigned long long)(pool ? m->memoryPoolConfig.pool.size : 0),
-                     (unsigned long long)(pool ? m->memoryPoolConfig.utilizedSize : 0), m->isAsync,
+                     (unsigned long long)(pool ? m->memoryPoolConfig.utilizedSize : 0),
+                     (unsigned long long)(pool ? m->memoryPoolConfig.address : 0), m->isAsync,
                      m->source ? m->source : "");
         break;
       }

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Where a program's device memory went, from a cupti_trace.csv recorded with Q2_TRACE_MEMORY=1:
 the memory outside the stream-ordered pool (cudaMalloc of libraries and of our own buffers), the
-pool's size against the bytes its allocations held (what a plan can predict), and every time the
-pool grew, with the request that made it grow and the kernel launched last before it.
+pools' sizes against the bytes their allocations held (what a plan can predict), and every time
+a pool grew, with the request that made it grow and the kernel launched last before it.
 
-cudaMemGetInfo's used memory is the CUDA context, plus the memory outside the pool, plus the
-pool's size (the pool keeps what it reserved: cuda/runtime/device.cpp), so the pool's size less
-its peak of utilized bytes is the memory that the allocation pattern costs beyond the plan.
+cudaMemGetInfo's used memory is the CUDA context, plus the memory outside the pools, plus the
+pools' sizes (they keep what they reserved: cuda/runtime/device.h), so a pool's size less its
+peak of utilized bytes is the memory that the allocation pattern costs beyond the plan.
 
   memory.py TRACE.csv [GROWTHS]   (GROWTHS: how many growth events to list, default 30)
 """
@@ -21,10 +21,10 @@ def load(path):
     mem, launches, kernels = [], [], {}
     with open(path, newline="") as f:
         for r in csv.reader(f):
-            if len(r) >= 12 and r[0] == "M":
+            if len(r) >= 13 and r[0] == "M":
                 mem.append({"alloc": r[1] == "alloc", "t": int(r[3]), "bytes": int(r[6]), "address": int(r[7]),
-                            "pool_size": int(r[8]), "utilized": int(r[9]), "pooled": r[10] == "1" and int(r[8]) > 0,
-                            "source": r[11]})
+                            "pool_size": int(r[8]), "pool": int(r[10]), "pooled": r[11] == "1" and int(r[8]) > 0,
+                            "source": r[12]})
             elif len(r) >= 7 and r[0] == "R":
                 launches.append((int(r[3]), int(r[5])))
             elif len(r) >= 7 and r[0] == "K":
@@ -40,23 +40,26 @@ def last_kernel(launches, t):
 
 
 def analyze(mem, launches):
-    """Outside the pool: live bytes at their peak, and by source at that peak. The pool: its
-    largest size, the peak of bytes its allocations held (tracked here from the records), and
-    each allocation that grew it past its largest size so far."""
+    """Outside the pools: live bytes at their peak, and by source at that peak. Each pool (by
+    base address, in order of first use): its largest size, the peak of bytes its allocations
+    held (tracked here from the records), and each allocation that grew it past its largest
+    size so far."""
     live, outside, peak_out, at_peak, by_source = {}, 0, 0, {}, {}
-    pool_max, held, held_peak, growths = 0, 0, 0, []
+    pools = {}
     for m in mem:
         if m["pooled"]:
+            p = pools.setdefault(m["pool"], {"max": 0, "held": 0, "held_peak": 0, "growths": []})
             if m["alloc"]:
                 live[m["address"]] = m["bytes"]
-                held += m["bytes"]
-                held_peak = max(held_peak, held)
-                if m["pool_size"] > pool_max:
-                    growths.append({"t": m["t"], "bytes": m["bytes"], "before": pool_max, "after": m["pool_size"],
-                                    "held": held, "kernel": last_kernel(launches, m["t"])})
+                p["held"] += m["bytes"]
+                p["held_peak"] = max(p["held_peak"], p["held"])
+                if m["pool_size"] > p["max"]:
+                    p["growths"].append({"t": m["t"], "bytes": m["bytes"], "before": p["max"],
+                                         "after": m["pool_size"], "held": p["held"],
+                                         "kernel": last_kernel(launches, m["t"])})
             else:
-                held -= live.pop(m["address"], 0)
-            pool_max = max(pool_max, m["pool_size"])
+                p["held"] -= live.pop(m["address"], 0)
+            p["max"] = max(p["max"], m["pool_size"])
             continue
         key = (m["address"], m["source"])
         if m["alloc"]:
@@ -69,8 +72,7 @@ def analyze(mem, launches):
     sources = {}
     for (_, src), b in at_peak.items():
         sources[src or "(unknown)"] = sources.get(src or "(unknown)", 0) + b
-    return {"outside_peak": peak_out, "outside_by_source": sources, "pool_max": pool_max, "held_peak": held_peak,
-            "growths": growths}
+    return {"outside_peak": peak_out, "outside_by_source": sources, "pools": list(pools.values())}
 
 
 def main():
@@ -84,16 +86,17 @@ def main():
     print(f"outside the pool at its peak: {a['outside_peak'] / GIB:.3f} GiB")
     for src, b in sorted(a["outside_by_source"].items(), key=lambda x: -x[1]):
         print(f"  {b / GIB:8.3f} GiB  {src}")
-    slack = a["pool_max"] - a["held_peak"]
-    print(f"pool: largest size {a['pool_max'] / GIB:.3f} GiB, its allocations held at most "
-          f"{a['held_peak'] / GIB:.3f} GiB, slack {slack / GIB:.3f} GiB")
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 30
-    print(f"pool growths ({len(a['growths'])}; the {min(n, len(a['growths']))} largest, in time order):")
-    largest = sorted(sorted(a["growths"], key=lambda g: g["before"] - g["after"])[:n], key=lambda g: g["t"])
-    for g in largest:
-        print(f"  {(g['t'] - t0) / 1e6:10.2f} ms  request {g['bytes'] / (1 << 20):9.1f} MiB  pool "
-              f"{g['before'] / GIB:7.3f} -> {g['after'] / GIB:7.3f} GiB  held {g['held'] / GIB:7.3f} GiB  "
-              f"after {g['kernel']}")
+    for i, p in enumerate(a["pools"]):
+        print(f"pool {i}: largest size {p['max'] / GIB:.3f} GiB, its allocations held at most "
+              f"{p['held_peak'] / GIB:.3f} GiB, slack {(p['max'] - p['held_peak']) / GIB:.3f} GiB")
+    for i, p in enumerate(a["pools"]):
+        gs = p["growths"]
+        print(f"pool {i} growths ({len(gs)}; the {min(n, len(gs))} largest, in time order):")
+        for g in sorted(sorted(gs, key=lambda g: g["before"] - g["after"])[:n], key=lambda g: g["t"]):
+            print(f"  {(g['t'] - t0) / 1e6:10.2f} ms  request {g['bytes'] / (1 << 20):9.1f} MiB  pool "
+                  f"{g['before'] / GIB:7.3f} -> {g['after'] / GIB:7.3f} GiB  held {g['held'] / GIB:7.3f} GiB  "
+                  f"after {g['kernel']}")
 
 
 if __name__ == "__main__":
