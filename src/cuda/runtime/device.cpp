@@ -12,23 +12,48 @@ void check(cudaError_t e, const std::string& what) {
 
 void check_launch(const char* kernel) { check(cudaGetLastError(), std::string("launch of ") + kernel); }
 
+namespace {
+
+cudaMemPool_t keeping_freed_memory(cudaMemPool_t p) {
+  uint64_t keep = UINT64_MAX;
+  check(cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+  return p;
+}
+
+int current_device() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  return device;
+}
+
+}  // namespace
+
 cudaMemPool_t memory_pool() {
   static const cudaMemPool_t pool = [] {
-    int device = 0;
-    check(cudaGetDevice(&device), "cudaGetDevice");
     cudaMemPool_t p;
-    check(cudaDeviceGetDefaultMemPool(&p, device), "cudaDeviceGetDefaultMemPool");
-    uint64_t keep = UINT64_MAX;
-    check(cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
-    return p;
+    check(cudaDeviceGetDefaultMemPool(&p, current_device()), "cudaDeviceGetDefaultMemPool");
+    return keeping_freed_memory(p);
+  }();
+  return pool;
+}
+
+cudaMemPool_t buffer_pool() {
+  static const cudaMemPool_t pool = [] {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = current_device();
+    cudaMemPool_t p;
+    check(cudaMemPoolCreate(&p, &props), "cudaMemPoolCreate (buffers)");
+    return keeping_freed_memory(p);
   }();
   return pool;
 }
 
 void* device_alloc(size_t bytes, const std::string& what) {
-  memory_pool();
   void* p = nullptr;
-  check(cudaMallocAsync(&p, bytes, 0), "cudaMallocAsync of " + std::to_string(bytes) + " bytes (" + what + ")");
+  check(cudaMallocFromPoolAsync(&p, bytes, buffer_pool(), 0),
+        "cudaMallocFromPoolAsync of " + std::to_string(bytes) + " bytes (" + what + ")");
   check(cudaStreamSynchronize(0), "cudaStreamSynchronize (new buffer)");
   return p;
 }

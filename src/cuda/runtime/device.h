@@ -17,13 +17,19 @@ void check_launch(const char* kernel);
 // True when at least one CUDA device is usable (never throws).
 bool device_available();
 
-// The device's default memory pool, told once to keep freed memory (the default threshold of
-// 0 would return it to the driver at every synchronization, making each step pay for fresh
-// allocations). Every device allocation comes from it, so that memory one kind of buffer frees
-// serves the next of another (cudaMalloc cannot use what a pool keeps).
+// Two stream-ordered pools, each told once to keep freed memory (the default threshold of 0
+// would return it to the driver at every synchronization, making each step pay for fresh
+// allocations):
+// - memory_pool(), the device's default pool: a step's tensors (tensor.h's device_tensor, the
+//   ops' temporaries), made and freed in the same order every step;
+// - buffer_pool(): buffers that outlive a step (device_alloc: DeviceBuffer, the layers' kept
+//   operands and grow-only scratch), most made during the first step. Among the step's tensors
+//   they would leave that step's freed blocks where the next step's requests, which no longer
+//   make them, do not fit, and the pool would grow.
 cudaMemPool_t memory_pool();
-// `bytes` from the pool, usable on any stream on return; and back, after the device's queued
-// work (the guarantee cudaFree gives).
+cudaMemPool_t buffer_pool();
+// `bytes` from buffer_pool(), usable on any stream on return; and back, after the device's
+// queued work (the guarantee cudaFree gives).
 void* device_alloc(size_t bytes, const std::string& what);
 void device_free(void* p);
 

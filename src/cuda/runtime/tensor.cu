@@ -36,24 +36,33 @@ size_t device_bytes_in_use() {
   return total - free;
 }
 
-size_t pool_allocated_peak() {
-  uint64_t high = 0;
-  check(cudaMemPoolGetAttribute(memory_pool(), cudaMemPoolAttrUsedMemHigh, &high), "cudaMemPoolGetAttribute");
-  return static_cast<size_t>(high);
+namespace {
+
+// The sum of both pools' high-water marks of `a`.
+size_t pools_high(cudaMemPoolAttr a) {
+  uint64_t sum = 0;
+  for (const cudaMemPool_t p : {memory_pool(), buffer_pool()}) {
+    uint64_t high = 0;
+    check(cudaMemPoolGetAttribute(p, a, &high), "cudaMemPoolGetAttribute");
+    sum += high;
+  }
+  return static_cast<size_t>(sum);
 }
 
-size_t pool_reserved_peak() {
-  uint64_t high = 0;
-  check(cudaMemPoolGetAttribute(memory_pool(), cudaMemPoolAttrReservedMemHigh, &high), "cudaMemPoolGetAttribute");
-  return static_cast<size_t>(high);
-}
+}  // namespace
+
+size_t pool_allocated_peak() { return pools_high(cudaMemPoolAttrUsedMemHigh); }
+
+size_t pool_reserved_peak() { return pools_high(cudaMemPoolAttrReservedMemHigh); }
 
 void trim_pool() {
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  check(cudaMemPoolTrimTo(memory_pool(), 0), "cudaMemPoolTrimTo");
-  for (const cudaMemPoolAttr a : {cudaMemPoolAttrUsedMemHigh, cudaMemPoolAttrReservedMemHigh}) {
-    uint64_t zero = 0;  // the only value a high-water mark can be reset to
-    check(cudaMemPoolSetAttribute(memory_pool(), a, &zero), "cudaMemPoolSetAttribute");
+  for (const cudaMemPool_t p : {memory_pool(), buffer_pool()}) {
+    check(cudaMemPoolTrimTo(p, 0), "cudaMemPoolTrimTo");
+    for (const cudaMemPoolAttr a : {cudaMemPoolAttrUsedMemHigh, cudaMemPoolAttrReservedMemHigh}) {
+      uint64_t zero = 0;  // the only value a high-water mark can be reset to
+      check(cudaMemPoolSetAttribute(p, a, &zero), "cudaMemPoolSetAttribute");
+    }
   }
 }
 

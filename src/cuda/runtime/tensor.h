@@ -16,16 +16,17 @@ size_t dtype_bytes(model::DType dtype);
 enum class Fill { kZero, kNone };
 model::Tensor device_tensor(int64_t rows, int64_t cols, model::DType dtype, Fill fill = Fill::kZero);
 
-// Device memory the process holds: everything allocated (the pool keeps freed tensors
-// reserved, so after a step this is that step's high-water mark) plus the CUDA context.
+// Device memory the process holds: everything allocated (the pools keep freed memory reserved,
+// so after a step this is that step's high-water mark) plus the CUDA context.
 size_t device_bytes_in_use();
-// The most bytes the pool's allocations held at once since trim_pool; device_bytes_in_use also
-// counts the context, what the pool reserves beyond its allocations and memory outside the pool.
+// The most bytes the pools' allocations held since trim_pool (the sum of each pool's peak: the
+// buffer pool's, made once, hardly moves); device_bytes_in_use also counts the context, what
+// the pools reserve beyond their allocations and memory outside them (device.h).
 size_t pool_allocated_peak();
-// The most bytes the pool reserved from the driver at once since trim_pool: its allocations'
-// peak plus what their pattern leaves unusable (freed blocks too small for the next request).
+// The most bytes the pools reserved from the driver since trim_pool: their allocations' peaks
+// plus what their pattern leaves unusable (freed blocks too small for the next request).
 size_t pool_reserved_peak();
-// Returns the pool's unused reservations to the driver and restarts both peaks, so the next
+// Returns the pools' unused reservations to the driver and restarts both peaks, so the next
 // step's marks are its own.
 void trim_pool();
 
