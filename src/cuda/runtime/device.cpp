@@ -51,6 +51,7 @@ cudaMemPool_t buffer_pool() {
 }
 
 void* device_alloc(size_t bytes, const std::string& what) {
+  memory_pool();  // the step's pool keeps its memory from the first buffer on, as device_tensor's first call does
   void* p = nullptr;
   check(cudaMallocFromPoolAsync(&p, bytes, buffer_pool(), 0),
         "cudaMallocFromPoolAsync of " + std::to_string(bytes) + " bytes (" + what + ")");
