@@ -1,6 +1,8 @@
 #include "cuda/runtime/device.h"
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "common/error.h"
 
@@ -26,32 +28,39 @@ int current_device() {
   return device;
 }
 
-}  // namespace
+// The pools of the current device, set up on its first use: a process may drive several GPUs
+// (the C API works on whichever is current).
+struct Pools {
+  cudaMemPool_t steps = nullptr, buffers = nullptr;
+};
 
-cudaMemPool_t memory_pool() {
-  static const cudaMemPool_t pool = [] {
-    cudaMemPool_t p;
-    check(cudaDeviceGetDefaultMemPool(&p, current_device()), "cudaDeviceGetDefaultMemPool");
-    return keeping_freed_memory(p);
-  }();
-  return pool;
-}
-
-cudaMemPool_t buffer_pool() {
-  static const cudaMemPool_t pool = [] {
+const Pools& pools() {
+  static std::mutex mu;
+  static std::map<int, Pools> by_device;
+  const int device = current_device();
+  const std::lock_guard<std::mutex> lock(mu);
+  Pools& p = by_device[device];
+  if (!p.steps) {
+    cudaMemPool_t steps, buffers;
+    check(cudaDeviceGetDefaultMemPool(&steps, device), "cudaDeviceGetDefaultMemPool");
     cudaMemPoolProps props{};
     props.allocType = cudaMemAllocationTypePinned;
     props.location.type = cudaMemLocationTypeDevice;
-    props.location.id = current_device();
-    cudaMemPool_t p;
-    check(cudaMemPoolCreate(&p, &props), "cudaMemPoolCreate (buffers)");
-    return keeping_freed_memory(p);
-  }();
-  return pool;
+    props.location.id = device;
+    check(cudaMemPoolCreate(&buffers, &props), "cudaMemPoolCreate (buffers)");
+    p.buffers = keeping_freed_memory(buffers);
+    p.steps = keeping_freed_memory(steps);
+  }
+  return p;
 }
 
+}  // namespace
+
+cudaMemPool_t memory_pool() { return pools().steps; }
+
+cudaMemPool_t buffer_pool() { return pools().buffers; }
+
 void* device_alloc(size_t bytes, const std::string& what) {
-  memory_pool();  // the step's pool keeps its memory from the first buffer on, as device_tensor's first call does
   void* p = nullptr;
   check(cudaMallocFromPoolAsync(&p, bytes, buffer_pool(), 0),
         "cudaMallocFromPoolAsync of " + std::to_string(bytes) + " bytes (" + what + ")");

@@ -17,15 +17,15 @@ void check_launch(const char* kernel);
 // True when at least one CUDA device is usable (never throws).
 bool device_available();
 
-// Two stream-ordered pools, each told once to keep freed memory (the default threshold of 0
-// would return it to the driver at every synchronization, making each step pay for fresh
-// allocations):
+// Two stream-ordered pools per device (the current device's are returned, both set up on its
+// first use), each told to keep freed memory (the default threshold of 0 would return it to the
+// driver at every synchronization, making each step pay for fresh allocations):
 // - memory_pool(), the device's default pool: a step's tensors (tensor.h's device_tensor, the
 //   ops' temporaries), made and freed in the same order every step;
 // - buffer_pool(): buffers that outlive a step (device_alloc: DeviceBuffer, the layers' kept
 //   operands and grow-only scratch), most made during the first step. Among the step's tensors
-//   they would leave that step's freed blocks where the next step's requests, which no longer
-//   make them, do not fit, and the pool would grow.
+//   they can leave that step's freed blocks where the next step's requests, which no longer
+//   make them, do not fit, so that the pool grows.
 cudaMemPool_t memory_pool();
 cudaMemPool_t buffer_pool();
 // `bytes` from buffer_pool(), usable on any stream on return; and back, after the device's
