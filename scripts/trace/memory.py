@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where a program's device memory went, from a cupti_trace.csv recorded with Q2_TRACE_MEMORY=1:
-the memory outside the stream-ordered pool (cudaMalloc of libraries and of our own buffers), the
-pools' sizes against the bytes their allocations held (what a plan can predict), and every time
-a pool grew, with the request that made it grow and the kernel launched last before it.
+the memory outside the stream-ordered pools (the libraries' cudaMalloc; a stream-ordered record
+is a pool's), the pools' sizes against the bytes their allocations held (what a plan can
+predict), and every time a pool grew, with the request that made it grow and the kernel
+launched last before it.
 
 cudaMemGetInfo's used memory is the CUDA context, plus the memory outside the pools, plus the
 pools' sizes (they keep what they reserved: cuda/runtime/device.h), so a pool's size less its
@@ -23,7 +24,7 @@ def load(path):
         for r in csv.reader(f):
             if len(r) >= 13 and r[0] == "M":
                 mem.append({"alloc": r[1] == "alloc", "t": int(r[3]), "bytes": int(r[6]), "address": int(r[7]),
-                            "pool_size": int(r[8]), "pool": int(r[10]), "pooled": r[11] == "1" and int(r[8]) > 0,
+                            "pool_size": int(r[8]), "pool": int(r[10]), "pooled": r[11] == "1",
                             "source": r[12]})
             elif len(r) >= 7 and r[0] == "R":
                 launches.append((int(r[3]), int(r[5])))
@@ -83,7 +84,7 @@ def main():
         sys.exit(f"memory.py: {sys.argv[1]} has no M rows (record it with Q2_TRACE_MEMORY=1)")
     a = analyze(mem, launches)
     t0 = mem[0]["t"]
-    print(f"outside the pool at its peak: {a['outside_peak'] / GIB:.3f} GiB")
+    print(f"memory outside the pools at its peak: {a['outside_peak'] / GIB:.3f} GiB")
     for src, b in sorted(a["outside_by_source"].items(), key=lambda x: -x[1]):
         print(f"  {b / GIB:8.3f} GiB  {src}")
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 30

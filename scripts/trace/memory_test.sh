@@ -32,7 +32,7 @@ m() {  # alloc|free time bytes address pool_size utilized pool async source
 } >"$tmp/trace.csv"
 out=$(python3 "$root/scripts/trace/memory.py" "$tmp/trace.csv")
 expect() { grep -qF -- "$1" <<<"$out" || { echo "memory_test: missing '$1' in:" >&2; echo "$out" >&2; exit 1; }; }
-expect "outside the pool at its peak: 1.500 GiB"
+expect "memory outside the pools at its peak: 1.500 GiB"
 expect "     1.000 GiB  /usr/lib/libcublasLt.so.13"
 expect "     0.500 GiB  /opt/libquartet2_c.so"
 expect "pool 0: largest size 3.500 GiB, its allocations held at most 2.000 GiB, slack 1.500 GiB"
